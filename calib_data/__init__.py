@@ -1,0 +1,1 @@
+"""Inputs the UNet is run on: check samples for accuracy reports (and, later, calibration sets)."""

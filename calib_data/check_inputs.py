@@ -1,0 +1,31 @@
+"""Deterministic UNet inputs for comparing a converted model with ONNX Runtime.
+
+Stand-ins until trajectory recording lands: a unit-Gaussian latent (what the sampler starts from),
+unit-Gaussian text states, and timesteps spread over the training range (1000 steps).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TRAIN_TIMESTEPS = 1000
+
+
+def check_timesteps(count: int) -> list[float]:
+    """`count` timesteps evenly inside (0, 999): 1 sample -> 500, 3 -> 250, 500, 749."""
+    return [float(round(t)) for t in np.linspace(0, TRAIN_TIMESTEPS - 1, count + 2)[1:-1]]
+
+
+def check_inputs(specs: dict[str, tuple[list[int], np.dtype]], count: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """`count` feeds for inputs named as the traced UNet names them (`sample`, `timestep`, ...)."""
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for t in check_timesteps(count):
+        feed = {}
+        for name, (shape, dtype) in specs.items():
+            if name == "timestep":
+                feed[name] = np.full(shape, t, dtype=dtype)
+            else:
+                feed[name] = rng.standard_normal(shape).astype(dtype)
+        feeds.append(feed)
+    return feeds

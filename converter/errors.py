@@ -1,0 +1,20 @@
+"""Errors the CLI turns into one line on stderr and a non-zero exit, never a traceback."""
+
+
+class UserError(Exception):
+    """Bad input: a path, file or flag the user can fix. Exit code 2."""
+
+    exit_code = 2
+
+
+class BuildFailed(Exception):
+    """The input was fine but the build did not produce a usable artifact. Exit code 1.
+
+    `details` holds extra lines (toolkit log tail, layer names) shown under the one-line message.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, details: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.details = details

@@ -1,0 +1,80 @@
+"""How a graph pass is written and run.
+
+A pass is three small functions over an onnx-graphsurgeon graph, after onnxscript's rewriter:
+`find` yields candidate matches, `check` says why a match must be left alone (or None), `rewrite`
+changes the graph and returns one line saying what it did. The runner applies every match that
+passes its check, cleans the graph up once, and reports the rewrites and the skips.
+
+A rewrite may move part of the graph to the host (the board's CPU, before calling the NPU). It then
+hands the runner a `HostProgram`: a small ONNX model computing new graph inputs from old ones, so the
+inputs a user feeds the exported UNet (`sample`, `timestep`, ...) can always be turned into what the
+`.rknn` takes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import onnx
+import onnx_graphsurgeon as gs
+
+
+@dataclass
+class HostProgram:
+    """ONNX model run on the host: `inputs` are graph inputs before the pass, `outputs` after."""
+
+    name: str
+    model: onnx.ModelProto
+
+    @property
+    def inputs(self) -> list[str]:
+        return [i.name for i in self.model.graph.input]
+
+    @property
+    def outputs(self) -> list[str]:
+        return [o.name for o in self.model.graph.output]
+
+
+@dataclass
+class PassReport:
+    name: str
+    rewrites: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"pass": self.name, "rewrites": self.rewrites, "skipped": self.skipped}
+
+
+class GraphPass:
+    """Base of every pass. The subclass docstring names the RKNN behaviour and how it was verified."""
+
+    name: str = ""
+
+    def find(self, graph: gs.Graph) -> Iterable[Any]:
+        raise NotImplementedError
+
+    def check(self, graph: gs.Graph, match: Any) -> str | None:
+        return None
+
+    def rewrite(self, graph: gs.Graph, match: Any, host: list[HostProgram]) -> str:
+        raise NotImplementedError
+
+
+def run_pass(graph_pass: GraphPass, model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport, list[HostProgram]]:
+    graph = gs.import_onnx(model)
+    report = PassReport(graph_pass.name)
+    host: list[HostProgram] = []
+    for match in list(graph_pass.find(graph)):
+        reason = graph_pass.check(graph, match)
+        if reason is None:
+            report.rewrites.append(graph_pass.rewrite(graph, match, host))
+        else:
+            report.skipped.append(reason)
+    if not report.rewrites:
+        return model, report, host
+    graph.cleanup().toposort()
+    out = gs.export_onnx(graph)
+    out.ir_version = model.ir_version
+    out.producer_name, out.producer_version = model.producer_name, model.producer_version
+    return out, report, host

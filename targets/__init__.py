@@ -1,0 +1,17 @@
+"""Target chips and the RKNN backend. Only this package imports `rknn` (and only in a child process)."""
+
+from __future__ import annotations
+
+from converter.errors import UserError
+
+from . import rk3588
+from .chip import Chip
+
+CHIPS: dict[str, Chip] = {c.name: c for c in (rk3588.CHIP,)}
+
+
+def get_chip(name: str) -> Chip:
+    try:
+        return CHIPS[name]
+    except KeyError:
+        raise UserError(f"unknown target '{name}' (known: {', '.join(CHIPS)})") from None

@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny UNets of the real diffusers class, and a way to run the real CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+
+# SD 1.5's block types and heads at two stages and 32/64 channels: the same operators, built in seconds.
+TINY_CONFIG = {
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 1,
+    "block_out_channels": [32, 64],
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    "cross_attention_dim": 32,
+    "attention_head_dim": 8,
+    "norm_num_groups": 8,
+}
+TINY_RESOLUTION = 64
+
+
+def tiny_unet(seed: int = 0, **overrides) -> UNet2DConditionModel:
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(**{**TINY_CONFIG, **overrides}).eval()
+
+
+def unet_inputs(unet: UNet2DConditionModel, resolution: int = TINY_RESOLUTION, seed: int = 1, timestep: float = 321.0):
+    g = torch.Generator().manual_seed(seed)
+    latent = resolution // 8
+    return {
+        "sample": torch.randn(1, unet.conv_in.in_channels, latent, latent, generator=g),
+        "timestep": torch.tensor([timestep]),
+        "encoder_hidden_states": torch.randn(1, 77, unet.config.cross_attention_dim, generator=g),
+    }
+
+
+def torch_output(unet: UNet2DConditionModel, inputs: dict) -> np.ndarray:
+    with torch.no_grad():
+        return unet(**inputs, return_dict=False)[0].numpy()
+
+
+def as_numpy(inputs: dict) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in inputs.items()}
+
+
+@pytest.fixture
+def tiny_folder(tmp_path) -> Path:
+    """A diffusers UNet folder (config.json + diffusion_pytorch_model.safetensors)."""
+    folder = tmp_path / "tiny-unet"
+    tiny_unet().save_pretrained(folder)
+    return folder
+
+
+def rkconvert(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The real CLI in its own process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "converter.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=900)
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("rkconvert: error:")]

@@ -1,0 +1,72 @@
+"""Bad input: one line naming the file and the problem, exit 2, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.conftest import error_lines, rkconvert, tiny_unet
+from tests.test_toolkit_crash import flip_reproducer
+
+
+def _fails_cleanly(tmp_path, *args, expect: str):
+    result = rkconvert("build", "--target", "rk3588", *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines == error_lines(result), f"more than the error line: {result.stderr}"
+    assert expect in lines[0]
+    assert not (tmp_path / "build").exists()
+    assert not list(tmp_path.rglob("*.rknn"))
+    return lines[0]
+
+
+def test_missing_path(tmp_path):
+    _fails_cleanly(tmp_path, "--model", "no/such/unet", expect="--model 'no/such/unet': no such file or directory")
+
+
+def test_corrupt_safetensors(tmp_path, tiny_folder):
+    weights = tiny_folder / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    line = _fails_cleanly(tmp_path, "--model", str(tiny_folder), expect=str(weights))
+    assert "not a readable safetensors file" in line
+
+
+def test_folder_that_is_not_a_unet(tmp_path):
+    vae = tmp_path / "vae"
+    vae.mkdir()
+    (vae / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL", "latent_channels": 4}))
+    _fails_cleanly(tmp_path, "--model", str(vae), expect="a AutoencoderKL config, not a diffusers UNet2DConditionModel")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _fails_cleanly(tmp_path, "--model", str(empty), expect=f"{empty}: not a diffusers UNet folder (no config.json)")
+
+
+def test_unknown_target(tmp_path):
+    result = rkconvert("build", "--target", "rk9999", "--model", "demo", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "rkconvert: error: unknown target 'rk9999' (known: rk3588)"
+
+
+def test_onnx_that_is_not_a_unet(tmp_path):
+    import onnx
+
+    onnx.save(flip_reproducer(), str(tmp_path / "flip.onnx"))
+    _fails_cleanly(tmp_path, "--model", "flip.onnx",
+                   expect="flip.onnx: not a UNet ONNX: expected inputs sample, timestep, encoder_hidden_states; found x")
+    (tmp_path / "garbage.onnx").write_bytes(b"\x08\x07 this is not protobuf")
+    _fails_cleanly(tmp_path, "--model", "garbage.onnx", expect="garbage.onnx: not a readable ONNX model")
+
+
+def test_pickled_module_without_trust(tmp_path):
+    torch.save(tiny_unet(), tmp_path / "unet.pth")
+    _fails_cleanly(tmp_path, "--model", "unet.pth", expect="unet.pth: holds pickled Python objects")
+
+
+def test_bad_flags(tmp_path):
+    _fails_cleanly(tmp_path, "--model", "demo", "--resolution", "100", expect="--resolution 100: must be a positive multiple of 64")
+    _fails_cleanly(tmp_path, "--model", "demo", "--skip-pass", "nope", expect="--skip-pass nope: no such pass")
+    result = rkconvert("build", "--model", "demo", cwd=tmp_path)
+    assert result.returncode == 2
+    assert error_lines(result) == ["rkconvert: error: Missing option '--target'."]

@@ -1,0 +1,92 @@
+"""Every --model source loads into the real diffusers UNet with the weights it was given."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from converter import presets
+from converter.errors import UserError
+from converter.model_source import resolve
+from tests.conftest import TINY_RESOLUTION, tiny_unet, torch_output, unet_inputs
+from tools.make_pruned_unet import prune_unet
+
+
+@pytest.fixture(scope="module")
+def pruned():
+    """A tiny UNet pruned by torch-pruning (Taylor importance), as the seed project pruned SD."""
+    return prune_unet(tiny_unet(), ratio=0.25, resolution=TINY_RESOLUTION)
+
+
+def test_presets_keep_their_architecture():
+    sd21 = resolve("sd21:mini").load_unet()
+    assert sd21.config.use_linear_projection
+    assert isinstance(sd21.down_blocks[0].attentions[0].proj_in, torch.nn.Linear)
+    assert [b.attentions[0].transformer_blocks[0].attn1.heads for b in sd21.down_blocks[:3]] == [5, 10, 20]
+    assert sd21.down_blocks[0].attentions[0].transformer_blocks[0].attn2.to_k.in_features == 1024 // 16
+
+    bk = resolve("bk-sdm-tiny:mini").load_unet()
+    assert bk.mid_block is None
+    assert [len(b.resnets) for b in bk.down_blocks] == [1, 1, 1, 1]
+
+    sd15 = resolve("sd15:mini").load_unet()
+    assert sd15.mid_block is not None and [len(b.resnets) for b in sd15.down_blocks] == [2, 2, 2, 2]
+    full = presets.preset_config("sd15")
+    assert [c // 8 for c in full["block_out_channels"]] == list(sd15.config.block_out_channels)
+
+
+def test_presets_are_deterministic_per_seed():
+    a, b, c = (resolve("demo", seed=s).load_unet() for s in (0, 0, 1))
+    wa, wb, wc = (m.conv_in.weight.detach() for m in (a, b, c))
+    assert torch.equal(wa, wb)
+    assert not torch.equal(wa, wc)
+
+
+def test_diffusers_folder_loads_the_same_weights(tiny_folder):
+    original = tiny_unet()
+    loaded = resolve(str(tiny_folder)).load_unet()
+    inputs = unet_inputs(original)
+    np.testing.assert_array_equal(torch_output(loaded, inputs), torch_output(original, inputs))
+
+
+def test_pruned_widths_come_from_the_weights(tmp_path, pruned):
+    widths = {p.shape[0] for n, p in pruned.named_parameters() if n.endswith("conv1.weight")}
+    assert any(w % 32 for w in widths), f"pruning left only multiples of 32: {widths}"
+    folder = tmp_path / "pruned"
+    folder.mkdir()
+    tiny_unet().save_config(folder)  # the stock config, as torch-pruning users ship it
+    save_file({k: v.contiguous() for k, v in pruned.state_dict().items()},
+              folder / "diffusion_pytorch_model.safetensors")
+    loaded = resolve(str(folder)).load_unet()
+    inputs = unet_inputs(pruned)
+    np.testing.assert_array_equal(torch_output(loaded, inputs), torch_output(pruned, inputs))
+    assert sum(p.numel() for p in loaded.parameters()) < sum(p.numel() for p in tiny_unet().parameters())
+
+
+def test_pruned_state_dict_file_with_config_beside_it(tmp_path, pruned):
+    tiny_unet().save_config(tmp_path)
+    torch.save(pruned.state_dict(), tmp_path / "pruned.pth")
+    loaded = resolve(str(tmp_path / "pruned.pth")).load_unet()
+    inputs = unet_inputs(pruned)
+    np.testing.assert_array_equal(torch_output(loaded, inputs), torch_output(pruned, inputs))
+
+
+def test_pickled_module_needs_trust(tmp_path, pruned):
+    path = tmp_path / "pruned.pth"
+    torch.save(pruned, path)
+    with pytest.raises(UserError, match="--trust-pickle"):
+        resolve(str(path)).load_unet()
+    loaded = resolve(str(path), trust_pickle=True).load_unet()
+    inputs = unet_inputs(pruned)
+    np.testing.assert_array_equal(torch_output(loaded, inputs), torch_output(pruned, inputs))
+
+
+def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
+    tiny_unet().save_config(tmp_path)
+    state = tiny_unet().state_dict()
+    state.pop("conv_in.weight")
+    save_file(state, tmp_path / "diffusion_pytorch_model.safetensors")
+    with pytest.raises(UserError, match="1 missing .*conv_in.weight"):
+        resolve(str(tmp_path)).load_unet()

@@ -1,0 +1,103 @@
+"""Benchmark `rkconvert build` on a preset: wall time, peak memory, accuracy and size, as JSON.
+
+    .venv/bin/python tools/bench_build.py --model sd15 --resolution 512 [--json bench-results/x.json]
+
+Runs the real CLI in a child process (fresh build folder, --rebuild) and samples the resident memory
+of its whole process tree (rkconvert + the toolkit's child) twice a second, so the peak is what the
+machine had to hold. Figures depend on the machine: the JSON records which one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_bytes": psutil.virtual_memory().total,
+            "python": platform.python_version()}
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="sd15")
+    parser.add_argument("--resolution", type=int, default=512)
+    parser.add_argument("--target", default="rk3588")
+    parser.add_argument("--out", type=Path, default=None, help="build folder (default: a temporary one)")
+    parser.add_argument("--json", type=Path, default=None, help="default: bench-results/build-<model>-<res>.json")
+    args = parser.parse_args()
+    json_path = args.json or Path("bench-results") / f"build-{args.model.replace(':', '-')}-{args.resolution}.json"
+
+    with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
+        out = args.out or Path(tmp) / "build"
+        cmd = [sys.executable, "-m", "converter.cli", "build", "--target", args.target, "--model", args.model,
+               "--resolution", str(args.resolution), "--out", str(out), "--rebuild"]
+        start = time.monotonic()
+        proc = subprocess.Popen(cmd)
+        ps, peak = psutil.Process(proc.pid), 0
+        while proc.poll() is None:
+            peak = max(peak, tree_rss(ps))
+            time.sleep(0.5)
+        wall = time.monotonic() - start
+        report_path = out / "report.json"
+        report = json.loads(report_path.read_text()) if report_path.exists() else {}
+
+    result = {
+        "benchmark": "build",
+        "model": args.model,
+        "resolution": args.resolution,
+        "target": args.target,
+        "exit_code": proc.returncode,
+        "wall_seconds": round(wall, 1),
+        "peak_rss_bytes": peak,
+        "peak_rss_bytes_by_process": report.get("peak_rss_bytes"),
+        "stages": report.get("stages"),
+        "toolkit_phases": report.get("toolkit_phases"),
+        "output_psnr_db": report.get("output_psnr_db"),
+        "output_cosine": report.get("output_cosine"),
+        "output_max_abs": report.get("output_max_abs"),
+        "artifact_bytes": report.get("artifact_bytes"),
+        "onnx_bytes": report.get("onnx_bytes"),
+        "error": report.get("error"),
+        "toolkit_version": report.get("toolkit_version"),
+        "rkconvert_commit": git_commit(),
+        "machine": machine(),
+    }
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("wall_seconds", "peak_rss_bytes", "output_psnr_db", "artifact_bytes")}))
+    print(f"wrote {json_path}")
+    return proc.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
