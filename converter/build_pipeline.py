@@ -18,7 +18,7 @@ from calib_data.check_inputs import check_inputs, check_timesteps
 from targets import rknn_backend
 from targets.chip import Chip
 
-from . import onnx_files, onnx_runtime
+from . import memory, onnx_files, onnx_runtime
 from .accuracy import compare
 from .build_dir import BuildDir, StageResult
 from .errors import BuildFailed, UserError
@@ -163,6 +163,7 @@ def _stage(req: BuildRequest, build_dir: BuildDir, progress: Progress, name: str
             return produce(tmp)
 
     result = build_dir.run(name, material, after, produce_with_progress)
+    memory.release()
     if result.reused:
         progress.reused(name, what)
     req.stages.append(result)
