@@ -54,23 +54,31 @@ def main():
                    "unchanged inputs are reused.")
 @click.option("--min-psnr", type=float, default=40.0, show_default=True,
               help="Fail the build when the .rknn's output PSNR against ONNX Runtime (dB) is lower.")
+@click.option("--min-layer-cos", type=click.FloatRange(-1, 1), default=None,
+              help="Fail the build naming the first layer (execution order) whose output cosine against "
+                   "ONNX Runtime is lower. Needs the per-layer report.")
+@click.option("--layer-report", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Compare every layer with ONNX Runtime (report.json 'layers', report.html). auto: only "
+                   "when the toolkit's per-layer text dumps stay under 2 GiB (small models and resolutions).")
 @click.option("--check-samples", type=click.IntRange(1), default=1, show_default=True,
               help="How many inputs (timesteps spread over 0-999) to compare the .rknn on.")
 @click.option("--skip-pass", "skip_passes", multiple=True, metavar="PASS",
               help="Leave out a graph pass of the target's list (repeatable), e.g. to reproduce a toolkit failure.")
 @click.option("--rebuild", is_flag=True, help="Ignore stages kept from earlier runs.")
-def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, min_psnr, check_samples,
-          skip_passes, rebuild):
+def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, min_psnr, min_layer_cos,
+          layer_report, check_samples, skip_passes, rebuild):
     """Build MODEL into a .rknn for --target and check it against ONNX Runtime.
 
     Stages: export (trace to static-shape ONNX, opset 17) -> passes (the target's graph rewrites) ->
     reference (ONNX Runtime outputs on check inputs) -> rknn (rknn-toolkit2 build and simulator run,
-    in a child process) -> report.json. The .rknn, report.json and any host programs (small ONNX
-    models computing inputs such as t_emb from the timestep on the board's CPU) land in --out.
+    in a child process) -> layers (every layer the simulator dumps against ONNX Runtime) ->
+    report.json + report.html. The .rknn, the reports and any host programs (small ONNX models
+    computing inputs such as t_emb from the timestep on the board's CPU) land in --out.
     """
     from targets import get_chip
 
-    from .build_pipeline import BuildRequest, build as run_build
+    from .build_pipeline import build as run_build
+    from .build_request import BuildRequest
     from .model_source import resolve
     from .progress import Progress
     from .report import print_summary
@@ -79,9 +87,32 @@ def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, 
     source = resolve(model_spec, config_path, trust_pickle, seed)
     out = out or Path("build") / f"{source.name}-{chip.name}"
     console = Console(stderr=True, highlight=False)
-    req = BuildRequest(source, chip, out, resolution, min_psnr, check_samples, seed, tuple(skip_passes), rebuild)
+    req = BuildRequest(source, chip, out, resolution, min_psnr, min_layer_cos, layer_report, check_samples, seed,
+                       tuple(skip_passes), rebuild)
     report = run_build(req, Progress(console))
     print_summary(Console(), report, req.report_path)
+
+
+@main.command(epilog=EXIT_CODES)
+@click.argument("build_a", type=click.Path(path_type=Path))
+@click.argument("build_b", type=click.Path(path_type=Path))
+@click.option("--top", type=click.IntRange(1), default=20, show_default=True, help="Layers shown in the table.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also write every paired layer (both rows and the SQNR change) to this file.")
+def compare(build_a, build_b, top, json_path):
+    """Put two builds side by side: outputs, then every layer, largest SQNR change first.
+
+    BUILD_A and BUILD_B are build folders (or their report.json). Layers pair up by the ONNX
+    tensor they match, so the same model built with different passes or toolkits lines up.
+    """
+    from .compare_builds import join_layers, load_report, print_comparison
+    from .report import write_json
+
+    a, b = load_report(build_a), load_report(build_b)
+    joined = join_layers(a.get("layers") or [], b.get("layers") or [])
+    print_comparison(Console(), a, b, (str(build_a), str(build_b)), joined, top)
+    if json_path:
+        write_json(json_path, {"a": str(build_a), "b": str(build_b), "layers": joined})
 
 
 if __name__ == "__main__":

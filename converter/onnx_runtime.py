@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,3 +23,25 @@ def run(sess: ort.InferenceSession, feed: dict[str, np.ndarray]) -> dict[str, np
     names = [o.name for o in sess.get_outputs()]
     wanted = {i.name for i in sess.get_inputs()}
     return dict(zip(names, sess.run(names, {k: v for k, v in feed.items() if k in wanted})))
+
+
+def run_with_tensors(onnx_path: Path, feed: dict[str, np.ndarray], names: list[str], scratch: Path) -> dict[str, np.ndarray]:
+    """Values of the intermediate tensors `names` (plus the outputs) for one feed.
+
+    The graph is re-saved with those tensors as extra outputs into `scratch`; a weights file kept
+    beside the original (external data) is hard-linked, not copied (ONNX Runtime refuses a symlink
+    that leads out of the model's folder).
+    """
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    present = {o.name for o in model.graph.output}
+    model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in dict.fromkeys(names) if n not in present)
+    scratch.mkdir(parents=True, exist_ok=True)
+    for data in onnx_path.parent.glob(onnx_path.name + ".data"):
+        os.link(data, scratch / data.name)
+    marked = scratch / onnx_path.name
+    onnx.save(model, str(marked))
+    try:
+        return run(session(marked), feed)
+    finally:
+        for f in scratch.iterdir():
+            f.unlink()

@@ -1,4 +1,4 @@
-"""report.json and the terminal summary of a build."""
+"""report.json, report.html and the terminal summary of a build."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from .layer_report import worst_first
+from .report_html import render
+
+WORST_SHOWN = 10
+
 
 def _finite(value):
-    """JSON has no Infinity: a bit-exact output reports PSNR as null."""
+    """JSON has no Infinity: a bit-exact comparison reports its dB figures as null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
@@ -22,10 +27,33 @@ def _finite(value):
     return value
 
 
-def write_json(path: Path, data: dict) -> None:
+def _write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(_finite(data), indent=2) + "\n")
+    tmp.write_text(text)
     tmp.rename(path)
+
+
+def write_json(path: Path, data: dict) -> None:
+    _write(path, json.dumps(_finite(data), indent=2) + "\n")
+
+
+def write_html(path: Path, report: dict) -> None:
+    _write(path, render(report))
+
+
+def _num(value, fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def print_layers(console: Console, rows: list[dict], shown: int = WORST_SHOWN) -> None:
+    table = Table(title=f"Layers adding the most noise (of {len(rows)}; all in report.html)", title_justify="left")
+    for heading in ("#", "diffusers module", "op", "added noise dB", "cosine", "SQNR dB"):
+        table.add_column(heading, overflow="fold")
+    table.add_column("RKNN layer", no_wrap=True, overflow="ellipsis", max_width=60)
+    for row in worst_first(rows)[:shown]:
+        table.add_row(str(row["index"]), row["module"], row["op"], _num(row.get("added_noise_db"), ".1f"),
+                      _num(row.get("cosine"), ".6f"), _num(row.get("sqnr_db"), ".1f"), row["layer"])
+    console.print(table)
 
 
 def print_summary(console: Console, report: dict, report_path: Path) -> None:
@@ -39,8 +67,10 @@ def print_summary(console: Console, report: dict, report_path: Path) -> None:
         ("vs ONNX Runtime", f"PSNR {report['output_psnr_db']:.1f} dB, cosine {report['output_cosine']:.6f}, "
                             f"max abs {report['output_max_abs']:.3g}"),
         ("host programs", ", ".join(report["host_programs"]) or "none"),
-        ("report", str(report_path)),
+        ("report", f"{report_path} and {report_path.with_suffix('.html').name}"),
     ]
+    if report.get("layers_skipped"):
+        rows.append(("layers", report["layers_skipped"]))
     for row in rows:
         table.add_row(*row)
     console.print(table)

@@ -44,3 +44,11 @@ def check_unet(model: onnx.ModelProto, path: Path) -> InputSpecs:
     if len(outputs) != 1 or len(outputs[0].type.tensor_type.shape.dim) != 4:
         raise UserError(f"{path}: not a UNet ONNX: expected one rank-4 output, found {len(outputs)} outputs")
     return specs_of(inputs)
+
+
+def specs_to_json(specs: InputSpecs) -> dict:
+    return {name: {"shape": shape, "dtype": np.dtype(dtype).name} for name, (shape, dtype) in specs.items()}
+
+
+def specs_from_json(data: dict) -> InputSpecs:
+    return {name: (v["shape"], np.dtype(v["dtype"])) for name, v in data.items()}

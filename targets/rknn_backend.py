@@ -17,6 +17,7 @@ from converter.child_process import ChildRun, run_module
 from .chip import Chip
 
 RKNN_NAME = "model.rknn"
+SNAPSHOT_DIR = "snapshot"
 
 
 def toolkit_version() -> str:
@@ -28,9 +29,11 @@ def toolkit_version() -> str:
 
 def build_and_simulate(onnx_path: Path, chip: Chip, out_dir: Path, samples: list[dict[str, Path]],
                        input_names: list[str], output_names: list[str], log: Path,
-                       on_tick: Callable | None = None) -> tuple[ChildRun, dict]:
+                       on_tick: Callable | None = None, layer_dumps: bool = False) -> tuple[ChildRun, dict]:
     """Build `onnx_path` for `chip` as float16 into `out_dir`/model.rknn and run `samples` in the simulator.
 
+    With `layer_dumps`, the toolkit also dumps every layer for the first sample into `out_dir`/snapshot
+    (converter/toolkit_snapshot.py reads it).
     Returns the child's run record and {"phases": {call: seconds}, "outputs": [[npy per output]]}.
     Raises converter.errors.BuildFailed when the toolkit fails or dies.
     """
@@ -46,6 +49,7 @@ def build_and_simulate(onnx_path: Path, chip: Chip, out_dir: Path, samples: list
             "samples": [{k: str(Path(v).resolve()) for k, v in s.items()} for s in samples],
             "outputs_dir": str(sim_dir.resolve()),
             "result": str((Path(scratch) / "result.json").resolve()),
+            "snapshot_dir": str((out_dir / SNAPSHOT_DIR).resolve()) if layer_dumps and samples else None,
         }
         job_file = Path(scratch) / "job.json"
         job_file.write_text(json.dumps(job, indent=1))

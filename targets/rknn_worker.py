@@ -2,7 +2,7 @@
 
 Run as `python -m targets.rknn_worker job.json` from a scratch directory (the toolkit writes
 `check*.onnx` files into its working directory). Builds the `.rknn`, then runs every check sample
-in the toolkit's simulator and saves the outputs. A failing toolkit call exits non-zero after an
+in the toolkit's simulator and saves the outputs; optionally dumps every layer (accuracy_analysis). A failing toolkit call exits non-zero after an
 ERROR line; a crash inside the toolkit ends the process by a signal, which the parent reports.
 """
 
@@ -53,6 +53,11 @@ def main(job_path: str) -> None:
                 np.save(path, value)
                 names.append(str(path))
             outputs.append(names)
+    if job.get("snapshot_dir"):
+        # Per-layer dumps of the first sample: 'golden' (the toolkit's own float run of its rewritten
+        # graph) and 'simulator', plus its error table.
+        paths = [job["samples"][0][name] for name in job["inputs"]]
+        _call(phases, "accuracy_analysis", rknn.accuracy_analysis, inputs=paths, output_dir=job["snapshot_dir"])
     rknn.release()
     Path(job["result"]).write_text(json.dumps({"phases": phases, "outputs": outputs}))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,18 @@ def rkconvert(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("rkconvert: error:")]
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tmp_path_factory):
+    """One `rkconvert build` of a tiny diffusers folder, shared by the tests that read its results.
+
+    Returns (working folder, finished process, build folder, its report.json as first written);
+    later tests may run more builds in the same folder.
+    """
+    work = tmp_path_factory.mktemp("tiny-build")
+    tiny_unet().save_pretrained(work / "tiny-unet")
+    result = rkconvert("build", "--target", "rk3588", "--model", "tiny-unet", cwd=work)
+    out = work / "build" / "tiny-unet-rk3588"
+    report = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else None
+    return work, result, out, report

@@ -11,7 +11,8 @@ from rich.console import Console
 from safetensors.torch import save_file
 
 from converter import onnx_files, onnx_runtime
-from converter.build_pipeline import BuildRequest, build
+from converter.build_pipeline import build
+from converter.build_request import BuildRequest
 from converter.model_source import resolve
 from converter.progress import Progress
 from targets import get_chip
@@ -22,20 +23,15 @@ REQUIRED = ("target", "model", "resolution", "dtype", "artifact", "artifact_byte
             "output_psnr_db", "output_cosine", "output_max_abs", "stages", "toolkit_version")
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """One build of a tiny diffusers folder, shared by the tests that read its results."""
-    work = tmp_path_factory.mktemp("cli")
-    tiny_unet().save_pretrained(work / "tiny-unet")
-    result = rkconvert("build", "--target", "rk3588", "--model", "tiny-unet", cwd=work)
+@pytest.fixture
+def built(tiny_build):
+    work, result, _, _ = tiny_build
     return work, result
 
 
-def test_build_writes_rknn_and_report(built):
-    work, result = built
+def test_build_writes_rknn_and_report(tiny_build):
+    work, result, out, report = tiny_build
     assert result.returncode == 0, result.stderr
-    out = work / "build" / "tiny-unet-rk3588"
-    report = json.loads((out / "report.json").read_text())
     assert all(key in report for key in REQUIRED)
     assert report["status"] == "ok" and report["target"] == "rk3588" and report["dtype"] == "float16"
     assert report["resolution"] == 64  # the config's sample_size 8 x 8
@@ -45,7 +41,7 @@ def test_build_writes_rknn_and_report(built):
     assert artifact.name == "tiny-unet-rk3588.rknn"
     assert artifact.stat().st_size == report["artifact_bytes"] > 0
     assert report["onnx_bytes"] == (out / "stages" / "passes" / "model.onnx").stat().st_size
-    assert [s["name"] for s in report["stages"]] == ["export", "passes", "reference", "rknn"]
+    assert [s["name"] for s in report["stages"]] == ["export", "passes", "reference", "rknn", "layers"]
     assert all(s["seconds"] > 0 and not s["reused"] for s in report["stages"])
     assert "PSNR" in result.stdout
     assert not list(out.rglob("check*.onnx")) and not list(work.glob("check*.onnx"))

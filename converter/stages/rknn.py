@@ -1,0 +1,38 @@
+"""Stage `rknn`: rknn-toolkit2 builds the .rknn and runs it in its simulator (in a child process)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from targets import rknn_backend
+
+from ..accuracy import compare
+from ..build_dir import StageResult
+from ..build_request import BuildRequest
+from ..progress import Progress
+
+
+def run(req: BuildRequest, passes: StageResult, reference: StageResult, layer_dumps: bool, log: Path,
+        progress: Progress, tmp: Path) -> dict:
+    samples = [{k: reference.path / v for k, v in s.items()} for s in reference.meta["samples"]]
+    run_, result = rknn_backend.build_and_simulate(
+        passes.path / passes.meta["onnx"], req.chip, tmp, samples, list(passes.meta["inputs"]),
+        passes.meta["outputs"], log, progress.tick, layer_dumps)
+    return {
+        "rknn": rknn_backend.RKNN_NAME,
+        "snapshot": rknn_backend.SNAPSHOT_DIR if layer_dumps else None,
+        "toolkit_version": rknn_backend.toolkit_version(),
+        "phases": result["phases"],
+        "peak_rss_bytes": run_.peak_rss_bytes,
+        "simulator": [[str(Path(p).relative_to(tmp.resolve())) for p in outs] for outs in result["outputs"]],
+    }
+
+
+def output_accuracy(passes: StageResult, reference: StageResult, rknn: StageResult) -> dict:
+    """Simulator outputs against ONNX Runtime's, over every check sample."""
+    names = passes.meta["outputs"]
+    ref = np.concatenate([np.load(reference.path / o[n]).ravel() for o in reference.meta["outputs"] for n in names])
+    sim = np.concatenate([np.load(rknn.path / p).ravel() for outs in rknn.meta["simulator"] for p in outs])
+    return compare(sim, ref)

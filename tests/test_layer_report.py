@@ -1,0 +1,173 @@
+"""The per-layer report: numbers that can be recomputed by hand, a broken layer that stands out,
+a page that renders, a gate that names the layer, and two builds side by side."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from rich.console import Console
+
+from converter import onnx_runtime
+from converter.build_pipeline import build
+from converter.build_request import BuildRequest
+from converter.layer_report import analyse, worst_first
+from converter.model_source import resolve
+from converter.progress import Progress
+from converter.stages import layers as layers_stage
+from converter.toolkit_snapshot import load_dump, read_layers
+from targets import get_chip, rknn_backend
+from tests.conftest import error_lines, rkconvert
+
+STAGES = Path("stages")
+
+
+def _rows(out: Path) -> list[dict]:
+    return json.loads((out / STAGES / "layers" / layers_stage.ROWS).read_text())
+
+
+def _feed(out: Path) -> dict[str, np.ndarray]:
+    meta = json.loads((out / STAGES / "reference" / "stage.json").read_text())["meta"]
+    return {k: np.load(out / STAGES / "reference" / v) for k, v in meta["samples"][0].items()}
+
+
+def test_metrics_of_one_layer_recomputed_by_hand(tiny_build, tmp_path):
+    _, result, out, report = tiny_build
+    assert result.returncode == 0, result.stderr
+    rows = _rows(out)
+    assert report["layers"] and len(report["layers"]) == len(rows) > 100
+    tensor = "/down_blocks.0/resnets.0/conv1/Conv_output_0"
+    (row,) = [r for r in rows if r["layer"] == tensor]
+    assert row["mapping"] == "exact" and row["module"] == "down_blocks.0.resnets.0.conv1"
+
+    snapshot = out / STAGES / "rknn" / "snapshot"
+    (layer,) = [la for la in read_layers(snapshot) if la.name == tensor]
+    simulator = load_dump(snapshot, "simulator", layer).astype(np.float64)
+    model = onnx.load(str(out / STAGES / "passes" / "model.onnx"))
+    model.graph.output.append(onnx.ValueInfoProto(name=tensor))
+    ref = onnx_runtime.run(onnx_runtime.session(model), _feed(out))[tensor].astype(np.float64).ravel()
+    err = simulator - ref
+    assert row["cosine"] == pytest.approx(simulator @ ref / np.linalg.norm(simulator) / np.linalg.norm(ref), abs=1e-9)
+    assert row["sqnr_db"] == pytest.approx(10 * np.log10((ref**2).sum() / (err**2).sum()), rel=1e-6)
+    assert row["psnr_db"] == pytest.approx(20 * np.log10(np.abs(ref).max() / np.sqrt((err**2).mean())), rel=1e-6)
+    assert row["max_abs"] == pytest.approx(np.abs(err).max(), rel=1e-6)
+    assert row["mean_abs"] == pytest.approx(np.abs(err).mean(), rel=1e-6)
+    assert row["rel_error"] == pytest.approx(np.linalg.norm(err) / np.linalg.norm(ref), rel=1e-6)
+    assert row["single_cos"] == layer.single_cos and 0 < row["max_abs"] < 0.05
+
+
+def test_a_corrupted_layer_is_the_worst_row(tiny_build, tmp_path):
+    """Weights broken in what the toolkit builds, reference kept clean: the report must point there."""
+    _, _, out, _ = tiny_build
+    clean = out / STAGES / "passes" / "model.onnx"
+    model = onnx.load(str(clean))
+    target = "down_blocks.1.resnets.0.conv2.weight"
+    (init,) = [t for t in model.graph.initializer if t.name == target]
+    w = numpy_helper.to_array(init)
+    noise = np.random.default_rng(0).standard_normal(w.shape).astype(np.float32) * w.std() * 3
+    init.CopyFrom(numpy_helper.from_array(w + noise, target))
+    onnx.save(model, str(tmp_path / "corrupted.onnx"))
+
+    feed = _feed(out)
+    samples = []
+    for name, value in feed.items():
+        np.save(tmp_path / f"{name}.npy", value)
+    samples = [{name: tmp_path / f"{name}.npy" for name in feed}]
+    (tmp_path / "rknn").mkdir()
+    rknn_backend.build_and_simulate(tmp_path / "corrupted.onnx", get_chip("rk3588"), tmp_path / "rknn", samples,
+                                    list(feed), ["out_sample"], tmp_path / "rknn.log", layer_dumps=True)
+    rows = analyse(tmp_path / "rknn" / "snapshot", clean, feed, tmp_path / "scratch")
+    worst = worst_first(rows)[0]
+    assert worst["module"] == "down_blocks.1.resnets.0.conv2", worst
+    assert worst["cosine"] < 0.9
+    clean_rows = {r["layer"]: r for r in _rows(out)}
+    assert clean_rows[worst["layer"]]["cosine"] > 0.9999
+
+
+def test_layer_gate_names_the_first_layer_under_it(tiny_build):
+    work, _, out, _ = tiny_build
+    rows = _rows(out)
+    gate = sorted(r["cosine"] for r in rows if r["mapping"] != "unmapped")[len(rows) // 2]
+    first = next(r for r in rows if r["mapping"] != "unmapped" and r["cosine"] < gate)
+    result = rkconvert("build", "--target", "rk3588", "--model", "tiny-unet", "--min-layer-cos", repr(gate), cwd=work)
+    assert result.returncode == 1
+    (line,) = error_lines(result)
+    assert f"layer {first['layer']} ({first['module'] or first['onnx_tensor']})" in line
+    assert f"under --min-layer-cos {gate:g}" in line
+    assert not list(out.glob("*.rknn"))
+
+
+def test_compare_pairs_every_layer_of_two_builds(tiny_build, tmp_path):
+    work, _, out, _ = tiny_build
+    other = work / "seed1"
+    result = rkconvert("build", "--target", "rk3588", "--model", "tiny-unet", "--seed", "1", "--out", str(other), cwd=work)
+    assert result.returncode == 0, result.stderr
+    shown = rkconvert("compare", str(out), str(other), "--top", "5", "--json", str(tmp_path / "c.json"), cwd=work)
+    assert shown.returncode == 0, shown.stderr
+    assert "output_psnr_db" in shown.stdout and "layers only in A: 0, only in B: 0" in shown.stdout
+    joined = json.loads((tmp_path / "c.json").read_text())["layers"]
+    assert len(joined) == len(_rows(out))
+    deltas = [j["delta_sqnr_db"] for j in joined if j["delta_sqnr_db"] is not None]
+    assert len(deltas) > 100 and any(abs(d) > 0.01 for d in deltas)
+
+    bad = rkconvert("compare", str(out), str(tmp_path), cwd=work)
+    assert bad.returncode == 2 and error_lines(bad) == [f"rkconvert: error: {tmp_path}: no report.json (not an rkconvert build folder)"]
+
+
+def test_large_graphs_skip_layer_dumps_unless_asked(tmp_path, monkeypatch, tiny_folder):
+    from converter import build_pipeline
+    from converter.errors import BuildFailed
+
+    monkeypatch.setattr(build_pipeline, "AUTO_LAYER_DUMP_LIMIT", 0)
+    req = BuildRequest(resolve(str(tiny_folder)), get_chip("rk3588"), tmp_path / "out", min_layer_cos=0.5)
+    with pytest.raises(BuildFailed, match="--min-layer-cos needs the per-layer report"):
+        build(req, Progress(Console(file=open(tmp_path / "log.txt", "w"))))
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert "per-layer dumps would take" in report["layers_skipped"] and "layers" not in report
+    assert not (tmp_path / "out" / STAGES / "rknn" / "snapshot").exists()
+
+
+@pytest.fixture(scope="module")
+def demo_build(tmp_path_factory):
+    work = tmp_path_factory.mktemp("demo")
+    result = rkconvert("build", "--target", "rk3588", "--model", "demo", cwd=work)
+    assert result.returncode == 0, result.stderr
+    return work / "build" / "demo-rk3588"
+
+
+def test_html_report_renders_in_chromium_and_names_every_layer(demo_build, tmp_path):
+    chromium = shutil.which("chromium")
+    assert chromium, "Chromium is part of the test setup (Makefile: make test installs it)"
+    page = demo_build / "report.html"
+    dom = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120).stdout
+    report = json.loads((demo_build / "report.json").read_text())
+    rows = report["layers"]
+    assert len(rows) > 500
+    assert dom.count("<tr>") == len(rows) + 1  # header + one per layer
+    missing = [r["layer"] for r in rows if f">{r['layer']}<" not in dom]
+    assert not missing, missing[:5]
+    assert dom.count("<circle") == sum(r.get("sqnr_db") is not None for r in rows)
+    first_body_row = dom.split("<tbody>")[1].split("</tr>")[0]
+    assert f">{worst_first(rows)[0]['index']}<" in first_body_row
+
+
+def test_layers_the_toolkit_renamed_pair_by_onnx_tensor():
+    from converter.compare_builds import join_layers
+
+    a = [{"layer": "x_mm", "onnx_tensor": "x", "module": "m", "sqnr_db": 60.0},
+         {"layer": "y_split", "onnx_tensor": None, "module": "", "sqnr_db": None}]
+    b = [{"layer": "x_mm_tp", "onnx_tensor": "x", "module": "m", "sqnr_db": 50.0},
+         {"layer": "z", "onnx_tensor": "z", "module": "n", "sqnr_db": 40.0}]
+    joined = join_layers(a, b)
+    assert [(j["key"], j["a"] is not None, j["b"] is not None, j["delta_sqnr_db"]) for j in joined] == [
+        ("x_mm", True, True, -10.0), ("y_split", True, False, None), ("z", False, True, None)]
