@@ -13,13 +13,13 @@ import shutil
 from pathlib import Path
 
 from targets import rknn_backend
-from targets.chip import Chip
 
 from . import memory
 from .build_dir import BuildDir, StageResult
 from .build_request import DTYPE, BuildRequest
 from .errors import BuildFailed, UserError
 from .layer_report import estimated_dump_bytes, first_below
+from .pass_selection import select
 from .progress import Progress
 from .report import print_layers, write_html, write_json
 from .stages import export as export_stage
@@ -46,22 +46,13 @@ def _stage(req: BuildRequest, build_dir: BuildDir, progress: Progress, name: str
     return result
 
 
-def pass_list(chip: Chip, skip: tuple[str, ...]) -> list[str]:
-    from graph_passes import CATALOGUE
-
-    unknown = [s for s in skip if s not in CATALOGUE]
-    if unknown:
-        raise UserError(f"--skip-pass {unknown[0]}: no such pass (known: {', '.join(CATALOGUE)})")
-    return [p for p in chip.passes if p not in skip]
-
-
 def build(req: BuildRequest, progress: Progress) -> dict:
     """Run every stage; write the artifact, report.json and report.html. Raises UserError / BuildFailed.
 
     Bad input (UserError) leaves nothing behind that this run created; a failed build leaves its
     completed stages (for reuse and diagnosis) and reports with status "failed", never a .rknn.
     """
-    names = pass_list(req.chip, req.skip_passes)
+    names = select(req.chip, req.passes, req.enable_passes, req.skip_passes)
     created = _first_missing(req.out)
     req.out.mkdir(parents=True, exist_ok=True)
     for stale in (req.artifact, req.report_path, req.html_path):
@@ -98,10 +89,15 @@ def _layer_dumps(req: BuildRequest, passes: StageResult, report: dict) -> bool:
     return True
 
 
+def export_model(req: BuildRequest, build_dir: BuildDir, progress: Progress) -> StageResult:
+    """The model as ONNX (stage `export`), reused from an earlier run when unchanged."""
+    return _stage(req, build_dir, progress, "export", f"{req.source.spec} to ONNX",
+                  {"source": req.source.fingerprint(), "resolution": req.resolution}, [],
+                  lambda tmp: export_stage.run(req, tmp))
+
+
 def _run_stages(req: BuildRequest, names: list[str], build_dir: BuildDir, progress: Progress, report: dict) -> None:
-    export = _stage(req, build_dir, progress, "export", f"{req.source.spec} to ONNX",
-                    {"source": req.source.fingerprint(), "resolution": req.resolution}, [],
-                    lambda tmp: export_stage.run(req, tmp))
+    export = export_model(req, build_dir, progress)
     report["resolution"] = export.meta["resolution"]
     passes = _stage(req, build_dir, progress, "passes", ", ".join(names) or "none",
                     {"passes": names}, [export], lambda tmp: passes_stage.run(export, names, tmp))
@@ -118,7 +114,8 @@ def _run_stages(req: BuildRequest, names: list[str], build_dir: BuildDir, progre
     metrics = rknn_stage.output_accuracy(passes, reference, rknn)
     report.update(output_psnr_db=metrics["psnr_db"], output_cosine=metrics["cosine"],
                   output_max_abs=metrics["max_abs"], output_mean_abs=metrics["mean_abs"],
-                  check_timesteps=reference.meta["timesteps"], toolkit_phases=rknn.meta["phases"])
+                  check_timesteps=reference.meta["timesteps"], toolkit_phases=rknn.meta["phases"],
+                  placement=rknn_stage.placement_rows(rknn), cpu_ops=rknn.meta["cpu_ops"])
     if dumps:
         layers = _stage(req, build_dir, progress, "layers", "every layer against ONNX Runtime", {},
                         [passes, reference, rknn], lambda tmp: layers_stage.run(passes, reference, rknn, tmp))

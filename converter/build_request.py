@@ -25,6 +25,8 @@ class BuildRequest:
     layer_report: str = "auto"
     check_samples: int = 1
     seed: int = 0
+    passes: str | None = None  # explicit "a,b,c", replacing the target's list
+    enable_passes: tuple[str, ...] = ()
     skip_passes: tuple[str, ...] = ()
     rebuild: bool = False
     stages: list[StageResult] = field(default_factory=list)

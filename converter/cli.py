@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 
 from . import __version__
-from .cli_options import model_options, target_options
+from .cli_options import model_options, pass_options, target_options
 from .errors import BuildFailed, UserError
 
 EXIT_CODES = "Exit status: 0 built and within the gates, 1 build failed (toolkit crash or refusal, accuracy gate), 2 bad input."
@@ -62,11 +62,10 @@ def main():
                    "when the toolkit's per-layer text dumps stay under 2 GiB (small models and resolutions).")
 @click.option("--check-samples", type=click.IntRange(1), default=1, show_default=True,
               help="How many inputs (timesteps spread over 0-999) to compare the .rknn on.")
-@click.option("--skip-pass", "skip_passes", multiple=True, metavar="PASS",
-              help="Leave out a graph pass of the target's list (repeatable), e.g. to reproduce a toolkit failure.")
+@pass_options
 @click.option("--rebuild", is_flag=True, help="Ignore stages kept from earlier runs.")
 def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, min_psnr, min_layer_cos,
-          layer_report, check_samples, skip_passes, rebuild):
+          layer_report, check_samples, passes, enable_passes, skip_passes, rebuild):
     """Build MODEL into a .rknn for --target and check it against ONNX Runtime.
 
     Stages: export (trace to static-shape ONNX, opset 17) -> passes (the target's graph rewrites) ->
@@ -87,10 +86,49 @@ def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, 
     source = resolve(model_spec, config_path, trust_pickle, seed)
     out = out or Path("build") / f"{source.name}-{chip.name}"
     console = Console(stderr=True, highlight=False)
-    req = BuildRequest(source, chip, out, resolution, min_psnr, min_layer_cos, layer_report, check_samples, seed,
-                       tuple(skip_passes), rebuild)
+    req = BuildRequest(source, chip, out, resolution=resolution, min_psnr=min_psnr, min_layer_cos=min_layer_cos,
+                       layer_report=layer_report, check_samples=check_samples, seed=seed, passes=passes,
+                       enable_passes=tuple(enable_passes), skip_passes=tuple(skip_passes), rebuild=rebuild)
     report = run_build(req, Progress(console))
     print_summary(Console(), report, req.report_path)
+
+
+@main.command(epilog="Exit status: 0 nothing left without a fix, 1 something is, 2 bad input.")
+@model_options
+@target_options
+@click.option("--resolution", type=int, default=None, help="Image size in pixels (default: the model's own).")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Build folder to keep the exported ONNX in (default: build/<model>-<target>/), "
+                   "shared with `rkconvert build`.")
+@pass_options
+def lint(model_spec, config_path, trust_pickle, seed, target, resolution, out, passes, enable_passes, skip_passes):
+    """List what --target would refuse, run on the CPU, crash on or convert wrongly in MODEL, without building.
+
+    Each finding names the node and the pass that removes it; the target's pass list (as adjusted by
+    --passes / --enable-pass / --skip-pass) is run and the graph checked again, and anything left has
+    no fix in that list.
+    """
+    from targets import get_chip
+
+    from . import onnx_files
+    from .build_dir import BuildDir
+    from .build_pipeline import export_model
+    from .build_request import BuildRequest
+    from .lint import lint as run_lint
+    from .lint_report import print_lint
+    from .model_source import resolve
+    from .pass_selection import select
+    from .progress import Progress
+
+    chip = get_chip(target)
+    source = resolve(model_spec, config_path, trust_pickle, seed)
+    names = select(chip, passes, tuple(enable_passes), tuple(skip_passes))
+    req = BuildRequest(source, chip, out or Path("build") / f"{source.name}-{chip.name}", resolution=resolution)
+    progress = Progress(Console(stderr=True, highlight=False))
+    exported = export_model(req, BuildDir(req.out), progress)
+    result = run_lint(onnx_files.load(exported.path / exported.meta["onnx"]), chip, names)
+    print_lint(Console(), result, chip, names)
+    sys.exit(1 if result.remaining else 0)
 
 
 @main.command(epilog=EXIT_CODES)

@@ -37,3 +37,12 @@ target_options = _compose(
     click.option("--target", required=True, metavar="CHIP",
                  help="RKNN target_platform to build for (rk3588)."),
 )
+
+pass_options = _compose(
+    click.option("--passes", "passes", default=None, metavar="A,B,...",
+                 help="Run exactly these graph passes, in this order, instead of the target's list."),
+    click.option("--enable-pass", "enable_passes", multiple=True, metavar="PASS",
+                 help="Turn on a pass the target lists but leaves off by default (rk3588: simplify). Repeatable."),
+    click.option("--skip-pass", "skip_passes", multiple=True, metavar="PASS",
+                 help="Leave out a pass (repeatable), e.g. to reproduce a toolkit failure."),
+)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from targets.layer_table import cpu_ops
 
 from .layer_report import worst_first
 from .report_html import render
@@ -56,6 +59,13 @@ def print_layers(console: Console, rows: list[dict], shown: int = WORST_SHOWN) -
     console.print(table)
 
 
+def placement_summary(rows: list[dict]) -> str:
+    fallback = Counter(r["op"] for r in cpu_ops(rows))
+    npu = sum(r["device"] == "NPU" for r in rows)
+    detail = ", ".join(f"{op} x{n}" for op, n in fallback.most_common())
+    return f"{npu} layers on the NPU, {sum(fallback.values())} on the CPU" + (f" ({detail})" if detail else "")
+
+
 def print_summary(console: Console, report: dict, report_path: Path) -> None:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
@@ -66,6 +76,7 @@ def print_summary(console: Console, report: dict, report_path: Path) -> None:
         ("resolution", f"{report['resolution']} px"),
         ("vs ONNX Runtime", f"PSNR {report['output_psnr_db']:.1f} dB, cosine {report['output_cosine']:.6f}, "
                             f"max abs {report['output_max_abs']:.3g}"),
+        ("placement", placement_summary(report["placement"])),
         ("host programs", ", ".join(report["host_programs"]) or "none"),
         ("report", f"{report_path} and {report_path.with_suffix('.html').name}"),
     ]

@@ -10,6 +10,8 @@ import html
 import json
 import math
 
+from targets.layer_table import cpu_ops
+
 from .layer_report import worst_first
 
 COLUMNS = (  # (key, heading, decimals or None for text)
@@ -101,6 +103,19 @@ def _depth_plot(rows: list[dict], width: int = 900, height: int = 260) -> str:
             f'<g fill="#36c">{dots}</g></svg>')
 
 
+def _placement(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    fallback = cpu_ops(rows)
+    npu = sum(r["device"] == "NPU" for r in rows)
+    items = "".join(f"<tr><td class=t>{html.escape(r['op'])}</td><td class=t>{html.escape(r['layer'])}</td>"
+                    f"<td class=t>{html.escape(r['output_shape'])}</td></tr>" for r in fallback)
+    table = (f"<table id=cpu><thead><tr><th>op</th><th>layer</th><th>output shape</th></tr></thead>"
+             f"<tbody>{items}</tbody></table>") if fallback else ""
+    return (f"<h2>Placement</h2><p id=placement>{npu} layers on the NPU, {len(fallback)} compute layers "
+            f"fell back to the CPU (input/output operators not counted).</p>{table}")
+
+
 def render(report: dict) -> str:
     status_cls = "ok" if report.get("status") == "ok" else "bad"
     facts = [("status", f'<span class="{status_cls}">{html.escape(report.get("status", "?"))}</span>')]
@@ -122,6 +137,6 @@ def render(report: dict) -> str:
     return (f"<!doctype html><html><head><meta charset=utf-8><title>rkconvert report: "
             f"{html.escape(str(report.get('model')))} for {html.escape(str(report.get('target')))}</title>"
             f"<style>{_STYLE}</style></head><body><h1>rkconvert build report</h1><dl>{summary}</dl>"
-            f"{layers}<details><summary>stages</summary><pre>{stages}</pre></details>"
+            f"{_placement(report.get('placement') or [])}{layers}<details><summary>stages</summary><pre>{stages}</pre></details>"
             f"<script>{_SORT}</script></body></html>")
 

@@ -1,8 +1,10 @@
 """The pass catalogue: every rewrite rkconvert knows, by name. Targets choose and order them."""
 
-from .framework import GraphPass, HostProgram, PassReport, run_pass
+from .framework import GraphPass, HostProgram, PassReport
 from .host_time_projection import HostTimeProjection
+from .simplify import Simplify
+from .split_fused_qkv_projection import SplitFusedQkvProjection
 
-CATALOGUE: dict[str, GraphPass] = {p.name: p for p in (HostTimeProjection(),)}
+CATALOGUE: dict[str, GraphPass] = {p.name: p for p in (HostTimeProjection(), Simplify(), SplitFusedQkvProjection())}
 
-__all__ = ["CATALOGUE", "GraphPass", "HostProgram", "PassReport", "run_pass"]
+__all__ = ["CATALOGUE", "GraphPass", "HostProgram", "PassReport"]

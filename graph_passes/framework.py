@@ -2,7 +2,7 @@
 
 A pass is three small functions over an onnx-graphsurgeon graph, after onnxscript's rewriter:
 `find` yields candidate matches, `check` says why a match must be left alone (or None), `rewrite`
-changes the graph and returns one line saying what it did. The runner applies every match that
+changes the graph and returns one line saying what it did. `GraphPass.run` applies every match that
 passes its check, cleans the graph up once, and reports the rewrites and the skips.
 
 A rewrite may move part of the graph to the host (the board's CPU, before calling the NPU). It then
@@ -47,9 +47,38 @@ class PassReport:
 
 
 class GraphPass:
-    """Base of every pass. The subclass docstring names the RKNN behaviour and how it was verified."""
+    """Base of every pass. The subclass docstring names the RKNN behaviour and how it was verified.
+
+    Most passes give `find`, `check` and `rewrite`; one that wraps a whole-model tool overrides `run`.
+    """
 
     name: str = ""
+    # For `rkconvert lint`: what goes wrong on the target when the pattern stays ("crash",
+    # "unfaithful", "cpu"), in one line; empty for passes that only tidy or speed up.
+    problem_kind: str = ""
+    problem: str = ""
+
+    def where(self, match: Any) -> str:
+        """The node a match is reported at."""
+        raise NotImplementedError
+
+    def run(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport, list[HostProgram]]:
+        graph = gs.import_onnx(model)
+        report = PassReport(self.name)
+        host: list[HostProgram] = []
+        for match in list(self.find(graph)):
+            reason = self.check(graph, match)
+            if reason is None:
+                report.rewrites.append(self.rewrite(graph, match, host))
+            else:
+                report.skipped.append(reason)
+        if not report.rewrites:
+            return model, report, host
+        graph.cleanup().toposort()
+        out = gs.export_onnx(graph)
+        out.ir_version = model.ir_version
+        out.producer_name, out.producer_version = model.producer_name, model.producer_version
+        return out, report, host
 
     def find(self, graph: gs.Graph) -> Iterable[Any]:
         raise NotImplementedError
@@ -60,21 +89,3 @@ class GraphPass:
     def rewrite(self, graph: gs.Graph, match: Any, host: list[HostProgram]) -> str:
         raise NotImplementedError
 
-
-def run_pass(graph_pass: GraphPass, model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport, list[HostProgram]]:
-    graph = gs.import_onnx(model)
-    report = PassReport(graph_pass.name)
-    host: list[HostProgram] = []
-    for match in list(graph_pass.find(graph)):
-        reason = graph_pass.check(graph, match)
-        if reason is None:
-            report.rewrites.append(graph_pass.rewrite(graph, match, host))
-        else:
-            report.skipped.append(reason)
-    if not report.rewrites:
-        return model, report, host
-    graph.cleanup().toposort()
-    out = gs.export_onnx(graph)
-    out.ir_version = model.ir_version
-    out.producer_name, out.producer_version = model.producer_name, model.producer_version
-    return out, report, host

@@ -91,6 +91,16 @@ def _host_model(graph: gs.Graph, match: TimeProjection) -> onnx.ModelProto:
 
 class HostTimeProjection(GraphPass):
     name = "host_time_projection"
+    problem_kind = "crash"
+    problem = ("sinusoidal timestep projection: its flip_sin_to_cos Slice+Slice+Concat kills rknn-toolkit2 "
+               "2.5.0 (SIGSEGV in fuse_slice_slice_concat_to_conv); its Sin/Cos are CPU-only")
+
+    def where(self, match):
+        """The flip's Concat (the node the crash pattern ends in), looking through trailing Casts."""
+        node = match.boundary.inputs[0] if match.boundary.inputs else None
+        while node is not None and node.op in ("Cast", "Identity") and node.inputs[0].inputs:
+            node = node.inputs[0].inputs[0]
+        return node.name if node is not None else match.boundary.name
 
     def find(self, graph):
         for source in graph.inputs:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -12,4 +12,9 @@ class Chip:
     sram_bytes: int
     dtypes: tuple[str, ...]  # what rkconvert can build for it, RKNN's dtype names
     passes: tuple[str, ...]  # graph_passes.CATALOGUE names, in the order they run
-    notes: str = ""
+    off_by_default: tuple[str, ...] = ()  # passes of `passes` that run only when asked for
+    # Operator facts for `rkconvert lint`: op type -> why the toolkit refuses it.
+    rejected_ops: dict[str, str] = field(default_factory=dict)
+    # Op type -> "" if it runs on the CPU, or the fusion by which the toolkit keeps it on the NPU
+    # anyway (so lint does not cry wolf).
+    cpu_only_ops: dict[str, str] = field(default_factory=dict)

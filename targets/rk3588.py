@@ -2,6 +2,7 @@
 
 rknn-toolkit2 2.5.0 accepts `w8a8` or no quantization (float16) for it; `w8a16` is refused at
 `config()` (see ../shared/rknn-facts.md). rkconvert builds float16 so far.
+Pass order matters: split_fused_qkv_projection undoes what simplify fuses.
 """
 
 from .chip import Chip
@@ -11,5 +12,21 @@ CHIP = Chip(
     npu_cores=3,
     sram_bytes=956 * 1024,
     dtypes=("float16",),
-    passes=("host_time_projection",),
+    passes=("host_time_projection", "simplify", "split_fused_qkv_projection"),
+    # onnxsim saves no build time on 2.5.0 (the toolkit folds constants itself: the demo's build()
+    # took 61 s either way, 957 layers either way); it stays available for graphs that need it.
+    off_by_default=("simplify",),
+    # Rockchip's operator list for toolkit 2.3.2 (RK3588): not supported at all.
+    rejected_ops={op: "not in Rockchip's RK3588 operator list" for op in
+                  ("GroupNormalization", "Einsum", "Range", "CumSum", "Trilu")},
+    # The same list puts these on the CPU. rknn-toolkit2 2.5.0 fuses the UNet's uses of several onto the
+    # NPU: no such op in a CPU row of the layer table of tiny, demo or full-size SD 1.5 builds.
+    cpu_only_ops={
+        "Sin": "", "Cos": "", "ScatterND": "", "ReduceMean": "",
+        "Erf": "GELU's Div/Erf/Add/Mul chain becomes exGelu",
+        "InstanceNormalization": "the GroupNorm decomposition (Reshape/InstanceNormalization/Reshape/Mul/Add) becomes exNorm",
+        "LayerNormalization": "becomes exNorm",
+        "Cast": "the UNet's casts (to float32, after attention) are removed",
+        "Gather": "",
+    },
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,9 +62,9 @@ def tiny_folder(tmp_path) -> Path:
 
 
 def rkconvert(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """The real CLI in its own process, as a user runs it."""
+    """The real CLI in its own process, as a user runs it (on a wide terminal, so tables do not fold)."""
     return subprocess.run([sys.executable, "-m", "converter.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=900, env={**os.environ, "COLUMNS": "250"})
 
 
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:

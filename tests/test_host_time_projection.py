@@ -9,12 +9,11 @@ import onnx
 import pytest
 
 from converter import onnx_runtime, tracing
-from converter.accuracy import compare
 from converter.errors import BuildFailed
 from converter.model_source import resolve
-from graph_passes import CATALOGUE, run_pass
-from targets import get_chip, rknn_backend
+from graph_passes import CATALOGUE
 from tests.conftest import as_numpy, tiny_unet, unet_inputs
+from tests.rknn_helpers import rknn_psnr, simulate
 from tools.make_pruned_unet import prune_unet
 
 PASS = CATALOGUE["host_time_projection"]
@@ -34,7 +33,7 @@ def traced(tmp_path, unet, resolution=64):
 
 
 def apply(model):
-    after, report, host = run_pass(PASS, model)
+    after, report, host = PASS.run(model)
     return after, report, host
 
 
@@ -69,31 +68,12 @@ def test_second_run_finds_nothing(tmp_path):
     assert twice is once
 
 
-def _simulate(tmp_path, model, feed: dict):
-    tmp_path.mkdir()
-    onnx_path = tmp_path / "model.onnx"
-    onnx.save(model, str(onnx_path))
-    samples = {}
-    for name, value in feed.items():
-        samples[name] = tmp_path / f"{name}.npy"
-        np.save(samples[name], value)
-    out_dir = tmp_path / "rknn"
-    out_dir.mkdir()
-    run, result = rknn_backend.build_and_simulate(
-        onnx_path, get_chip("rk3588"), out_dir, [samples], [i.name for i in model.graph.input],
-        ["out_sample"], tmp_path / "rknn.log")
-    return np.load(result["outputs"][0][0]), out_dir
-
-
 def test_rknn_crashes_without_the_pass_and_converts_with_it(tmp_path):
     before, inputs = traced(tmp_path, tiny_unet())
     with pytest.raises(BuildFailed, match=r"died with SIGSEGV during build\(\)"):
-        _simulate(tmp_path / "raw", before, as_numpy(inputs))
+        simulate(tmp_path / "raw", before, as_numpy(inputs))
     assert not (tmp_path / "raw" / "rknn" / "model.rknn").exists()
 
     after, _, host = apply(before)
-    feed = feeds_after(host, inputs)
-    out, out_dir = _simulate(tmp_path / "pass", after, feed)
-    ref = onnx_runtime.run(onnx_runtime.session(after), feed)["out_sample"]
-    assert compare(out, ref)["psnr_db"] >= 60
-    assert (out_dir / "model.rknn").stat().st_size > 0
+    assert rknn_psnr(tmp_path / "pass", after, feeds_after(host, inputs)) >= 60
+    assert (tmp_path / "pass" / "rknn" / "model.rknn").stat().st_size > 0

@@ -22,8 +22,9 @@ from converter.model_source import resolve
 from converter.progress import Progress
 from converter.stages import layers as layers_stage
 from converter.toolkit_snapshot import load_dump, read_layers
-from targets import get_chip, rknn_backend
+from targets import get_chip
 from tests.conftest import error_lines, rkconvert
+from tests.rknn_helpers import simulate
 
 STAGES = Path("stages")
 
@@ -72,17 +73,10 @@ def test_a_corrupted_layer_is_the_worst_row(tiny_build, tmp_path):
     w = numpy_helper.to_array(init)
     noise = np.random.default_rng(0).standard_normal(w.shape).astype(np.float32) * w.std() * 3
     init.CopyFrom(numpy_helper.from_array(w + noise, target))
-    onnx.save(model, str(tmp_path / "corrupted.onnx"))
 
     feed = _feed(out)
-    samples = []
-    for name, value in feed.items():
-        np.save(tmp_path / f"{name}.npy", value)
-    samples = [{name: tmp_path / f"{name}.npy" for name in feed}]
-    (tmp_path / "rknn").mkdir()
-    rknn_backend.build_and_simulate(tmp_path / "corrupted.onnx", get_chip("rk3588"), tmp_path / "rknn", samples,
-                                    list(feed), ["out_sample"], tmp_path / "rknn.log", layer_dumps=True)
-    rows = analyse(tmp_path / "rknn" / "snapshot", clean, feed, tmp_path / "scratch")
+    _, rknn_dir = simulate(tmp_path / "corrupted", model, feed, layer_dumps=True)
+    rows = analyse(rknn_dir / "snapshot", clean, feed, tmp_path / "scratch")
     worst = worst_first(rows)[0]
     assert worst["module"] == "down_blocks.1.resnets.0.conv2", worst
     assert worst["cosine"] < 0.9
@@ -153,12 +147,16 @@ def test_html_report_renders_in_chromium_and_names_every_layer(demo_build, tmp_p
     report = json.loads((demo_build / "report.json").read_text())
     rows = report["layers"]
     assert len(rows) > 500
-    assert dom.count("<tr>") == len(rows) + 1  # header + one per layer
-    missing = [r["layer"] for r in rows if f">{r['layer']}<" not in dom]
+    layers = dom.split('<table id="layers">')[1].split("</table>")[0]
+    assert layers.count("<tr>") == len(rows) + 1  # header + one per layer
+    missing = [r["layer"] for r in rows if f">{r['layer']}<" not in layers]
     assert not missing, missing[:5]
     assert dom.count("<circle") == sum(r.get("sqnr_db") is not None for r in rows)
-    first_body_row = dom.split("<tbody>")[1].split("</tr>")[0]
+    first_body_row = layers.split("<tbody>")[1].split("</tr>")[0]
     assert f">{worst_first(rows)[0]['index']}<" in first_body_row
+    cpu_rows = dom.split('<table id="cpu">')[1].split("</table>")[0].count("<tr>") - 1 if report["cpu_ops"] else 0
+    assert cpu_rows == report["cpu_ops"]
+    assert f"{report['cpu_ops']} compute layers fell back to the CPU" in dom
 
 
 def test_layers_the_toolkit_renamed_pair_by_onnx_tensor():

@@ -52,15 +52,19 @@ def main() -> int:
     parser.add_argument("--model", default="sd15")
     parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--target", default="rk3588")
+    parser.add_argument("--enable-pass", action="append", default=[], help="passed on to rkconvert build")
+    parser.add_argument("--layer-report", default="off", help="passed on to rkconvert build (default: off)")
     parser.add_argument("--out", type=Path, default=None, help="build folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None, help="default: bench-results/build-<model>-<res>.json")
     args = parser.parse_args()
-    json_path = args.json or Path("bench-results") / f"build-{args.model.replace(':', '-')}-{args.resolution}.json"
+    variant = "".join(f"+{p}" for p in args.enable_pass)
+    json_path = args.json or Path("bench-results") / f"build-{args.model.replace(':', '-')}-{args.resolution}{variant}.json"
 
     with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
         out = args.out or Path(tmp) / "build"
         cmd = [sys.executable, "-m", "converter.cli", "build", "--target", args.target, "--model", args.model,
-               "--resolution", str(args.resolution), "--out", str(out), "--rebuild"]
+               "--resolution", str(args.resolution), "--out", str(out), "--rebuild", "--layer-report", args.layer_report,
+               *(f"--enable-pass={p}" for p in args.enable_pass)]
         start = time.monotonic()
         proc = subprocess.Popen(cmd)
         ps, peak = psutil.Process(proc.pid), 0
@@ -76,6 +80,7 @@ def main() -> int:
         "model": args.model,
         "resolution": args.resolution,
         "target": args.target,
+        "enabled_passes": args.enable_pass,
         "exit_code": proc.returncode,
         "wall_seconds": round(wall, 1),
         "peak_rss_bytes": peak,
@@ -87,6 +92,8 @@ def main() -> int:
         "output_max_abs": report.get("output_max_abs"),
         "artifact_bytes": report.get("artifact_bytes"),
         "onnx_bytes": report.get("onnx_bytes"),
+        "cpu_ops": report.get("cpu_ops"),
+        "passes": report.get("passes"),
         "error": report.get("error"),
         "toolkit_version": report.get("toolkit_version"),
         "rkconvert_commit": git_commit(),

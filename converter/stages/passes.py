@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from graph_passes import CATALOGUE, run_pass
+from graph_passes import CATALOGUE
 
 from .. import onnx_files
 from ..build_dir import StageResult
@@ -16,7 +16,7 @@ def run(export: StageResult, names: list[str], tmp: Path) -> dict:
     reports, programs = [], []
     (tmp / "host").mkdir()
     for name in names:
-        model, report, host = run_pass(CATALOGUE[name], model)
+        model, report, host = CATALOGUE[name].run(model)
         reports.append(report.as_dict())
         for program in host:
             path = tmp / "host" / f"{program.name}.onnx"

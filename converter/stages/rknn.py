@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from targets import rknn_backend
+from targets.layer_table import cpu_ops, placement
 
 from ..accuracy import compare
 from ..build_dir import StageResult
 from ..build_request import BuildRequest
 from ..progress import Progress
+
+PLACEMENT = "placement.json"
 
 
 def run(req: BuildRequest, passes: StageResult, reference: StageResult, layer_dumps: bool, log: Path,
@@ -20,14 +24,23 @@ def run(req: BuildRequest, passes: StageResult, reference: StageResult, layer_du
     run_, result = rknn_backend.build_and_simulate(
         passes.path / passes.meta["onnx"], req.chip, tmp, samples, list(passes.meta["inputs"]),
         passes.meta["outputs"], log, progress.tick, layer_dumps)
+    rows = placement(log.read_text(errors="replace"))
+    (tmp / PLACEMENT).write_text(json.dumps(rows))
     return {
         "rknn": rknn_backend.RKNN_NAME,
+        "placement": PLACEMENT,
+        "cpu_ops": len(cpu_ops(rows)),
         "snapshot": rknn_backend.SNAPSHOT_DIR if layer_dumps else None,
         "toolkit_version": rknn_backend.toolkit_version(),
         "phases": result["phases"],
         "peak_rss_bytes": run_.peak_rss_bytes,
         "simulator": [[str(Path(p).relative_to(tmp.resolve())) for p in outs] for outs in result["outputs"]],
     }
+
+
+def placement_rows(rknn: StageResult) -> list[dict]:
+    """Where each compiled layer runs (NPU / CPU), from the toolkit's layer table."""
+    return json.loads((rknn.path / rknn.meta["placement"]).read_text())
 
 
 def output_accuracy(passes: StageResult, reference: StageResult, rknn: StageResult) -> dict:

@@ -1,0 +1,36 @@
+"""Build an ONNX model with the real toolkit and run it in its simulator, for pass and report tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from converter import onnx_runtime
+from converter.accuracy import compare
+from targets import get_chip, rknn_backend
+
+
+def simulate(folder: Path, model: onnx.ModelProto, feed: dict[str, np.ndarray], layer_dumps: bool = False):
+    """(first output of the .rknn in the simulator, the folder holding model.rknn and any snapshot)."""
+    folder.mkdir(parents=True)
+    onnx_path = folder / "model.onnx"
+    onnx.save(model, str(onnx_path))
+    samples = {}
+    for name, value in feed.items():
+        samples[name] = folder / f"{name}.npy"
+        np.save(samples[name], value)
+    out_dir = folder / "rknn"
+    out_dir.mkdir()
+    _, result = rknn_backend.build_and_simulate(
+        onnx_path, get_chip("rk3588"), out_dir, [samples], [i.name for i in model.graph.input],
+        [o.name for o in model.graph.output], folder / "rknn.log", layer_dumps=layer_dumps)
+    return np.load(result["outputs"][0][0]), out_dir
+
+
+def rknn_psnr(folder: Path, model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> float:
+    """Output PSNR (dB) of the simulated .rknn against ONNX Runtime on the same model and feed."""
+    out, _ = simulate(folder, model, feed)
+    ref = onnx_runtime.run(onnx_runtime.session(model), feed)[model.graph.output[0].name]
+    return compare(out, ref)["psnr_db"]

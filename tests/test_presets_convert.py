@@ -1,0 +1,42 @@
+"""Every preset architecture (miniature widths) and a pruned UNet convert faithfully for rk3588,
+with the default pass list and with graph simplification on."""
+
+from __future__ import annotations
+
+import pytest
+from rich.console import Console
+from safetensors.torch import save_file
+
+from converter.build_pipeline import build
+from converter.build_request import BuildRequest
+from converter.model_source import resolve
+from converter.progress import Progress
+from targets import get_chip
+from tools.make_pruned_unet import prune_unet
+
+RESOLUTION = 64  # 8x8 latent: every stage of the 4-stage presets still halves exactly
+
+
+@pytest.fixture(scope="module")
+def pruned_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pruned-sd15-mini")
+    unet = resolve("sd15:mini").load_unet()
+    unet.save_config(folder)
+    prune_unet(unet, 0.3, RESOLUTION)
+    save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, folder / "diffusion_pytorch_model.safetensors")
+    return folder
+
+
+@pytest.mark.parametrize("simplify", [False, True], ids=["exported", "simplified"])
+@pytest.mark.parametrize("model", ["sd15:mini", "sd21:mini", "bk-sdm-tiny:mini", "pruned"])
+def test_builds_reach_60_db(model, simplify, pruned_folder, tmp_path):
+    source = resolve(str(pruned_folder) if model == "pruned" else model)
+    req = BuildRequest(source, get_chip("rk3588"), tmp_path / "out", resolution=RESOLUTION, min_psnr=60,
+                       layer_report="off", enable_passes=("simplify",) if simplify else ())
+    report = build(req, Progress(Console(file=open(tmp_path / "progress.txt", "w"))))
+    assert report["output_psnr_db"] >= 60
+    applied = [p["pass"] for p in report["passes"]]
+    assert ("simplify" in applied) == simplify
+    if simplify:
+        split = next(p for p in report["passes"] if p["pass"] == "split_fused_qkv_projection")
+        assert split["rewrites"], "onnxsim fused no q/k/v projection: the pair of passes is not exercised"
