@@ -16,12 +16,15 @@ from targets import rknn_backend
 
 from . import memory
 from .build_dir import BuildDir, StageResult
-from .build_request import DTYPE, BuildRequest
+from dataclasses import replace
+
+from .build_request import BuildRequest
 from .errors import BuildFailed, UserError
 from .layer_report import estimated_dump_bytes, first_below
 from .pass_selection import select
 from .progress import Progress
 from .report import print_layers, write_html, write_json
+from .stages import calib as calib_stage
 from .stages import export as export_stage
 from .stages import layers as layers_stage
 from .stages import passes as passes_stage
@@ -53,11 +56,12 @@ def build(req: BuildRequest, progress: Progress) -> dict:
     completed stages (for reuse and diagnosis) and reports with status "failed", never a .rknn.
     """
     names = select(req.chip, req.passes, req.enable_passes, req.skip_passes)
+    check_dtype(req)
     created = _first_missing(req.out)
     req.out.mkdir(parents=True, exist_ok=True)
     for stale in (req.artifact, req.report_path, req.html_path):
         stale.unlink(missing_ok=True)
-    report = {"status": "failed", "target": req.chip.name, "model": req.source.spec, "dtype": DTYPE,
+    report = {"status": "failed", "target": req.chip.name, "model": req.source.spec, "dtype": req.dtype,
               "toolkit_version": rknn_backend.toolkit_version(), "min_psnr": req.min_psnr,
               "min_layer_cos": req.min_layer_cos}
     try:
@@ -96,25 +100,58 @@ def export_model(req: BuildRequest, build_dir: BuildDir, progress: Progress) -> 
                   lambda tmp: export_stage.run(req, tmp))
 
 
-def _run_stages(req: BuildRequest, names: list[str], build_dir: BuildDir, progress: Progress, report: dict) -> None:
+def prepare(req: BuildRequest, names: list[str], build_dir: BuildDir, progress: Progress) -> tuple[StageResult, StageResult]:
+    """Stages `export` and `passes`: the graph the toolkit will get."""
     export = export_model(req, build_dir, progress)
-    report["resolution"] = export.meta["resolution"]
     passes = _stage(req, build_dir, progress, "passes", ", ".join(names) or "none",
                     {"passes": names}, [export], lambda tmp: passes_stage.run(export, names, tmp))
+    return export, passes
+
+
+def check_dtype(req: BuildRequest) -> None:
+    if req.dtype not in req.chip.dtypes:
+        raise UserError(f"--dtype {req.dtype}: rkconvert cannot build it for {req.chip.name} "
+                        f"(it builds {', '.join(req.chip.dtypes)})")
+
+
+def calibration(req: BuildRequest, export: StageResult, passes: StageResult, build_dir: BuildDir,
+                progress: Progress, name: str = "calib") -> StageResult:
+    """Stage `calib` (or another name): recorded UNet inputs in RKNN's dataset format."""
+    what = f"{req.calib.samples} inputs along {req.calib.schedule} trajectories"
+    return _stage(req, build_dir, progress, name, what, {"calib": req.calib.fingerprint(), "seed": req.seed},
+                  [export, passes], lambda tmp: calib_stage.run(req, export, passes, progress, tmp))
+
+
+def _checkset(req: BuildRequest, export: StageResult, passes: StageResult, build_dir: BuildDir,
+              progress: Progress) -> StageResult:
+    """Held-out trajectory inputs to judge the build on: other prompts and noise than the calibration's."""
+    held_out = replace(req, seed=req.seed + 1, calib=replace(req.calib, samples=req.check_samples,
+                                                             trajectories=req.check_samples))
+    return calibration(held_out, export, passes, build_dir, progress, name="checkset")
+
+
+def _run_stages(req: BuildRequest, names: list[str], build_dir: BuildDir, progress: Progress, report: dict) -> None:
+    export, passes = prepare(req, names, build_dir, progress)
+    report["resolution"] = export.meta["resolution"]
     report.update(onnx_bytes=passes.meta["onnx_bytes"], passes=passes.meta["passes"],
                   inputs=passes.meta["inputs"])
+    checkset = _checkset(req, export, passes, build_dir, progress) if req.trajectory_checks else None
     reference = _stage(req, build_dir, progress, "reference", "ONNX Runtime on check inputs",
-                       {"samples": req.check_samples, "seed": req.seed}, [passes],
-                       lambda tmp: reference_stage.run(req, export, passes, tmp))
+                       {"samples": req.check_samples, "seed": req.seed},
+                       [passes] + ([checkset] if checkset else []),
+                       lambda tmp: reference_stage.run(req, export, passes, checkset, tmp))
+    calib = calibration(req, export, passes, build_dir, progress) if req.quantized else None
     dumps = _layer_dumps(req, passes, report)
-    rknn = _stage(req, build_dir, progress, "rknn", f"rknn-toolkit2 build for {req.chip.name} + simulator",
-                  {"target": req.chip.name, "dtype": DTYPE, "layer_dumps": dumps}, [passes, reference],
-                  lambda tmp: rknn_stage.run(req, passes, reference, dumps, build_dir.logs / "rknn.log",
+    rknn = _stage(req, build_dir, progress, "rknn", f"rknn-toolkit2 {req.dtype} build for {req.chip.name} + simulator",
+                  {"target": req.chip.name, "dtype": req.dtype, "layer_dumps": dumps},
+                  [passes, reference] + ([calib] if calib else []),
+                  lambda tmp: rknn_stage.run(req, passes, reference, calib, dumps, build_dir.logs / "rknn.log",
                                              progress, tmp))
     metrics = rknn_stage.output_accuracy(passes, reference, rknn)
     report.update(output_psnr_db=metrics["psnr_db"], output_cosine=metrics["cosine"],
                   output_max_abs=metrics["max_abs"], output_mean_abs=metrics["mean_abs"],
-                  check_timesteps=reference.meta["timesteps"], toolkit_phases=rknn.meta["phases"],
+                  check_inputs=reference.meta["check_inputs"], check_timesteps=reference.meta["timesteps"],
+                  calibration=calib.meta if calib else None, toolkit_phases=rknn.meta["phases"],
                   placement=rknn_stage.placement_rows(rknn), cpu_ops=rknn.meta["cpu_ops"])
     if dumps:
         layers = _stage(req, build_dir, progress, "layers", "every layer against ONNX Runtime", {},

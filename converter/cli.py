@@ -9,7 +9,8 @@ import click
 from rich.console import Console
 
 from . import __version__
-from .cli_options import model_options, pass_options, target_options
+from .build_request import CHECK_INPUT_CHOICES, LAYER_REPORT_CHOICES, CalibSettings
+from .cli_options import calib_options, model_options, pass_options, target_options
 from .errors import BuildFailed, UserError
 
 EXIT_CODES = "Exit status: 0 built and within the gates, 1 build failed (toolkit crash or refusal, accuracy gate), 2 bad input."
@@ -43,29 +44,45 @@ def main():
     """Convert diffusion UNets into .rknn models for Rockchip NPUs, checked against ONNX Runtime."""
 
 
+def _request(model_spec, config_path, trust_pickle, seed, target, resolution, out, **settings):
+    """The BuildRequest both `build` and `lint` work from (bad model or target: UserError)."""
+    from targets import get_chip
+
+    from .build_request import BuildRequest
+    from .model_source import resolve
+
+    chip = get_chip(target)
+    source = resolve(model_spec, config_path, trust_pickle, seed)
+    return BuildRequest(source, chip, out or Path("build") / f"{source.name}-{chip.name}", resolution=resolution,
+                        seed=seed, **settings)
+
+
 @main.command(epilog=EXIT_CODES)
 @model_options
 @target_options
-@click.option("--resolution", type=int, default=None,
-              help="Image size in pixels (latent = size/8), static in the graph. "
-                   "Default: the model's own (sample_size x 8: 512 for the SD presets, 128 for demo).")
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Build folder (default: build/<model>-<target>/). Stages found there with "
-                   "unchanged inputs are reused.")
+@click.option("--dtype", default="float16", show_default=True, metavar="DTYPE",
+              help="RKNN dtype: float16 (no quantization) or w8a8 (int8 weights and activations, "
+                   "calibrated on recorded sampler trajectories; see the calibration options).")
 @click.option("--min-psnr", type=float, default=40.0, show_default=True,
               help="Fail the build when the .rknn's output PSNR against ONNX Runtime (dB) is lower.")
 @click.option("--min-layer-cos", type=click.FloatRange(-1, 1), default=None,
               help="Fail the build naming the first layer (execution order) whose output cosine against "
                    "ONNX Runtime is lower. Needs the per-layer report.")
-@click.option("--layer-report", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+@click.option("--layer-report", type=click.Choice(LAYER_REPORT_CHOICES), default="auto", show_default=True,
               help="Compare every layer with ONNX Runtime (report.json 'layers', report.html). auto: only "
                    "when the toolkit's per-layer text dumps stay under 2 GiB (small models and resolutions).")
 @click.option("--check-samples", type=click.IntRange(1), default=1, show_default=True,
-              help="How many inputs (timesteps spread over 0-999) to compare the .rknn on.")
+              help="How many inputs to compare the .rknn with ONNX Runtime on.")
+@click.option("--check-inputs", type=click.Choice(CHECK_INPUT_CHOICES), default="auto", show_default=True,
+              help="gaussian: unit-Gaussian latent and text states, timesteps spread over 0-999; trajectories: "
+                   "held-out inputs recorded along the sampler's trajectories (other prompts and noise than the "
+                   "calibration set). auto: trajectories for quantized builds, gaussian for float16.")
+@calib_options
 @pass_options
 @click.option("--rebuild", is_flag=True, help="Ignore stages kept from earlier runs.")
-def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, min_psnr, min_layer_cos,
-          layer_report, check_samples, passes, enable_passes, skip_passes, rebuild):
+def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, dtype, min_psnr, min_layer_cos,
+          layer_report, check_samples, check_inputs, schedule, samples, trajectories, weighting, prompts_path,
+          text_encoder_path, passes, enable_passes, skip_passes, rebuild):
     """Build MODEL into a .rknn for --target and check it against ONNX Runtime.
 
     Stages: export (trace to static-shape ONNX, opset 17) -> passes (the target's graph rewrites) ->
@@ -74,32 +91,22 @@ def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, 
     report.json + report.html. The .rknn, the reports and any host programs (small ONNX models
     computing inputs such as t_emb from the timestep on the board's CPU) land in --out.
     """
-    from targets import get_chip
-
     from .build_pipeline import build as run_build
-    from .build_request import BuildRequest
-    from .model_source import resolve
     from .progress import Progress
     from .report import print_summary
 
-    chip = get_chip(target)
-    source = resolve(model_spec, config_path, trust_pickle, seed)
-    out = out or Path("build") / f"{source.name}-{chip.name}"
-    console = Console(stderr=True, highlight=False)
-    req = BuildRequest(source, chip, out, resolution=resolution, min_psnr=min_psnr, min_layer_cos=min_layer_cos,
-                       layer_report=layer_report, check_samples=check_samples, seed=seed, passes=passes,
-                       enable_passes=tuple(enable_passes), skip_passes=tuple(skip_passes), rebuild=rebuild)
-    report = run_build(req, Progress(console))
+    settings = CalibSettings(schedule, samples, trajectories, weighting, prompts_path, text_encoder_path)
+    req = _request(model_spec, config_path, trust_pickle, seed, target, resolution, out, dtype=dtype,
+                   min_psnr=min_psnr, min_layer_cos=min_layer_cos, layer_report=layer_report,
+                   check_samples=check_samples, check_inputs=check_inputs, calib=settings, passes=passes,
+                   enable_passes=tuple(enable_passes), skip_passes=tuple(skip_passes), rebuild=rebuild)
+    report = run_build(req, Progress(Console(stderr=True, highlight=False)))
     print_summary(Console(), report, req.report_path)
 
 
 @main.command(epilog="Exit status: 0 nothing left without a fix, 1 something is, 2 bad input.")
 @model_options
 @target_options
-@click.option("--resolution", type=int, default=None, help="Image size in pixels (default: the model's own).")
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Build folder to keep the exported ONNX in (default: build/<model>-<target>/), "
-                   "shared with `rkconvert build`.")
 @pass_options
 def lint(model_spec, config_path, trust_pickle, seed, target, resolution, out, passes, enable_passes, skip_passes):
     """List what --target would refuse, run on the CPU, crash on or convert wrongly in MODEL, without building.
@@ -108,27 +115,49 @@ def lint(model_spec, config_path, trust_pickle, seed, target, resolution, out, p
     --passes / --enable-pass / --skip-pass) is run and the graph checked again, and anything left has
     no fix in that list.
     """
-    from targets import get_chip
-
     from . import onnx_files
     from .build_dir import BuildDir
     from .build_pipeline import export_model
-    from .build_request import BuildRequest
     from .lint import lint as run_lint
     from .lint_report import print_lint
-    from .model_source import resolve
     from .pass_selection import select
     from .progress import Progress
 
-    chip = get_chip(target)
-    source = resolve(model_spec, config_path, trust_pickle, seed)
-    names = select(chip, passes, tuple(enable_passes), tuple(skip_passes))
-    req = BuildRequest(source, chip, out or Path("build") / f"{source.name}-{chip.name}", resolution=resolution)
-    progress = Progress(Console(stderr=True, highlight=False))
-    exported = export_model(req, BuildDir(req.out), progress)
-    result = run_lint(onnx_files.load(exported.path / exported.meta["onnx"]), chip, names)
-    print_lint(Console(), result, chip, names)
+    req = _request(model_spec, config_path, trust_pickle, seed, target, resolution, out)
+    names = select(req.chip, passes, tuple(enable_passes), tuple(skip_passes))
+    exported = export_model(req, BuildDir(req.out), Progress(Console(stderr=True, highlight=False)))
+    result = run_lint(onnx_files.load(exported.path / exported.meta["onnx"]), req.chip, names)
+    print_lint(Console(), result, req.chip, names)
     sys.exit(1 if result.remaining else 0)
+
+
+@main.command(epilog=EXIT_CODES)
+@model_options
+@target_options
+@calib_options
+@pass_options
+def calib(model_spec, config_path, trust_pickle, seed, target, resolution, out, schedule, samples, trajectories,
+          weighting, prompts_path, text_encoder_path, passes, enable_passes, skip_passes):
+    """Record a calibration set: the UNet's real inputs along the sampler's trajectories.
+
+    Runs diffusers' StableDiffusionPipeline (text encoder, scheduler, classifier-free guidance) on the
+    host, keeps --samples of the UNet's inputs as the rewritten graph takes them, and writes them in
+    RKNN's dataset format (stages/calib/dataset.txt, one line per sample) with calib.json (per-input
+    statistics, overall and per timestep). Deterministic for --seed; reused by `build` when unchanged.
+    """
+    from .build_dir import BuildDir
+    from .build_pipeline import calibration, prepare
+    from .pass_selection import select
+    from .progress import Progress
+    from .report import print_calibration
+
+    settings = CalibSettings(schedule, samples, trajectories, weighting, prompts_path, text_encoder_path)
+    req = _request(model_spec, config_path, trust_pickle, seed, target, resolution, out, calib=settings)
+    names = select(req.chip, passes, tuple(enable_passes), tuple(skip_passes))
+    progress = Progress(Console(stderr=True, highlight=False))
+    build_dir = BuildDir(req.out)
+    export, prepared = prepare(req, names, build_dir, progress)
+    print_calibration(Console(), calibration(req, export, prepared, build_dir, progress))
 
 
 @main.command(epilog=EXIT_CODES)
@@ -140,8 +169,9 @@ def lint(model_spec, config_path, trust_pickle, seed, target, resolution, out, p
 def compare(build_a, build_b, top, json_path):
     """Put two builds side by side: outputs, then every layer, largest SQNR change first.
 
-    BUILD_A and BUILD_B are build folders (or their report.json). Layers pair up by the ONNX
-    tensor they match, so the same model built with different passes or toolkits lines up.
+    BUILD_A and BUILD_B are build folders (or their report.json). Layers pair up by the toolkit's
+    layer name, the rest by the ONNX tensor they match, so the same model built with different
+    passes or toolkits lines up.
     """
     from .compare_builds import join_layers, load_report, print_comparison
     from .report import write_json

@@ -36,6 +36,12 @@ model_options = _compose(
 target_options = _compose(
     click.option("--target", required=True, metavar="CHIP",
                  help="RKNN target_platform to build for (rk3588)."),
+    click.option("--resolution", type=int, default=None,
+                 help="Image size in pixels (latent = size/8), static in the graph. "
+                      "Default: the model's own (sample_size x 8: 512 for the SD presets, 128 for demo)."),
+    click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+                 help="Build folder (default: build/<model>-<target>/). Stages found there with unchanged "
+                      "inputs are reused, by `build` and `lint` alike."),
 )
 
 pass_options = _compose(
@@ -45,4 +51,22 @@ pass_options = _compose(
                  help="Turn on a pass the target lists but leaves off by default (rk3588: simplify). Repeatable."),
     click.option("--skip-pass", "skip_passes", multiple=True, metavar="PASS",
                  help="Leave out a pass (repeatable), e.g. to reproduce a toolkit failure."),
+)
+
+calib_options = _compose(
+    click.option("--schedule", default="sd15-20step", show_default=True, metavar="NAME",
+                 help="Sampler the UNet is deployed with: sd15-20step (DDIM, CFG 7.5), sd15-20step-euler, "
+                      "turbo-4step (Euler ancestral, no CFG), lcm-2step, lcm-4step."),
+    click.option("--samples", type=click.IntRange(1), default=32, show_default=True,
+                 help="UNet inputs to keep (with CFG each step gives an uncond and a cond input)."),
+    click.option("--trajectories", type=click.IntRange(1), default=4, show_default=True,
+                 help="Prompts to run the sampler on (each a full denoising run on the host)."),
+    click.option("--weighting", type=click.Choice(["schedule", "uniform"]), default="schedule", show_default=True,
+                 help="How steps are sampled: uniform, or by how much noise (log sigma) each step removes."),
+    click.option("--prompts", "prompts_path", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                 default=None, help="Prompt file (one per line, optionally 'category<TAB>prompt'); "
+                                    "default: the built-in 60 prompts in 10 categories."),
+    click.option("--text-encoder", "text_encoder_path", type=click.Path(path_type=Path, file_okay=False, exists=True),
+                 default=None, help="CLIP tokenizer + text encoder folder (a diffusers pipeline folder works); "
+                                    "default: a tiny seeded CLIP, whose states are not the real model's."),
 )

@@ -13,8 +13,13 @@ import numpy as np
 from . import onnx_runtime
 
 
-def graph_feed(model_feed: dict[str, np.ndarray], programs: list[Path], graph_inputs: list[str]) -> dict[str, np.ndarray]:
-    feed = dict(model_feed)
-    for program in programs:
-        feed.update(onnx_runtime.run(onnx_runtime.session(program), feed))
-    return {name: feed[name] for name in graph_inputs}
+class GraphFeeder:
+    def __init__(self, programs: list[Path], graph_inputs: list[str]):
+        self.sessions = [onnx_runtime.session(p) for p in programs]
+        self.graph_inputs = graph_inputs
+
+    def __call__(self, model_feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed = dict(model_feed)
+        for sess in self.sessions:
+            feed.update(onnx_runtime.run(sess, feed))
+        return {name: feed[name] for name in self.graph_inputs}

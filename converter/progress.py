@@ -28,6 +28,12 @@ class Progress:
     def reused(self, name: str, what: str):
         self.console.print(f"[green]✓[/] [bold]{name}[/] {escape(what)} (reused)")
 
+    def note(self, text: str):
+        """Show how far the current stage has got."""
+        if self._status is not None:
+            status, name, what = self._status
+            status.update(f"[bold]{name}[/]: {escape(what)} — {escape(text)}")
+
     def tick(self, phase: str | None, last_line: str, seconds: float):
         """Callback for child processes: show the toolkit's current step and its last log line."""
         if self._status is None:

@@ -85,3 +85,17 @@ def print_summary(console: Console, report: dict, report_path: Path) -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
+
+
+def print_calibration(console: Console, calib) -> None:
+    """Summary of a calibration stage: where it is and what its inputs span."""
+    stats = json.loads((calib.path / calib.meta["stats"]).read_text())
+    table = Table(title=f"{stats['count']} samples, {stats['schedule']} ({stats['weighting']} weighting), "
+                        f"text encoder: {stats['text_encoder']}", title_justify="left")
+    for heading in ("input", "min", "p0.1", "p50", "p99.9", "max", "std"):
+        table.add_column(heading)
+    for name, s in stats["stats"].items():
+        p = s["percentiles"]
+        table.add_row(name, *(f"{v:.4g}" for v in (s["min"], p["0.1"], p["50"], p["99.9"], s["max"], s["std"])))
+    console.print(table)
+    console.print(f"dataset: {calib.path / calib.meta['dataset']}  statistics: {calib.path / calib.meta['stats']}")

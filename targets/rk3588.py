@@ -1,7 +1,8 @@
 """RK3588 / RK3588S (Orange Pi 5, Rock 5): 3 NPU cores, 6 TOPS int8 in all, ~956 KB NPU-usable SRAM.
 
 rknn-toolkit2 2.5.0 accepts `w8a8` or no quantization (float16) for it; `w8a16` is refused at
-`config()` (see ../shared/rknn-facts.md). rkconvert builds float16 so far.
+`config()` (see ../shared/rknn-facts.md). rkconvert builds float16, and w8a8 calibrated on the
+sampler's own trajectories (calib_data/).
 Pass order matters: split_fused_qkv_projection undoes what simplify fuses.
 """
 
@@ -11,7 +12,7 @@ CHIP = Chip(
     name="rk3588",
     npu_cores=3,
     sram_bytes=956 * 1024,
-    dtypes=("float16",),
+    dtypes=("float16", "w8a8"),
     passes=("host_time_projection", "simplify", "split_fused_qkv_projection"),
     # onnxsim saves no build time on 2.5.0 (the toolkit folds constants itself: the demo's build()
     # took 61 s either way, 957 layers either way); it stays available for graphs that need it.

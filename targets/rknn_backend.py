@@ -27,11 +27,23 @@ def toolkit_version() -> str:
         return "not installed"
 
 
+def _absolute_dataset(dataset: Path, scratch: Path) -> Path:
+    """RKNN's dataset file with absolute paths (the toolkit runs in the scratch folder)."""
+    lines = [" ".join(str((dataset.parent / f).resolve()) for f in line.split())
+             for line in dataset.read_text().splitlines() if line.strip()]
+    path = scratch / "dataset.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def build_and_simulate(onnx_path: Path, chip: Chip, out_dir: Path, samples: list[dict[str, Path]],
                        input_names: list[str], output_names: list[str], log: Path,
-                       on_tick: Callable | None = None, layer_dumps: bool = False) -> tuple[ChildRun, dict]:
-    """Build `onnx_path` for `chip` as float16 into `out_dir`/model.rknn and run `samples` in the simulator.
+                       on_tick: Callable | None = None, layer_dumps: bool = False,
+                       dtype: str = "float16", dataset: Path | None = None) -> tuple[ChildRun, dict]:
+    """Build `onnx_path` for `chip` into `out_dir`/model.rknn and run `samples` in the simulator.
 
+    `dtype` is RKNN's name: "float16" (no quantization) or "w8a8", which needs `dataset` (RKNN's
+    dataset file: a line per sample, the .npy of each input in input order, NCHW for 4-D inputs).
     With `layer_dumps`, the toolkit also dumps every layer for the first sample into `out_dir`/snapshot
     (converter/toolkit_snapshot.py reads it).
     Returns the child's run record and {"phases": {call: seconds}, "outputs": [[npy per output]]}.
@@ -50,6 +62,8 @@ def build_and_simulate(onnx_path: Path, chip: Chip, out_dir: Path, samples: list
             "outputs_dir": str(sim_dir.resolve()),
             "result": str((Path(scratch) / "result.json").resolve()),
             "snapshot_dir": str((out_dir / SNAPSHOT_DIR).resolve()) if layer_dumps and samples else None,
+            "config": {} if dtype == "float16" else {"quantized_dtype": dtype},
+            "dataset": str(_absolute_dataset(dataset, Path(scratch))) if dtype != "float16" else None,
         }
         job_file = Path(scratch) / "job.json"
         job_file.write_text(json.dumps(job, indent=1))

@@ -35,9 +35,10 @@ def main(job_path: str) -> None:
 
     phases: dict[str, float] = {}
     rknn = RKNN(verbose=job.get("verbose", True))
-    _call(phases, "config", rknn.config, target_platform=job["target"], **job.get("config", {}))
+    _call(phases, "config", rknn.config, target_platform=job["target"], **job["config"])
     _call(phases, "load_onnx", rknn.load_onnx, model=job["onnx"])
-    _call(phases, "build", rknn.build, do_quantization=False)
+    dataset = job.get("dataset")
+    _call(phases, "build", rknn.build, do_quantization=dataset is not None, dataset=dataset)
     _call(phases, "export_rknn", rknn.export_rknn, job["rknn"])
     outputs = []
     if job["samples"]:

@@ -1,4 +1,9 @@
-"""Stage `reference`: ONNX Runtime's outputs of the rewritten graph on the check inputs."""
+"""Stage `reference`: ONNX Runtime's outputs of the rewritten graph on the check inputs.
+
+Check inputs are Gaussian stand-ins (calib_data/check_inputs.py), or held-out inputs recorded along
+the sampler's trajectories (a `checkset` stage), which a quantized build must be judged on: noise
+is not what the calibrated ranges were fitted to.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +12,42 @@ from pathlib import Path
 import numpy as np
 
 from calib_data.check_inputs import check_inputs, check_timesteps
+from calib_data.dataset_writer import read_samples
 
 from .. import onnx_runtime
 from ..build_dir import StageResult
 from ..build_request import BuildRequest
 from ..errors import BuildFailed
-from ..host_programs import graph_feed
+from ..host_programs import GraphFeeder
 from ..unet_interface import specs_from_json
 
 
-def run(req: BuildRequest, export: StageResult, passes: StageResult, tmp: Path) -> dict:
+def run(req: BuildRequest, export: StageResult, passes: StageResult, checkset: StageResult | None, tmp: Path) -> dict:
     onnx_path = passes.path / passes.meta["onnx"]
-    programs = [passes.path / p for p in passes.meta["host_programs"]]
-    graph_input_names = list(passes.meta["inputs"])
-    feeds = check_inputs(specs_from_json(export.meta["inputs"]), req.check_samples, req.seed)
     for sub in ("inputs", "outputs"):
         (tmp / sub).mkdir()
     samples, outputs = [], []
     try:
+        if checkset is not None:
+            graph_feeds, timesteps = read_samples(checkset.path)
+        else:
+            to_graph = feeder(passes)
+            graph_feeds = [to_graph(f) for f in check_inputs(specs_from_json(export.meta["inputs"]),
+                                                             req.check_samples, req.seed)]
+            timesteps = check_timesteps(req.check_samples)
         session = onnx_runtime.session(onnx_path)
-        for i, feed in enumerate(feeds):
-            graph = graph_feed(feed, programs, graph_input_names)
+        for i, graph in enumerate(graph_feeds):
             samples.append(_save(tmp, "inputs", i, graph))
             outputs.append(_save(tmp, "outputs", i, onnx_runtime.run(session, graph)))
     except Exception as e:  # onnxruntime raises its own Fail / InvalidGraph / RuntimeException types
         raise BuildFailed(f"ONNX Runtime cannot run {onnx_path}: {str(e).splitlines()[0]}") from None
-    return {"timesteps": check_timesteps(req.check_samples), "samples": samples, "outputs": outputs}
+    return {"check_inputs": "trajectories" if checkset else "gaussian", "timesteps": timesteps,
+            "samples": samples, "outputs": outputs}
+
+
+def feeder(passes: StageResult) -> GraphFeeder:
+    """Model-level inputs (sample, timestep, ...) -> the rewritten graph's inputs."""
+    return GraphFeeder([passes.path / p for p in passes.meta["host_programs"]], list(passes.meta["inputs"]))
 
 
 def feed(reference: StageResult, index: int = 0) -> dict[str, np.ndarray]:

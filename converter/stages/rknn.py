@@ -18,12 +18,13 @@ from ..progress import Progress
 PLACEMENT = "placement.json"
 
 
-def run(req: BuildRequest, passes: StageResult, reference: StageResult, layer_dumps: bool, log: Path,
-        progress: Progress, tmp: Path) -> dict:
+def run(req: BuildRequest, passes: StageResult, reference: StageResult, calib: StageResult | None,
+        layer_dumps: bool, log: Path, progress: Progress, tmp: Path) -> dict:
     samples = [{k: reference.path / v for k, v in s.items()} for s in reference.meta["samples"]]
     run_, result = rknn_backend.build_and_simulate(
         passes.path / passes.meta["onnx"], req.chip, tmp, samples, list(passes.meta["inputs"]),
-        passes.meta["outputs"], log, progress.tick, layer_dumps)
+        passes.meta["outputs"], log, progress.tick, layer_dumps, req.dtype,
+        calib.path / calib.meta["dataset"] if calib else None)
     rows = placement(log.read_text(errors="replace"))
     (tmp / PLACEMENT).write_text(json.dumps(rows))
     return {

@@ -1,0 +1,64 @@
+"""The sampling schedules a UNet is deployed with, as diffusers schedulers (configs built in, no download).
+
+Every SD 1.x / 2.x base model was trained on the same 1000-step scaled-linear beta schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from converter.errors import UserError
+
+TRAIN_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+                  "beta_schedule": "scaled_linear"}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    scheduler: str  # diffusers class name
+    steps: int
+    guidance_scale: float  # > 1: classifier-free guidance, the UNet runs on the empty prompt too
+    options: dict = field(default_factory=dict)
+
+    @property
+    def uses_cfg(self) -> bool:
+        return self.guidance_scale > 1
+
+    def make_scheduler(self):
+        import diffusers
+
+        return getattr(diffusers, self.scheduler).from_config({**TRAIN_SCHEDULE, **self.options})
+
+
+SCHEDULES = {s.name: s for s in (
+    Schedule("sd15-20step", "DDIMScheduler", 20, 7.5,
+             {"clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}),
+    Schedule("sd15-20step-euler", "EulerDiscreteScheduler", 20, 7.5, {"steps_offset": 1}),
+    Schedule("turbo-4step", "EulerAncestralDiscreteScheduler", 4, 0.0, {"timestep_spacing": "trailing"}),
+    Schedule("lcm-2step", "LCMScheduler", 2, 1.0),
+    Schedule("lcm-4step", "LCMScheduler", 4, 1.0),
+)}
+
+
+def get_schedule(name: str) -> Schedule:
+    try:
+        return SCHEDULES[name]
+    except KeyError:
+        raise UserError(f"--schedule {name}: unknown (known: {', '.join(SCHEDULES)})") from None
+
+
+def step_weights(schedule: Schedule, timesteps: list[float], weighting: str) -> np.ndarray:
+    """How likely each step is to be sampled: `uniform`, or `schedule`: in proportion to the noise
+    level (log sigma) the step removes, so steps where the schedule moves fast count more."""
+    if weighting == "uniform":
+        weights = np.ones(len(timesteps))
+    else:
+        alphas = schedule.make_scheduler().alphas_cumprod.numpy().astype(np.float64)
+        t = np.clip(np.round(timesteps).astype(int), 0, len(alphas) - 1)
+        log_sigma = 0.5 * np.log((1 - alphas[t]) / alphas[t])
+        floor = 0.5 * np.log((1 - alphas[0]) / alphas[0])
+        weights = np.maximum(log_sigma - np.append(log_sigma[1:], floor), 1e-6)
+    return weights / weights.sum()
