@@ -1,0 +1,103 @@
+"""Does calibrating on the sampler's trajectories beat calibrating on noise? w8a8 output PSNR, as JSON.
+
+    .venv/bin/python tools/bench_calibration.py --model demo --samples 32 [--json bench-results/x.json]
+
+1. `rkconvert build --dtype w8a8`: calibrated on --samples inputs recorded along the sampler's
+   trajectories, judged on held-out trajectory inputs (other prompts, other noise);
+2. the same rewritten graph, rebuilt by the toolkit calibrated on as many Gaussian stand-ins
+   (unit-Gaussian latent and text states, timesteps spread over 0-999), judged on the same inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from calib_data.check_inputs import check_inputs
+from converter.accuracy import compare
+from converter.build_dir import STAGE_FILE
+from converter.unet_interface import specs_from_json
+from targets import get_chip, rknn_backend
+
+
+def stage(out: Path, name: str) -> tuple[Path, dict]:
+    path = out / "stages" / name
+    return path, json.loads((path / STAGE_FILE).read_text())["meta"]
+
+
+def gaussian_dataset(out: Path, folder: Path, count: int, seed: int) -> Path:
+    """`count` Gaussian stand-ins, as the rewritten graph takes them, in RKNN's dataset format."""
+    from converter.host_programs import GraphFeeder
+
+    export_dir, export = stage(out, "export")
+    passes_dir, passes = stage(out, "passes")
+    to_graph = GraphFeeder([passes_dir / p for p in passes["host_programs"]], list(passes["inputs"]))
+    lines = []
+    for i, feed in enumerate(check_inputs(specs_from_json(export["inputs"]), count, seed)):
+        files = []
+        for name, value in to_graph(feed).items():
+            np.save(folder / f"{i:05d}-{name}.npy", value)
+            files.append(f"{i:05d}-{name}.npy")
+        lines.append(" ".join(files))
+    (folder / "dataset.txt").write_text("\n".join(lines) + "\n")
+    return folder / "dataset.txt"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--target", default="rk3588")
+    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--trajectories", type=int, default=4)
+    parser.add_argument("--check-samples", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    json_path = args.json or Path("bench-results") / f"calibration-{args.model.replace(':', '-')}.json"
+
+    with tempfile.TemporaryDirectory(prefix="bench-calib-") as tmp:
+        out = Path(tmp) / "build"
+        subprocess.run([sys.executable, "-m", "converter.cli", "build", "--target", args.target, "--model", args.model,
+                        "--dtype", "w8a8", "--samples", str(args.samples), "--trajectories", str(args.trajectories),
+                        "--check-samples", str(args.check_samples), "--seed", str(args.seed), "--min-psnr", "0",
+                        "--layer-report", "off", "--out", str(out)], check=True)
+        report = json.loads((out / "report.json").read_text())
+
+        folder = Path(tmp) / "gaussian"
+        folder.mkdir()
+        dataset = gaussian_dataset(out, folder, args.samples, args.seed)
+        passes_dir, passes = stage(out, "passes")
+        reference_dir, reference = stage(out, "reference")
+        samples = [{k: reference_dir / v for k, v in s.items()} for s in reference["samples"]]
+        rebuilt = Path(tmp) / "rknn-gaussian"
+        rebuilt.mkdir()
+        _, result = rknn_backend.build_and_simulate(
+            passes_dir / passes["onnx"], get_chip(args.target), rebuilt, samples, list(passes["inputs"]),
+            passes["outputs"], Path(tmp) / "gaussian.log", dtype="w8a8", dataset=dataset)
+        names = passes["outputs"]
+        ref = np.concatenate([np.load(reference_dir / o[n]).ravel() for o in reference["outputs"] for n in names])
+        sim = np.concatenate([np.load(p).ravel() for outs in result["outputs"] for p in outs])
+        gaussian = compare(sim, ref)
+
+    summary = {
+        "benchmark": "calibration",
+        "model": args.model, "target": args.target, "dtype": "w8a8", "samples": args.samples,
+        "trajectories": args.trajectories, "check_samples": args.check_samples,
+        "check_inputs": report["check_inputs"],
+        "trajectory_calibrated": {"psnr_db": report["output_psnr_db"], "cosine": report["output_cosine"]},
+        "gaussian_calibrated": {"psnr_db": gaussian["psnr_db"], "cosine": gaussian["cosine"]},
+    }
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
