@@ -132,7 +132,7 @@ def _checkset(req: BuildRequest, export: StageResult, passes: StageResult, build
 
 def _run_stages(req: BuildRequest, names: list[str], build_dir: BuildDir, progress: Progress, report: dict) -> None:
     export, passes = prepare(req, names, build_dir, progress)
-    report["resolution"] = export.meta["resolution"]
+    report.update(resolution=export.meta["resolution"], weights=export.meta["weights"])
     report.update(onnx_bytes=passes.meta["onnx_bytes"], passes=passes.meta["passes"],
                   inputs=passes.meta["inputs"])
     checkset = _checkset(req, export, passes, build_dir, progress) if req.trajectory_checks else None
@@ -196,7 +196,8 @@ def _deliver(req: BuildRequest, passes: StageResult, rknn: StageResult, report: 
     for rel in passes.meta["host_programs"]:
         host.append(str(_place(passes.path / rel, req.out / rel).relative_to(req.out)))
     artifact = _place(rknn.path / rknn.meta["rknn"], req.artifact)
-    report.update(artifact=artifact.name, artifact_bytes=artifact.stat().st_size, host_programs=host)
+    report.update(artifact=artifact.name, artifact_bytes=artifact.stat().st_size, host_programs=host,
+                  artifact_to_onnx=round(artifact.stat().st_size / report["onnx_bytes"], 4))
 
 
 def _place(src: Path, dst: Path) -> Path:

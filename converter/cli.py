@@ -161,6 +161,33 @@ def calib(model_spec, config_path, trust_pickle, seed, target, resolution, out, 
 
 
 @main.command(epilog=EXIT_CODES)
+@model_options
+@click.option("--resolution", type=int, default=None,
+              help="Image size the ONNX form is traced at (default: the model's own).")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder to write (replaced if it exists).")
+def quantize(model_spec, config_path, trust_pickle, seed, resolution, out):
+    """W8A16 weight-only quantization of MODEL's Conv and Linear weights (symmetric, per output channel).
+
+    Each channel's int8 range is the better of min-max and a histogram search (least weight MSE).
+    Writes a diffusers folder whose safetensors hold int8 weights + float32 scales, the same model as
+    ONNX with weight-only DequantizeLinear (unet-w8a16.onnx), and quantize.json. Both forms build
+    with `rkconvert build --model OUT` (or OUT/unet-w8a16.onnx).
+    """
+    from .model_source import resolve
+    from .quantize_command import quantize as run_quantize
+
+    source = resolve(model_spec, config_path, trust_pickle, seed)
+    with Console(stderr=True).status(f"quantizing {model_spec}"):
+        summary = run_quantize(source, out, resolution)
+    Console().print(f"{summary['layers']} layers to int8 (weight SQNR mean {summary['weight_sqnr_db_mean']:.1f} dB, "
+                    f"min {summary['weight_sqnr_db_min']:.1f} dB; {summary['histogram_channels']} of "
+                    f"{summary['channels']} channels clipped by the histogram search); weights "
+                    f"{summary['fp32_weight_bytes'] / 2**20:.1f} MiB fp32 -> {summary['safetensors_bytes'] / 2**20:.1f} MiB "
+                    f"in {out}")
+
+
+@main.command(epilog=EXIT_CODES)
 @click.argument("build_a", type=click.Path(path_type=Path))
 @click.argument("build_b", type=click.Path(path_type=Path))
 @click.option("--top", type=click.IntRange(1), default=20, show_default=True, help="Layers shown in the table.")

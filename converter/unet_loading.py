@@ -6,7 +6,8 @@
 - a whole pickled module (torch-pruning's `torch.save(model)`), only when the user trusts the file,
   since unpickling runs code from it.
 
-Layer widths come from the weights, not the config, so structurally pruned UNets load too.
+Layer widths come from the weights, not the config, so structurally pruned UNets load too; W8A16
+checkpoints (int8 weights + per-channel scales, converter/w8a16_checkpoint.py) load dequantized.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from diffusers import UNet2DConditionModel
 from .errors import UserError
 from .presets import preset_config
 from .pruned_shapes import fit_modules_to_weights
+from .w8a16_checkpoint import dequantized, is_w8a16
 
 UNET_CLASS = "UNet2DConditionModel"
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -81,6 +83,10 @@ def read_weights(path: Path, trust_pickle: bool) -> dict[str, torch.Tensor] | to
 
 
 def unet_from_state_dict(config: dict, state_dict: dict[str, torch.Tensor], origin: Path) -> UNet2DConditionModel:
+    int8_layers = 0
+    if is_w8a16(state_dict):
+        int8_layers = sum(v.dtype == torch.int8 for v in state_dict.values())
+        state_dict = dequantized(state_dict, origin)
     try:
         with torch.device("meta"):
             unet = UNet2DConditionModel.from_config(config)
@@ -94,6 +100,7 @@ def unet_from_state_dict(config: dict, state_dict: dict[str, torch.Tensor], orig
         parts += [f"{len(unexpected)} unexpected (e.g. {unexpected[0]})"] if unexpected else []
         raise UserError(f"{origin}: weights do not fit the {UNET_CLASS} config: {', '.join(parts)} keys")
     unet.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True, assign=True)
+    unet.rkconvert_w8a16_layers = int8_layers  # read by the export stage and the report
     return unet.eval()
 
 

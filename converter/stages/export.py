@@ -1,10 +1,11 @@
-"""Stage `export`: the model as a static-shape ONNX graph (traced, or a user's ONNX checked and copied)."""
+"""Stage `export`: the model as a static-shape float32 ONNX graph (traced, or a user's ONNX checked and
+copied); W8A16 weights, from either form, arrive dequantized exactly (int8 x scale)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .. import onnx_files
+from .. import onnx_files, weight_dequantize
 from ..build_request import BuildRequest
 from ..errors import UserError
 from ..unet_interface import check_unet, specs_to_json
@@ -14,7 +15,8 @@ def run(req: BuildRequest, tmp: Path) -> dict:
     path = tmp / "model.onnx"
     source = req.source
     if source.kind == "onnx":
-        model = onnx_files.load(source.path)
+        model, int8 = weight_dequantize.fold(onnx_files.load(source.path), source.path)
+        w8a16_layers = len(int8)
         specs = check_unet(model, source.path)
         resolution = specs["sample"][0][-1] * 8
         if req.resolution not in (None, resolution):
@@ -24,8 +26,10 @@ def run(req: BuildRequest, tmp: Path) -> dict:
         from .. import tracing
 
         unet = source.load_unet()
+        w8a16_layers = getattr(unet, "rkconvert_w8a16_layers", 0)
         resolution = req.resolution or unet.config.sample_size * tracing.VAE_SCALE
         tracing.trace(unet, resolution, path)
         del unet
         specs = check_unet(onnx_files.load(path, with_weights=False), path)
-    return {"onnx": path.name, "resolution": resolution, "inputs": specs_to_json(specs)}
+    return {"onnx": path.name, "resolution": resolution, "inputs": specs_to_json(specs),
+            "weights": f"w8a16: {w8a16_layers} int8 layers, dequantized exactly" if w8a16_layers else "float32"}
