@@ -20,7 +20,8 @@ from dataclasses import replace
 
 from .build_request import BuildRequest
 from .errors import BuildFailed, UserError
-from .layer_report import estimated_dump_bytes, first_below
+from .fewest_search import fewest
+from .layer_report import estimated_dump_bytes, first_below, worst_first
 from .pass_selection import select
 from .progress import Progress
 from .report import print_layers, write_html, write_json
@@ -158,9 +159,44 @@ def _run_stages(req: BuildRequest, names: list[str], build_dir: BuildDir, progre
                         [passes, reference, rknn], lambda tmp: layers_stage.run(passes, reference, rknn, tmp))
         report["layers"] = layers_stage.rows(layers)
         print_layers(progress.console, report["layers"])
+    if req.quantized and req.hybrid and metrics["psnr_db"] < req.min_psnr:
+        rknn = _hybrid(req, passes, reference, calib, report.get("layers"), build_dir, progress, report) or rknn
+        metrics = rknn_stage.output_accuracy(passes, reference, rknn)
+        report.update(output_psnr_db=metrics["psnr_db"], output_cosine=metrics["cosine"],
+                      output_max_abs=metrics["max_abs"], output_mean_abs=metrics["mean_abs"],
+                      placement=rknn_stage.placement_rows(rknn), cpu_ops=rknn.meta["cpu_ops"])
+    report["float16_layers"] = rknn.meta["float16_layers"]
     report["peak_rss_bytes"] = {"rkconvert": _self_peak_rss(), "toolkit": rknn.meta["peak_rss_bytes"]}
     _gate(req, metrics, report.get("layers"))
     _deliver(req, passes, rknn, report)
+
+
+def _hybrid(req: BuildRequest, passes: StageResult, reference: StageResult, calib: StageResult,
+            rows: list[dict] | None, build_dir: BuildDir, progress: Progress, report: dict) -> StageResult | None:
+    """The quantized build with the fewest layers kept in float16 that reaches --min-psnr.
+
+    Layers go to float16 in the order of the noise they add (per-layer report of the plain build);
+    fewest_search asks for as few builds as it can. None when even all of them do not reach the gate.
+    """
+    if rows is None:
+        raise BuildFailed(f"output PSNR is under --min-psnr {req.min_psnr:g} and choosing layers to keep in "
+                          "float16 needs the per-layer report, which this build skipped (--layer-report on)")
+    ranked = [r["layer"] for r in worst_first(rows) if r["mapping"] != "unmapped" and r["op"] != "Input"]
+    trials: dict[int, tuple[StageResult, float]] = {}
+
+    def reaches_gate(k: int) -> bool:
+        layers = ranked[:k]
+        stage = _stage(req, build_dir, progress, f"hybrid-{k}", f"{req.dtype} with the {k} noisiest layers in float16",
+                       {"target": req.chip.name, "dtype": req.dtype, "float16": layers},
+                       [passes, reference, calib],
+                       lambda tmp: rknn_stage.run(req, passes, reference, calib, False, build_dir.logs / "rknn.log",
+                                                  progress, tmp, layers))
+        trials[k] = (stage, rknn_stage.output_accuracy(passes, reference, stage)["psnr_db"])
+        return trials[k][1] >= req.min_psnr
+
+    k = fewest(len(ranked), reaches_gate)
+    report["hybrid_trials"] = [{"float16_layers": n, "psnr_db": psnr} for n, (_, psnr) in sorted(trials.items())]
+    return trials[k][0] if k else None
 
 
 def _gate(req: BuildRequest, metrics: dict, rows: list[dict] | None) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from targets.layer_table import cpu_ops
+from targets.layer_table import IO_OPS, cpu_ops
 
 from .layer_report import worst_first
 from .report_html import render
@@ -78,9 +78,14 @@ def print_summary(console: Console, report: dict, report_path: Path) -> None:
         ("vs ONNX Runtime", f"PSNR {report['output_psnr_db']:.1f} dB, cosine {report['output_cosine']:.6f}, "
                             f"max abs {report['output_max_abs']:.3g}"),
         ("placement", placement_summary(report["placement"])),
+        ("layer dtypes", ", ".join(f"{d} x{n}" for d, n in Counter(r["dtype"] for r in report["placement"]
+                                                                   if r["op"] not in IO_OPS).most_common())),
         ("host programs", ", ".join(report["host_programs"]) or "none"),
         ("report", f"{report_path} and {report_path.with_suffix('.html').name}"),
     ]
+    if report.get("hybrid_trials"):
+        tried = ", ".join(f"{t['float16_layers']}: {t['psnr_db']:.1f} dB" for t in report["hybrid_trials"])
+        rows.append(("kept float16", f"{len(report['float16_layers'])} layers (tried {tried})"))
     if report.get("layers_skipped"):
         rows.append(("layers", report["layers_skipped"]))
     for row in rows:

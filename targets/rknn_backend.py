@@ -39,11 +39,13 @@ def _absolute_dataset(dataset: Path, scratch: Path) -> Path:
 def build_and_simulate(onnx_path: Path, chip: Chip, out_dir: Path, samples: list[dict[str, Path]],
                        input_names: list[str], output_names: list[str], log: Path,
                        on_tick: Callable | None = None, layer_dumps: bool = False,
-                       dtype: str = "float16", dataset: Path | None = None) -> tuple[ChildRun, dict]:
+                       dtype: str = "float16", dataset: Path | None = None,
+                       float16_layers: list[str] | None = None) -> tuple[ChildRun, dict]:
     """Build `onnx_path` for `chip` into `out_dir`/model.rknn and run `samples` in the simulator.
 
     `dtype` is RKNN's name: "float16" (no quantization) or "w8a8", which needs `dataset` (RKNN's
     dataset file: a line per sample, the .npy of each input in input order, NCHW for 4-D inputs).
+    `float16_layers` (toolkit tensor names) stay float16 in a quantized build (hybrid quantization).
     With `layer_dumps`, the toolkit also dumps every layer for the first sample into `out_dir`/snapshot
     (converter/toolkit_snapshot.py reads it).
     Returns the child's run record and {"phases": {call: seconds}, "outputs": [[npy per output]]}.
@@ -64,6 +66,7 @@ def build_and_simulate(onnx_path: Path, chip: Chip, out_dir: Path, samples: list
             "snapshot_dir": str((out_dir / SNAPSHOT_DIR).resolve()) if layer_dumps and samples else None,
             "config": {} if dtype == "float16" else {"quantized_dtype": dtype},
             "dataset": str(_absolute_dataset(dataset, Path(scratch))) if dtype != "float16" else None,
+            "float16_layers": float16_layers or [],
         }
         job_file = Path(scratch) / "job.json"
         job_file.write_text(json.dumps(job, indent=1))

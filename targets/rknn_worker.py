@@ -29,16 +29,46 @@ def _call(phases: dict, name: str, fn, *args, **kwargs):
     return result
 
 
-def main(job_path: str) -> None:
-    job = json.loads(Path(job_path).read_text())
+def _keep_float16(cfg: Path, layers: list[str]) -> int:
+    """Mark `layers` float16 in the toolkit's hybrid-quantization config; returns how many it knew."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    data = yaml.load(cfg.read_text())
+    known = [name for name in layers if name in data["quantize_parameters"]]
+    data["custom_quantize_layers"] = {name: "float16" for name in known}
+    with open(cfg, "w") as f:
+        yaml.dump(data, f)
+    return len(known)
+
+
+def _build(job: dict, phases: dict):
+    """The RKNN object holding the built model: plain build, or hybrid quantization when layers stay float16."""
     from rknn.api import RKNN
 
-    phases: dict[str, float] = {}
     rknn = RKNN(verbose=job.get("verbose", True))
     _call(phases, "config", rknn.config, target_platform=job["target"], **job["config"])
     _call(phases, "load_onnx", rknn.load_onnx, model=job["onnx"])
-    dataset = job.get("dataset")
-    _call(phases, "build", rknn.build, do_quantization=dataset is not None, dataset=dataset)
+    dataset, float16 = job.get("dataset"), job.get("float16_layers")
+    if not float16:
+        _call(phases, "build", rknn.build, do_quantization=dataset is not None, dataset=dataset)
+        return rknn, 0
+    # step1 writes <stem>.model / .data / .quantization.cfg into the working (scratch) folder.
+    _call(phases, "hybrid_quantization_step1", rknn.hybrid_quantization_step1, dataset=dataset)
+    stem = Path(job["onnx"]).stem
+    applied = _keep_float16(Path(f"{stem}.quantization.cfg"), float16)
+    rknn.release()
+    hybrid = RKNN(verbose=job.get("verbose", True))
+    _call(phases, "config", hybrid.config, target_platform=job["target"], **job["config"])
+    _call(phases, "hybrid_quantization_step2", hybrid.hybrid_quantization_step2, model_input=f"{stem}.model",
+          data_input=f"{stem}.data", model_quantization_cfg=f"{stem}.quantization.cfg")
+    return hybrid, applied
+
+
+def main(job_path: str) -> None:
+    job = json.loads(Path(job_path).read_text())
+    phases: dict[str, float] = {}
+    rknn, float16_applied = _build(job, phases)
     _call(phases, "export_rknn", rknn.export_rknn, job["rknn"])
     outputs = []
     if job["samples"]:
@@ -60,7 +90,8 @@ def main(job_path: str) -> None:
         paths = [job["samples"][0][name] for name in job["inputs"]]
         _call(phases, "accuracy_analysis", rknn.accuracy_analysis, inputs=paths, output_dir=job["snapshot_dir"])
     rknn.release()
-    Path(job["result"]).write_text(json.dumps({"phases": phases, "outputs": outputs}))
+    Path(job["result"]).write_text(json.dumps({"phases": phases, "outputs": outputs,
+                                               "float16_layers_applied": float16_applied}))
 
 
 if __name__ == "__main__":

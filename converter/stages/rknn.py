@@ -19,18 +19,20 @@ PLACEMENT = "placement.json"
 
 
 def run(req: BuildRequest, passes: StageResult, reference: StageResult, calib: StageResult | None,
-        layer_dumps: bool, log: Path, progress: Progress, tmp: Path) -> dict:
+        layer_dumps: bool, log: Path, progress: Progress, tmp: Path, float16_layers: list[str] | None = None) -> dict:
     samples = [{k: reference.path / v for k, v in s.items()} for s in reference.meta["samples"]]
     run_, result = rknn_backend.build_and_simulate(
         passes.path / passes.meta["onnx"], req.chip, tmp, samples, list(passes.meta["inputs"]),
         passes.meta["outputs"], log, progress.tick, layer_dumps, req.dtype,
-        calib.path / calib.meta["dataset"] if calib else None)
+        calib.path / calib.meta["dataset"] if calib else None, float16_layers)
     rows = placement(log.read_text(errors="replace"))
     (tmp / PLACEMENT).write_text(json.dumps(rows))
     return {
         "rknn": rknn_backend.RKNN_NAME,
         "placement": PLACEMENT,
         "cpu_ops": len(cpu_ops(rows)),
+        "float16_layers": float16_layers or [],
+        "float16_layers_applied": result["float16_layers_applied"],
         "snapshot": rknn_backend.SNAPSHOT_DIR if layer_dumps else None,
         "toolkit_version": rknn_backend.toolkit_version(),
         "phases": result["phases"],

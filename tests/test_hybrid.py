@@ -1,0 +1,39 @@
+"""w8a8 under the gate: the fewest noisiest layers kept in float16 (hybrid quantization) that reach it."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import error_lines, rkconvert
+
+QUANTIZED = ("--dtype", "w8a8", "--samples", "6", "--trajectories", "2", "--check-samples", "2")
+
+
+def _fp16_layers(report: dict) -> int:
+    return sum(r["dtype"] == "FLOAT16" and r["op"] not in ("InputOperator", "OutputOperator")
+               for r in report["placement"])
+
+
+def test_hybrid_search_reaches_the_gate_with_the_fewest_float16_layers(tiny_build):
+    work, _, _, _ = tiny_build
+    plain = rkconvert("build", "--target", "rk3588", "--model", "tiny-unet", *QUANTIZED, "--min-psnr", "0",
+                      "--out", "w8a8", cwd=work)
+    assert plain.returncode == 0, plain.stderr
+    base = json.loads((work / "w8a8" / "report.json").read_text())
+    gate = base["output_psnr_db"] + 6  # demand 6 dB more than plain w8a8 gives
+
+    failed = rkconvert("build", "--target", "rk3588", "--model", "tiny-unet", *QUANTIZED, "--min-psnr", repr(gate),
+                       "--no-hybrid", "--out", "w8a8", cwd=work)
+    assert failed.returncode == 1 and "under --min-psnr" in error_lines(failed)[0]
+
+    result = rkconvert("build", "--target", "rk3588", "--model", "tiny-unet", *QUANTIZED, "--min-psnr", repr(gate),
+                       "--out", "w8a8", cwd=work)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((work / "w8a8" / "report.json").read_text())
+    kept = len(report["float16_layers"])
+    trials = {t["float16_layers"]: t["psnr_db"] for t in report["hybrid_trials"]}
+    assert report["output_psnr_db"] >= gate and trials[kept] == report["output_psnr_db"]
+    assert all(psnr < gate for k, psnr in trials.items() if k < kept), trials
+    assert kept == 1 or trials[kept - 1] < gate  # one layer fewer was tried and fell short
+    assert _fp16_layers(report) > _fp16_layers(base)
+    assert "kept float16" in result.stdout
