@@ -111,8 +111,9 @@ def prepare(req: BuildRequest, names: list[str], build_dir: BuildDir, progress: 
 
 def check_dtype(req: BuildRequest) -> None:
     if req.dtype not in req.chip.dtypes:
-        raise UserError(f"--dtype {req.dtype}: rkconvert cannot build it for {req.chip.name} "
-                        f"(it builds {', '.join(req.chip.dtypes)})")
+        why = req.chip.refused_dtypes.get(req.dtype, "not an RKNN dtype rkconvert builds")
+        raise UserError(f"--dtype {req.dtype} for {req.chip.name}: {why}; "
+                        f"{req.chip.name} builds {', '.join(req.chip.dtypes)}")
 
 
 def calibration(req: BuildRequest, export: StageResult, passes: StageResult, build_dir: BuildDir,

@@ -35,7 +35,7 @@ model_options = _compose(
 
 target_options = _compose(
     click.option("--target", required=True, metavar="CHIP",
-                 help="RKNN target_platform to build for (rk3588)."),
+                 help="RKNN target_platform to build for: rk3588, rk3576, rk3562."),
     click.option("--resolution", type=int, default=None,
                  help="Image size in pixels (latent = size/8), static in the graph. "
                       "Default: the model's own (sample_size x 8: 512 for the SD presets, 128 for demo)."),

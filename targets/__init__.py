@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from converter.errors import UserError
 
-from . import rk3588
+from . import rk3562, rk3576, rk3588
 from .chip import Chip
 
-CHIPS: dict[str, Chip] = {c.name: c for c in (rk3588.CHIP,)}
+CHIPS: dict[str, Chip] = {c.name: c for c in (rk3588.CHIP, rk3576.CHIP, rk3562.CHIP)}
 
 
 def get_chip(name: str) -> Chip:

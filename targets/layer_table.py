@@ -1,6 +1,7 @@
 """Read the toolkit's "Network Layer Information Table" (verbose build log, rknn-toolkit2 2.5.0).
 
-One row per compiled layer: `ID OpType DataType Target InputShape OutputShape Cycles RW(KB) FullName`,
+One row per compiled layer: `ID OpType DataType Target InputShape OutputShape Cycles [SparseRatio] RW(KB)
+FullName`,
 FullName being `OpType:name`. Target says where the layer runs: NPU, or CPU for a fallback (and for
 the Input/OutputOperator rows, which are not compute).
 """
@@ -12,8 +13,10 @@ import re
 from converter.child_process import log_lines
 
 _HEADER = "Network Layer Information Table"
-_ROW = re.compile(r"\]\s+(?P<id>\d+)\s+(?P<op>\S+)\s+(?P<dtype>\S+)\s+(?P<device>[A-Z]+)\s+(?P<inputs>\S+)\s+"
-                  r"(?P<outputs>\S+)\s+\S+\s+\S+\s+(?P<full>\S+)\s*$")
+# The columns after OutputShape vary by chip (rk3576 adds SparseRatio, empty on some rows), and layers
+# the toolkit inserts itself may have no FullName at all.
+_ROW = re.compile(r"\]\s+(?P<id>\d+)\s+(?P<op>\S+)\s+(?P<dtype>\S+)\s+(?P<device>NPU|CPU|GPU)\s+(?P<inputs>\S+)\s+"
+                  r"(?P<outputs>\S+)(?P<rest>.*)$")
 IO_OPS = ("InputOperator", "OutputOperator")
 
 
@@ -27,8 +30,10 @@ def placement(log_text: str) -> list[dict]:
     for line in lines[starts[-1] + 1:]:
         m = _ROW.search(line)
         if m:
-            rows.append({"layer": m["full"].split(":", 1)[-1], "op": m["op"], "device": m["device"],
-                         "dtype": m["dtype"], "output_shape": m["outputs"]})
+            last = (m["rest"].split() or [""])[-1]
+            name = last.split(":", 1)[1] if ":" in last else f"#{m['id']} (unnamed)"
+            rows.append({"layer": name, "op": m["op"], "device": m["device"], "dtype": m["dtype"],
+                         "output_shape": m["outputs"]})
         elif rows:
             break  # the table ends at the first line that is not a row
     return rows

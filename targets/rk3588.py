@@ -13,6 +13,10 @@ CHIP = Chip(
     npu_cores=3,
     sram_bytes=956 * 1024,
     dtypes=("float16", "w8a8"),
+    refused_dtypes={
+        "w8a16": "rknn-toolkit2 2.5.0 refuses w8a16 for rk3588 at config() (it offers it for rk3562)",
+        "w4a16": "rknn-toolkit2 2.5.0 offers w4a16 for rk3576 and rv1126b only",
+    },
     passes=("host_time_projection", "simplify", "split_fused_qkv_projection"),
     # onnxsim saves no build time on 2.5.0 (the toolkit folds constants itself: the demo's build()
     # took 61 s either way, 957 layers either way); it stays available for graphs that need it.

@@ -46,7 +46,7 @@ def test_folder_that_is_not_a_unet(tmp_path):
 def test_unknown_target(tmp_path):
     result = rkconvert("build", "--target", "rk9999", "--model", "demo", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip() == "rkconvert: error: unknown target 'rk9999' (known: rk3588)"
+    assert result.stderr.strip() == "rkconvert: error: unknown target 'rk9999' (known: rk3588, rk3576, rk3562)"
 
 
 def test_onnx_that_is_not_a_unet(tmp_path):

@@ -90,8 +90,8 @@ def test_w8a8_build_calibrates_on_the_recorded_set(recorded):
         {(s["generator_seed"], s["step"], s["branch"]) for s in calib}, "check inputs must be held out"
     refused = rkconvert("build", "--target", "rk3588", "--model", "tiny-unet", "--dtype", "w4a16", cwd=work)
     assert refused.returncode == 2
-    assert error_lines(refused) == ["rkconvert: error: --dtype w4a16: rkconvert cannot build it for rk3588 "
-                                    "(it builds float16, w8a8)"]
+    assert error_lines(refused) == ["rkconvert: error: --dtype w4a16 for rk3588: rknn-toolkit2 2.5.0 offers w4a16 "
+                                    "for rk3576 and rv1126b only; rk3588 builds float16, w8a8"]
 
 
 def test_picks_are_deterministic_and_follow_the_requested_spread():

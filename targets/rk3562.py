@@ -1,0 +1,25 @@
+"""RK3562: one NPU core, 1 TOPS int8; the chip rknn-toolkit2 2.5.0 offers w8a16 for.
+
+Measured here on a tiny SD 1.5-structured UNet (with host_time_projection), output PSNR against
+ONNX Runtime: float16 70.9 dB, w8a8 39.0 dB; w8a16 kills the toolkit with SIGSEGV inside `rknn
+building` (its C++ compiler), so rkconvert refuses it until a pass avoids that.
+"""
+
+from .chip import Chip
+from .rk3588 import CHIP as RK3588
+
+CHIP = Chip(
+    name="rk3562",
+    npu_cores=1,
+    sram_bytes=0,  # not documented for the NPU in what this project has read
+    dtypes=("float16", "w8a8"),
+    refused_dtypes={
+        "w8a16": "rknn-toolkit2 2.5.0 dies with SIGSEGV compiling a w8a16 UNet for rk3562 (measured on a tiny "
+                 "SD 1.5 UNet); build float16, or w8a8",
+        "w4a16": "rknn-toolkit2 2.5.0 offers w4a16 for rk3576 and rv1126b only",
+    },
+    passes=RK3588.passes,
+    off_by_default=RK3588.off_by_default,
+    rejected_ops=RK3588.rejected_ops,
+    cpu_only_ops=RK3588.cpu_only_ops,
+)

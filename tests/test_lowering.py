@@ -1,0 +1,59 @@
+"""Each chip's dtypes build on a tiny W8A16 UNet and meet their gates; what a chip cannot do is refused
+with the reason and what it can do."""
+
+from __future__ import annotations
+
+import pytest
+from rich.console import Console
+
+from converter.build_pipeline import build
+from converter.build_request import BuildRequest, CalibSettings
+from converter.errors import UserError
+from converter.model_source import resolve
+from converter.progress import Progress
+from targets import get_chip
+from tests.conftest import error_lines, rkconvert
+
+# float16 is exact up to fp16 rounding; int8 activations of a random-weight UNet lose more, int4 weights more still.
+GATES = {"float16": 60.0, "w8a8": 30.0, "w4a16": 20.0}
+# The toolkit's layer table gives each layer's activation dtype (w4a16's int4 weights do not show there).
+ACTIVATIONS = {"float16": "FLOAT16", "w8a8": "INT8", "w4a16": "FLOAT16"}
+LOWERINGS = [("rk3588", "float16"), ("rk3588", "w8a8"), ("rk3576", "w8a8"), ("rk3576", "w4a16"), ("rk3562", "float16")]
+
+
+@pytest.fixture(scope="module")
+def w8a16_folder(tiny_build, tmp_path_factory):
+    work, _, _, _ = tiny_build
+    out = tmp_path_factory.mktemp("lowering") / "tiny-w8a16"
+    assert rkconvert("quantize", "--model", "tiny-unet", "--out", str(out), cwd=work).returncode == 0
+    return out
+
+
+@pytest.mark.parametrize("target, dtype", LOWERINGS)
+def test_lowering_builds_and_meets_its_gate(target, dtype, w8a16_folder, tmp_path):
+    req = BuildRequest(resolve(str(w8a16_folder)), get_chip(target), tmp_path / "out", dtype=dtype,
+                       min_psnr=GATES[dtype], layer_report="off", hybrid=False, check_samples=2,
+                       calib=CalibSettings(samples=6, trajectories=2))
+    report = build(req, Progress(Console(file=open(tmp_path / "progress.txt", "w"))))
+    assert report["status"] == "ok" and report["target"] == target and report["dtype"] == dtype
+    assert report["output_psnr_db"] >= GATES[dtype]
+    assert report["weights"].startswith("w8a16:")
+    dtypes = {r["dtype"] for r in report["placement"] if r["op"] not in ("InputOperator", "OutputOperator")}
+    assert ACTIVATIONS[dtype] in dtypes, dtypes
+
+
+@pytest.mark.parametrize("target, dtype, reason", [
+    ("rk3588", "w8a16", "refuses w8a16 for rk3588 at config() (it offers it for rk3562)"),
+    ("rk3562", "w8a16", "dies with SIGSEGV compiling a w8a16 UNet for rk3562"),
+    ("rk3588", "int3", "not an RKNN dtype rkconvert builds"),
+])
+def test_what_a_chip_cannot_do_is_refused_naming_what_it_can(target, dtype, reason, tiny_build):
+    work, _, _, _ = tiny_build
+    result = rkconvert("build", "--target", target, "--model", "tiny-unet", "--dtype", dtype, cwd=work)
+    assert result.returncode == 2
+    (line,) = error_lines(result)
+    assert f"--dtype {dtype} for {target}: " in line and reason in line
+    assert line.endswith(f"{target} builds {', '.join(get_chip(target).dtypes)}")
+    with pytest.raises(UserError):
+        build(BuildRequest(resolve("demo"), get_chip(target), work / "never", dtype=dtype), Progress(Console()))
+    assert not (work / "never").exists()
