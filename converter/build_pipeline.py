@@ -110,7 +110,7 @@ def prepare(req: BuildRequest, names: list[str], build_dir: BuildDir, progress: 
 
 
 def check_dtype(req: BuildRequest) -> None:
-    if req.dtype not in req.chip.dtypes:
+    if req.dtype != "auto" and req.dtype not in req.chip.dtypes:
         why = req.chip.refused_dtypes.get(req.dtype, "not an RKNN dtype rkconvert builds")
         raise UserError(f"--dtype {req.dtype} for {req.chip.name}: {why}; "
                         f"{req.chip.name} builds {', '.join(req.chip.dtypes)}")
@@ -135,6 +135,10 @@ def _checkset(req: BuildRequest, export: StageResult, passes: StageResult, build
 def _run_stages(req: BuildRequest, names: list[str], build_dir: BuildDir, progress: Progress, report: dict) -> None:
     export, passes = prepare(req, names, build_dir, progress)
     report.update(resolution=export.meta["resolution"], weights=export.meta["weights"])
+    if req.dtype == "auto":
+        req.dtype, report["dtype_choice"] = req.chip.auto_dtype(export.meta["w8a16_layers"] > 0)
+        report["dtype"] = req.dtype
+        progress.note(f"--dtype auto: {req.dtype} ({report['dtype_choice']})")
     report.update(onnx_bytes=passes.meta["onnx_bytes"], passes=passes.meta["passes"],
                   inputs=passes.meta["inputs"])
     checkset = _checkset(req, export, passes, build_dir, progress) if req.trajectory_checks else None
@@ -161,7 +165,7 @@ def _run_stages(req: BuildRequest, names: list[str], build_dir: BuildDir, progre
         report["layers"] = layers_stage.rows(layers)
         print_layers(progress.console, report["layers"])
     if req.quantized and req.hybrid and metrics["psnr_db"] < req.min_psnr:
-        rknn = _hybrid(req, passes, reference, calib, report.get("layers"), build_dir, progress, report) or rknn
+        rknn = _hybrid(req, passes, reference, calib, report.get("layers"), build_dir, progress, report)
         metrics = rknn_stage.output_accuracy(passes, reference, rknn)
         report.update(output_psnr_db=metrics["psnr_db"], output_cosine=metrics["cosine"],
                       output_max_abs=metrics["max_abs"], output_mean_abs=metrics["mean_abs"],
@@ -173,11 +177,12 @@ def _run_stages(req: BuildRequest, names: list[str], build_dir: BuildDir, progre
 
 
 def _hybrid(req: BuildRequest, passes: StageResult, reference: StageResult, calib: StageResult,
-            rows: list[dict] | None, build_dir: BuildDir, progress: Progress, report: dict) -> StageResult | None:
+            rows: list[dict] | None, build_dir: BuildDir, progress: Progress, report: dict) -> StageResult:
     """The quantized build with the fewest layers kept in float16 that reaches --min-psnr.
 
     Layers go to float16 in the order of the noise they add (per-layer report of the plain build);
-    fewest_search asks for as few builds as it can. None when even all of them do not reach the gate.
+    fewest_search asks for as few builds as it can, at most --hybrid-builds. BuildFailed when none
+    it tried reaches the gate.
     """
     if rows is None:
         raise BuildFailed(f"output PSNR is under --min-psnr {req.min_psnr:g} and choosing layers to keep in "
@@ -195,9 +200,15 @@ def _hybrid(req: BuildRequest, passes: StageResult, reference: StageResult, cali
         trials[k] = (stage, rknn_stage.output_accuracy(passes, reference, stage)["psnr_db"])
         return trials[k][1] >= req.min_psnr
 
-    k = fewest(len(ranked), reaches_gate)
+    k = fewest(len(ranked), reaches_gate, budget=req.hybrid_builds)
     report["hybrid_trials"] = [{"float16_layers": n, "psnr_db": psnr} for n, (_, psnr) in sorted(trials.items())]
-    return trials[k][0] if k else None
+    if k is None:
+        best, psnr = max(((n, p) for n, (_, p) in trials.items()), key=lambda t: t[1])
+        limit = (f"within --hybrid-builds {req.hybrid_builds}" if len(trials) == req.hybrid_builds
+                 else f"even with all {len(ranked)} layers in float16")
+        raise BuildFailed(f"output PSNR is under --min-psnr {req.min_psnr:g} {limit}: best {psnr:.1f} dB with "
+                          f"{best} layers in float16")
+    return trials[k][0]
 
 
 def _gate(req: BuildRequest, metrics: dict, rows: list[dict] | None) -> None:

@@ -46,6 +46,7 @@ class BuildRequest:
     dtype: str = "float16"
     check_samples: int = 1
     hybrid: bool = True  # quantized builds under --min-psnr keep their noisiest layers in float16
+    hybrid_builds: int = 12  # at most this many toolkit builds in the hybrid search
     check_inputs: str = "auto"  # auto: gaussian for float16, trajectories when activations are quantized
     seed: int = 0
     passes: str | None = None  # explicit "a,b,c", replacing the target's list

@@ -60,14 +60,20 @@ def _request(model_spec, config_path, trust_pickle, seed, target, resolution, ou
 @main.command(epilog=EXIT_CODES)
 @model_options
 @target_options
-@click.option("--dtype", default="float16", show_default=True, metavar="DTYPE",
-              help="RKNN dtype: float16 (no quantization) or w8a8 (int8 weights and activations, "
-                   "calibrated on recorded sampler trajectories; see the calibration options).")
+@click.option("--dtype", default="auto", show_default=True, metavar="DTYPE",
+              help="RKNN dtype. float16: no quantization (a W8A16 checkpoint's weights dequantized exactly); "
+                   "w8a8: int8 weights and activations, calibrated on recorded sampler trajectories (see the "
+                   "calibration options); w4a16 (rk3576): 4-bit weights. auto: what keeps the model's own "
+                   "precision on the target (float16 on every target so far; report.json 'dtype_choice' says "
+                   "why). A dtype the target cannot build is refused naming what it can.")
 @click.option("--min-psnr", type=float, default=40.0, show_default=True,
               help="Fail the build when the .rknn's output PSNR against ONNX Runtime (dB) is lower.")
 @click.option("--hybrid/--no-hybrid", default=True, show_default=True,
               help="When a quantized build is under --min-psnr, keep the fewest of its noisiest layers (per-layer "
                    "report) in float16 that reach it; each try is a toolkit build.")
+@click.option("--hybrid-builds", type=click.IntRange(1), default=12, show_default=True,
+              help="At most this many toolkit builds in the hybrid search (doubling, then bisection); when they "
+                   "run out, the fewest float16 layers found reaching --min-psnr are kept.")
 @click.option("--min-layer-cos", type=click.FloatRange(-1, 1), default=None,
               help="Fail the build naming the first layer (execution order) whose output cosine against "
                    "ONNX Runtime is lower. Needs the per-layer report.")
@@ -83,8 +89,8 @@ def _request(model_spec, config_path, trust_pickle, seed, target, resolution, ou
 @calib_options
 @pass_options
 @click.option("--rebuild", is_flag=True, help="Ignore stages kept from earlier runs.")
-def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, dtype, min_psnr, hybrid, min_layer_cos,
-          layer_report, check_samples, check_inputs, schedule, samples, trajectories, weighting, prompts_path,
+def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, dtype, min_psnr, hybrid, hybrid_builds,
+          min_layer_cos, layer_report, check_samples, check_inputs, schedule, samples, trajectories, weighting, prompts_path,
           text_encoder_path, passes, enable_passes, skip_passes, rebuild):
     """Build MODEL into a .rknn for --target and check it against ONNX Runtime.
 
@@ -100,7 +106,7 @@ def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, 
 
     settings = CalibSettings(schedule, samples, trajectories, weighting, prompts_path, text_encoder_path)
     req = _request(model_spec, config_path, trust_pickle, seed, target, resolution, out, dtype=dtype,
-                   min_psnr=min_psnr, hybrid=hybrid, min_layer_cos=min_layer_cos, layer_report=layer_report,
+                   min_psnr=min_psnr, hybrid=hybrid, hybrid_builds=hybrid_builds, min_layer_cos=min_layer_cos, layer_report=layer_report,
                    check_samples=check_samples, check_inputs=check_inputs, calib=settings, passes=passes,
                    enable_passes=tuple(enable_passes), skip_passes=tuple(skip_passes), rebuild=rebuild)
     report = run_build(req, Progress(Console(stderr=True, highlight=False)))

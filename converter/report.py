@@ -83,6 +83,8 @@ def print_summary(console: Console, report: dict, report_path: Path) -> None:
         ("host programs", ", ".join(report["host_programs"]) or "none"),
         ("report", f"{report_path} and {report_path.with_suffix('.html').name}"),
     ]
+    if report.get("dtype_choice"):
+        rows.insert(2, ("dtype auto", report["dtype_choice"]))
     if report.get("hybrid_trials"):
         tried = ", ".join(f"{t['float16_layers']}: {t['psnr_db']:.1f} dB" for t in report["hybrid_trials"])
         rows.append(("kept float16", f"{len(report['float16_layers'])} layers (tried {tried})"))

@@ -20,3 +20,13 @@ class Chip:
     # Op type -> "" if it runs on the CPU, or the fusion by which the toolkit keeps it on the NPU
     # anyway (so lint does not cry wolf).
     cpu_only_ops: dict[str, str] = field(default_factory=dict)
+
+    def auto_dtype(self, w8a16_checkpoint: bool) -> tuple[str, str]:
+        """What `--dtype auto` builds for a model on this chip, and why: the dtype that keeps the model's
+        own precision (a W8A16 checkpoint's int8 weights bit for bit), never one that loses accuracy."""
+        if not w8a16_checkpoint:
+            return "float16", "a float model: float16 keeps its precision"
+        if "w8a16" in self.dtypes:
+            return "w8a16", f"a W8A16 checkpoint: {self.name} builds w8a16"
+        return "float16", (f"a W8A16 checkpoint: {self.name} builds no w8a16, so its int8 weights run dequantized "
+                           "exactly in float16; --dtype w8a8 keeps them 8-bit, with calibrated 8-bit activations")

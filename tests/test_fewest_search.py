@@ -20,3 +20,11 @@ def test_none_when_even_the_limit_fails():
     asked = []
     assert fewest(20, lambda k: asked.append(k) or False) is None
     assert asked[-1] == 20
+
+
+@pytest.mark.parametrize("budget, expected", [(3, None), (7, 64), (8, 48), (9, 40), (20, 37)])
+def test_a_budget_bounds_the_calls_and_keeps_the_fewest_passing_seen(budget, expected):
+    asked = []
+    result = fewest(100, lambda k: asked.append(k) or k >= 37, budget=budget)
+    assert result == expected
+    assert len(asked) <= budget and len(asked) == len(set(asked))

@@ -26,8 +26,15 @@ def test_hybrid_search_reaches_the_gate_with_the_fewest_float16_layers(tiny_buil
                        "--no-hybrid", "--out", "w8a8", cwd=work)
     assert failed.returncode == 1 and "under --min-psnr" in error_lines(failed)[0]
 
+    # One build allowed: k = 1 alone does not add 6 dB.
+    capped = rkconvert("build", "--target", "rk3588", "--model", "tiny-unet", *QUANTIZED, "--min-psnr", repr(gate),
+                       "--hybrid-builds", "1", "--out", "w8a8", cwd=work)
+    assert capped.returncode == 1
+    assert "within --hybrid-builds 1: best" in error_lines(capped)[0]
+    assert not list((work / "w8a8").glob("*.rknn"))
+
     result = rkconvert("build", "--target", "rk3588", "--model", "tiny-unet", *QUANTIZED, "--min-psnr", repr(gate),
-                       "--out", "w8a8", cwd=work)
+                       "--hybrid-builds", "30", "--out", "w8a8", cwd=work)
     assert result.returncode == 0, result.stderr
     report = json.loads((work / "w8a8" / "report.json").read_text())
     kept = len(report["float16_layers"])

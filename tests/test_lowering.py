@@ -3,6 +3,8 @@ with the reason and what it can do."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from rich.console import Console
 
@@ -18,7 +20,9 @@ from tests.conftest import error_lines, rkconvert
 GATES = {"float16": 60.0, "w8a8": 30.0, "w4a16": 20.0}
 # The toolkit's layer table gives each layer's activation dtype (w4a16's int4 weights do not show there).
 ACTIVATIONS = {"float16": "FLOAT16", "w8a8": "INT8", "w4a16": "FLOAT16"}
-LOWERINGS = [("rk3588", "float16"), ("rk3588", "w8a8"), ("rk3576", "w8a8"), ("rk3576", "w4a16"), ("rk3562", "float16")]
+# auto: rk3588 has no w8a16, so the checkpoint's weights run dequantized exactly, in float16.
+BUILT_AS = {"auto": "float16"}
+LOWERINGS = [("rk3588", "auto"), ("rk3588", "w8a8"), ("rk3576", "w8a8"), ("rk3576", "w4a16"), ("rk3562", "float16")]
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +35,27 @@ def w8a16_folder(tiny_build, tmp_path_factory):
 
 @pytest.mark.parametrize("target, dtype", LOWERINGS)
 def test_lowering_builds_and_meets_its_gate(target, dtype, w8a16_folder, tmp_path):
+    built = BUILT_AS.get(dtype, dtype)
     req = BuildRequest(resolve(str(w8a16_folder)), get_chip(target), tmp_path / "out", dtype=dtype,
-                       min_psnr=GATES[dtype], layer_report="off", hybrid=False, check_samples=2,
+                       min_psnr=GATES[built], layer_report="off", hybrid=False, check_samples=2,
                        calib=CalibSettings(samples=6, trajectories=2))
     report = build(req, Progress(Console(file=open(tmp_path / "progress.txt", "w"))))
-    assert report["status"] == "ok" and report["target"] == target and report["dtype"] == dtype
-    assert report["output_psnr_db"] >= GATES[dtype]
+    assert report["status"] == "ok" and report["target"] == target and report["dtype"] == built
+    assert report["output_psnr_db"] >= GATES[built]
+    assert ("dtype_choice" in report) == (dtype == "auto")
     assert report["weights"].startswith("w8a16:")
     dtypes = {r["dtype"] for r in report["placement"] if r["op"] not in ("InputOperator", "OutputOperator")}
-    assert ACTIVATIONS[dtype] in dtypes, dtypes
+    assert ACTIVATIONS[built] in dtypes, dtypes
+
+
+def test_auto_keeps_the_models_own_precision():
+    rk3588 = get_chip("rk3588")
+    assert rk3588.auto_dtype(w8a16_checkpoint=False)[0] == "float16"
+    dtype, why = rk3588.auto_dtype(w8a16_checkpoint=True)
+    assert dtype == "float16" and "--dtype w8a8" in why
+    # A chip whose toolkit builds w8a16 gets the checkpoint's own precision; w4a16 would lose bits.
+    assert replace(rk3588, dtypes=("float16", "w8a8", "w8a16")).auto_dtype(True)[0] == "w8a16"
+    assert get_chip("rk3576").auto_dtype(True)[0] == "float16"
 
 
 @pytest.mark.parametrize("target, dtype, reason", [

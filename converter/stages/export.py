@@ -31,5 +31,5 @@ def run(req: BuildRequest, tmp: Path) -> dict:
         tracing.trace(unet, resolution, path)
         del unet
         specs = check_unet(onnx_files.load(path, with_weights=False), path)
-    return {"onnx": path.name, "resolution": resolution, "inputs": specs_to_json(specs),
+    return {"onnx": path.name, "resolution": resolution, "inputs": specs_to_json(specs), "w8a16_layers": w8a16_layers,
             "weights": f"w8a16: {w8a16_layers} int8 layers, dequantized exactly" if w8a16_layers else "float32"}

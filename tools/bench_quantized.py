@@ -1,0 +1,81 @@
+"""A W8A16 UNet lowered for rk3588 three ways: float16, w8a8, w8a8 + hybrid. Size and accuracy, as JSON.
+
+    .venv/bin/python tools/bench_quantized.py --model sd15 --resolution 256 [--min-psnr 40] [--no-hybrid]
+
+`rkconvert quantize` makes the W8A16 checkpoint; each build is judged on the same held-out inputs
+recorded along the sampler's trajectories (--check-inputs trajectories) against ONNX Runtime on the
+float32 (dequantized) model. The hybrid build needs the per-layer report (--layer-report on), which
+for large models and resolutions means large text dumps on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def rkconvert(*args: str) -> int:
+    return subprocess.run([sys.executable, "-m", "converter.cli", *args]).returncode
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="sd15")
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--trajectories", type=int, default=4)
+    parser.add_argument("--check-samples", type=int, default=2)
+    parser.add_argument("--min-psnr", type=float, default=None,
+                        help="the hybrid build's gate (default: the plain w8a8 build's PSNR + --hybrid-gain)")
+    parser.add_argument("--hybrid-gain", type=float, default=6.0)
+    parser.add_argument("--no-hybrid", action="store_true")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    json_path = args.json or Path("bench-results") / f"quantized-{args.model.replace(':', '-')}-{args.resolution}.json"
+
+    results = {"benchmark": "quantized", "model": args.model, "resolution": args.resolution, "target": "rk3588",
+               "samples": args.samples, "builds": {}}
+    with tempfile.TemporaryDirectory(prefix="bench-quantized-") as tmp:
+        folder = Path(tmp) / "w8a16"
+        start = time.monotonic()
+        if rkconvert("quantize", "--model", args.model, "--resolution", str(args.resolution), "--out", str(folder)):
+            return 1
+        results["quantize_seconds"] = round(time.monotonic() - start, 1)
+        results["quantize"] = {k: v for k, v in json.loads((folder / "quantize.json").read_text()).items()
+                               if k != "per_layer"}
+        variants = [("float16", "float16", ["--min-psnr", "0"]), ("w8a8", "w8a8", ["--min-psnr", "0", "--no-hybrid"])]
+        if not args.no_hybrid:
+            variants.append(("w8a8+hybrid", "w8a8", None))
+        out = Path(tmp) / "build"  # one folder: the export, passes, calibration and check stages are shared
+        for name, dtype, extra in variants:
+            if extra is None:
+                gate = args.min_psnr or results["builds"]["w8a8"]["output_psnr_db"] + args.hybrid_gain
+                results["hybrid_min_psnr"] = round(gate, 2)
+                extra = ["--min-psnr", str(gate), "--layer-report", "on"]
+            start = time.monotonic()
+            code = rkconvert("build", "--target", "rk3588", "--model", str(folder), "--resolution", str(args.resolution),
+                             "--dtype", dtype, "--check-inputs", "trajectories", "--check-samples", str(args.check_samples),
+                             "--samples", str(args.samples), "--trajectories", str(args.trajectories),
+                             "--layer-report", "off", *extra, "--out", str(out))
+            report = json.loads((out / "report.json").read_text())
+            results["builds"][name] = {
+                "exit_code": code, "seconds": round(time.monotonic() - start, 1),
+                "output_psnr_db": report.get("output_psnr_db"), "output_cosine": report.get("output_cosine"),
+                "artifact_bytes": report.get("artifact_bytes"), "fp32_onnx_bytes": report.get("onnx_bytes"),
+                "artifact_to_fp32_onnx": report.get("artifact_to_onnx"),
+                "float16_layers": len(report.get("float16_layers") or []),
+                "hybrid_trials": report.get("hybrid_trials"), "error": report.get("error"),
+            }
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results["builds"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
