@@ -106,9 +106,10 @@ def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, 
 
     settings = CalibSettings(schedule, samples, trajectories, weighting, prompts_path, text_encoder_path)
     req = _request(model_spec, config_path, trust_pickle, seed, target, resolution, out, dtype=dtype,
-                   min_psnr=min_psnr, hybrid=hybrid, hybrid_builds=hybrid_builds, min_layer_cos=min_layer_cos, layer_report=layer_report,
-                   check_samples=check_samples, check_inputs=check_inputs, calib=settings, passes=passes,
-                   enable_passes=tuple(enable_passes), skip_passes=tuple(skip_passes), rebuild=rebuild)
+                   min_psnr=min_psnr, hybrid=hybrid, hybrid_builds=hybrid_builds, min_layer_cos=min_layer_cos,
+                   layer_report=layer_report, check_samples=check_samples, check_inputs=check_inputs,
+                   calib=settings, passes=passes, enable_passes=tuple(enable_passes),
+                   skip_passes=tuple(skip_passes), rebuild=rebuild)
     report = run_build(req, Progress(Console(stderr=True, highlight=False)))
     print_summary(Console(), report, req.report_path)
 

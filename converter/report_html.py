@@ -119,8 +119,8 @@ def _placement(rows: list[dict]) -> str:
 def render(report: dict) -> str:
     status_cls = "ok" if report.get("status") == "ok" else "bad"
     facts = [("status", f'<span class="{status_cls}">{html.escape(report.get("status", "?"))}</span>')]
-    for key in ("error", "model", "target", "dtype", "dtype_choice", "weights", "resolution", "toolkit_version", "artifact",
-                "output_psnr_db", "output_cosine", "output_max_abs", "layers_skipped"):
+    for key in ("error", "model", "target", "dtype", "dtype_choice", "weights", "resolution", "toolkit_version",
+                "artifact", "output_psnr_db", "output_cosine", "output_max_abs", "layers_skipped"):
         if report.get(key) is not None:
             value = report[key]
             shown = f"{value:.6g}" if isinstance(value, float) else str(value)
