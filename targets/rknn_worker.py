@@ -29,16 +29,23 @@ def _call(phases: dict, name: str, fn, *args, **kwargs):
     return result
 
 
-def _keep_float16(cfg: Path, layers: list[str]) -> int:
-    """Mark `layers` float16 in the toolkit's hybrid-quantization config; returns how many it knew."""
+def keep_float16(cfg: Path, layers: list[str]) -> int:
+    """Mark `layers` float16 in the toolkit's hybrid-quantization config; returns how many it knew.
+
+    Only the `custom_quantize_layers` line is rewritten: step2 refuses a config whose quantization
+    parameters differ from step1's in any digit ("... is not allowed to be modified!"), and a YAML
+    round trip (ruamel) rewrites floats in exponent form (1.2350002048062343e-05 -> ...342e-05), which
+    the full-size SD 1.5 UNet's config has and the small test UNets' do not.
+    """
     from ruamel.yaml import YAML
 
-    yaml = YAML()
-    data = yaml.load(cfg.read_text())
-    known = [name for name in layers if name in data["quantize_parameters"]]
-    data["custom_quantize_layers"] = {name: "float16" for name in known}
-    with open(cfg, "w") as f:
-        yaml.dump(data, f)
+    text = cfg.read_text()
+    known = [name for name in layers if name in YAML(typ="safe").load(text)["quantize_parameters"]]
+    head, sep, rest = text.partition("\n")
+    if not head.startswith("custom_quantize_layers:"):
+        raise ValueError(f"{cfg}: expected custom_quantize_layers on the first line, found {head[:60]!r}")
+    entries = "".join(f"\n    {json.dumps(name)}: float16" for name in known)
+    cfg.write_text(f"custom_quantize_layers:{entries or ' {}'}{sep}{rest}")
     return len(known)
 
 
@@ -56,7 +63,7 @@ def _build(job: dict, phases: dict):
     # step1 writes <stem>.model / .data / .quantization.cfg into the working (scratch) folder.
     _call(phases, "hybrid_quantization_step1", rknn.hybrid_quantization_step1, dataset=dataset)
     stem = Path(job["onnx"]).stem
-    applied = _keep_float16(Path(f"{stem}.quantization.cfg"), float16)
+    applied = keep_float16(Path(f"{stem}.quantization.cfg"), float16)
     rknn.release()
     hybrid = RKNN(verbose=job.get("verbose", True))
     _call(phases, "config", hybrid.config, target_platform=job["target"], **job["config"])

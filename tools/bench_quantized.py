@@ -1,6 +1,6 @@
 """A W8A16 UNet lowered for rk3588 three ways: float16, w8a8, w8a8 + hybrid. Size and accuracy, as JSON.
 
-    .venv/bin/python tools/bench_quantized.py --model sd15 --resolution 256 [--min-psnr 40] [--no-hybrid]
+    .venv/bin/python tools/bench_quantized.py --model sd15 --resolution 256 [--min-psnr 40] [--variants float16,w8a8]
 
 `rkconvert quantize` makes the W8A16 checkpoint; each build is judged on the same held-out inputs
 recorded along the sampler's trajectories (--check-inputs trajectories) against ONNX Runtime on the
@@ -33,9 +33,13 @@ def main() -> int:
     parser.add_argument("--min-psnr", type=float, default=None,
                         help="the hybrid build's gate (default: the plain w8a8 build's PSNR + --hybrid-gain)")
     parser.add_argument("--hybrid-gain", type=float, default=6.0)
-    parser.add_argument("--no-hybrid", action="store_true")
+    parser.add_argument("--hybrid-builds", type=int, default=12, help="passed on to rkconvert build")
+    parser.add_argument("--variants", default="float16,w8a8,w8a8+hybrid",
+                        help="which builds (comma-separated); w8a8+hybrid without w8a8 needs --min-psnr")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if "w8a8+hybrid" in args.variants and "w8a8" not in args.variants.split(",") and args.min_psnr is None:
+        parser.error("w8a8+hybrid without the plain w8a8 build needs --min-psnr")
     json_path = args.json or Path("bench-results") / f"quantized-{args.model.replace(':', '-')}-{args.resolution}.json"
 
     results = {"benchmark": "quantized", "model": args.model, "resolution": args.resolution, "target": "rk3588",
@@ -48,15 +52,15 @@ def main() -> int:
         results["quantize_seconds"] = round(time.monotonic() - start, 1)
         results["quantize"] = {k: v for k, v in json.loads((folder / "quantize.json").read_text()).items()
                                if k != "per_layer"}
-        variants = [("float16", "float16", ["--min-psnr", "0"]), ("w8a8", "w8a8", ["--min-psnr", "0", "--no-hybrid"])]
-        if not args.no_hybrid:
-            variants.append(("w8a8+hybrid", "w8a8", None))
+        variants = [("float16", "float16", ["--min-psnr", "0"]), ("w8a8", "w8a8", ["--min-psnr", "0", "--no-hybrid"]),
+                    ("w8a8+hybrid", "w8a8", None)]
+        variants = [v for v in variants if v[0] in args.variants.split(",")]
         out = Path(tmp) / "build"  # one folder: the export, passes, calibration and check stages are shared
         for name, dtype, extra in variants:
             if extra is None:
                 gate = args.min_psnr or results["builds"]["w8a8"]["output_psnr_db"] + args.hybrid_gain
                 results["hybrid_min_psnr"] = round(gate, 2)
-                extra = ["--min-psnr", str(gate), "--layer-report", "on"]
+                extra = ["--min-psnr", str(gate), "--layer-report", "on", "--hybrid-builds", str(args.hybrid_builds)]
             start = time.monotonic()
             code = rkconvert("build", "--target", "rk3588", "--model", str(folder), "--resolution", str(args.resolution),
                              "--dtype", dtype, "--check-inputs", "trajectories", "--check-samples", str(args.check_samples),
