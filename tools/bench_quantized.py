@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_build import git_commit, machine  # tools/ is on sys.path when a tool runs as a script
+
 
 def rkconvert(*args: str) -> int:
     return subprocess.run([sys.executable, "-m", "converter.cli", *args]).returncode
@@ -43,7 +45,7 @@ def main() -> int:
     json_path = args.json or Path("bench-results") / f"quantized-{args.model.replace(':', '-')}-{args.resolution}.json"
 
     results = {"benchmark": "quantized", "model": args.model, "resolution": args.resolution, "target": "rk3588",
-               "samples": args.samples, "builds": {}}
+               "samples": args.samples, "machine": machine(), "commit": git_commit(), "builds": {}}
     with tempfile.TemporaryDirectory(prefix="bench-quantized-") as tmp:
         folder = Path(tmp) / "w8a16"
         start = time.monotonic()
