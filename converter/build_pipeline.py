@@ -21,7 +21,7 @@ from dataclasses import replace
 from .build_request import BuildRequest
 from .errors import BuildFailed, UserError
 from .fewest_search import fewest
-from .layer_report import estimated_dump_bytes, first_below, worst_first
+from .layer_report import estimated_dump_bytes, first_below, quantization_suspects
 from .pass_selection import select
 from .progress import Progress
 from .report import print_layers, write_html, write_json
@@ -187,7 +187,7 @@ def _hybrid(req: BuildRequest, passes: StageResult, reference: StageResult, cali
     if rows is None:
         raise BuildFailed(f"output PSNR is under --min-psnr {req.min_psnr:g} and choosing layers to keep in "
                           "float16 needs the per-layer report, which this build skipped (--layer-report on)")
-    ranked = [r["layer"] for r in worst_first(rows) if r["mapping"] != "unmapped" and r["op"] != "Input"]
+    ranked = quantization_suspects(rows)
     trials: dict[int, tuple[StageResult, float]] = {}
 
     def reaches_gate(k: int) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from converter.layer_report import quantization_suspects
 from tests.conftest import error_lines, rkconvert
 
 QUANTIZED = ("--dtype", "w8a8", "--samples", "6", "--trajectories", "2", "--check-samples", "2")
@@ -44,3 +45,19 @@ def test_hybrid_search_reaches_the_gate_with_the_fewest_float16_layers(tiny_buil
     assert kept == 1 or trials[kept - 1] < gate  # one layer fewer was tried and fell short
     assert _fp16_layers(report) > _fp16_layers(base)
     assert "kept float16" in result.stdout
+
+
+def test_float16_candidates_skip_rows_whose_error_the_toolkits_float_run_has_too():
+    # Rows as the SD 1.5 UNet's w8a8 report had them: a partial sum of a tiled convolution, matched to
+    # the whole convolution's output, looks noisiest; float16 cannot change what it is compared with.
+    rows = [
+        {"layer": "conv1/Conv_output_0_tile4_conv_add", "op": "Add", "mapping": "matched",
+         "golden_cosine": 0.7885, "added_noise_db": -4.24, "cosine": 0.78},
+        {"layer": "attn1/to_q/MatMul_output_0_mm", "op": "exMatMul", "mapping": "matched",
+         "golden_cosine": 0.9999999, "added_noise_db": -30.0, "cosine": 0.9990},
+        {"layer": "conv2/Conv_output_0", "op": "Conv", "mapping": "exact",
+         "golden_cosine": 0.9999999, "added_noise_db": -25.0, "cosine": 0.9980},
+        {"layer": "sample", "op": "Input", "mapping": "exact", "golden_cosine": 1.0, "added_noise_db": -20.0},
+        {"layer": "conv1/Conv_output_0_tile0_conv", "op": "Conv", "mapping": "unmapped", "added_noise_db": None},
+    ]
+    assert quantization_suspects(rows) == ["conv2/Conv_output_0", "attn1/to_q/MatMul_output_0_mm"]

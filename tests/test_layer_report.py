@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 
 from converter import onnx_runtime
+from converter.accuracy import compare
 from converter.build_pipeline import build
 from converter.build_request import BuildRequest
 from converter.layer_report import analyse, worst_first
@@ -50,8 +51,7 @@ def test_metrics_of_one_layer_recomputed_by_hand(tiny_build, tmp_path):
     snapshot = out / STAGES / "rknn" / "snapshot"
     (layer,) = [la for la in read_layers(snapshot) if la.name == tensor]
     simulator = load_dump(snapshot, "simulator", layer).astype(np.float64)
-    model = onnx.load(str(out / STAGES / "passes" / "model.onnx"))
-    model.graph.output.append(onnx.ValueInfoProto(name=tensor))
+    model = _with_output(onnx.load(str(out / STAGES / "passes" / "model.onnx")), tensor)
     ref = onnx_runtime.run(onnx_runtime.session(model), _feed(out))[tensor].astype(np.float64).ravel()
     err = simulator - ref
     assert row["cosine"] == pytest.approx(simulator @ ref / np.linalg.norm(simulator) / np.linalg.norm(ref), abs=1e-9)
@@ -82,6 +82,40 @@ def test_a_corrupted_layer_is_the_worst_row(tiny_build, tmp_path):
     assert worst["cosine"] < 0.9
     clean_rows = {r["layer"]: r for r in _rows(out)}
     assert clean_rows[worst["layer"]]["cosine"] > 0.9999
+
+
+def test_partial_sums_of_a_tiled_convolution_are_not_taken_for_it(tmp_path):
+    """The toolkit splits a 1280-input-channel convolution into tiles and sums them one by one: the
+    later partial sums resemble the whole convolution, but no ONNX tensor holds them."""
+    cin, cout, side = 1280, 64, 4
+    rng = np.random.default_rng(0)
+    weight = (rng.standard_normal((cout, cin, 3, 3)) / np.sqrt(cin * 9)).astype(np.float32)
+    conv = "/conv1/Conv_output_0"
+    nodes = [helper.make_node("Conv", ["x", "w"], [conv], name="/conv1/Conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", [conv], ["y"], name="/act/Relu")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, side, side])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, side, side])],
+                              [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feed = {"x": rng.standard_normal((1, cin, side, side)).astype(np.float32)}
+    _, rknn_dir = simulate(tmp_path / "tiled", model, feed, layer_dumps=True)
+    rows = analyse(rknn_dir / "snapshot", tmp_path / "tiled" / "model.onnx", feed, tmp_path / "scratch")
+
+    partial = [r for r in rows if "_tile" in r["layer"]]
+    assert len(partial) > 2
+    assert all(r["mapping"] == "unmapped" and "split into tiles" in r["why_unmapped"] for r in partial)
+    whole = onnx_runtime.run(onnx_runtime.session(_with_output(model, conv)), feed)[conv].ravel()
+    (snapshot_layer,) = [la for la in read_layers(rknn_dir / "snapshot") if la.name == partial[-1]["layer"]]
+    resemblance = compare(load_dump(rknn_dir / "snapshot", "golden", snapshot_layer), whole)["cosine"]
+    assert 0.9 < resemblance < 0.99  # close enough to pass for the convolution under MATCH_COS
+    (row,) = [r for r in rows if r["layer"] == conv]
+    assert row["mapping"] == "exact" and row["cosine"] > 0.9999
+
+
+def _with_output(model: onnx.ModelProto, tensor: str) -> onnx.ModelProto:
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    model.graph.output.append(onnx.ValueInfoProto(name=tensor))
+    return model
 
 
 def test_layer_gate_names_the_first_layer_under_it(tiny_build):
