@@ -147,10 +147,11 @@ def analyse(snapshot: Path, onnx_path: Path, feed: dict[str, np.ndarray], scratc
     graph = Graph.load(onnx_path)
     values = {**feed, **onnx_runtime.run_with_tensors(onnx_path, feed, list(graph.producer), scratch)}
     starts = {layer.name: named_tensor(layer.name, graph) for layer in layers}
+    partial_sums = {layer.name for layer in layers if _PARTIAL_SUM.search(layer.name)}
     matches = {}
     for layer in layers:
         start = starts[layer.name]
-        if start is None or _PARTIAL_SUM.search(layer.name):
+        if start is None or layer.name in partial_sums:
             matches[layer.name] = None
             continue
         golden = load_dump(snapshot, "golden", layer)
@@ -170,7 +171,7 @@ def analyse(snapshot: Path, onnx_path: Path, feed: dict[str, np.ndarray], scratc
     for layer in layers:
         row = _row(layer)
         rows.append(row)
-        if _PARTIAL_SUM.search(layer.name):
+        if layer.name in partial_sums:
             row["why_unmapped"] = "partial sum of a convolution the toolkit split into tiles"
             continue
         best, start = matches[layer.name], starts[layer.name]
