@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from converter.errors import UserError
+from converter.common.errors import UserError
 
 BUILTIN = Path(__file__).with_name("prompts.tsv")
 

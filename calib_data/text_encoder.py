@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from converter.errors import UserError
+from converter.common.errors import UserError
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 

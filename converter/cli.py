@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from . import __version__
-from .build_request import CHECK_INPUT_CHOICES, LAYER_REPORT_CHOICES, CalibSettings
-from .cli_options import calib_options, model_options, pass_options, target_options
-from .errors import BuildFailed, UserError
+from converter import __version__
+from converter.build.request import CHECK_INPUT_CHOICES, LAYER_REPORT_CHOICES, CalibSettings
+from converter.cli_options import calib_options, model_options, pass_options, target_options
+from converter.common.errors import BuildFailed, UserError
 
 EXIT_CODES = "Exit status: 0 built and within the gates, 1 build failed (toolkit crash or refusal, accuracy gate), 2 bad input."
 
@@ -46,10 +46,9 @@ def main():
 
 def _request(model_spec, config_path, trust_pickle, seed, target, resolution, out, **settings):
     """The BuildRequest both `build` and `lint` work from (bad model or target: UserError)."""
+    from converter.build.request import BuildRequest
+    from converter.models.model_source import resolve
     from targets import get_chip
-
-    from .build_request import BuildRequest
-    from .model_source import resolve
 
     chip = get_chip(target)
     source = resolve(model_spec, config_path, trust_pickle, seed)
@@ -100,9 +99,9 @@ def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, 
     report.json + report.html. The .rknn, the reports and any host programs (small ONNX models
     computing inputs such as t_emb from the timestep on the board's CPU) land in --out.
     """
-    from .build_pipeline import build as run_build
-    from .progress import Progress
-    from .report import print_summary
+    from converter.build.pipeline import build as run_build
+    from converter.common.progress import Progress
+    from converter.reports.report import print_summary
 
     settings = CalibSettings(schedule, samples, trajectories, weighting, prompts_path, text_encoder_path)
     req = _request(model_spec, config_path, trust_pickle, seed, target, resolution, out, dtype=dtype,
@@ -125,13 +124,13 @@ def lint(model_spec, config_path, trust_pickle, seed, target, resolution, out, p
     --passes / --enable-pass / --skip-pass) is run and the graph checked again, and anything left has
     no fix in that list.
     """
-    from . import onnx_files
-    from .build_dir import BuildDir
-    from .build_pipeline import export_model
-    from .lint import lint as run_lint
-    from .lint_report import print_lint
-    from .pass_selection import select
-    from .progress import Progress
+    from converter.build.build_dir import BuildDir
+    from converter.build.pass_selection import select
+    from converter.build.pipeline import export_model
+    from converter.common import onnx_files
+    from converter.common.progress import Progress
+    from converter.lint.check import lint as run_lint
+    from converter.lint.report import print_lint
 
     req = _request(model_spec, config_path, trust_pickle, seed, target, resolution, out)
     names = select(req.chip, passes, tuple(enable_passes), tuple(skip_passes))
@@ -155,11 +154,11 @@ def calib(model_spec, config_path, trust_pickle, seed, target, resolution, out, 
     RKNN's dataset format (stages/calib/dataset.txt, one line per sample) with calib.json (per-input
     statistics, overall and per timestep). Deterministic for --seed; reused by `build` when unchanged.
     """
-    from .build_dir import BuildDir
-    from .build_pipeline import calibration, prepare
-    from .pass_selection import select
-    from .progress import Progress
-    from .report import print_calibration
+    from converter.build.build_dir import BuildDir
+    from converter.build.pass_selection import select
+    from converter.build.pipeline import calibration, prepare
+    from converter.common.progress import Progress
+    from converter.reports.report import print_calibration
 
     settings = CalibSettings(schedule, samples, trajectories, weighting, prompts_path, text_encoder_path)
     req = _request(model_spec, config_path, trust_pickle, seed, target, resolution, out, calib=settings)
@@ -184,8 +183,8 @@ def quantize(model_spec, config_path, trust_pickle, seed, resolution, out):
     ONNX with weight-only DequantizeLinear (unet-w8a16.onnx), and quantize.json. Both forms build
     with `rkconvert build --model OUT` (or OUT/unet-w8a16.onnx).
     """
-    from .model_source import resolve
-    from .quantize_command import quantize as run_quantize
+    from converter.models.model_source import resolve
+    from converter.quantize_command import quantize as run_quantize
 
     source = resolve(model_spec, config_path, trust_pickle, seed)
     with Console(stderr=True).status(f"quantizing {model_spec}"):
@@ -210,8 +209,8 @@ def compare(build_a, build_b, top, json_path):
     layer name, the rest by the ONNX tensor they match, so the same model built with different
     passes or toolkits lines up.
     """
-    from .compare_builds import join_layers, load_report, print_comparison
-    from .report import write_json
+    from converter.reports.compare_builds import join_layers, load_report, print_comparison
+    from converter.reports.report import write_json
 
     a, b = load_report(build_a), load_report(build_b)
     joined = join_layers(a.get("layers") or [], b.get("layers") or [])

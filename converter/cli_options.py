@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from . import presets
+from converter.models import presets
 
 
 def _compose(*decorators):

@@ -1,7 +1,7 @@
 """`rkconvert quantize`: W8A16 weight-only PTQ of a UNet, written in the two forms tools exchange.
 
 Output folder: `config.json` + `diffusion_pytorch_model.safetensors` (int8 weights + scales, see
-w8a16_checkpoint.py), `unet-w8a16.onnx` (traced at --resolution, weight-only DequantizeLinear), and
+quantization/w8a16_checkpoint.py), `unet-w8a16.onnx` (traced at --resolution, weight-only DequantizeLinear), and
 `quantize.json` (per layer: weight SQNR, how many channels took the histogram range).
 """
 
@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 from safetensors.torch import save_file
 
-from . import onnx_files, tracing, weight_dequantize
-from .model_source import ModelSource
-from .w8a16_checkpoint import FORMAT, dequantized, int8_layers, quantize_unet
+from converter.common import onnx_files
+from converter.models import tracing
+from converter.models.model_source import ModelSource
+from converter.quantization import weight_dequantize
+from converter.quantization.w8a16_checkpoint import FORMAT, dequantized, int8_layers, quantize_unet
 
 ONNX_NAME = "unet-w8a16.onnx"
 

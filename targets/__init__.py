@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from converter.errors import UserError
+from converter.common.errors import UserError
 
 from . import rk3562, rk3576, rk3588
 from .chip import Chip

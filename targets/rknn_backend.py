@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable
 
-from converter.child_process import ChildRun, run_module
+from converter.common.child_process import ChildRun, run_module
 
 from .chip import Chip
 
@@ -47,9 +47,9 @@ def build_and_simulate(onnx_path: Path, chip: Chip, out_dir: Path, samples: list
     dataset file: a line per sample, the .npy of each input in input order, NCHW for 4-D inputs).
     `float16_layers` (toolkit tensor names) stay float16 in a quantized build (hybrid quantization).
     With `layer_dumps`, the toolkit also dumps every layer for the first sample into `out_dir`/snapshot
-    (converter/toolkit_snapshot.py reads it).
+    (converter/reports/toolkit_snapshot.py reads it).
     Returns the child's run record and {"phases": {call: seconds}, "outputs": [[npy per output]]}.
-    Raises converter.errors.BuildFailed when the toolkit fails or dies.
+    Raises converter.common.errors.BuildFailed when the toolkit fails or dies.
     """
     sim_dir = out_dir / "simulator"
     sim_dir.mkdir(parents=True, exist_ok=True)

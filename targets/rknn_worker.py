@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converter.child_process import ERROR, PHASE
+from converter.common.child_process import ERROR, PHASE
 
 
 def _call(phases: dict, name: str, fn, *args, **kwargs):

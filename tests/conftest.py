@@ -49,6 +49,23 @@ def torch_output(unet: UNet2DConditionModel, inputs: dict) -> np.ndarray:
         return unet(**inputs, return_dict=False)[0].numpy()
 
 
+# Float32 kernels take other vector paths for tensors at other addresses and alignments (a UNet loaded
+# from safetensors vs the one that wrote it): identical weights, outputs a few ULPs apart (6.9e-7 seen).
+SAME_WEIGHTS_RTOL, SAME_WEIGHTS_ATOL = 1e-5, 1e-6
+
+
+def assert_same_unet(loaded: UNet2DConditionModel, original: UNet2DConditionModel) -> None:
+    """The same weights (every tensor's name, shape, dtype and value, exactly) and the same function
+    (outputs within float32 kernel rounding)."""
+    a, b = loaded.state_dict(), original.state_dict()
+    assert list(a) == list(b)
+    for name, tensor in b.items():
+        assert a[name].dtype == tensor.dtype and torch.equal(a[name], tensor), name
+    inputs = unet_inputs(original)
+    np.testing.assert_allclose(torch_output(loaded, inputs), torch_output(original, inputs),
+                               rtol=SAME_WEIGHTS_RTOL, atol=SAME_WEIGHTS_ATOL)
+
+
 def as_numpy(inputs: dict) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in inputs.items()}
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from converter import onnx_runtime
-from converter.accuracy import compare
+from converter.common import onnx_runtime
+from converter.common.accuracy import compare
 from targets import get_chip, rknn_backend
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 
 from tests.conftest import error_lines, rkconvert, tiny_unet

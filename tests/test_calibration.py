@@ -13,9 +13,9 @@ from calib_data import text_encoder
 from calib_data.prompts import load_prompts
 from calib_data.recorder import choose, pipeline, timesteps_of
 from calib_data.schedules import SCHEDULES, get_schedule
-from converter import onnx_runtime
-from converter.errors import UserError
-from converter.model_source import resolve
+from converter.common import onnx_runtime
+from converter.common.errors import UserError
+from converter.models.model_source import resolve
 from tests.conftest import error_lines, rkconvert
 
 CALIB = ("--samples", "6", "--trajectories", "2")

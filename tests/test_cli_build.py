@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from rich.console import Console
 from safetensors.torch import save_file
 
-from converter import onnx_files, onnx_runtime
-from converter.build_pipeline import build
-from converter.build_request import BuildRequest
-from converter.model_source import resolve
-from converter.progress import Progress
+from converter.build.pipeline import build
+from converter.build.request import BuildRequest
+from converter.common import onnx_files, onnx_runtime
+from converter.common.progress import Progress
+from converter.models.model_source import resolve
 from targets import get_chip
 from tests.conftest import error_lines, rkconvert, tiny_unet
 from tools.make_pruned_unet import prune_unet

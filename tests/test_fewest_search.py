@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from converter.fewest_search import fewest
+from converter.quantization.fewest_search import fewest
 
 
 @pytest.mark.parametrize("threshold, limit", [(1, 10), (5, 10), (10, 10), (37, 100), (64, 64), (3, 3)])

@@ -8,9 +8,10 @@ import numpy as np
 import onnx
 import pytest
 
-from converter import onnx_runtime, tracing
-from converter.errors import BuildFailed
-from converter.model_source import resolve
+from converter.common import onnx_runtime
+from converter.common.errors import BuildFailed
+from converter.models import tracing
+from converter.models.model_source import resolve
 from graph_passes import CATALOGUE
 from tests.conftest import as_numpy, tiny_unet, unet_inputs
 from tests.rknn_helpers import rknn_psnr, simulate

@@ -14,15 +14,15 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 
-from converter import onnx_runtime
-from converter.accuracy import compare
-from converter.build_pipeline import build
-from converter.build_request import BuildRequest
-from converter.layer_report import analyse, worst_first
-from converter.model_source import resolve
-from converter.progress import Progress
-from converter.stages import layers as layers_stage
-from converter.toolkit_snapshot import load_dump, read_layers
+from converter.build.pipeline import build
+from converter.build.request import BuildRequest
+from converter.build.stages import layers as layers_stage
+from converter.common import onnx_runtime
+from converter.common.accuracy import compare
+from converter.common.progress import Progress
+from converter.models.model_source import resolve
+from converter.reports.layer_report import analyse, worst_first
+from converter.reports.toolkit_snapshot import load_dump, read_layers
 from targets import get_chip
 from tests.conftest import error_lines, rkconvert
 from tests.rknn_helpers import simulate
@@ -143,8 +143,8 @@ def test_compare_pairs_every_layer_of_two_builds(tiny_build, tmp_path):
 
 
 def test_large_graphs_skip_layer_dumps_unless_asked(tmp_path, monkeypatch, tiny_folder):
-    from converter import build_pipeline
-    from converter.errors import BuildFailed
+    from converter.build import pipeline as build_pipeline
+    from converter.common.errors import BuildFailed
 
     monkeypatch.setattr(build_pipeline, "AUTO_LAYER_DUMP_LIMIT", 0)
     req = BuildRequest(resolve(str(tiny_folder)), get_chip("rk3588"), tmp_path / "out", min_layer_cos=0.5)
@@ -188,7 +188,7 @@ def test_html_report_renders_in_chromium_and_names_every_layer(demo_build, tmp_p
 
 
 def test_layers_the_toolkit_renamed_pair_by_onnx_tensor():
-    from converter.compare_builds import join_layers
+    from converter.reports.compare_builds import join_layers
 
     a = [{"layer": "x_mm", "onnx_tensor": "x", "module": "m", "sqnr_db": 60.0},
          {"layer": "y_split", "onnx_tensor": None, "module": "", "sqnr_db": None}]

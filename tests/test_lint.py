@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import onnx
 from onnx import TensorProto, helper
 
-from converter import onnx_files
-from converter.lint import findings, lint
-from converter.pass_selection import select
+from converter.build.pass_selection import select
+from converter.common import onnx_files
+from converter.lint.check import findings, lint
 from targets import get_chip
 from tests.conftest import error_lines, rkconvert
 

@@ -8,11 +8,11 @@ from dataclasses import replace
 import pytest
 from rich.console import Console
 
-from converter.build_pipeline import build
-from converter.build_request import BuildRequest, CalibSettings
-from converter.errors import UserError
-from converter.model_source import resolve
-from converter.progress import Progress
+from converter.build.pipeline import build
+from converter.build.request import BuildRequest, CalibSettings
+from converter.common.errors import UserError
+from converter.common.progress import Progress
+from converter.models.model_source import resolve
 from targets import get_chip
 from tests.conftest import error_lines, rkconvert
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from converter import presets
-from converter.errors import UserError
-from converter.model_source import resolve
-from tests.conftest import TINY_RESOLUTION, tiny_unet, torch_output, unet_inputs
+from converter.common.errors import UserError
+from converter.models import presets
+from converter.models.model_source import resolve
+from tests.conftest import TINY_RESOLUTION, assert_same_unet, tiny_unet
 from tools.make_pruned_unet import prune_unet
 
 
@@ -45,10 +44,7 @@ def test_presets_are_deterministic_per_seed():
 
 
 def test_diffusers_folder_loads_the_same_weights(tiny_folder):
-    original = tiny_unet()
-    loaded = resolve(str(tiny_folder)).load_unet()
-    inputs = unet_inputs(original)
-    np.testing.assert_array_equal(torch_output(loaded, inputs), torch_output(original, inputs))
+    assert_same_unet(resolve(str(tiny_folder)).load_unet(), tiny_unet())
 
 
 def test_pruned_widths_come_from_the_weights(tmp_path, pruned):
@@ -60,17 +56,14 @@ def test_pruned_widths_come_from_the_weights(tmp_path, pruned):
     save_file({k: v.contiguous() for k, v in pruned.state_dict().items()},
               folder / "diffusion_pytorch_model.safetensors")
     loaded = resolve(str(folder)).load_unet()
-    inputs = unet_inputs(pruned)
-    np.testing.assert_array_equal(torch_output(loaded, inputs), torch_output(pruned, inputs))
+    assert_same_unet(loaded, pruned)
     assert sum(p.numel() for p in loaded.parameters()) < sum(p.numel() for p in tiny_unet().parameters())
 
 
 def test_pruned_state_dict_file_with_config_beside_it(tmp_path, pruned):
     tiny_unet().save_config(tmp_path)
     torch.save(pruned.state_dict(), tmp_path / "pruned.pth")
-    loaded = resolve(str(tmp_path / "pruned.pth")).load_unet()
-    inputs = unet_inputs(pruned)
-    np.testing.assert_array_equal(torch_output(loaded, inputs), torch_output(pruned, inputs))
+    assert_same_unet(resolve(str(tmp_path / "pruned.pth")).load_unet(), pruned)
 
 
 def test_pickled_module_needs_trust(tmp_path, pruned):
@@ -78,9 +71,7 @@ def test_pickled_module_needs_trust(tmp_path, pruned):
     torch.save(pruned, path)
     with pytest.raises(UserError, match="--trust-pickle"):
         resolve(str(path)).load_unet()
-    loaded = resolve(str(path), trust_pickle=True).load_unet()
-    inputs = unet_inputs(pruned)
-    np.testing.assert_array_equal(torch_output(loaded, inputs), torch_output(pruned, inputs))
+    assert_same_unet(resolve(str(path), trust_pickle=True).load_unet(), pruned)
 
 
 def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):

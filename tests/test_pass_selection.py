@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from converter.errors import UserError
-from converter.pass_selection import select
+from converter.build.pass_selection import select
+from converter.common.errors import UserError
 from targets import get_chip
 
 RK3588 = get_chip("rk3588")

@@ -7,10 +7,10 @@ import pytest
 from rich.console import Console
 from safetensors.torch import save_file
 
-from converter.build_pipeline import build
-from converter.build_request import BuildRequest
-from converter.model_source import resolve
-from converter.progress import Progress
+from converter.build.pipeline import build
+from converter.build.request import BuildRequest
+from converter.common.progress import Progress
+from converter.models.model_source import resolve
 from targets import get_chip
 from tools.make_pruned_unet import prune_unet
 

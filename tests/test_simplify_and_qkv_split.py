@@ -6,7 +6,8 @@ import numpy as np
 import onnx
 import pytest
 
-from converter import onnx_runtime, tracing
+from converter.common import onnx_runtime
+from converter.models import tracing
 from graph_passes import CATALOGUE
 from tests.conftest import TINY_RESOLUTION, tiny_unet, unet_inputs
 from tests.rknn_helpers import rknn_psnr

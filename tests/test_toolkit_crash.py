@@ -7,8 +7,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from converter.child_process import log_lines, run_module
-from converter.errors import BuildFailed
+from converter.common.child_process import log_lines, run_module
+from converter.common.errors import BuildFailed
 from targets import get_chip, rknn_backend
 
 

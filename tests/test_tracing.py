@@ -6,9 +6,10 @@ import numpy as np
 import onnx
 import pytest
 
-from converter import onnx_files, onnx_runtime, tracing
-from converter.errors import UserError
-from converter.unet_interface import check_unet
+from converter.common import onnx_files, onnx_runtime
+from converter.common.errors import UserError
+from converter.models import tracing
+from converter.models.unet_interface import check_unet
 from tests.conftest import TINY_RESOLUTION, as_numpy, tiny_unet, torch_output, unet_inputs
 
 

@@ -12,12 +12,13 @@ from onnx import numpy_helper
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from converter import onnx_files, onnx_runtime, weight_dequantize
-from converter.errors import UserError
-from converter.model_source import resolve
+from converter.common import onnx_files, onnx_runtime
+from converter.common.errors import UserError
+from converter.models.model_source import resolve
+from converter.quantization import weight_dequantize
+from converter.quantization.w8a16 import QMAX, dequantize, quantize
+from converter.quantization.w8a16_checkpoint import FORMAT, SCALE_SUFFIX
 from converter.quantize_command import ONNX_NAME
-from converter.w8a16 import QMAX, dequantize, quantize
-from converter.w8a16_checkpoint import FORMAT, SCALE_SUFFIX
 from tests.conftest import as_numpy, error_lines, rkconvert, tiny_unet, torch_output, unet_inputs
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from calib_data.check_inputs import check_inputs
-from converter.accuracy import compare
-from converter.build_dir import STAGE_FILE
-from converter.unet_interface import specs_from_json
+from converter.build.build_dir import STAGE_FILE
+from converter.common.accuracy import compare
+from converter.models.unet_interface import specs_from_json
 from targets import get_chip, rknn_backend
 
 
@@ -33,7 +33,7 @@ def stage(out: Path, name: str) -> tuple[Path, dict]:
 
 def gaussian_dataset(out: Path, folder: Path, count: int, seed: int) -> Path:
     """`count` Gaussian stand-ins, as the rewritten graph takes them, in RKNN's dataset format."""
-    from converter.host_programs import GraphFeeder
+    from converter.build.host_programs import GraphFeeder
 
     export_dir, export = stage(out, "export")
     passes_dir, passes = stage(out, "passes")

@@ -17,7 +17,7 @@ import torch_pruning as tp
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
 
-from converter.pruned_shapes import sync_width_attributes
+from converter.models.pruned_shapes import sync_width_attributes
 
 
 def prune_unet(unet: UNet2DConditionModel, ratio: float, resolution: int, seed: int = 0) -> UNet2DConditionModel:
@@ -62,7 +62,7 @@ def main() -> None:
 
     from safetensors.torch import save_file
 
-    from converter.unet_loading import load_preset
+    from converter.models.unet_loading import load_preset
 
     unet = load_preset(args.model, args.seed)
     before = sum(p.numel() for p in unet.parameters())

@@ -1,0 +1,87 @@
+"""The build folder: one sub-folder per stage, each keyed by a hash of everything that made it.
+
+A stage is written into a temporary folder and renamed into place only when complete, so a crash
+or Ctrl-C never leaves a half-written stage; a later run whose key matches reuses the stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+STAGE_FILE = "stage.json"
+_PACKAGES = ("converter", "graph_passes", "calib_data", "targets")
+
+
+_ROOT = Path(__file__).resolve().parents[2]  # the checkout: converter/build/build_dir.py
+
+
+def sources() -> list[Path]:
+    """rkconvert's own Python sources, the ones a stage's output depends on."""
+    return [path for package in _PACKAGES for path in sorted((_ROOT / package).rglob("*.py"))]
+
+
+def code_fingerprint() -> str:
+    """Hash of rkconvert's own sources, so a changed pass or exporter invalidates earlier stages."""
+    digest = hashlib.sha256()
+    for path in sources():
+        digest.update(path.relative_to(_ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class StageResult:
+    name: str
+    path: Path
+    key: str
+    meta: dict
+    seconds: float
+    reused: bool
+
+    def summary(self) -> dict:
+        return {"name": self.name, "seconds": round(self.seconds, 2), "reused": self.reused}
+
+
+class BuildDir:
+    def __init__(self, root: Path, rebuild: bool = False):
+        self.root = root
+        self.rebuild = rebuild
+        self.stages_dir = root / "stages"
+        self.logs = root / "logs"
+        self._code = code_fingerprint()
+
+    def key(self, name: str, material: dict, after: list[StageResult]) -> str:
+        blob = json.dumps({"stage": name, "code": self._code, "after": [s.key for s in after],
+                           **material}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def run(self, name: str, material: dict, after: list[StageResult],
+            produce: Callable[[Path], dict]) -> StageResult:
+        """Reuse stage `name` if its key matches, else call `produce(tmp_dir)` -> meta and commit it."""
+        key = self.key(name, material, after)
+        final = self.stages_dir / name
+        record = final / STAGE_FILE
+        if not self.rebuild and record.is_file():
+            saved = json.loads(record.read_text())
+            if saved.get("key") == key:
+                return StageResult(name, final, key, saved["meta"], saved["seconds"], True)
+        tmp = self.stages_dir / f".{name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        start = time.monotonic()
+        try:
+            meta = produce(tmp)
+            seconds = time.monotonic() - start
+            (tmp / STAGE_FILE).write_text(json.dumps({"key": key, "seconds": seconds, "meta": meta}, indent=1))
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return StageResult(name, final, key, meta, seconds, False)

@@ -1,0 +1,260 @@
+"""`rkconvert build`: model -> ONNX -> graph passes -> ONNX Runtime reference -> .rknn -> layers -> report.
+
+Each stage (converter/build/stages/) runs through BuildDir, reused when its inputs are unchanged. The
+toolkit runs in a child process; ONNX Runtime runs here, before it, and memory is handed back
+between stages, so the two never hold a large model at the same time.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+from pathlib import Path
+
+from targets import rknn_backend
+
+from converter.common import memory
+from converter.build.build_dir import BuildDir, StageResult
+from dataclasses import replace
+
+from converter.build.request import BuildRequest
+from converter.common.errors import BuildFailed, UserError
+from converter.quantization.fewest_search import fewest
+from converter.reports.layer_report import estimated_dump_bytes, first_below, quantization_suspects
+from converter.build.pass_selection import select
+from converter.common.progress import Progress
+from converter.reports.report import print_layers, write_html, write_json
+from converter.build.stages import calib as calib_stage
+from converter.build.stages import export as export_stage
+from converter.build.stages import layers as layers_stage
+from converter.build.stages import passes as passes_stage
+from converter.build.stages import reference as reference_stage
+from converter.build.stages import rknn as rknn_stage
+
+# --layer-report auto: dump every layer only when the toolkit's text dumps stay under this.
+AUTO_LAYER_DUMP_LIMIT = 2 * 2**30
+
+
+def _stage(req: BuildRequest, build_dir: BuildDir, progress: Progress, name: str, what: str,
+           material: dict, after: list[StageResult], produce) -> StageResult:
+    def produce_with_progress(tmp: Path) -> dict:
+        with progress.stage(name, what):
+            return produce(tmp)
+
+    result = build_dir.run(name, material, after, produce_with_progress)
+    memory.release()
+    if result.reused:
+        progress.reused(name, what)
+    req.stages.append(result)
+    return result
+
+
+def build(req: BuildRequest, progress: Progress) -> dict:
+    """Run every stage; write the artifact, report.json and report.html. Raises UserError / BuildFailed.
+
+    Bad input (UserError) leaves nothing behind that this run created; a failed build leaves its
+    completed stages (for reuse and diagnosis) and reports with status "failed", never a .rknn.
+    """
+    names = select(req.chip, req.passes, req.enable_passes, req.skip_passes)
+    check_dtype(req)
+    created = _first_missing(req.out)
+    req.out.mkdir(parents=True, exist_ok=True)
+    for stale in (req.artifact, req.report_path, req.html_path):
+        stale.unlink(missing_ok=True)
+    report = {"status": "failed", "target": req.chip.name, "model": req.source.spec, "dtype": req.dtype,
+              "toolkit_version": rknn_backend.toolkit_version(), "min_psnr": req.min_psnr,
+              "min_layer_cos": req.min_layer_cos}
+    try:
+        _run_stages(req, names, BuildDir(req.out, req.rebuild), progress, report)
+        report["status"] = "ok"
+    except UserError:
+        if created:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    except BuildFailed as e:
+        report["error"] = str(e)
+        raise
+    finally:
+        if req.out.exists():
+            report["stages"] = [s.summary() for s in req.stages]
+            write_json(req.report_path, report)
+            write_html(req.html_path, report)
+    return report
+
+
+def _layer_dumps(req: BuildRequest, passes: StageResult, report: dict) -> bool:
+    if req.layer_report != "auto":
+        return req.layer_report == "on"
+    estimate = estimated_dump_bytes(passes.path / passes.meta["onnx"])
+    if estimate > AUTO_LAYER_DUMP_LIMIT:
+        report["layers_skipped"] = (f"per-layer dumps would take ~{estimate / 2**30:.0f} GiB; "
+                                    "pass --layer-report on to make them anyway")
+        return False
+    return True
+
+
+def export_model(req: BuildRequest, build_dir: BuildDir, progress: Progress) -> StageResult:
+    """The model as ONNX (stage `export`), reused from an earlier run when unchanged."""
+    return _stage(req, build_dir, progress, "export", f"{req.source.spec} to ONNX",
+                  {"source": req.source.fingerprint(), "resolution": req.resolution}, [],
+                  lambda tmp: export_stage.run(req, tmp))
+
+
+def prepare(req: BuildRequest, names: list[str], build_dir: BuildDir, progress: Progress) -> tuple[StageResult, StageResult]:
+    """Stages `export` and `passes`: the graph the toolkit will get."""
+    export = export_model(req, build_dir, progress)
+    passes = _stage(req, build_dir, progress, "passes", ", ".join(names) or "none",
+                    {"passes": names}, [export], lambda tmp: passes_stage.run(export, names, tmp))
+    return export, passes
+
+
+def check_dtype(req: BuildRequest) -> None:
+    if req.dtype != "auto" and req.dtype not in req.chip.dtypes:
+        why = req.chip.refused_dtypes.get(req.dtype, "not an RKNN dtype rkconvert builds")
+        raise UserError(f"--dtype {req.dtype} for {req.chip.name}: {why}; "
+                        f"{req.chip.name} builds {', '.join(req.chip.dtypes)}")
+
+
+def calibration(req: BuildRequest, export: StageResult, passes: StageResult, build_dir: BuildDir,
+                progress: Progress, name: str = "calib") -> StageResult:
+    """Stage `calib` (or another name): recorded UNet inputs in RKNN's dataset format."""
+    what = f"{req.calib.samples} inputs along {req.calib.schedule} trajectories"
+    return _stage(req, build_dir, progress, name, what, {"calib": req.calib.fingerprint(), "seed": req.seed},
+                  [export, passes], lambda tmp: calib_stage.run(req, export, passes, progress, tmp))
+
+
+def _checkset(req: BuildRequest, export: StageResult, passes: StageResult, build_dir: BuildDir,
+              progress: Progress) -> StageResult:
+    """Held-out trajectory inputs to judge the build on: other prompts and noise than the calibration's."""
+    held_out = replace(req, seed=req.seed + 1, calib=replace(req.calib, samples=req.check_samples,
+                                                             trajectories=req.check_samples))
+    return calibration(held_out, export, passes, build_dir, progress, name="checkset")
+
+
+def _run_stages(req: BuildRequest, names: list[str], build_dir: BuildDir, progress: Progress, report: dict) -> None:
+    export, passes = prepare(req, names, build_dir, progress)
+    report.update(resolution=export.meta["resolution"], weights=export.meta["weights"])
+    if req.dtype == "auto":
+        req.dtype, report["dtype_choice"] = req.chip.auto_dtype(export.meta["w8a16_layers"] > 0)
+        report["dtype"] = req.dtype
+        progress.note(f"--dtype auto: {req.dtype} ({report['dtype_choice']})")
+    report.update(onnx_bytes=passes.meta["onnx_bytes"], passes=passes.meta["passes"],
+                  inputs=passes.meta["inputs"])
+    checkset = _checkset(req, export, passes, build_dir, progress) if req.trajectory_checks else None
+    reference = _stage(req, build_dir, progress, "reference", "ONNX Runtime on check inputs",
+                       {"samples": req.check_samples, "seed": req.seed},
+                       [passes] + ([checkset] if checkset else []),
+                       lambda tmp: reference_stage.run(req, export, passes, checkset, tmp))
+    calib = calibration(req, export, passes, build_dir, progress) if req.quantized else None
+    dumps = _layer_dumps(req, passes, report)
+    rknn = _stage(req, build_dir, progress, "rknn", f"rknn-toolkit2 {req.dtype} build for {req.chip.name} + simulator",
+                  {"target": req.chip.name, "dtype": req.dtype, "layer_dumps": dumps},
+                  [passes, reference] + ([calib] if calib else []),
+                  lambda tmp: rknn_stage.run(req, passes, reference, calib, dumps, build_dir.logs / "rknn.log",
+                                             progress, tmp))
+    metrics = rknn_stage.output_accuracy(passes, reference, rknn)
+    report.update(output_psnr_db=metrics["psnr_db"], output_cosine=metrics["cosine"],
+                  output_max_abs=metrics["max_abs"], output_mean_abs=metrics["mean_abs"],
+                  check_inputs=reference.meta["check_inputs"], check_timesteps=reference.meta["timesteps"],
+                  calibration=calib.meta if calib else None, toolkit_phases=rknn.meta["phases"],
+                  placement=rknn_stage.placement_rows(rknn), cpu_ops=rknn.meta["cpu_ops"])
+    if dumps:
+        layers = _stage(req, build_dir, progress, "layers", "every layer against ONNX Runtime", {},
+                        [passes, reference, rknn], lambda tmp: layers_stage.run(passes, reference, rknn, tmp))
+        report["layers"] = layers_stage.rows(layers)
+        print_layers(progress.console, report["layers"])
+    if req.quantized and req.hybrid and metrics["psnr_db"] < req.min_psnr:
+        rknn = _hybrid(req, passes, reference, calib, report.get("layers"), build_dir, progress, report)
+        metrics = rknn_stage.output_accuracy(passes, reference, rknn)
+        report.update(output_psnr_db=metrics["psnr_db"], output_cosine=metrics["cosine"],
+                      output_max_abs=metrics["max_abs"], output_mean_abs=metrics["mean_abs"],
+                      placement=rknn_stage.placement_rows(rknn), cpu_ops=rknn.meta["cpu_ops"])
+    report["float16_layers"] = rknn.meta["float16_layers"]
+    report["peak_rss_bytes"] = {"rkconvert": _self_peak_rss(), "toolkit": rknn.meta["peak_rss_bytes"]}
+    _gate(req, metrics, report.get("layers"))
+    _deliver(req, passes, rknn, report)
+
+
+def _hybrid(req: BuildRequest, passes: StageResult, reference: StageResult, calib: StageResult,
+            rows: list[dict] | None, build_dir: BuildDir, progress: Progress, report: dict) -> StageResult:
+    """The quantized build with the fewest layers kept in float16 that reaches --min-psnr.
+
+    Layers go to float16 in the order of the noise they add (per-layer report of the plain build);
+    fewest_search asks for as few builds as it can, at most --hybrid-builds. BuildFailed when none
+    it tried reaches the gate.
+    """
+    if rows is None:
+        raise BuildFailed(f"output PSNR is under --min-psnr {req.min_psnr:g} and choosing layers to keep in "
+                          "float16 needs the per-layer report, which this build skipped (--layer-report on)")
+    ranked = quantization_suspects(rows)
+    trials: dict[int, tuple[StageResult, float]] = {}
+
+    def reaches_gate(k: int) -> bool:
+        layers = ranked[:k]
+        stage = _stage(req, build_dir, progress, f"hybrid-{k}", f"{req.dtype} with the {k} noisiest layers in float16",
+                       {"target": req.chip.name, "dtype": req.dtype, "float16": layers},
+                       [passes, reference, calib],
+                       lambda tmp: rknn_stage.run(req, passes, reference, calib, False, build_dir.logs / "rknn.log",
+                                                  progress, tmp, layers))
+        trials[k] = (stage, rknn_stage.output_accuracy(passes, reference, stage)["psnr_db"])
+        return trials[k][1] >= req.min_psnr
+
+    k = fewest(len(ranked), reaches_gate, budget=req.hybrid_builds)
+    report["hybrid_trials"] = [{"float16_layers": n, "psnr_db": psnr} for n, (_, psnr) in sorted(trials.items())]
+    if k is None:
+        best, psnr = max(((n, p) for n, (_, p) in trials.items()), key=lambda t: t[1])
+        limit = (f"within --hybrid-builds {req.hybrid_builds}" if len(trials) == req.hybrid_builds
+                 else f"even with all {len(ranked)} layers in float16")
+        raise BuildFailed(f"output PSNR is under --min-psnr {req.min_psnr:g} {limit}: best {psnr:.1f} dB with "
+                          f"{best} layers in float16")
+    return trials[k][0]
+
+
+def _gate(req: BuildRequest, metrics: dict, rows: list[dict] | None) -> None:
+    if metrics["psnr_db"] < req.min_psnr:
+        raise BuildFailed(f"output PSNR {metrics['psnr_db']:.1f} dB against ONNX Runtime is under "
+                          f"--min-psnr {req.min_psnr:g} (cosine {metrics['cosine']:.6f})")
+    if req.min_layer_cos is None:
+        return
+    if rows is None:
+        raise BuildFailed("--min-layer-cos needs the per-layer report, which this build skipped "
+                          "(see layers_skipped in report.json)")
+    row = first_below(rows, req.min_layer_cos)
+    if row is not None:
+        raise BuildFailed(f"layer {row['layer']} ({row['module'] or row['onnx_tensor']}) has cosine "
+                          f"{row['cosine']:.6f} against ONNX Runtime, under --min-layer-cos {req.min_layer_cos:g}")
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of `path` that does not exist yet (what this run would create)."""
+    missing = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
+def _deliver(req: BuildRequest, passes: StageResult, rknn: StageResult, report: dict) -> None:
+    """Place the .rknn and its host programs beside report.json (temp name, then rename)."""
+    host_dir = req.out / "host"
+    shutil.rmtree(host_dir, ignore_errors=True)
+    host = []
+    for rel in passes.meta["host_programs"]:
+        host.append(str(_place(passes.path / rel, req.out / rel).relative_to(req.out)))
+    artifact = _place(rknn.path / rknn.meta["rknn"], req.artifact)
+    report.update(artifact=artifact.name, artifact_bytes=artifact.stat().st_size, host_programs=host,
+                  artifact_to_onnx=round(artifact.stat().st_size / report["onnx_bytes"], 4))
+
+
+def _place(src: Path, dst: Path) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    shutil.copyfile(src, tmp)
+    tmp.rename(dst)
+    return dst
+
+
+def _self_peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -1,0 +1,33 @@
+"""Stage `passes`: the target's graph rewrites, in order; host programs saved beside the graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from graph_passes import CATALOGUE
+
+from converter.common import onnx_files
+from converter.build.build_dir import StageResult
+from converter.models.unet_interface import graph_inputs, specs_of, specs_to_json
+
+
+def run(export: StageResult, names: list[str], tmp: Path) -> dict:
+    model = onnx_files.load(export.path / export.meta["onnx"])
+    reports, programs = [], []
+    (tmp / "host").mkdir()
+    for name in names:
+        model, report, host = CATALOGUE[name].run(model)
+        reports.append(report.as_dict())
+        for program in host:
+            path = tmp / "host" / f"{program.name}.onnx"
+            onnx_files.save(program.model, path)
+            programs.append(f"host/{path.name}")
+    files = onnx_files.save(model, tmp / "model.onnx")
+    return {
+        "onnx": "model.onnx",
+        "onnx_bytes": sum(f.stat().st_size for f in files),
+        "passes": reports,
+        "host_programs": programs,
+        "inputs": specs_to_json(specs_of(graph_inputs(model))),
+        "outputs": [o.name for o in model.graph.output],
+    }

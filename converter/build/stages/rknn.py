@@ -1,0 +1,54 @@
+"""Stage `rknn`: rknn-toolkit2 builds the .rknn and runs it in its simulator (in a child process)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from targets import rknn_backend
+from targets.layer_table import cpu_ops, placement
+
+from converter.common.accuracy import compare
+from converter.build.build_dir import StageResult
+from converter.build.request import BuildRequest
+from converter.common.progress import Progress
+
+PLACEMENT = "placement.json"
+
+
+def run(req: BuildRequest, passes: StageResult, reference: StageResult, calib: StageResult | None,
+        layer_dumps: bool, log: Path, progress: Progress, tmp: Path, float16_layers: list[str] | None = None) -> dict:
+    samples = [{k: reference.path / v for k, v in s.items()} for s in reference.meta["samples"]]
+    run_, result = rknn_backend.build_and_simulate(
+        passes.path / passes.meta["onnx"], req.chip, tmp, samples, list(passes.meta["inputs"]),
+        passes.meta["outputs"], log, progress.tick, layer_dumps, req.dtype,
+        calib.path / calib.meta["dataset"] if calib else None, float16_layers)
+    rows = placement(log.read_text(errors="replace"))
+    (tmp / PLACEMENT).write_text(json.dumps(rows))
+    return {
+        "rknn": rknn_backend.RKNN_NAME,
+        "placement": PLACEMENT,
+        "cpu_ops": len(cpu_ops(rows)),
+        "float16_layers": float16_layers or [],
+        "float16_layers_applied": result["float16_layers_applied"],
+        "snapshot": rknn_backend.SNAPSHOT_DIR if layer_dumps else None,
+        "toolkit_version": rknn_backend.toolkit_version(),
+        "phases": result["phases"],
+        "peak_rss_bytes": run_.peak_rss_bytes,
+        "simulator": [[str(Path(p).relative_to(tmp.resolve())) for p in outs] for outs in result["outputs"]],
+    }
+
+
+def placement_rows(rknn: StageResult) -> list[dict]:
+    """Where each compiled layer runs (NPU / CPU), from the toolkit's layer table."""
+    return json.loads((rknn.path / rknn.meta["placement"]).read_text())
+
+
+def output_accuracy(passes: StageResult, reference: StageResult, rknn: StageResult) -> dict:
+    """Simulator outputs against ONNX Runtime's, over every check sample."""
+    names = passes.meta["outputs"]
+    ref = np.concatenate([np.load(reference.path / o[n]).ravel() for o in reference.meta["outputs"] for n in names])
+    sim = np.concatenate([np.load(rknn.path / p).ravel() for outs in rknn.meta["simulator"] for p in outs])
+    return compare(sim, ref)

@@ -1,0 +1,73 @@
+"""What `--model` names: a built-in preset, a diffusers UNet (folder or weights file), or a UNet ONNX."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from converter.common.errors import UserError
+from converter.models import presets
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    spec: str
+    kind: str  # "preset" | "folder" | "weights" | "onnx"
+    path: Path | None = None
+    config_path: Path | None = None
+    trust_pickle: bool = False
+    seed: int = 0
+
+    @property
+    def name(self) -> str:
+        """Short name for build folders: the preset name or the file / folder stem."""
+        if self.kind == "preset":
+            return self.spec.replace(":", "-")
+        stem = self.path.stem if self.path.is_file() else self.path.name
+        return stem or "model"
+
+    def fingerprint(self) -> dict:
+        """Identity of the source for stage keys: file sizes and modification times, not contents."""
+        if self.kind == "preset":
+            return {"preset": self.spec, "seed": self.seed}
+        files = sorted(p for p in self.path.rglob("*") if p.is_file()) if self.path.is_dir() else [self.path]
+        if self.config_path:
+            files.append(self.config_path)
+        digest = hashlib.sha256()
+        for f in files:
+            st = f.stat()
+            digest.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        return {"kind": self.kind, "files": digest.hexdigest()}
+
+    def load_unet(self):
+        from converter.models import unet_loading
+
+        if self.kind == "preset":
+            return unet_loading.load_preset(self.spec, self.seed)
+        if self.kind == "folder":
+            return unet_loading.load_folder(self.path)
+        if self.kind == "weights":
+            return unet_loading.load_weights_file(self.path, self.config_path, self.trust_pickle)
+        raise AssertionError(f"{self.kind} sources are not loaded into torch")
+
+
+def resolve(spec: str, config: Path | None = None, trust_pickle: bool = False, seed: int = 0) -> ModelSource:
+    if spec in presets.names():
+        return ModelSource(spec, "preset", seed=seed)
+    path = Path(spec)
+    if not path.exists():
+        raise UserError(f"--model '{spec}': no such file or directory, and not a built-in model "
+                        f"({', '.join(presets.names())})")
+    if config is not None and not config.is_file():
+        raise UserError(f"--config '{config}': no such file")
+    if path.is_dir():
+        return ModelSource(spec, "folder", path)
+    if path.suffix == ".onnx":
+        return ModelSource(spec, "onnx", path)
+    from converter.models.unet_loading import STATE_DICT_SUFFIXES
+
+    if path.suffix in STATE_DICT_SUFFIXES:
+        return ModelSource(spec, "weights", path, config, trust_pickle)
+    raise UserError(f"{path}: not a model this tool reads (a diffusers folder, "
+                    f"{', '.join(STATE_DICT_SUFFIXES)} weights, or .onnx)")

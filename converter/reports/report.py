@@ -1,0 +1,108 @@
+"""report.json, report.html and the terminal summary of a build."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from converter.reports.layer_report import worst_first
+from converter.reports.report_html import render
+from targets.layer_table import IO_OPS, cpu_ops
+
+WORST_SHOWN = 10
+
+
+def _finite(value):
+    """JSON has no Infinity: a bit-exact comparison reports its dB figures as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    tmp.rename(path)
+
+
+def write_json(path: Path, data: dict) -> None:
+    _write(path, json.dumps(_finite(data), indent=2) + "\n")
+
+
+def write_html(path: Path, report: dict) -> None:
+    _write(path, render(report))
+
+
+def _num(value, fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def print_layers(console: Console, rows: list[dict], shown: int = WORST_SHOWN) -> None:
+    table = Table(title=f"Layers adding the most noise (of {len(rows)}; all in report.html)", title_justify="left")
+    for heading in ("#", "diffusers module", "op", "added noise dB", "cosine", "SQNR dB"):
+        table.add_column(heading, overflow="fold")
+    table.add_column("RKNN layer", no_wrap=True, overflow="ellipsis", max_width=60)
+    for row in worst_first(rows)[:shown]:
+        table.add_row(str(row["index"]), row["module"], row["op"], _num(row.get("added_noise_db"), ".1f"),
+                      _num(row.get("cosine"), ".6f"), _num(row.get("sqnr_db"), ".1f"), row["layer"])
+    console.print(table)
+
+
+def placement_summary(rows: list[dict]) -> str:
+    fallback = Counter(r["op"] for r in cpu_ops(rows))
+    npu = sum(r["device"] == "NPU" for r in rows)
+    detail = ", ".join(f"{op} x{n}" for op, n in fallback.most_common())
+    return f"{npu} layers on the NPU, {sum(fallback.values())} on the CPU" + (f" ({detail})" if detail else "")
+
+
+def print_summary(console: Console, report: dict, report_path: Path) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("artifact", f"{report_path.parent / report['artifact']} ({report['artifact_bytes'] / 2**20:.1f} MiB, "
+                     f"{report['artifact_to_onnx']:.2f} x the float32 ONNX)"),
+        ("target / dtype", f"{report['target']} / {report['dtype']} (weights in: {report['weights']})"),
+        ("resolution", f"{report['resolution']} px"),
+        ("vs ONNX Runtime", f"PSNR {report['output_psnr_db']:.1f} dB, cosine {report['output_cosine']:.6f}, "
+                            f"max abs {report['output_max_abs']:.3g}"),
+        ("placement", placement_summary(report["placement"])),
+        ("layer dtypes", ", ".join(f"{d} x{n}" for d, n in Counter(r["dtype"] for r in report["placement"]
+                                                                   if r["op"] not in IO_OPS).most_common())),
+        ("host programs", ", ".join(report["host_programs"]) or "none"),
+        ("report", f"{report_path} and {report_path.with_suffix('.html').name}"),
+    ]
+    if report.get("dtype_choice"):
+        rows.insert(2, ("dtype auto", report["dtype_choice"]))
+    if report.get("hybrid_trials"):
+        tried = ", ".join(f"{t['float16_layers']}: {t['psnr_db']:.1f} dB" for t in report["hybrid_trials"])
+        rows.append(("kept float16", f"{len(report['float16_layers'])} layers (tried {tried})"))
+    if report.get("layers_skipped"):
+        rows.append(("layers", report["layers_skipped"]))
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def print_calibration(console: Console, calib) -> None:
+    """Summary of a calibration stage: where it is and what its inputs span."""
+    stats = json.loads((calib.path / calib.meta["stats"]).read_text())
+    table = Table(title=f"{stats['count']} samples, {stats['schedule']} ({stats['weighting']} weighting), "
+                        f"text encoder: {stats['text_encoder']}", title_justify="left")
+    for heading in ("input", "min", "p0.1", "p50", "p99.9", "max", "std"):
+        table.add_column(heading)
+    for name, s in stats["stats"].items():
+        p = s["percentiles"]
+        table.add_row(name, *(f"{v:.4g}" for v in (s["min"], p["0.1"], p["50"], p["99.9"], s["max"], s["std"])))
+    console.print(table)
+    console.print(f"dataset: {calib.path / calib.meta['dataset']}  statistics: {calib.path / calib.meta['stats']}")

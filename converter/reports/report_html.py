@@ -1,0 +1,141 @@
+"""report.html: one self-contained page (no network, no external files) for a person to read a build.
+
+Summary, output accuracy, an SVG plot of each layer's SQNR against ONNX Runtime along depth, and a
+sortable table of every layer, the layers that add the most noise first.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+
+from converter.reports.layer_report import worst_first
+from targets.layer_table import cpu_ops
+
+COLUMNS = (  # (key, heading, decimals or None for text)
+    ("index", "#", 0),
+    ("module", "diffusers module", None),
+    ("op", "op", None),
+    ("added_noise_db", "added noise dB", 1),
+    ("cosine", "cosine", 6),
+    ("sqnr_db", "SQNR dB", 1),
+    ("psnr_db", "PSNR dB", 1),
+    ("max_abs", "max abs", 4),
+    ("mean_abs", "mean abs", 5),
+    ("rel_error", "rel error", 5),
+    ("single_cos", "toolkit single cos", 5),
+    ("golden_cosine", "toolkit float vs ORT cos", 6),
+    ("mapping", "mapping", None),
+    ("layer", "RKNN layer", None),
+    ("onnx_tensor", "ONNX tensor", None),
+    ("why_unmapped", "why unmapped", None),
+)
+
+_STYLE = """
+body{font:14px system-ui,sans-serif;margin:2em;color:#222}
+h1{font-size:1.4em} table{border-collapse:collapse;font-size:12px}
+th,td{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}
+td.t{text-align:left;max-width:32em;overflow:hidden;text-overflow:ellipsis}
+th{background:#eee;cursor:pointer;position:sticky;top:0}
+.bad{color:#b00;font-weight:bold} .ok{color:#080;font-weight:bold} dl{display:grid;grid-template-columns:max-content auto;gap:2px 1em}
+dt{font-weight:bold} svg{background:#fafafa;border:1px solid #ddd}
+"""
+
+_SORT = """
+document.querySelectorAll('th').forEach((th, col) => th.addEventListener('click', () => {
+  const body = th.closest('table').tBodies[0];
+  const asc = th.dataset.asc !== '1'; th.dataset.asc = asc ? '1' : '0';
+  const key = r => { const v = r.cells[col].dataset.v; const n = parseFloat(v);
+                     return isNaN(n) ? v : n; };
+  [...body.rows].sort((a, b) => { const x = key(a), y = key(b);
+    return (x < y ? -1 : x > y ? 1 : 0) * (asc ? 1 : -1); }).forEach(r => body.appendChild(r));
+}));
+"""
+
+
+def _fmt(value, decimals) -> tuple[str, str]:
+    """(shown text, sort key) for a cell."""
+    if value is None:
+        return "", ""
+    if decimals is None:
+        return html.escape(str(value)), html.escape(str(value), quote=True)
+    if isinstance(value, float) and not math.isfinite(value):
+        return ("∞" if value > 0 else "-∞"), ("1e300" if value > 0 else "-1e300")
+    return f"{value:.{decimals}f}", repr(value)
+
+
+def _table(rows: list[dict]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in COLUMNS)
+    body = []
+    for row in rows:
+        cells = []
+        for key, _, decimals in COLUMNS:
+            shown, sort = _fmt(row.get(key), decimals)
+            cls = ' class="t"' if decimals is None else ""
+            title = f' title="{shown}"' if decimals is None else ""
+            cells.append(f'<td{cls}{title} data-v="{sort}">{shown}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table id=layers><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _depth_plot(rows: list[dict], width: int = 900, height: int = 260) -> str:
+    """SQNR (dB) of every matched layer against its execution index."""
+    points = [(r["index"], r["sqnr_db"]) for r in rows
+              if r.get("sqnr_db") is not None and math.isfinite(r["sqnr_db"])]
+    if not points:
+        return "<p>No matched layer to plot.</p>"
+    n = max(i for i, _ in points) or 1
+    lo, hi = min(v for _, v in points), max(v for _, v in points)
+    lo, hi = math.floor(min(lo, 0) / 10) * 10, math.ceil(hi / 10) * 10 or 10
+    pad = 40
+    x = lambda i: pad + (width - 2 * pad) * i / n  # noqa: E731
+    y = lambda v: height - pad - (height - 2 * pad) * (v - lo) / (hi - lo)  # noqa: E731
+    dots = "".join(f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="2"><title>#{i}: {v:.1f} dB</title></circle>'
+                   for i, v in points)
+    ticks = "".join(f'<text x="4" y="{y(v) + 4:.1f}" font-size="10">{v:g}</text>'
+                    f'<line x1="{pad}" x2="{width - pad}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#ddd"/>'
+                    for v in range(int(lo), int(hi) + 1, max(10, int((hi - lo) / 6) // 10 * 10)))
+    return (f'<svg id=depth width="{width}" height="{height}" role="img" '
+            f'aria-label="SQNR against ONNX Runtime along depth">{ticks}'
+            f'<text x="{width / 2}" y="{height - 8}" font-size="11" text-anchor="middle">layer (execution order)</text>'
+            f'<g fill="#36c">{dots}</g></svg>')
+
+
+def _placement(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    fallback = cpu_ops(rows)
+    npu = sum(r["device"] == "NPU" for r in rows)
+    items = "".join(f"<tr><td class=t>{html.escape(r['op'])}</td><td class=t>{html.escape(r['layer'])}</td>"
+                    f"<td class=t>{html.escape(r['output_shape'])}</td></tr>" for r in fallback)
+    table = (f"<table id=cpu><thead><tr><th>op</th><th>layer</th><th>output shape</th></tr></thead>"
+             f"<tbody>{items}</tbody></table>") if fallback else ""
+    return (f"<h2>Placement</h2><p id=placement>{npu} layers on the NPU, {len(fallback)} compute layers "
+            f"fell back to the CPU (input/output operators not counted).</p>{table}")
+
+
+def render(report: dict) -> str:
+    status_cls = "ok" if report.get("status") == "ok" else "bad"
+    facts = [("status", f'<span class="{status_cls}">{html.escape(report.get("status", "?"))}</span>')]
+    for key in ("error", "model", "target", "dtype", "dtype_choice", "weights", "resolution", "toolkit_version",
+                "artifact", "output_psnr_db", "output_cosine", "output_max_abs", "layers_skipped"):
+        if report.get(key) is not None:
+            value = report[key]
+            shown = f"{value:.6g}" if isinstance(value, float) else str(value)
+            facts.append((key, html.escape(shown)))
+    summary = "".join(f"<dt>{html.escape(k)}</dt><dd>{v}</dd>" for k, v in facts)
+    rows = report.get("layers") or []
+    worst = worst_first(rows)
+    unmapped = sum(r["mapping"] == "unmapped" for r in rows)
+    layers = (f"<h2>Error along depth</h2>{_depth_plot(rows)}"
+              f"<h2>Layers ({len(rows)}, {unmapped} unmapped), most added noise first</h2>"
+              f"<p>Click a heading to sort. Metrics compare the simulator with ONNX Runtime on check sample 0.</p>"
+              f"{_table(worst)}") if rows else "<p>No per-layer report in this build.</p>"
+    stages = html.escape(json.dumps(report.get("stages", [])))
+    return (f"<!doctype html><html><head><meta charset=utf-8><title>rkconvert report: "
+            f"{html.escape(str(report.get('model')))} for {html.escape(str(report.get('target')))}</title>"
+            f"<style>{_STYLE}</style></head><body><h1>rkconvert build report</h1><dl>{summary}</dl>"
+            f"{_placement(report.get('placement') or [])}{layers}<details><summary>stages</summary><pre>{stages}</pre></details>"
+            f"<script>{_SORT}</script></body></html>")
+

@@ -1,0 +1,77 @@
+"""Imports flow one way: cli -> verbs -> build stages -> models, reports, quantization -> common.
+
+The packages beside converter (targets, calib_data, graph_passes) may use converter.common only, and
+no two of converter's subpackages import each other.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SIBLINGS = ("targets", "calib_data", "graph_passes")
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return found
+
+
+def _unit(module: str) -> str | None:
+    """converter.build.stages.rknn -> converter.build; converter.cli -> converter.cli; others None."""
+    parts = module.split(".")
+    if parts[0] != "converter" or len(parts) == 1:
+        return None
+    return ".".join(parts[:2])
+
+
+def _graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path in (ROOT / "converter").rglob("*.py"):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        unit = _unit(module)
+        deps = {_unit(m) for m in _imports(path)} - {None, unit}
+        graph.setdefault(unit, set()).update(deps)
+    return graph
+
+
+def test_no_two_subpackages_import_each_other():
+    graph = _graph()
+    visiting, done = [], set()
+
+    def visit(unit: str) -> None:
+        assert unit not in visiting, f"import cycle: {' -> '.join(visiting[visiting.index(unit):] + [unit])}"
+        if unit in done:
+            return
+        visiting.append(unit)
+        for dep in sorted(graph.get(unit, ())):
+            visit(dep)
+        visiting.pop()
+        done.add(unit)
+
+    for unit in sorted(graph):
+        visit(unit)
+
+
+def test_common_is_the_bottom_and_siblings_use_only_it():
+    assert _graph()["converter.common"] == set()
+    for sibling in SIBLINGS:
+        for path in (ROOT / sibling).rglob("*.py"):
+            used = {_unit(m) for m in _imports(path)} - {None}
+            assert used <= {"converter.common"}, f"{path.relative_to(ROOT)} imports {sorted(used)}"
+
+
+def test_stage_keys_cover_every_source_package():
+    """A changed pass or exporter must invalidate the stages it made (the key hashes these files)."""
+    from converter.build.build_dir import sources
+
+    found = {path.relative_to(ROOT).parts[0] for path in sources()}
+    assert found == {"converter", "graph_passes", "calib_data", "targets"}
+    assert ROOT / "graph_passes" / "framework.py" in sources()
+    assert ROOT / "converter" / "build" / "build_dir.py" in sources()
