@@ -1,10 +1,12 @@
 """The pass catalogue: every rewrite rkconvert knows, by name. Targets choose and order them."""
 
 from .framework import GraphPass, HostProgram, PassReport
+from .group_norm_as_conv import GroupNormAsConv
 from .host_time_projection import HostTimeProjection
 from .simplify import Simplify
 from .split_fused_qkv_projection import SplitFusedQkvProjection
 
-CATALOGUE: dict[str, GraphPass] = {p.name: p for p in (HostTimeProjection(), Simplify(), SplitFusedQkvProjection())}
+CATALOGUE: dict[str, GraphPass] = {p.name: p for p in (HostTimeProjection(), Simplify(), SplitFusedQkvProjection(),
+                                                        GroupNormAsConv())}
 
 __all__ = ["CATALOGUE", "GraphPass", "HostProgram", "PassReport"]

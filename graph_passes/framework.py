@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
@@ -53,6 +54,7 @@ class GraphPass:
     """
 
     name: str = ""
+    needs_shapes: bool = False  # the pass reads tensor shapes: infer them first (with_shapes)
     # For `rkconvert lint`: what goes wrong on the target when the pattern stays ("crash",
     # "unfaithful", "cpu"), in one line; empty for passes that only tidy or speed up.
     problem_kind: str = ""
@@ -63,7 +65,7 @@ class GraphPass:
         raise NotImplementedError
 
     def run(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport, list[HostProgram]]:
-        graph = gs.import_onnx(model)
+        graph = gs.import_onnx(self.prepare(model))
         report = PassReport(self.name)
         host: list[HostProgram] = []
         for match in list(self.find(graph)):
@@ -83,9 +85,37 @@ class GraphPass:
     def find(self, graph: gs.Graph) -> Iterable[Any]:
         raise NotImplementedError
 
+    def prepare(self, model: onnx.ModelProto) -> onnx.ModelProto:
+        """The model as `find` should see it (with inferred shapes when the pass needs them)."""
+        return with_shapes(model) if self.needs_shapes else model
+
     def check(self, graph: gs.Graph, match: Any) -> str | None:
         return None
 
     def rewrite(self, graph: gs.Graph, match: Any, host: list[HostProgram]) -> str:
         raise NotImplementedError
 
+
+
+SMALL_INITIALIZER = 1024  # elements; shape and axis constants stay, weights are replaced by typed inputs
+
+
+def with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` whose value_info holds every shape ONNX shape inference finds.
+
+    Inference runs on a skeleton whose large initializers are typed graph inputs instead, so a UNet
+    past protobuf's 2 GB limit infers as well, and no weight is copied twice.
+    """
+    graph = model.graph
+    skeleton = onnx.helper.make_graph(
+        list(graph.node), graph.name,
+        list(graph.input) + [onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                             for t in graph.initializer if np.prod(t.dims) > SMALL_INITIALIZER],
+        list(graph.output), [t for t in graph.initializer if np.prod(t.dims) <= SMALL_INITIALIZER])
+    skeleton = onnx.helper.make_model(skeleton, opset_imports=model.opset_import, ir_version=model.ir_version)
+    inferred = onnx.shape_inference.infer_shapes(skeleton, data_prop=True)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.value_info[:]
+    out.graph.value_info.extend(inferred.graph.value_info)
+    return out

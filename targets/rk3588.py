@@ -3,7 +3,8 @@
 rknn-toolkit2 2.5.0 accepts `w8a8` or no quantization (float16) for it; `w8a16` is refused at
 `config()` (see ../shared/rknn-facts.md). rkconvert builds float16, and w8a8 calibrated on the
 sampler's own trajectories (calib_data/).
-Pass order matters: split_fused_qkv_projection undoes what simplify fuses.
+Pass order matters: split_fused_qkv_projection undoes what simplify fuses; group_norm_as_conv reads
+the GroupNorm pattern as exported (and as simplified).
 """
 
 from .chip import Chip
@@ -17,7 +18,7 @@ CHIP = Chip(
         "w8a16": "rknn-toolkit2 2.5.0 refuses w8a16 for rk3588 at config() (it offers it for rk3562)",
         "w4a16": "rknn-toolkit2 2.5.0 offers w4a16 for rk3576 and rv1126b only",
     },
-    passes=("host_time_projection", "simplify", "split_fused_qkv_projection"),
+    passes=("host_time_projection", "simplify", "split_fused_qkv_projection", "group_norm_as_conv"),
     # onnxsim saves no build time on 2.5.0 (the toolkit folds constants itself: the demo's build()
     # took 61 s either way, 957 layers either way); it stays available for graphs that need it.
     off_by_default=("simplify",),

@@ -12,9 +12,10 @@ RK3588 = get_chip("rk3588")
 
 
 def test_default_list_leaves_simplify_off_and_keeps_the_order():
-    assert select(RK3588) == ["host_time_projection", "split_fused_qkv_projection"]
-    assert select(RK3588, enable=("simplify",)) == ["host_time_projection", "simplify", "split_fused_qkv_projection"]
-    assert select(RK3588, skip=("host_time_projection",)) == ["split_fused_qkv_projection"]
+    assert select(RK3588) == ["host_time_projection", "split_fused_qkv_projection", "group_norm_as_conv"]
+    assert select(RK3588, enable=("simplify",)) == ["host_time_projection", "simplify", "split_fused_qkv_projection",
+                                                    "group_norm_as_conv"]
+    assert select(RK3588, skip=("host_time_projection",)) == ["split_fused_qkv_projection", "group_norm_as_conv"]
     assert select(RK3588, explicit="simplify, host_time_projection") == ["simplify", "host_time_projection"]
 
 

@@ -49,10 +49,10 @@ def findings(model: onnx.ModelProto, chip: Chip) -> list[Finding]:
             found.append(Finding(node.name, node.op_type, "rejected", chip.rejected_ops[node.op_type], None))
         elif node.op_type in chip.cpu_only_ops and not chip.cpu_only_ops[node.op_type]:
             found.append(Finding(node.name, node.op_type, "cpu", f"{node.op_type} runs on the CPU on {chip.name}", None))
-    graph = gs.import_onnx(model)
     for graph_pass in CATALOGUE.values():
         if not graph_pass.problem_kind:
             continue
+        graph = gs.import_onnx(graph_pass.prepare(model))
         for match in graph_pass.find(graph):
             if graph_pass.check(graph, match) is None:
                 node = graph_pass.where(match)
