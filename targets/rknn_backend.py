@@ -7,12 +7,18 @@ only finished files are moved into `out_dir`.
 from __future__ import annotations
 
 import json
+import socket
 import tempfile
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from converter.common.child_process import ChildRun, run_module
+import numpy as np
+
+from converter.common.child_process import Child, ChildRun
+from converter.common.errors import BuildFailed
 
 from .chip import Chip
 
@@ -36,6 +42,31 @@ def _absolute_dataset(dataset: Path, scratch: Path) -> Path:
     return path
 
 
+def _job(onnx_path: Path, chip: Chip, scratch: Path, out_dir: Path, samples: list[dict[str, Path]],
+         input_names: list[str], output_names: list[str], layer_dumps: bool, dtype: str, dataset: Path | None,
+         float16_layers: list[str] | None) -> dict:
+    return {
+        "onnx": str(onnx_path.resolve()),
+        "target": chip.name,
+        "rknn": str((scratch / RKNN_NAME).resolve()),
+        "inputs": input_names,
+        "outputs": output_names,
+        "samples": [{k: str(Path(v).resolve()) for k, v in s.items()} for s in samples],
+        "outputs_dir": str((out_dir / "simulator").resolve()),
+        "result": str((scratch / "result.json").resolve()),
+        "snapshot_dir": str((out_dir / SNAPSHOT_DIR).resolve()) if layer_dumps and samples else None,
+        "config": {} if dtype == "float16" else {"quantized_dtype": dtype},
+        "dataset": str(_absolute_dataset(dataset, scratch)) if dtype != "float16" else None,
+        "float16_layers": float16_layers or [],
+    }
+
+
+def _start(job: dict, scratch: Path, log: Path) -> Child:
+    job_file = scratch / "job.json"
+    job_file.write_text(json.dumps(job, indent=1))
+    return Child("targets.rknn_worker", [str(job_file)], scratch, log, f"rknn-toolkit2 {toolkit_version()}")
+
+
 def build_and_simulate(onnx_path: Path, chip: Chip, out_dir: Path, samples: list[dict[str, Path]],
                        input_names: list[str], output_names: list[str], log: Path,
                        on_tick: Callable | None = None, layer_dumps: bool = False,
@@ -51,27 +82,68 @@ def build_and_simulate(onnx_path: Path, chip: Chip, out_dir: Path, samples: list
     Returns the child's run record and {"phases": {call: seconds}, "outputs": [[npy per output]]}.
     Raises converter.common.errors.BuildFailed when the toolkit fails or dies.
     """
-    sim_dir = out_dir / "simulator"
-    sim_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "simulator").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="scratch-", dir=out_dir.resolve()) as scratch:
-        job = {
-            "onnx": str(onnx_path.resolve()),
-            "target": chip.name,
-            "rknn": str((Path(scratch) / RKNN_NAME).resolve()),
-            "inputs": input_names,
-            "outputs": output_names,
-            "samples": [{k: str(Path(v).resolve()) for k, v in s.items()} for s in samples],
-            "outputs_dir": str(sim_dir.resolve()),
-            "result": str((Path(scratch) / "result.json").resolve()),
-            "snapshot_dir": str((out_dir / SNAPSHOT_DIR).resolve()) if layer_dumps and samples else None,
-            "config": {} if dtype == "float16" else {"quantized_dtype": dtype},
-            "dataset": str(_absolute_dataset(dataset, Path(scratch))) if dtype != "float16" else None,
-            "float16_layers": float16_layers or [],
-        }
-        job_file = Path(scratch) / "job.json"
-        job_file.write_text(json.dumps(job, indent=1))
-        run = run_module("targets.rknn_worker", [str(job_file)], Path(scratch), log,
-                         f"rknn-toolkit2 {toolkit_version()}", on_tick)
+        job = _job(onnx_path, chip, Path(scratch), out_dir, samples, input_names, output_names, layer_dumps, dtype,
+                   dataset, float16_layers)
+        run = _start(job, Path(scratch), log).wait(on_tick)
         result = json.loads(Path(job["result"]).read_text())
         Path(job["rknn"]).replace(out_dir / RKNN_NAME)
     return run, result
+
+
+Infer = Callable[[list[dict[str, np.ndarray]]], list[list[np.ndarray]]]
+
+
+@contextmanager
+def serving_simulator(onnx_path: Path, chip: Chip, out_dir: Path, input_names: list[str], output_names: list[str],
+                      log: Path, on_tick: Callable | None = None, dtype: str = "float16",
+                      dataset: Path | None = None, float16_layers: list[str] | None = None) -> Iterator[Infer]:
+    """Build as build_and_simulate does, then keep the simulator up: yields infer([feed, ...]) ->
+    [[output, ...], ...] (graph inputs by name, outputs in graph order). The built model lands in
+    `out_dir`/model.rknn when the block ends without error. BuildFailed if the toolkit fails or dies."""
+    (out_dir / "simulator").mkdir(parents=True, exist_ok=True)
+    # A socket path must stay under 108 bytes: it goes in the system's temp folder, not the build folder.
+    with tempfile.TemporaryDirectory(prefix="scratch-", dir=out_dir.resolve()) as scratch, \
+            tempfile.TemporaryDirectory(prefix="rkconvert-") as sockets:
+        address = str(Path(sockets) / "simulator.sock")
+        job = {**_job(onnx_path, chip, Path(scratch), out_dir, [], input_names, output_names, False, dtype, dataset,
+                      float16_layers), "serve": address}
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+            server.bind(address)
+            server.listen(1)
+            server.settimeout(0.5)
+            child = _start(job, Path(scratch), log)
+            try:
+                conn = _accept(server, child, on_tick)
+            except BaseException:
+                child.kill()
+                raise
+        with conn:
+            def infer(feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+                try:
+                    conn.send(("infer", feeds))
+                    return conn.recv()
+                except (EOFError, OSError):
+                    raise child.failure() from None
+
+            try:
+                yield infer
+                conn.send(("close",))
+            except BaseException:
+                child.kill()
+                raise
+        child.wait(on_tick)
+        Path(job["rknn"]).replace(out_dir / RKNN_NAME)
+
+
+def _accept(server: socket.socket, child: Child, on_tick: Callable | None) -> Connection:
+    """The worker's connection once its build is done; BuildFailed if it ends first."""
+    while True:
+        try:
+            sock, _ = server.accept()
+            return Connection(sock.detach())
+        except socket.timeout:
+            if child.poll(on_tick):
+                raise child.failure() if child.proc.returncode else BuildFailed(
+                    f"{child.what} ended without serving the simulator (see {child.log})")

@@ -2,8 +2,12 @@
 
 Run as `python -m targets.rknn_worker job.json` from a scratch directory (the toolkit writes
 `check*.onnx` files into its working directory). Builds the `.rknn`, then runs every check sample
-in the toolkit's simulator and saves the outputs; optionally dumps every layer (accuracy_analysis). A failing toolkit call exits non-zero after an
-ERROR line; a crash inside the toolkit ends the process by a signal, which the parent reports.
+in the toolkit's simulator and saves the outputs; optionally dumps every layer (accuracy_analysis).
+With `serve` in the job it then connects to the parent and runs the inputs it sends until told to
+stop: the simulator cannot run a `.rknn` loaded from a file, only the model it has just built, so a
+denoising loop through the `.rknn` talks to the process that built it. A failing toolkit call exits
+non-zero after an ERROR line; a crash inside the toolkit ends the process by a signal, which the
+parent reports.
 """
 
 from __future__ import annotations
@@ -72,19 +76,40 @@ def _build(job: dict, phases: dict):
     return hybrid, applied
 
 
+def _infer(phases: dict, label: str, rknn, job: dict, feed: dict) -> list:
+    feeds = [feed[name] for name in job["inputs"]]
+    return _call(phases, label, rknn.inference, inputs=feeds, data_format=["nchw"] * len(feeds))
+
+
+def _serve(rknn, job: dict) -> None:
+    """Answer ("infer", [feed, ...]) with [[output, ...], ...] until ("close",)."""
+    from multiprocessing.connection import Client
+
+    with Client(job["serve"], family="AF_UNIX") as conn:
+        served = 0
+        while True:
+            message = conn.recv()
+            if message[0] == "close":
+                return
+            outputs = []
+            for feed in message[1]:
+                outputs.append(_infer({}, f"inference[serve {served}]", rknn, job, feed))
+                served += 1
+            conn.send(outputs)
+
+
 def main(job_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
     phases: dict[str, float] = {}
     rknn, float16_applied = _build(job, phases)
     _call(phases, "export_rknn", rknn.export_rknn, job["rknn"])
     outputs = []
-    if job["samples"]:
+    if job["samples"] or job.get("serve"):
         _call(phases, "init_runtime", rknn.init_runtime)
+    if job["samples"]:
         out_dir = Path(job["outputs_dir"])
         for i, sample in enumerate(job["samples"]):
-            feeds = [np.load(sample[name]) for name in job["inputs"]]
-            result = _call(phases, f"inference[{i}]", rknn.inference, inputs=feeds,
-                           data_format=["nchw"] * len(feeds))
+            result = _infer(phases, f"inference[{i}]", rknn, job, {name: np.load(sample[name]) for name in job["inputs"]})
             names = []
             for name, value in zip(job["outputs"], result):
                 path = out_dir / f"{i}-{name}.npy"
@@ -96,6 +121,8 @@ def main(job_path: str) -> None:
         # graph) and 'simulator', plus its error table.
         paths = [job["samples"][0][name] for name in job["inputs"]]
         _call(phases, "accuracy_analysis", rknn.accuracy_analysis, inputs=paths, output_dir=job["snapshot_dir"])
+    if job.get("serve"):
+        _serve(rknn, job)
     rknn.release()
     Path(job["result"]).write_text(json.dumps({"phases": phases, "outputs": outputs,
                                                "float16_layers_applied": float16_applied}))

@@ -54,43 +54,69 @@ def last_phase(lines: list[str]) -> str | None:
     return phases[-1] if phases else None
 
 
+class Child:
+    """`python -m module args` running in `cwd`, its output going to `log`."""
+
+    def __init__(self, module: str, args: list[str], cwd: Path, log: Path, what: str):
+        self.what, self.log = what, log
+        self.start = time.monotonic()
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-u", "-m", module, *args], cwd=cwd, stdout=out,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self._status = None
+
+    def poll(self, on_tick: Callable[[str | None, str, float], None] | None = None) -> bool:
+        """True once the child has ended (its status kept for `finish`)."""
+        if self._status is None:
+            pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
+            if pid:
+                self.proc.returncode = os.waitstatus_to_exitcode(status)
+                self._status = (self.proc.returncode, usage.ru_maxrss * 1024)
+            elif on_tick:
+                lines = _read(self.log)
+                on_tick(last_phase(lines), lines[-1] if lines else "", time.monotonic() - self.start)
+        return self._status is not None
+
+    def wait(self, on_tick: Callable[[str | None, str, float], None] | None = None) -> ChildRun:
+        """Wait for the end; raise BuildFailed naming the signal or error if the child failed."""
+        try:
+            while not self.poll(on_tick):
+                time.sleep(0.5)
+        except BaseException:
+            self.kill()
+            raise
+        returncode, peak_rss = self._status
+        if returncode != 0:
+            raise self.failure()
+        return ChildRun(time.monotonic() - self.start, peak_rss, self.log)
+
+    def failure(self) -> BuildFailed:
+        """How the (ended) child failed, with the last lines of its log."""
+        returncode = self._status[0] if self._status else self.proc.wait()
+        lines = _read(self.log)
+        phase = last_phase(lines)
+        where = f" during {phase}" if phase else ""
+        errors = [line[len(ERROR):] for line in lines if line.startswith(ERROR)]
+        if returncode < 0:
+            cause = f"died with {signal.Signals(-returncode).name}"
+        else:
+            cause = f"failed (exit {returncode})" + (f": {errors[-1]}" if errors else "")
+        tail = [line for line in lines if not line.startswith("@@rkconvert")][-TAIL_LINES:]
+        return BuildFailed(f"{self.what} {cause}{where} after {time.monotonic() - self.start:.0f} s",
+                           (*("  " + line for line in tail), f"full log: {self.log}"))
+
+    def kill(self) -> None:
+        if self._status is None:
+            self.proc.kill()
+            self.proc.wait()
+            self._status = (self.proc.returncode, 0)
+
+
 def run_module(module: str, args: list[str], cwd: Path, log: Path, what: str,
                on_tick: Callable[[str | None, str, float], None] | None = None) -> ChildRun:
     """Run `python -m module args` in `cwd`; raise BuildFailed naming the signal or error if it fails.
 
     `on_tick(phase, last_line, seconds)` is called about twice a second while the child runs.
     """
-    start = time.monotonic()
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-u", "-m", module, *args], cwd=cwd, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        try:
-            while True:
-                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-                if pid:
-                    break
-                if on_tick:
-                    lines = _read(log)
-                    on_tick(last_phase(lines), lines[-1] if lines else "", time.monotonic() - start)
-                time.sleep(0.5)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.monotonic() - start
-    if proc.returncode != 0:
-        lines = _read(log)
-        phase = last_phase(lines)
-        where = f" during {phase}" if phase else ""
-        errors = [line[len(ERROR):] for line in lines if line.startswith(ERROR)]
-        if proc.returncode < 0:
-            cause = f"died with {signal.Signals(-proc.returncode).name}"
-        else:
-            cause = f"failed (exit {proc.returncode})" + (f": {errors[-1]}" if errors else "")
-        tail = [line for line in lines if not line.startswith("@@rkconvert")][-TAIL_LINES:]
-        raise BuildFailed(f"{what} {cause}{where} after {seconds:.0f} s",
-                          (*("  " + line for line in tail), f"full log: {log}"))
-    return ChildRun(seconds, usage.ru_maxrss * 1024, log)
-
+    return Child(module, args, cwd, log, what).wait(on_tick)
