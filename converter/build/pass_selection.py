@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from targets.chip import Chip
-
 from converter.common.errors import UserError
+from targets.chip import Chip
 
 
 def _known(names: list[str], flag: str) -> None:

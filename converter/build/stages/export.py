@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converter.common import onnx_files
-from converter.quantization import weight_dequantize
 from converter.build.request import BuildRequest
+from converter.common import onnx_files
 from converter.common.errors import UserError
 from converter.models.unet_interface import check_unet, specs_to_json
+from converter.quantization import weight_dequantize
 
 
 def run(req: BuildRequest, tmp: Path) -> dict:

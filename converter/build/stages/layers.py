@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from converter.build.build_dir import StageResult
-from converter.reports.layer_report import analyse
 from converter.build.stages import reference as reference_stage
+from converter.reports.layer_report import analyse
 
 ROWS = "layers.json"
 

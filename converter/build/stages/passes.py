@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from graph_passes import CATALOGUE
-
-from converter.common import onnx_files
 from converter.build.build_dir import StageResult
+from converter.common import onnx_files
 from converter.models.unet_interface import graph_inputs, specs_of, specs_to_json
+from graph_passes import CATALOGUE
 
 
 def run(export: StageResult, names: list[str], tmp: Path) -> dict:

@@ -13,12 +13,11 @@ import numpy as np
 
 from calib_data.check_inputs import check_inputs, check_timesteps
 from calib_data.dataset_writer import read_samples
-
-from converter.common import onnx_runtime
 from converter.build.build_dir import StageResult
-from converter.build.request import BuildRequest
-from converter.common.errors import BuildFailed
 from converter.build.host_programs import GraphFeeder
+from converter.build.request import BuildRequest
+from converter.common import onnx_runtime
+from converter.common.errors import BuildFailed
 from converter.models.unet_interface import specs_from_json
 
 

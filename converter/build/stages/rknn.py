@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from targets import rknn_backend
-from targets.layer_table import cpu_ops, placement
-
-from converter.common.accuracy import compare
 from converter.build.build_dir import StageResult
 from converter.build.request import BuildRequest
+from converter.common.accuracy import compare
 from converter.common.progress import Progress
+from targets import rknn_backend
+from targets.layer_table import cpu_ops, placement
 
 PLACEMENT = "placement.json"
 
