@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 
 from converter import __version__
-from converter.build.request import CHECK_INPUT_CHOICES, LAYER_REPORT_CHOICES, CalibSettings
+from converter.build.request import CHECK_INPUT_CHOICES, IMAGE_CHECK_CHOICES, LAYER_REPORT_CHOICES, CalibSettings
 from converter.cli_options import calib_options, model_options, pass_options, target_options
 from converter.common.errors import BuildFailed, UserError
 
@@ -85,17 +85,25 @@ def _request(model_spec, config_path, trust_pickle, seed, target, resolution, ou
               help="gaussian: unit-Gaussian latent and text states, timesteps spread over 0-999; trajectories: "
                    "held-out inputs recorded along the sampler's trajectories (other prompts and noise than the "
                    "calibration set). auto: trajectories for quantized builds, gaussian for float16.")
+@click.option("--image-check", type=click.Choice(IMAGE_CHECK_CHOICES), default="auto", show_default=True,
+              help="Draw the model's evaluation set (a pipeline folder's rkconvert.json; the demo has one) with "
+                   "ONNX Runtime and with the .rknn in the simulator, and compare the images (report.json "
+                   "'images', images/grid.png). auto: when the model brings an evaluation set.")
+@click.option("--min-prompt-accuracy", type=click.FloatRange(0, 1), default=None,
+              help="Fail the build when fewer of the .rknn's images show what their prompt asked for, as the "
+                   "model's judge sees it (0-1; the demo has a judge).")
 @calib_options
 @pass_options
 @click.option("--rebuild", is_flag=True, help="Ignore stages kept from earlier runs.")
 def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, dtype, min_psnr, hybrid, hybrid_builds,
-          min_layer_cos, layer_report, check_samples, check_inputs, schedule, samples, trajectories, weighting, prompts_path,
-          text_encoder_path, passes, enable_passes, skip_passes, rebuild):
+          min_layer_cos, layer_report, check_samples, check_inputs, image_check, min_prompt_accuracy, schedule, samples,
+          trajectories, weighting, prompts_path, text_encoder_path, passes, enable_passes, skip_passes, rebuild):
     """Build MODEL into a .rknn for --target and check it against ONNX Runtime.
 
     Stages: export (trace to static-shape ONNX, opset 17) -> passes (the target's graph rewrites) ->
     reference (ONNX Runtime outputs on check inputs) -> rknn (rknn-toolkit2 build and simulator run,
-    in a child process) -> layers (every layer the simulator dumps against ONNX Runtime) ->
+    in a child process) -> layers (every layer the simulator dumps against ONNX Runtime) -> images
+    (text to image through ONNX Runtime and through the .rknn, for models that can draw) ->
     report.json + report.html. The .rknn, the reports and any host programs (small ONNX models
     computing inputs such as t_emb from the timestep on the board's CPU) land in --out.
     """
@@ -107,7 +115,7 @@ def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, 
     req = _request(model_spec, config_path, trust_pickle, seed, target, resolution, out, dtype=dtype,
                    min_psnr=min_psnr, hybrid=hybrid, hybrid_builds=hybrid_builds, min_layer_cos=min_layer_cos,
                    layer_report=layer_report, check_samples=check_samples, check_inputs=check_inputs,
-                   calib=settings, passes=passes, enable_passes=tuple(enable_passes),
+                   image_check=image_check, min_prompt_accuracy=min_prompt_accuracy, calib=settings, passes=passes, enable_passes=tuple(enable_passes),
                    skip_passes=tuple(skip_passes), rebuild=rebuild)
     report = run_build(req, Progress(Console(stderr=True, highlight=False)))
     print_summary(Console(), report, req.report_path)
@@ -194,6 +202,39 @@ def quantize(model_spec, config_path, trust_pickle, seed, resolution, out):
                     f"{summary['channels']} channels clipped by the histogram search); weights "
                     f"{summary['fp32_weight_bytes'] / 2**20:.1f} MiB fp32 -> {summary['safetensors_bytes'] / 2**20:.1f} MiB "
                     f"in {out}")
+
+
+@main.command(epilog="Exit status: 0 images written, 1 the toolkit failed, 2 bad input.")
+@click.argument("build_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--prompt", "prompts", multiple=True, required=True,
+              help="What to draw (repeatable: the prompts are denoised together).")
+@click.option("--steps", type=click.IntRange(1), default=None,
+              help="Denoising steps (default: the model's evaluation setting, else 20).")
+@click.option("--guidance-scale", type=click.FloatRange(0), default=None,
+              help="Classifier-free guidance (default: the model's evaluation setting, else 7.5).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Noise seed of the first prompt (then +1 each).")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder for the PNGs (default: BUILD_DIR/images/).")
+def generate(build_dir, prompts, steps, guidance_scale, seed, out):
+    """Draw --prompt with a finished build's model, once with the reference UNet (ONNX Runtime on the
+    final ONNX) and once with its .rknn in rknn-toolkit2's simulator.
+
+    The tokenizer, text encoder, scheduler (with classifier-free guidance) and VAE run on the host; the
+    toolkit rebuilds the .rknn in a child process (its simulator only runs a model it has just built)
+    and checks the rebuild against the build's own check output first. Writes NN-reference.png,
+    NN-rknn.png, NN-difference.png (x4) per prompt and grid.png.
+    """
+    from converter.common.progress import Progress
+    from converter.generate.from_build import generate as run_generate
+
+    out = out or build_dir / "images"
+    rows = run_generate(build_dir, list(prompts), seed, steps, guidance_scale, out,
+                        Progress(Console(stderr=True, highlight=False)))
+    console = Console(highlight=False)
+    for i, row in enumerate(rows):
+        console.print(f"{out / row['rknn']}  seed {row['seed']}  vs reference: PSNR {row['psnr_db']:.1f} dB, "
+                      f"SSIM {row['ssim']:.4f}  {row['prompt']!r}", markup=False)
+    console.print(f"grid (reference | .rknn | difference x4): {out / 'grid.png'}", markup=False)
 
 
 @main.command(epilog=EXIT_CODES)

@@ -2,7 +2,8 @@
 
 Output folder: `config.json` + `diffusion_pytorch_model.safetensors` (int8 weights + scales, see
 quantization/w8a16_checkpoint.py), `unet-w8a16.onnx` (traced at --resolution, weight-only DequantizeLinear), and
-`quantize.json` (per layer: weight SQNR, how many channels took the histogram range).
+`quantize.json` (per layer: weight SQNR, how many channels took the histogram range). A pipeline
+folder (the demo) stays one: its other parts are copied and the UNet's files go in `unet/`.
 """
 
 from __future__ import annotations
@@ -33,14 +34,21 @@ def quantize(source: ModelSource, out: Path, resolution: int | None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp's 0700 would outlive the rename
     try:
-        unet.save_config(tmp)
-        save_file(state, tmp / "diffusion_pytorch_model.safetensors", metadata={"format": FORMAT})
-        unet.load_state_dict(dequantized(state, tmp), strict=True)
-        tracing.trace(unet, resolution, tmp / "traced.onnx")
-        model, count = weight_dequantize.add(onnx_files.load(tmp / "traced.onnx"), int8_layers(state))
-        for f in onnx_files.files_of(tmp / "traced.onnx"):
+        folder = tmp
+        if source.pipeline:
+            for part in source.pipeline.iterdir():
+                if part.name != "unet":
+                    (shutil.copytree if part.is_dir() else shutil.copyfile)(part, tmp / part.name)
+            folder = tmp / "unet"
+            folder.mkdir()
+        unet.save_config(folder)
+        save_file(state, folder / "diffusion_pytorch_model.safetensors", metadata={"format": FORMAT})
+        unet.load_state_dict(dequantized(state, folder), strict=True)
+        tracing.trace(unet, resolution, folder / "traced.onnx")
+        model, count = weight_dequantize.add(onnx_files.load(folder / "traced.onnx"), int8_layers(state))
+        for f in onnx_files.files_of(folder / "traced.onnx"):
             f.unlink()
-        onnx_files.save(model, tmp / ONNX_NAME)
+        onnx_files.save(model, folder / ONNX_NAME)
         fp32_bytes = sum(v.numel() * 4 for k, v in unet.state_dict().items())
         summary = {
             "format": FORMAT,
@@ -51,7 +59,8 @@ def quantize(source: ModelSource, out: Path, resolution: int | None) -> dict:
             "histogram_channels": sum(r["histogram_channels"] for r in rows),
             "channels": sum(r["channels"] for r in rows),
             "fp32_weight_bytes": fp32_bytes,
-            "safetensors_bytes": (tmp / "diffusion_pytorch_model.safetensors").stat().st_size,
+            "safetensors_bytes": (folder / "diffusion_pytorch_model.safetensors").stat().st_size,
+            "onnx": str((folder / ONNX_NAME).relative_to(tmp)),
             "resolution": resolution,
             "per_layer": rows,
         }

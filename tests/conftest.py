@@ -78,10 +78,16 @@ def tiny_folder(tmp_path) -> Path:
     return folder
 
 
-def rkconvert(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+# Hang guards, not time limits: at least 3x the slowest run measured (tiny builds 0.5-2 min; the demo's
+# build with its image check ~4 min on a loaded 2-core machine).
+HANG_GUARD_SECONDS = 900
+DEMO_HANG_GUARD_SECONDS = 1800
+
+
+def rkconvert(*args: str, cwd: Path, timeout: float = HANG_GUARD_SECONDS) -> subprocess.CompletedProcess:
     """The real CLI in its own process, as a user runs it (on a wide terminal, so tables do not fold)."""
     return subprocess.run([sys.executable, "-m", "converter.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=900, env={**os.environ, "COLUMNS": "250"})
+                          text=True, timeout=timeout, env={**os.environ, "COLUMNS": "250"})
 
 
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:
@@ -101,3 +107,43 @@ def tiny_build(tmp_path_factory):
     out = work / "build" / "tiny-unet-rk3588"
     report = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else None
     return work, result, out, report
+
+
+TINY_EVALUATION = {"steps": 4, "guidance_scale": 3.0,
+                   "prompts": [{"category": "a", "prompt": "a red circle on the left", "seed": 11},
+                               {"category": "b", "prompt": "a blue square at the top", "seed": 12}]}
+
+
+def save_tiny_pipeline(folder: Path) -> None:
+    """A diffusers StableDiffusionPipeline folder around the tiny UNet (seeded tiny CLIP, VAE, DDIM) that
+    brings a two-prompt evaluation set (rkconvert.json), as a trained pipeline would."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from calib_data import text_encoder
+    from calib_data.recorder import tiny_vae
+    from calib_data.schedules import SCHEDULES
+
+    tokenizer, encoder = text_encoder.tiny(TINY_CONFIG["cross_attention_dim"], 0)
+    schedule = SCHEDULES["sd15-20step"]
+    pipe = StableDiffusionPipeline(vae=tiny_vae(), text_encoder=encoder, tokenizer=tokenizer, unet=tiny_unet(),
+                                   scheduler=DDIMScheduler.from_config(schedule.make_scheduler().config),
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(folder)
+    (folder / "rkconvert.json").write_text(json.dumps({"evaluation": TINY_EVALUATION}))
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_build(tmp_path_factory):
+    """`rkconvert build` of a tiny pipeline folder: (working folder, process, build folder)."""
+    work = tmp_path_factory.mktemp("tiny-pipeline")
+    save_tiny_pipeline(work / "tiny-pipeline")
+    result = rkconvert("build", "--target", "rk3588", "--model", "tiny-pipeline", "--layer-report", "off", cwd=work)
+    return work, result, work / "build" / "tiny-pipeline-rk3588"
+
+
+@pytest.fixture(scope="session")
+def demo_build(tmp_path_factory):
+    """`rkconvert build --target rk3588 --model demo`, as `make demo` runs it; (process, build folder)."""
+    work = tmp_path_factory.mktemp("demo")
+    result = rkconvert("build", "--target", "rk3588", "--model", "demo", cwd=work, timeout=DEMO_HANG_GUARD_SECONDS)
+    return result, work / "build" / "demo-rk3588"

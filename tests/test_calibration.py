@@ -94,6 +94,27 @@ def test_w8a8_build_calibrates_on_the_recorded_set(recorded):
                                     "for rk3576 and rv1126b only; rk3588 builds float16, w8a8"]
 
 
+def test_an_onnx_unet_calibrates_through_onnx_runtime(recorded, tiny_build):
+    """Exporters and model zoos hand out ONNX: the sampler runs it in ONNX Runtime and records the same
+    inputs torch would (within float32 rounding along 20 DDIM steps), and it builds as w8a8."""
+    work, calib, _ = recorded
+    onnx_path = tiny_build[2] / "stages" / "export" / "model.onnx"
+    result = rkconvert("build", "--target", "rk3588", "--model", str(onnx_path), "--dtype", "w8a8", *CALIB,
+                       "--check-samples", "2", "--min-psnr", "25", "--layer-report", "off", "--out", "from-onnx",
+                       cwd=work)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((work / "from-onnx" / "report.json").read_text())
+    assert report["calibration"]["count"] == 6 and report["output_psnr_db"] >= 25
+    ours = work / "from-onnx" / "stages" / "calib"
+    stats = json.loads((ours / "calib.json").read_text())
+    assert stats["unet"] == "ONNX Runtime"
+    torch_stats = json.loads((calib / "calib.json").read_text())
+    assert [s["files"] for s in stats["samples"]] == [s["files"] for s in torch_stats["samples"]]
+    for sample in stats["samples"]:
+        for name in sample["files"]:
+            np.testing.assert_allclose(np.load(ours / name), np.load(calib / name), rtol=1e-4, atol=1e-4)
+
+
 def test_picks_are_deterministic_and_follow_the_requested_spread():
     prompts = load_prompts()
     schedule = SCHEDULES["sd15-20step"]

@@ -155,15 +155,9 @@ def test_large_graphs_skip_layer_dumps_unless_asked(tmp_path, monkeypatch, tiny_
     assert not (tmp_path / "out" / STAGES / "rknn" / "snapshot").exists()
 
 
-@pytest.fixture(scope="module")
-def demo_build(tmp_path_factory):
-    work = tmp_path_factory.mktemp("demo")
-    result = rkconvert("build", "--target", "rk3588", "--model", "demo", cwd=work)
-    assert result.returncode == 0, result.stderr
-    return work / "build" / "demo-rk3588"
-
-
 def test_html_report_renders_in_chromium_and_names_every_layer(demo_build, tmp_path):
+    result, demo_build = demo_build
+    assert result.returncode == 0, result.stderr
     chromium = shutil.which("chromium")
     assert chromium, "Chromium is part of the test setup (Makefile: make test installs it)"
     page = demo_build / "report.html"
@@ -185,6 +179,7 @@ def test_html_report_renders_in_chromium_and_names_every_layer(demo_build, tmp_p
     cpu_rows = dom.split('<table id="cpu">')[1].split("</table>")[0].count("<tr>") - 1 if report["cpu_ops"] else 0
     assert cpu_rows == report["cpu_ops"]
     assert f"{report['cpu_ops']} compute layers fell back to the CPU" in dom
+    assert report["cpu_ops"] == 0  # group_norm_as_conv keeps the 2x2 stage's GroupNorms on the NPU
 
 
 def test_layers_the_toolkit_renamed_pair_by_onnx_tensor():
@@ -197,3 +192,20 @@ def test_layers_the_toolkit_renamed_pair_by_onnx_tensor():
     joined = join_layers(a, b)
     assert [(j["key"], j["a"] is not None, j["b"] is not None, j["delta_sqnr_db"]) for j in joined] == [
         ("x_mm", True, True, -10.0), ("y_split", True, False, None), ("z", False, True, None)]
+
+
+def test_the_worst_layers_show_their_numbers_in_a_log_80_columns_wide(tiny_build):
+    """`make demo` writes into a pipe: no TTY, 80 columns. Every row keeps its numbers there."""
+    from io import StringIO
+
+    from converter.reports.report import WORST_SHOWN, print_layers
+
+    _, _, _, report = tiny_build
+    out = StringIO()
+    print_layers(Console(file=out, width=80, force_terminal=False), report["layers"])
+    text = out.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for row in worst_first(report["layers"])[:WORST_SHOWN]:
+        line = next(line for line in text.splitlines() if line.lstrip().startswith(f"{row['index']} "))
+        for value in (f"{row['added_noise_db']:.1f}", f"{row['cosine']:.6f}", f"{row['sqnr_db']:.1f}", row["op"]):
+            assert value in line, (value, line)

@@ -37,7 +37,7 @@ def test_presets_keep_their_architecture():
 
 
 def test_presets_are_deterministic_per_seed():
-    a, b, c = (resolve("demo", seed=s).load_unet() for s in (0, 0, 1))
+    a, b, c = (resolve("sd15:mini", seed=s).load_unet() for s in (0, 0, 1))
     wa, wb, wc = (m.conv_in.weight.detach() for m in (a, b, c))
     assert torch.equal(wa, wb)
     assert not torch.equal(wa, wc)

@@ -89,6 +89,17 @@ def test_float16_lowering_of_both_forms(quantized):
     assert min(psnr) >= 60 and abs(psnr[0] - psnr[1]) < 0.01
 
 
+def test_the_weight_only_qdq_onnx_builds_as_w8a8(quantized):
+    work, out = quantized
+    result = rkconvert("build", "--target", "rk3588", "--model", str(out / ONNX_NAME), "--dtype", "w8a8",
+                       "--samples", "6", "--trajectories", "2", "--check-samples", "2", "--min-psnr", "25",
+                       "--layer-report", "off", "--out", "qdq-w8a8", cwd=work)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((work / "qdq-w8a8" / "report.json").read_text())
+    assert report["dtype"] == "w8a8" and report["calibration"]["count"] == 6
+    assert report["output_psnr_db"] >= 25 and "PSNR" in result.stdout
+
+
 def test_other_quantized_layouts_are_refused(quantized, tmp_path):
     work, out = quantized
     state = load_file(out / "diffusion_pytorch_model.safetensors")

@@ -1,11 +1,16 @@
 """A W8A16 UNet lowered for rk3588 three ways: float16, w8a8, w8a8 + hybrid. Size and accuracy, as JSON.
 
     .venv/bin/python tools/bench_quantized.py --model sd15 --resolution 256 [--min-psnr 40] [--variants float16,w8a8]
+    .venv/bin/python tools/bench_quantized.py --model demo --resolution 128
 
 `rkconvert quantize` makes the W8A16 checkpoint; each build is judged on the same held-out inputs
 recorded along the sampler's trajectories (--check-inputs trajectories) against ONNX Runtime on the
 float32 (dequantized) model. The hybrid build needs the per-layer report (--layer-report on), which
 for large models and resolutions means large text dumps on disk.
+
+A model that can draw (the demo) is also judged by its images: each build's image check (image PSNR
+and SSIM of the .rknn's images against the dequantized model's, prompt accuracy), and the .rknn's
+images against the float model's own (a float16 build of the unquantized model, made first).
 """
 
 from __future__ import annotations
@@ -18,11 +23,38 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from bench_build import git_commit, machine  # tools/ is on sys.path when a tool runs as a script
 
 
 def rkconvert(*args: str) -> int:
     return subprocess.run([sys.executable, "-m", "converter.cli", *args]).returncode
+
+
+def _float_reference(args, out: Path) -> dict[str, Path] | None:
+    """Prompt -> the unquantized model's own image (ONNX Runtime), when the model can draw."""
+    if rkconvert("build", "--target", "rk3588", "--model", args.model, "--resolution", str(args.resolution),
+                 "--layer-report", "off", "--min-psnr", "0", "--out", str(out)):
+        return None
+    images = json.loads((out / "report.json").read_text()).get("images")
+    folder = out / images["grid"].rsplit("/", 1)[0] if images else None
+    return {r["prompt"]: folder / r["reference"] for r in images["rows"]} if images else None
+
+
+def _against(float_images: dict[str, Path] | None, out: Path, report: dict) -> dict | None:
+    """Image PSNR / SSIM and prompt accuracy of a build's .rknn images against the float model's images."""
+    images = report.get("images")
+    if not float_images or not images:
+        return None
+    from PIL import Image
+
+    from converter.imaging.evaluation import psnr, ssim
+
+    folder = out / images["grid"].rsplit("/", 1)[0]
+    pairs = [(np.asarray(Image.open(folder / r["rknn"]).convert("RGB")),
+              np.asarray(Image.open(float_images[r["prompt"]]).convert("RGB"))) for r in images["rows"]]
+    return {"psnr_db_mean": float(np.mean([psnr(a, b) for a, b in pairs])),
+            "ssim_mean": float(np.mean([ssim(a, b) for a, b in pairs]))}
 
 
 def main() -> int:
@@ -47,6 +79,7 @@ def main() -> int:
     results = {"benchmark": "quantized", "model": args.model, "resolution": args.resolution, "target": "rk3588",
                "samples": args.samples, "machine": machine(), "commit": git_commit(), "builds": {}}
     with tempfile.TemporaryDirectory(prefix="bench-quantized-") as tmp:
+        float_images = _float_reference(args, Path(tmp) / "float")
         folder = Path(tmp) / "w8a16"
         start = time.monotonic()
         if rkconvert("quantize", "--model", args.model, "--resolution", str(args.resolution), "--out", str(folder)):
@@ -76,6 +109,8 @@ def main() -> int:
                 "artifact_to_fp32_onnx": report.get("artifact_to_onnx"),
                 "float16_layers": len(report.get("float16_layers") or []),
                 "hybrid_trials": report.get("hybrid_trials"), "error": report.get("error"),
+                "images": (report.get("images") or {}).get("summary"),
+                "vs_float_model_images": _against(float_images, out, report),
             }
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=2) + "\n")

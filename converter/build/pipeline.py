@@ -10,28 +10,29 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
-from targets import rknn_backend
-
-from converter.common import memory
 from converter.build.build_dir import BuildDir, StageResult
-from dataclasses import replace
-
-from converter.build.request import BuildRequest
-from converter.common.errors import BuildFailed, UserError
-from converter.quantization.fewest_search import fewest
-from converter.reports.layer_report import estimated_dump_bytes, first_below, quantization_suspects
 from converter.build.pass_selection import select
-from converter.common.progress import Progress
-from converter.reports.report import print_layers, write_html, write_json
+from converter.build.request import BuildRequest
 from converter.build.stages import calib as calib_stage
 from converter.build.stages import export as export_stage
+from converter.build.stages import images as images_stage
 from converter.build.stages import layers as layers_stage
 from converter.build.stages import passes as passes_stage
 from converter.build.stages import reference as reference_stage
 from converter.build.stages import rknn as rknn_stage
+from converter.common import memory
+from converter.common.errors import BuildFailed, UserError
+from converter.common.progress import Progress
+from converter.imaging.evaluation import SPEC_FILE, EvalSet, eval_set
+from converter.quantization.fewest_search import fewest
+from converter.reports.layer_report import estimated_dump_bytes, first_below, quantization_suspects
+from converter.reports.report import print_images, print_layers, write_html, write_json
+from targets import rknn_backend
 
+IMAGES_DIR = "images/evaluation"  # `rkconvert generate` writes beside it, into images/
 # --layer-report auto: dump every layer only when the toolkit's text dumps stay under this.
 AUTO_LAYER_DUMP_LIMIT = 2 * 2**30
 
@@ -58,6 +59,7 @@ def build(req: BuildRequest, progress: Progress) -> dict:
     """
     names = select(req.chip, req.passes, req.enable_passes, req.skip_passes)
     check_dtype(req)
+    evaluation = _evaluation(req)
     created = _first_missing(req.out)
     req.out.mkdir(parents=True, exist_ok=True)
     for stale in (req.artifact, req.report_path, req.html_path):
@@ -66,7 +68,7 @@ def build(req: BuildRequest, progress: Progress) -> dict:
               "toolkit_version": rknn_backend.toolkit_version(), "min_psnr": req.min_psnr,
               "min_layer_cos": req.min_layer_cos}
     try:
-        _run_stages(req, names, BuildDir(req.out, req.rebuild), progress, report)
+        _run_stages(req, names, evaluation, BuildDir(req.out, req.rebuild), progress, report)
         report["status"] = "ok"
     except UserError:
         if created:
@@ -132,7 +134,8 @@ def _checkset(req: BuildRequest, export: StageResult, passes: StageResult, build
     return calibration(held_out, export, passes, build_dir, progress, name="checkset")
 
 
-def _run_stages(req: BuildRequest, names: list[str], build_dir: BuildDir, progress: Progress, report: dict) -> None:
+def _run_stages(req: BuildRequest, names: list[str], evaluation: EvalSet | None, build_dir: BuildDir,
+                progress: Progress, report: dict) -> None:
     export, passes = prepare(req, names, build_dir, progress)
     report.update(resolution=export.meta["resolution"], weights=export.meta["weights"])
     if req.dtype == "auto":
@@ -170,9 +173,18 @@ def _run_stages(req: BuildRequest, names: list[str], build_dir: BuildDir, progre
         report.update(output_psnr_db=metrics["psnr_db"], output_cosine=metrics["cosine"],
                       output_max_abs=metrics["max_abs"], output_mean_abs=metrics["mean_abs"],
                       placement=rknn_stage.placement_rows(rknn), cpu_ops=rknn.meta["cpu_ops"])
-    report["float16_layers"] = rknn.meta["float16_layers"]
+    report.update(float16_layers=rknn.meta["float16_layers"], rknn_stage=rknn.name,
+                  pipeline=str(req.source.pipeline.resolve()) if req.source.pipeline else None)
+    shutil.rmtree(req.out / IMAGES_DIR, ignore_errors=True)
+    images = _images(req, evaluation, export, passes, reference, rknn, calib, build_dir, progress)
+    if images is not None:
+        # Placed before the gates: a build that fails on its images shows them.
+        for png in sorted(images.path.glob("*.png")):
+            _place(png, req.out / IMAGES_DIR / png.name)
+        report["images"] = {**images.meta, "grid": f"{IMAGES_DIR}/{images.meta['grid']}"}
+        print_images(progress.console, images.meta)
     report["peak_rss_bytes"] = {"rkconvert": _self_peak_rss(), "toolkit": rknn.meta["peak_rss_bytes"]}
-    _gate(req, metrics, report.get("layers"))
+    _gate(req, metrics, report.get("layers"), report.get("images"))
     _deliver(req, passes, rknn, report)
 
 
@@ -211,10 +223,43 @@ def _hybrid(req: BuildRequest, passes: StageResult, reference: StageResult, cali
     return trials[k][0]
 
 
-def _gate(req: BuildRequest, metrics: dict, rows: list[dict] | None) -> None:
+def _evaluation(req: BuildRequest) -> EvalSet | None:
+    """The evaluation set the image check draws (None: no image check); UserError when a flag needs one
+    the model does not bring."""
+    evaluation = eval_set(req.source.pipeline) if req.source.pipeline and req.image_check != "off" else None
+    if evaluation is None and req.image_check == "on":
+        raise UserError(f"--image-check on: {req.source.spec} is not a text-to-image pipeline folder with an "
+                        f"evaluation set ({SPEC_FILE})")
+    if req.min_prompt_accuracy is not None and (evaluation is None or evaluation.judge is None):
+        raise UserError(f"--min-prompt-accuracy: {req.source.spec} brings no judge of its images (a pipeline "
+                        f"folder's {SPEC_FILE} names one; the demo's does)")
+    return evaluation
+
+
+def _images(req: BuildRequest, evaluation: EvalSet | None, export: StageResult, passes: StageResult,
+            reference: StageResult, rknn: StageResult, calib: StageResult | None, build_dir: BuildDir,
+            progress: Progress) -> StageResult | None:
+    """Stage `images` when the model brings an evaluation set (and --image-check is not off)."""
+    if evaluation is None:
+        return None
+    what = f"{len(evaluation.prompts)} prompts, {evaluation.steps} steps, ONNX Runtime vs the .rknn in the simulator"
+    return _stage(req, build_dir, progress, "images", what,
+                  {"evaluation": evaluation.fingerprint(), "dtype": req.dtype, "target": req.chip.name},
+                  [export, passes, reference, rknn] + ([calib] if calib else []),
+                  lambda tmp: images_stage.run(req, export, passes, reference, rknn, calib, evaluation,
+                                               build_dir.logs / "rknn-images.log", progress, tmp))
+
+
+def _gate(req: BuildRequest, metrics: dict, rows: list[dict] | None, images: dict | None) -> None:
     if metrics["psnr_db"] < req.min_psnr:
         raise BuildFailed(f"output PSNR {metrics['psnr_db']:.1f} dB against ONNX Runtime is under "
                           f"--min-psnr {req.min_psnr:g} (cosine {metrics['cosine']:.6f})")
+    if req.min_prompt_accuracy is not None:
+        accuracy = images["summary"]["rknn_prompt_accuracy"]
+        if accuracy < req.min_prompt_accuracy:
+            raise BuildFailed(f"prompt accuracy of the .rknn's images {accuracy:.0%} is under --min-prompt-accuracy "
+                              f"{req.min_prompt_accuracy:.0%} (reference "
+                              f"{images['summary']['reference_prompt_accuracy']:.0%})")
     if req.min_layer_cos is None:
         return
     if rows is None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from targets.chip import Chip
-
 from converter.build.build_dir import StageResult
 from converter.models.model_source import ModelSource
+from targets.chip import Chip
 
 LAYER_REPORT_CHOICES = ("auto", "on", "off")
+IMAGE_CHECK_CHOICES = ("auto", "on", "off")
 CHECK_INPUT_CHOICES = ("auto", "gaussian", "trajectories")
 
 
@@ -53,6 +53,8 @@ class BuildRequest:
     enable_passes: tuple[str, ...] = ()
     skip_passes: tuple[str, ...] = ()
     rebuild: bool = False
+    image_check: str = "auto"  # auto: when the model brings an evaluation set (a pipeline folder's rkconvert.json)
+    min_prompt_accuracy: float | None = None
     calib: CalibSettings = field(default_factory=CalibSettings)
     stages: list[StageResult] = field(default_factory=list)
 

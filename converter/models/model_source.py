@@ -1,4 +1,5 @@
-"""What `--model` names: a built-in preset, a diffusers UNet (folder or weights file), or a UNet ONNX."""
+"""What `--model` names: a built-in preset, a diffusers pipeline or UNet (folder or weights file), or a
+UNet ONNX."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from pathlib import Path
 from converter.common.errors import UserError
 from converter.models import presets
 
+PIPELINE_INDEX = "model_index.json"  # marks a diffusers pipeline folder (unet/, text_encoder/, vae/, ...)
+
 
 @dataclass(frozen=True)
 class ModelSource:
     spec: str
-    kind: str  # "preset" | "folder" | "weights" | "onnx"
+    kind: str  # "preset" | "pipeline" | "folder" | "weights" | "onnx"
     path: Path | None = None
     config_path: Path | None = None
     trust_pickle: bool = False
@@ -40,11 +43,18 @@ class ModelSource:
             digest.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
         return {"kind": self.kind, "files": digest.hexdigest()}
 
+    @property
+    def pipeline(self) -> Path | None:
+        """The diffusers pipeline folder (tokenizer, text encoder, scheduler, VAE beside the UNet), if any."""
+        return self.path if self.kind == "pipeline" else None
+
     def load_unet(self):
         from converter.models import unet_loading
 
         if self.kind == "preset":
             return unet_loading.load_preset(self.spec, self.seed)
+        if self.kind == "pipeline":
+            return unet_loading.load_folder(self.path / "unet")
         if self.kind == "folder":
             return unet_loading.load_folder(self.path)
         if self.kind == "weights":
@@ -62,7 +72,7 @@ def resolve(spec: str, config: Path | None = None, trust_pickle: bool = False, s
     if config is not None and not config.is_file():
         raise UserError(f"--config '{config}': no such file")
     if path.is_dir():
-        return ModelSource(spec, "folder", path)
+        return ModelSource(spec, "pipeline" if (path / PIPELINE_INDEX).is_file() else "folder", path)
     if path.suffix == ".onnx":
         return ModelSource(spec, "onnx", path)
     from converter.models.unet_loading import STATE_DICT_SUFFIXES

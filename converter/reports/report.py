@@ -8,6 +8,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -48,14 +49,27 @@ def _num(value, fmt: str) -> str:
 
 
 def print_layers(console: Console, rows: list[dict], shown: int = WORST_SHOWN) -> None:
-    table = Table(title=f"Layers adding the most noise (of {len(rows)}; all in report.html)", title_justify="left")
-    for heading in ("#", "diffusers module", "op", "added noise dB", "cosine", "SQNR dB"):
-        table.add_column(heading, overflow="fold")
-    table.add_column("RKNN layer", no_wrap=True, overflow="ellipsis", max_width=60)
+    """The layers adding the most noise. The numbers never wrap or shrink (a log or an 80-column
+    terminal squeezed them to nothing before); the name takes what width is left, folded."""
+    table = Table(title=f"Layers adding the most noise (of {len(rows)}; all in report.html)", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    for heading in ("#", "added dB", "cosine", "SQNR dB", "op"):
+        table.add_column(heading, no_wrap=True, min_width=len(heading))
+    table.add_column("diffusers module (or RKNN layer)", overflow="fold", ratio=1)
     for row in worst_first(rows)[:shown]:
-        table.add_row(str(row["index"]), row["module"], row["op"], _num(row.get("added_noise_db"), ".1f"),
-                      _num(row.get("cosine"), ".6f"), _num(row.get("sqnr_db"), ".1f"), row["layer"])
+        table.add_row(str(row["index"]), _num(row.get("added_noise_db"), ".1f"), _num(row.get("cosine"), ".6f"),
+                      _num(row.get("sqnr_db"), ".1f"), row["op"], row["module"] or row["layer"])
     console.print(table)
+
+
+def print_images(console: Console, images: dict) -> None:
+    """The image check in one line per figure."""
+    s = images["summary"]
+    console.print(f"images: {s['images']} prompts, .rknn vs reference: PSNR {s['psnr_db_mean']:.1f} dB (min "
+                  f"{s['psnr_db_min']:.1f}), SSIM {s['ssim_mean']:.4f}", highlight=False)
+    if "rknn_prompt_accuracy" in s:
+        console.print(f"prompt accuracy: reference {s['reference_prompt_accuracy']:.0%}, .rknn "
+                      f"{s['rknn_prompt_accuracy']:.0%} (judge: {images['judge']})", highlight=False)
 
 
 def placement_summary(rows: list[dict]) -> str:
@@ -89,6 +103,12 @@ def print_summary(console: Console, report: dict, report_path: Path) -> None:
         rows.append(("kept float16", f"{len(report['float16_layers'])} layers (tried {tried})"))
     if report.get("layers_skipped"):
         rows.append(("layers", report["layers_skipped"]))
+    if report.get("images"):
+        s = report["images"]["summary"]
+        accuracy = (f", prompt accuracy {s['reference_prompt_accuracy']:.0%} -> {s['rknn_prompt_accuracy']:.0%}"
+                    if "rknn_prompt_accuracy" in s else "")
+        rows.append(("images", f"{report_path.parent / report['images']['grid']} (reference | .rknn | difference x4): "
+                               f"PSNR {s['psnr_db_mean']:.1f} dB, SSIM {s['ssim_mean']:.3f}{accuracy}"))
     for row in rows:
         table.add_row(*row)
     console.print(table)

@@ -115,6 +115,34 @@ def _placement(rows: list[dict]) -> str:
             f"fell back to the CPU (input/output operators not counted).</p>{table}")
 
 
+def _images(images: dict | None) -> str:
+    """The image check: the .rknn's images beside the reference's, per prompt, with their figures."""
+    if not images:
+        return ""
+    s = images["summary"]
+    folder = images["grid"].rsplit("/", 1)[0]
+    judged = "rknn_prompt_accuracy" in s
+    head = "".join(f"<th>{h}</th>" for h in ("prompt", "seed", "reference", ".rknn", "difference x4", "PSNR dB",
+                                             "SSIM"))
+    rows = []
+    for r in images["rows"]:
+        pictures = (f'<img src="{folder}/{r[k]}" alt="{k}" width=128 height=128>'
+                    for k in ("reference", "rknn", "difference"))
+        cells = [html.escape(r["prompt"]), str(r["seed"]), *pictures, _fmt(r["psnr_db"], 1)[0], f"{r['ssim']:.4f}"]
+        if judged:
+            cells += [("yes" if r["reference_ok"] else "no: " + html.escape(r["reference_why"])),
+                      ("yes" if r["rknn_ok"] else "no: " + html.escape(r["rknn_why"]))]
+        rows.append("<tr>" + "".join(f"<td class=t>{c}</td>" for c in cells) + "</tr>")
+    if judged:
+        head += "<th>reference shows the prompt</th><th>.rknn shows the prompt</th>"
+    accuracy = (f" Prompt accuracy (judge: {html.escape(str(images['judge']))}): reference "
+                f"{s['reference_prompt_accuracy']:.0%}, .rknn {s['rknn_prompt_accuracy']:.0%}." if judged else "")
+    return (f"<h2>Images</h2><p id=images>{s['images']} prompts, {images['steps']} steps, guidance "
+            f"{images['guidance_scale']:g}: the .rknn's images against ONNX Runtime's, PSNR {s['psnr_db_mean']:.1f} dB "
+            f"(min {s['psnr_db_min']:.1f}), SSIM {s['ssim_mean']:.4f}.{accuracy}</p>"
+            f"<table id=image-rows><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
 def render(report: dict) -> str:
     status_cls = "ok" if report.get("status") == "ok" else "bad"
     facts = [("status", f'<span class="{status_cls}">{html.escape(report.get("status", "?"))}</span>')]
@@ -136,6 +164,6 @@ def render(report: dict) -> str:
     return (f"<!doctype html><html><head><meta charset=utf-8><title>rkconvert report: "
             f"{html.escape(str(report.get('model')))} for {html.escape(str(report.get('target')))}</title>"
             f"<style>{_STYLE}</style></head><body><h1>rkconvert build report</h1><dl>{summary}</dl>"
-            f"{_placement(report.get('placement') or [])}{layers}<details><summary>stages</summary><pre>{stages}</pre></details>"
+            f"{_images(report.get('images'))}{_placement(report.get('placement') or [])}{layers}<details><summary>stages</summary><pre>{stages}</pre></details>"
             f"<script>{_SORT}</script></body></html>")
 

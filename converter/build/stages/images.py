@@ -1,0 +1,91 @@
+"""Stage `images`: the model's evaluation set drawn twice, by the reference UNet (ONNX Runtime on the
+rewritten graph) and by the `.rknn` in the toolkit's simulator, then compared image by image.
+
+The simulator only runs a model it has just built, so the toolkit builds the `.rknn` once more with
+the same settings and serves the denoising loop; its output on the first check sample must equal the
+`rknn` stage's, which shows it is the same model (the two `.rknn` files differ in bytes: the toolkit
+stamps them).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from converter.build.build_dir import StageResult
+from converter.build.request import BuildRequest
+from converter.build.stages.reference import feed, feeder
+from converter.common import onnx_runtime
+from converter.common.errors import BuildFailed
+from converter.common.progress import Progress
+from converter.imaging.evaluation import EvalSet, compare_images, difference, grid, judge_for, save_png
+from converter.imaging.runtime_unet import RuntimeUNet
+from converter.imaging.text_to_image import generate, pipeline
+from targets import rknn_backend
+from targets.chip import Chip
+
+GRID = "grid.png"
+
+
+def run(req: BuildRequest, export: StageResult, passes: StageResult, reference: StageResult, rknn: StageResult,
+        calib: StageResult | None, evaluation: EvalSet, log: Path, progress: Progress, tmp: Path) -> dict:
+    prompts = [p.prompt for p in evaluation.prompts]
+    seeds = [p.seed for p in evaluation.prompts]
+    ref, converted = draw_both(req.source.pipeline, req.chip, req.dtype, passes, reference, rknn, calib, prompts, seeds,
+                               evaluation.steps, evaluation.guidance_scale, export.meta["resolution"], log, progress,
+                               tmp)
+    result = compare_images(ref, converted, prompts, judge_for(evaluation.judge))
+    for i, row in enumerate(result["rows"]):
+        row.update(category=evaluation.prompts[i].category, seed=seeds[i])
+        row.update(save_trio(tmp, f"{i:02d}", ref[i], converted[i]))
+    save_png(tmp / GRID, grid([[ref[i], converted[i], difference(ref[i], converted[i])] for i in range(len(prompts))]))
+    return {**result, "grid": GRID, "steps": evaluation.steps, "guidance_scale": evaluation.guidance_scale,
+            "judge": evaluation.judge}
+
+
+def save_trio(folder: Path, stem: str, ref: np.ndarray, converted: np.ndarray) -> dict[str, str]:
+    """{reference, rknn, difference}: the PNG names written for one prompt."""
+    names = {"reference": f"{stem}-reference.png", "rknn": f"{stem}-rknn.png", "difference": f"{stem}-difference.png"}
+    for image, name in zip((ref, converted, difference(ref, converted)), names.values()):
+        save_png(folder / name, image)
+    return names
+
+
+def draw_both(folder: Path, chip: Chip, dtype: str, passes: StageResult, reference: StageResult, rknn: StageResult,
+              calib: StageResult | None, prompts: list[str], seeds: list[int], steps: int, guidance_scale: float,
+              resolution: int, log: Path, progress: Progress, scratch: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The prompts drawn by the pipeline in `folder` with the reference UNet, then with the .rknn that the
+    `rknn` stage built, rebuilt in the simulator (BuildFailed if the rebuild computes anything else)."""
+    onnx_path = passes.path / passes.meta["onnx"]
+    to_graph = feeder(passes)
+    config = json.loads((folder / "unet" / "config.json").read_text())
+
+    def draw(label: str, run) -> np.ndarray:
+        def on_step(done: int, total: int) -> None:
+            progress.note(f"{label}: step {done}/{total} of {len(prompts)} images")
+
+        return generate(pipeline(folder, RuntimeUNet(config, to_graph, run)), prompts, seeds, steps, guidance_scale,
+                        resolution, on_step)
+
+    ref = draw("ONNX Runtime", _onnx_runtime(onnx_path, passes.meta["outputs"][0]))
+    sim_dir = scratch / "simulator-build"
+    with rknn_backend.serving_simulator(onnx_path, chip, sim_dir, list(passes.meta["inputs"]), passes.meta["outputs"],
+                                        log, progress.tick, dtype,
+                                        calib.path / calib.meta["dataset"] if calib else None,
+                                        rknn.meta["float16_layers"]) as infer:
+        check = infer([feed(reference, 0)])[0][0]
+        built = np.load(rknn.path / rknn.meta["simulator"][0][0])
+        if not np.array_equal(check, built):
+            raise BuildFailed(f"the toolkit's rebuild for drawing images computes another model: its output on check "
+                              f"sample 0 differs from the build's by up to {np.abs(check - built).max():.3g}")
+        converted = draw(".rknn in the simulator", lambda feeds: [outs[0] for outs in infer(feeds)])
+    shutil.rmtree(sim_dir)
+    return ref, converted
+
+
+def _onnx_runtime(onnx_path: Path, output: str):
+    session = onnx_runtime.session(onnx_path)
+    return lambda feeds: [onnx_runtime.run(session, f)[output] for f in feeds]

@@ -1,0 +1,54 @@
+"""Prompts to images with a diffusers pipeline folder's own parts around any UNet module.
+
+The tokenizer, text encoder, scheduler and VAE come from the folder (they run on the host's CPU, as
+they will on the board's); the UNet is whatever module is given: the folder's own in torch, or a
+RuntimeUNet over ONNX Runtime or the toolkit's simulator. Each image has its own seeded generator,
+so the same prompt and seed start from the same noise whichever UNet denoises it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from converter.common.errors import UserError
+
+
+def pipeline(folder: Path, unet: torch.nn.Module):
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    try:
+        parts = {"tokenizer": CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
+                 "text_encoder": CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True).eval(),
+                 "vae": AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True).eval(),
+                 "scheduler": DDIMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)}
+    except (OSError, ValueError) as e:
+        raise UserError(f"{folder}: not a text-to-image pipeline folder ({str(e).splitlines()[0]})") from None
+    pipe = StableDiffusionPipeline(**parts, unet=unet, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance_scale: float, resolution: int,
+             on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """uint8 RGB images (N, resolution, resolution, 3), all prompts denoised together;
+    `on_step(done, steps)` after every denoising step."""
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+
+    def callback(pipe, step, timestep, tensors):
+        if on_step:
+            on_step(step + 1, steps)
+        return tensors
+
+    with torch.no_grad():
+        images = pipe(prompts, height=resolution, width=resolution, num_inference_steps=steps,
+                      guidance_scale=guidance_scale, generator=generators, output_type="np",
+                      callback_on_step_end=callback).images
+    return np.clip(np.round(images * 255), 0, 255).astype(np.uint8)

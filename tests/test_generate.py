@@ -1,0 +1,72 @@
+"""Text to image through the `.rknn`: the image check of a build whose model can draw, and
+`rkconvert generate`. A tiny pipeline folder with seeded weights stands in for a trained one here."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from converter.imaging.evaluation import psnr, ssim
+from tests.conftest import TINY_EVALUATION, error_lines, rkconvert
+
+
+def _png(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_a_pipeline_build_draws_its_evaluation_set_with_both_unets(tiny_pipeline_build):
+    work, result, out = tiny_pipeline_build
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    images = report["images"]
+    assert [r["prompt"] for r in images["rows"]] == [p["prompt"] for p in TINY_EVALUATION["prompts"]]
+    assert images["steps"] == 4 and "rknn_prompt_accuracy" not in images["summary"]  # no judge
+    folder = out / "images" / "evaluation"
+    for row in images["rows"]:
+        ref, rknn = _png(folder / row["reference"]), _png(folder / row["rknn"])
+        assert ref.shape == (64, 64, 3) and ref.std() > 0
+        assert row["psnr_db"] == psnr(rknn, ref) > 25 and row["ssim"] == ssim(rknn, ref)
+        # The float16 .rknn draws the reference's picture, not some picture: it is closer to its own
+        # reference than to the other prompt's.
+        other = next(r for r in images["rows"] if r is not row)
+        assert psnr(rknn, ref) > psnr(rknn, _png(folder / other["reference"])) + 10
+    grid = _png(out / images["grid"])
+    assert grid.shape[0] >= 2 * 64 and grid.shape[1] >= 3 * 64
+    assert "images: 2 prompts" in result.stderr + result.stdout
+    assert report["pipeline"] == str((work / "tiny-pipeline").resolve())
+
+
+def test_generate_draws_with_both_unets_and_agrees_with_the_build(tiny_pipeline_build, tmp_path):
+    _, _, out = tiny_pipeline_build
+    report = json.loads((out / "report.json").read_text())
+    first = report["images"]["rows"][0]
+    result = rkconvert("generate", str(out), "--prompt", first["prompt"], "--prompt", "a green triangle",
+                       "--seed", str(first["seed"]), "--out", str(tmp_path / "gen"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "grid.png" in result.stdout and result.stdout.count("PSNR") == 2
+    for name in ("00-reference.png", "00-rknn.png", "00-difference.png", "01-rknn.png", "grid.png"):
+        assert (tmp_path / "gen" / name).is_file(), name
+    # Same prompt, seed and steps as the build's first evaluation image: the same picture, up to the float
+    # rounding of a batch of 2 prompts against the build's batch of its evaluation prompts.
+    built = _png(out / "images" / "evaluation" / first["rknn"])
+    assert psnr(_png(tmp_path / "gen" / "00-rknn.png"), built) > 35
+    assert psnr(_png(tmp_path / "gen" / "00-reference.png"),
+                _png(out / "images" / "evaluation" / first["reference"])) > 35
+
+
+def test_generate_and_the_image_gates_need_a_model_that_can_draw(tiny_build, tiny_pipeline_build, tmp_path):
+    work, _, out, _ = tiny_build
+    result = rkconvert("generate", str(out), "--prompt", "a red circle", cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = error_lines(result)
+    assert "is a UNet alone" in line and "report.json" in line
+    missing = rkconvert("generate", str(tmp_path / "nowhere"), "--prompt", "x", cwd=tmp_path)
+    assert missing.returncode == 2 and "not a build folder's report" in error_lines(missing)[0]
+    forced = rkconvert("build", "--target", "rk3588", "--model", "tiny-unet", "--image-check", "on", cwd=work)
+    assert forced.returncode == 2 and "not a text-to-image pipeline folder" in error_lines(forced)[0]
+    pipeline_work, _, _ = tiny_pipeline_build
+    judged = rkconvert("build", "--target", "rk3588", "--model", "tiny-pipeline", "--layer-report", "off",
+                       "--min-prompt-accuracy", "0.5", cwd=pipeline_work)
+    assert judged.returncode == 2 and "brings no judge of its images" in error_lines(judged)[0]
