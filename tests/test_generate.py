@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from converter.imaging.evaluation import psnr, ssim
-from tests.conftest import TINY_EVALUATION, error_lines, rkconvert
+from tests.conftest import TINY_EVALUATION, error_lines, rkconvert, save_tiny_pipeline
 
 
 def _png(path) -> np.ndarray:
@@ -70,3 +70,13 @@ def test_generate_and_the_image_gates_need_a_model_that_can_draw(tiny_build, tin
     judged = rkconvert("build", "--target", "rk3588", "--model", "tiny-pipeline", "--layer-report", "off",
                        "--min-prompt-accuracy", "0.5", cwd=pipeline_work)
     assert judged.returncode == 2 and "brings no judge of its images" in error_lines(judged)[0]
+
+
+def test_a_broken_evaluation_spec_is_refused_before_anything_is_built(tmp_path):
+    save_tiny_pipeline(tmp_path / "pipe")
+    (tmp_path / "pipe" / "rkconvert.json").write_text('{"evaluation": {"steps": 4}}')
+    result = rkconvert("build", "--target", "rk3588", "--model", "pipe", cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = error_lines(result)
+    assert "pipe/rkconvert.json: not a readable evaluation spec" in line and "'prompts'" in line
+    assert not (tmp_path / "build").exists()

@@ -42,30 +42,36 @@ class EvalSet:
                 "guidance_scale": self.guidance_scale, "judge": self.judge}
 
 
-def eval_set(folder: Path) -> EvalSet | None:
-    """The evaluation set a pipeline folder declares, or None if it declares none."""
+def _spec(folder: Path) -> dict | None:
     path = folder / SPEC_FILE
     if not path.is_file():
         return None
     try:
         spec = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable evaluation spec ({type(e).__name__}: {e})") from None
+    if not isinstance(spec, dict):
+        raise UserError(f"{path}: not a readable evaluation spec (expected a JSON object)")
+    return spec
+
+
+def eval_set(folder: Path) -> EvalSet | None:
+    """The evaluation set a pipeline folder declares, or None if it declares none."""
+    spec = _spec(folder)
+    if spec is None or "evaluation" not in spec:
+        return None
+    try:
         ev = spec["evaluation"]
         prompts = tuple(EvalPrompt(p.get("category", ""), p["prompt"], int(p["seed"])) for p in ev["prompts"])
         return EvalSet(prompts, int(ev["steps"]), float(ev["guidance_scale"]), spec.get("judge"))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path}: not a readable evaluation spec ({type(e).__name__}: {e})") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UserError(f"{folder / SPEC_FILE}: not a readable evaluation spec ({type(e).__name__}: {e})") from None
 
 
 def declared_prompts(folder: Path) -> Path | None:
     """The prompt file a pipeline folder declares for calibration (rkconvert.json "prompts"), if any."""
-    path = folder / SPEC_FILE
-    if not path.is_file():
-        return None
-    try:
-        name = json.loads(path.read_text()).get("prompts")
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: not a readable evaluation spec ({e})") from None
-    return folder / name if name else None
+    spec = _spec(folder)
+    return folder / spec["prompts"] if spec and spec.get("prompts") else None
 
 
 def judge_for(name: str | None):
