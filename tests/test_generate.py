@@ -57,8 +57,11 @@ def test_generate_draws_with_both_unets_and_agrees_with_the_build(tiny_pipeline_
 
 
 def test_generate_and_the_image_gates_need_a_model_that_can_draw(tiny_build, tiny_pipeline_build, tmp_path):
-    work, _, out, _ = tiny_build
-    result = rkconvert("generate", str(out), "--prompt", "a red circle", cwd=tmp_path)
+    work, _, _, first_report = tiny_build
+    unet_only = tmp_path / "unet-only"  # the tiny build's report as first written (later tests rewrite it)
+    unet_only.mkdir()
+    (unet_only / "report.json").write_text(json.dumps(first_report))
+    result = rkconvert("generate", str(unet_only), "--prompt", "a red circle", cwd=tmp_path)
     assert result.returncode == 2
     (line,) = error_lines(result)
     assert "is a UNet alone" in line and "report.json" in line
