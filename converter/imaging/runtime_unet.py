@@ -24,7 +24,6 @@ class RuntimeUNet(torch.nn.Module):
         super().__init__()
         self.config = FrozenDict(config)
         self.to_graph, self.run = to_graph, run
-        self.calls = 0
 
     @property
     def dtype(self) -> torch.dtype:
@@ -44,7 +43,6 @@ class RuntimeUNet(torch.nn.Module):
                 "timestep": t[row:row + 1] if t.size > 1 else t[:1],
                 "encoder_hidden_states": encoder_hidden_states[row:row + 1].float().numpy()}))
         out = torch.from_numpy(np.concatenate(self.run(feeds)))
-        self.calls += len(feeds)
         return (out,) if not return_dict else {"sample": out}
 
 
