@@ -1,4 +1,4 @@
-"""The demo's drawn world, its judge, and the script that trains a model on it."""
+"""The trained demo: its drawn world, its judge, its shipped weights, and the script that trained it."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
+from converter.common.errors import UserError
+from converter.models import demo
 from converter.models.demo import scenes
 from converter.models.demo.judge import judge
+from converter.models.model_source import resolve
+from tests.conftest import rkconvert
 from tools import train_demo
-
-WEIGHTS = ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
-           "text_encoder/model.safetensors")
 
 
 def test_the_judge_sees_the_generators_scenes_and_not_noise():
@@ -55,6 +57,57 @@ def test_captions_parse_back_into_their_scenes():
         scenes.parse("a photo of a cat")
 
 
+def test_shipped_weights_are_the_trained_ones(tmp_path):
+    files = sorted(p.relative_to(demo.PIPELINE).as_posix() for p in demo.PIPELINE.rglob("*.safetensors"))
+    assert files == sorted(demo.WEIGHTS_SHA256) and len(files) == 3  # unet, vae, text encoder
+    for rel, expected in demo.WEIGHTS_SHA256.items():
+        assert demo.sha256(demo.PIPELINE / rel) == expected, rel
+    assert sum((demo.PIPELINE / rel).stat().st_size for rel in files) <= 25 * 2**20
+    unet = load_file(demo.PIPELINE / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(np.isfinite(v).all() for v in unet.values())
+    assert resolve("demo").pipeline == demo.PIPELINE
+
+
+def test_a_changed_weights_file_is_refused(tmp_path, monkeypatch):
+    copy = tmp_path / "pipeline"
+    copy.mkdir()
+    rel = next(iter(demo.WEIGHTS_SHA256))
+    (copy / rel).parent.mkdir(parents=True)
+    (copy / rel).write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
+    monkeypatch.setattr(demo, "PIPELINE", copy)
+    with pytest.raises(UserError, match="not the trained demo weights"):
+        demo.pipeline_folder()
+
+
+def test_every_caption_word_is_one_token_of_the_shipped_tokenizer():
+    from transformers import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(demo.PIPELINE / "tokenizer", local_files_only=True)
+    for word in scenes.vocabulary():
+        assert len(tokenizer(word, add_special_tokens=False).input_ids) == 1, word
+
+
+def test_the_evaluation_set_covers_every_layout_and_the_judge_passes_its_ground_truth():
+    spec = json.loads((demo.PIPELINE / "rkconvert.json").read_text())
+    prompts = spec["evaluation"]["prompts"]
+    assert {p["category"] for p in prompts} == set(scenes.LAYOUTS)
+    assert len({p["seed"] for p in prompts}) == len(prompts)
+    for p in prompts:
+        scenes.parse(p["prompt"])
+
+
+def test_quantizing_the_demo_keeps_a_pipeline_that_can_draw(tmp_path):
+    result = rkconvert("quantize", "--model", "demo", "--out", str(tmp_path / "demo-w8a16"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    source = resolve(str(tmp_path / "demo-w8a16"))
+    assert source.kind == "pipeline"
+    for part in ("model_index.json", "rkconvert.json", "tokenizer", "text_encoder", "vae", "scheduler",
+                 "unet/unet-w8a16.onnx"):
+        assert (tmp_path / "demo-w8a16" / part).exists(), part
+    unet = source.load_unet()
+    assert unet.rkconvert_w8a16_layers == json.loads((tmp_path / "demo-w8a16" / "quantize.json").read_text())["layers"]
+
+
 def test_training_runs_and_is_deterministic_for_a_seed(tmp_path):
     steps = ["--vae-steps", "2", "--scenes", "64", "--unet-steps", "2", "--save-every", "1", "--threads", "1"]
     for run in ("a", "b"):
@@ -63,20 +116,11 @@ def test_training_runs_and_is_deterministic_for_a_seed(tmp_path):
         a = (tmp_path / "a" / "out" / f"train-{phase}-loss.jsonl").read_text().splitlines()
         b = (tmp_path / "b" / "out" / f"train-{phase}-loss.jsonl").read_text().splitlines()
         assert [json.loads(x)["loss"] for x in a] == [json.loads(x)["loss"] for x in b]
-    for rel in WEIGHTS:
-        assert (tmp_path / "a" / "out" / rel).read_bytes() == (tmp_path / "b" / "out" / rel).read_bytes(), rel
+    for rel in demo.WEIGHTS_SHA256:
+        assert demo.sha256(tmp_path / "a" / "out" / rel) == demo.sha256(tmp_path / "b" / "out" / rel), rel
     # Resuming from a checkpoint gives what one uninterrupted run gives.
     train_demo.main(["--work", str(tmp_path / "c" / "work"), "--out", str(tmp_path / "c" / "out"),
                      *steps[:-4], "--unet-steps", "1", "--save-every", "1", "--threads", "1"])
     train_demo.main(["--work", str(tmp_path / "c" / "work"), "--out", str(tmp_path / "c" / "out"), *steps])
-    for rel in WEIGHTS:
-        assert (tmp_path / "a" / "out" / rel).read_bytes() == (tmp_path / "c" / "out" / rel).read_bytes(), rel
-    from transformers import CLIPTokenizer
-
-    tokenizer = CLIPTokenizer.from_pretrained(tmp_path / "a" / "out" / "tokenizer", local_files_only=True)
-    for word in scenes.vocabulary():
-        assert len(tokenizer(word, add_special_tokens=False).input_ids) == 1, word
-    spec = json.loads((tmp_path / "a" / "out" / "rkconvert.json").read_text())
-    assert {p["category"] for p in spec["evaluation"]["prompts"]} == set(scenes.LAYOUTS)
-    for p in spec["evaluation"]["prompts"]:
-        scenes.parse(p["prompt"])
+    for rel in demo.WEIGHTS_SHA256:
+        assert demo.sha256(tmp_path / "a" / "out" / rel) == demo.sha256(tmp_path / "c" / "out" / rel), rel

@@ -1,5 +1,5 @@
 """Text to image through the `.rknn`: the image check of a build whose model can draw, and
-`rkconvert generate`. A tiny pipeline folder with seeded weights stands in for a trained one here."""
+`rkconvert generate`: on the trained demo, and on a tiny pipeline folder with seeded weights (no judge)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,32 @@ import numpy as np
 from PIL import Image
 
 from converter.imaging.evaluation import psnr, ssim
+from converter.models import demo
 from tests.conftest import TINY_EVALUATION, error_lines, rkconvert, save_tiny_pipeline
 
 
 def _png(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_the_demo_build_draws_its_evaluation_set_as_asked_through_the_rknn(demo_build):
+    result, out = demo_build
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["cpu_ops"] == 0  # group_norm_as_conv keeps the 2x2 stage's GroupNorms on the NPU
+    images = report["images"]
+    spec = json.loads((demo.PIPELINE / "rkconvert.json").read_text())["evaluation"]
+    assert [r["prompt"] for r in images["rows"]] == [p["prompt"] for p in spec["prompts"]]
+    summary = images["summary"]
+    assert summary["reference_prompt_accuracy"] >= 0.9
+    assert summary["rknn_prompt_accuracy"] >= 0.98 * summary["reference_prompt_accuracy"]
+    grid = _png(out / images["grid"])
+    assert grid.shape[0] > 128 * len(images["rows"]) and grid.shape[1] > 3 * 128
+    folder = out / "images" / "evaluation"
+    for row in images["rows"]:
+        ref, rknn = _png(folder / row["reference"]), _png(folder / row["rknn"])
+        assert row["psnr_db"] == psnr(rknn, ref) > 20
+    assert "prompt accuracy" in result.stdout
 
 
 def test_a_pipeline_build_draws_its_evaluation_set_with_both_unets(tiny_pipeline_build):

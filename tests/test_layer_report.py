@@ -4,6 +4,7 @@ a page that renders, a gate that names the layer, and two builds side by side.""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -180,6 +181,12 @@ def test_html_report_renders_in_chromium_and_names_every_layer(demo_build, tmp_p
     assert cpu_rows == report["cpu_ops"]
     assert f"{report['cpu_ops']} compute layers fell back to the CPU" in dom
     assert report["cpu_ops"] == 0  # group_norm_as_conv keeps the 2x2 stage's GroupNorms on the NPU
+    pictures = dom.split('<table id="image-rows">')[1].split("</table>")[0]
+    assert pictures.count("<tr>") == len(report["images"]["rows"]) + 1
+    sources = re.findall(r'<img src="([^"]+)"', pictures)
+    assert len(sources) == 3 * len(report["images"]["rows"])
+    assert all((demo_build / src).is_file() for src in sources)
+    assert "prompt accuracy" in dom.lower()
 
 
 def test_layers_the_toolkit_renamed_pair_by_onnx_tensor():

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,8 @@ def main() -> int:
                 "artifact_bytes": report.get("artifact_bytes"), "fp32_onnx_bytes": report.get("onnx_bytes"),
                 "artifact_to_fp32_onnx": report.get("artifact_to_onnx"),
                 "float16_layers": len(report.get("float16_layers") or []),
+                "compiled_layer_dtypes": dict(Counter(row["dtype"] for row in report.get("placement") or []
+                                                      if row["op"] != "InputOperator")),
                 "hybrid_trials": report.get("hybrid_trials"), "error": report.get("error"),
                 "images": (report.get("images") or {}).get("summary"),
                 "vs_float_model_images": _against(float_images, out, report),

@@ -12,7 +12,8 @@ from converter.build.build_dir import STAGE_FILE, StageResult
 from converter.build.stages.images import draw_both, save_trio
 from converter.common.errors import UserError
 from converter.common.progress import Progress
-from converter.imaging.evaluation import difference, eval_set, grid, psnr, save_png, ssim
+from converter.imaging.evaluation import eval_set, psnr, ssim
+from converter.imaging.pictures import comparison_grid, save_png
 from targets import get_chip
 
 
@@ -61,8 +62,7 @@ def generate(build_dir: Path, prompts: list[str], seed: int, steps: int | None, 
             names = save_trio(Path(scratch), f"{i:02d}", ref[i], converted[i])
             rows.append({"prompt": prompt, "seed": seeds[i], "psnr_db": psnr(converted[i], ref[i]),
                          "ssim": ssim(converted[i], ref[i]), **names})
-        save_png(Path(scratch) / "grid.png",
-                 grid([[ref[i], converted[i], difference(ref[i], converted[i])] for i in range(len(prompts))]))
+        save_png(Path(scratch) / "grid.png", comparison_grid(ref, converted, prompts))
         for png in Path(scratch).glob("*.png"):
             png.replace(out / png.name)
     return rows

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from converter.common.errors import UserError
@@ -108,28 +107,6 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
         cov = gaussian_filter(x * y, 1.5) - mx * my
         values.append(np.mean((2 * mx * my + c1) * (2 * cov + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))))
     return float(np.mean(values))
-
-
-def difference(a: np.ndarray, b: np.ndarray, gain: int = 4) -> np.ndarray:
-    """|a - b| amplified `gain` times, as an image."""
-    return np.clip(np.abs(a.astype(np.int16) - b.astype(np.int16)) * gain, 0, 255).astype(np.uint8)
-
-
-def grid(rows: list[list[np.ndarray]], gap: int = 4) -> np.ndarray:
-    """Images laid out in rows, separated by white gaps."""
-    h, w = rows[0][0].shape[:2]
-    cols = max(len(r) for r in rows)
-    out = np.full((len(rows) * (h + gap) - gap, cols * (w + gap) - gap, 3), 255, np.uint8)
-    for i, row in enumerate(rows):
-        for j, image in enumerate(row):
-            out[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = image
-    return out
-
-
-def save_png(path: Path, image: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(image).save(tmp, format="PNG")
-    tmp.replace(path)
 
 
 def compare_images(reference: np.ndarray, converted: np.ndarray, prompts: list[str], judge) -> dict:

@@ -1,4 +1,4 @@
-"""What `--model` names: a built-in preset, a diffusers pipeline or UNet (folder or weights file), or a
+"""What `--model` names: the built-in demo, a preset, a diffusers pipeline or UNet (folder or weights file), or a
 UNet ONNX."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class ModelSource:
     @property
     def name(self) -> str:
         """Short name for build folders: the preset name or the file / folder stem."""
-        if self.kind == "preset":
+        if self.kind == "preset" or self.spec == presets.DEMO:
             return self.spec.replace(":", "-")
         stem = self.path.stem if self.path.is_file() else self.path.name
         return stem or "model"
@@ -63,6 +63,10 @@ class ModelSource:
 
 
 def resolve(spec: str, config: Path | None = None, trust_pickle: bool = False, seed: int = 0) -> ModelSource:
+    if spec == presets.DEMO:
+        from converter.models import demo
+
+        return ModelSource(spec, "pipeline", demo.pipeline_folder(), seed=seed)
     if spec in presets.names():
         return ModelSource(spec, "preset", seed=seed)
     path = Path(spec)

@@ -21,7 +21,8 @@ from converter.build.stages.reference import feed, feeder
 from converter.common import onnx_runtime
 from converter.common.errors import BuildFailed
 from converter.common.progress import Progress
-from converter.imaging.evaluation import EvalSet, compare_images, difference, grid, judge_for, save_png
+from converter.imaging.evaluation import EvalSet, compare_images, judge_for
+from converter.imaging.pictures import comparison_grid, difference, save_png
 from converter.imaging.runtime_unet import RuntimeUNet
 from converter.imaging.text_to_image import generate, pipeline
 from targets import rknn_backend
@@ -41,7 +42,7 @@ def run(req: BuildRequest, export: StageResult, passes: StageResult, reference: 
     for i, row in enumerate(result["rows"]):
         row.update(category=evaluation.prompts[i].category, seed=seeds[i])
         row.update(save_trio(tmp, f"{i:02d}", ref[i], converted[i]))
-    save_png(tmp / GRID, grid([[ref[i], converted[i], difference(ref[i], converted[i])] for i in range(len(prompts))]))
+    save_png(tmp / GRID, comparison_grid(ref, converted, prompts))
     return {**result, "grid": GRID, "steps": evaluation.steps, "guidance_scale": evaluation.guidance_scale,
             "judge": evaluation.judge}
 
