@@ -13,6 +13,7 @@ parent reports.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -22,11 +23,32 @@ import numpy as np
 from converter.common.child_process import ERROR, PHASE
 
 
+# Peak resident memory per toolkit call, to see which one a large model's memory goes to: Linux
+# resets a process's high-water mark (VmHWM) when "5" is written to /proc/self/clear_refs.
+PEAKS: dict[str, int] = {}
+
+
+def _reset_peak() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_bytes() -> int | None:
+    try:
+        return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+    except (OSError, AttributeError):
+        return None
+
+
 def _call(phases: dict, name: str, fn, *args, **kwargs):
     print(f"{PHASE}{name}()", flush=True)
+    _reset_peak()
     start = time.monotonic()
     result = fn(*args, **kwargs)
     phases[name] = round(time.monotonic() - start, 3)
+    PEAKS[name] = _peak_bytes()
     if isinstance(result, int) and result != 0:
         print(f"{ERROR}{name}() returned {result}", flush=True)
         sys.exit(3)
@@ -124,7 +146,7 @@ def main(job_path: str) -> None:
     if job.get("serve"):
         _serve(rknn, job)
     rknn.release()
-    Path(job["result"]).write_text(json.dumps({"phases": phases, "outputs": outputs,
+    Path(job["result"]).write_text(json.dumps({"phases": phases, "phase_peak_rss_bytes": PEAKS, "outputs": outputs,
                                                "float16_layers_applied": float16_applied}))
 
 

@@ -87,6 +87,7 @@ def main() -> int:
         "peak_rss_bytes_by_process": report.get("peak_rss_bytes"),
         "stages": report.get("stages"),
         "toolkit_phases": report.get("toolkit_phases"),
+        "toolkit_phase_peak_rss_bytes": report.get("toolkit_phase_peak_rss_bytes"),
         "output_psnr_db": report.get("output_psnr_db"),
         "output_cosine": report.get("output_cosine"),
         "output_max_abs": report.get("output_max_abs"),

@@ -161,6 +161,7 @@ def _run_stages(req: BuildRequest, names: list[str], evaluation: EvalSet | None,
                   output_max_abs=metrics["max_abs"], output_mean_abs=metrics["mean_abs"],
                   check_inputs=reference.meta["check_inputs"], check_timesteps=reference.meta["timesteps"],
                   calibration=calib.meta if calib else None, toolkit_phases=rknn.meta["phases"],
+                  toolkit_phase_peak_rss_bytes=rknn.meta["phase_peak_rss_bytes"],
                   placement=rknn_stage.placement_rows(rknn), cpu_ops=rknn.meta["cpu_ops"])
     if dumps:
         layers = _stage(req, build_dir, progress, "layers", "every layer against ONNX Runtime", {},

@@ -35,6 +35,7 @@ def run(req: BuildRequest, passes: StageResult, reference: StageResult, calib: S
         "snapshot": rknn_backend.SNAPSHOT_DIR if layer_dumps else None,
         "toolkit_version": rknn_backend.toolkit_version(),
         "phases": result["phases"],
+        "phase_peak_rss_bytes": result["phase_peak_rss_bytes"],
         "peak_rss_bytes": run_.peak_rss_bytes,
         "simulator": [[str(Path(p).relative_to(tmp.resolve())) for p in outs] for outs in result["outputs"]],
     }
