@@ -24,22 +24,25 @@ from converter.common.child_process import ERROR, PHASE
 
 
 # Peak resident memory per toolkit call, to see which one a large model's memory goes to: Linux
-# resets a process's high-water mark (VmHWM) when "5" is written to /proc/self/clear_refs.
+# resets a process's high-water mark (VmHWM) when "5" is written to /proc/self/clear_refs. That can also
+# lower what the parent's wait4() reports as the child's peak: the parent takes the larger of the two
+# ("startup": the imports, before the first call).
 PEAKS: dict[str, int] = {}
 
 
+def _peak_bytes() -> int:
+    try:
+        return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+    except (OSError, AttributeError):
+        return 0
+
+
 def _reset_peak() -> None:
+    PEAKS.setdefault("startup", _peak_bytes())
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
-
-
-def _peak_bytes() -> int | None:
-    try:
-        return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
-    except (OSError, AttributeError):
-        return None
 
 
 def _call(phases: dict, name: str, fn, *args, **kwargs):

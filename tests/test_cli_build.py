@@ -43,6 +43,11 @@ def test_build_writes_rknn_and_report(tiny_build):
     assert [s["name"] for s in report["stages"]] == ["export", "passes", "reference", "rknn", "layers"]
     assert all(s["seconds"] > 0 and not s["reused"] for s in report["stages"])
     assert "PSNR" in result.stdout
+    # Memory per toolkit call (and the child's imports before them); the child's peak is the largest.
+    peaks = report["toolkit_phase_peak_rss_bytes"]
+    assert set(peaks) == {"startup", *report["toolkit_phases"]} and all(v > 0 for v in peaks.values())
+    assert peaks["build"] > peaks["startup"]
+    assert report["peak_rss_bytes"]["toolkit"] >= max(peaks.values())
     assert not list(out.rglob("check*.onnx")) and not list(work.glob("check*.onnx"))
 
 

@@ -36,7 +36,8 @@ def run(req: BuildRequest, passes: StageResult, reference: StageResult, calib: S
         "toolkit_version": rknn_backend.toolkit_version(),
         "phases": result["phases"],
         "phase_peak_rss_bytes": result["phase_peak_rss_bytes"],
-        "peak_rss_bytes": run_.peak_rss_bytes,
+        # wait4() sees only the child's last call's peak (the child resets it per call: rknn_worker.PEAKS).
+        "peak_rss_bytes": max(run_.peak_rss_bytes, *result["phase_peak_rss_bytes"].values()),
         "simulator": [[str(Path(p).relative_to(tmp.resolve())) for p in outs] for outs in result["outputs"]],
     }
 
