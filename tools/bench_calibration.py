@@ -6,6 +6,9 @@
    trajectories, judged on held-out trajectory inputs (other prompts, other noise);
 2. the same rewritten graph, rebuilt by the toolkit calibrated on as many Gaussian stand-ins
    (unit-Gaussian latent and text states, timesteps spread over 0-999), judged on the same inputs.
+A model that can draw (the demo) is also judged by its images: the build's own image check for (1),
+the same evaluation set drawn through the Gaussian-calibrated .rknn for (2), both against the same
+ONNX Runtime reference images (image PSNR, SSIM, prompt accuracy).
 """
 
 from __future__ import annotations
@@ -20,24 +23,18 @@ from pathlib import Path
 import numpy as np
 
 from calib_data.check_inputs import check_inputs
-from converter.build.build_dir import STAGE_FILE
+from converter.build.build_dir import StageResult, finished_stage
 from converter.common.accuracy import compare
 from converter.models.unet_interface import specs_from_json
 from targets import get_chip, rknn_backend
-
-
-def stage(out: Path, name: str) -> tuple[Path, dict]:
-    path = out / "stages" / name
-    return path, json.loads((path / STAGE_FILE).read_text())["meta"]
 
 
 def gaussian_dataset(out: Path, folder: Path, count: int, seed: int) -> Path:
     """`count` Gaussian stand-ins, as the rewritten graph takes them, in RKNN's dataset format."""
     from converter.build.host_programs import GraphFeeder
 
-    export_dir, export = stage(out, "export")
-    passes_dir, passes = stage(out, "passes")
-    to_graph = GraphFeeder([passes_dir / p for p in passes["host_programs"]], list(passes["inputs"]))
+    export, passes = finished_stage(out, "export").meta, finished_stage(out, "passes")
+    to_graph = GraphFeeder([passes.path / p for p in passes.meta["host_programs"]], list(passes.meta["inputs"]))
     lines = []
     for i, feed in enumerate(check_inputs(specs_from_json(export["inputs"]), count, seed)):
         files = []
@@ -47,6 +44,29 @@ def gaussian_dataset(out: Path, folder: Path, count: int, seed: int) -> Path:
         lines.append(" ".join(files))
     (folder / "dataset.txt").write_text("\n".join(lines) + "\n")
     return folder / "dataset.txt"
+
+
+def _gaussian_images(out: Path, report: dict, rebuilt: Path, result: dict, dataset_dir: Path, tmp: Path) -> dict:
+    """The build's evaluation set drawn through the Gaussian-calibrated .rknn, against the build's reference images."""
+    from PIL import Image
+    from rich.console import Console
+
+    from converter.build.stages.images import draw_both
+    from converter.common.progress import Progress
+    from converter.imaging.evaluation import compare_images, eval_set, judge_for
+
+    evaluation = eval_set(Path(report["pipeline"]))
+    prompts, seeds = [p.prompt for p in evaluation.prompts], [p.seed for p in evaluation.prompts]
+    rknn = StageResult("rknn-gaussian", rebuilt, "", {"simulator": result["outputs"], "float16_layers": []}, 0, False)
+    calib = StageResult("calib-gaussian", dataset_dir, "", {"dataset": "dataset.txt"}, 0, False)
+    _, converted = draw_both(Path(report["pipeline"]), get_chip(report["target"]), "w8a8",
+                             finished_stage(out, "passes"), finished_stage(out, "reference"), rknn, calib, prompts,
+                             seeds, evaluation.steps, evaluation.guidance_scale, report["resolution"],
+                             tmp / "gaussian-images.log", Progress(Console(stderr=True)), tmp)
+    folder = out / report["images"]["grid"].rsplit("/", 1)[0]
+    reference = np.stack([np.asarray(Image.open(folder / r["reference"]).convert("RGB"))
+                          for r in report["images"]["rows"]])
+    return compare_images(reference, converted, prompts, judge_for(evaluation.judge))["summary"]
 
 
 def main() -> int:
@@ -72,18 +92,19 @@ def main() -> int:
         folder = Path(tmp) / "gaussian"
         folder.mkdir()
         dataset = gaussian_dataset(out, folder, args.samples, args.seed)
-        passes_dir, passes = stage(out, "passes")
-        reference_dir, reference = stage(out, "reference")
-        samples = [{k: reference_dir / v for k, v in s.items()} for s in reference["samples"]]
+        passes, reference = finished_stage(out, "passes"), finished_stage(out, "reference")
+        samples = [{k: reference.path / v for k, v in s.items()} for s in reference.meta["samples"]]
         rebuilt = Path(tmp) / "rknn-gaussian"
         rebuilt.mkdir()
         _, result = rknn_backend.build_and_simulate(
-            passes_dir / passes["onnx"], get_chip(args.target), rebuilt, samples, list(passes["inputs"]),
-            passes["outputs"], Path(tmp) / "gaussian.log", dtype="w8a8", dataset=dataset)
-        names = passes["outputs"]
-        ref = np.concatenate([np.load(reference_dir / o[n]).ravel() for o in reference["outputs"] for n in names])
+            passes.path / passes.meta["onnx"], get_chip(args.target), rebuilt, samples, list(passes.meta["inputs"]),
+            passes.meta["outputs"], Path(tmp) / "gaussian.log", dtype="w8a8", dataset=dataset)
+        ref = np.concatenate([np.load(reference.path / o[n]).ravel() for o in reference.meta["outputs"]
+                              for n in passes.meta["outputs"]])
         sim = np.concatenate([np.load(p).ravel() for outs in result["outputs"] for p in outs])
         gaussian = compare(sim, ref)
+        images = report.get("images")
+        gaussian_images = _gaussian_images(out, report, rebuilt, result, folder, Path(tmp)) if images else None
 
     summary = {
         "benchmark": "calibration",
@@ -93,6 +114,9 @@ def main() -> int:
         "trajectory_calibrated": {"psnr_db": report["output_psnr_db"], "cosine": report["output_cosine"]},
         "gaussian_calibrated": {"psnr_db": gaussian["psnr_db"], "cosine": gaussian["cosine"]},
     }
+    if images:
+        summary["trajectory_calibrated"]["images"] = images["summary"]
+        summary["gaussian_calibrated"]["images"] = gaussian_images
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from converter.common.errors import UserError
+
 STAGE_FILE = "stage.json"
 _PACKAGES = ("converter", "graph_passes", "calib_data", "targets")
 
@@ -47,6 +49,16 @@ class StageResult:
 
     def summary(self) -> dict:
         return {"name": self.name, "seconds": round(self.seconds, 2), "reused": self.reused}
+
+
+def finished_stage(build_dir: Path, name: str) -> StageResult:
+    """Stage `name` of a finished build, for the verbs that work on a build folder (generate, benchmarks)."""
+    folder = build_dir / "stages" / name
+    try:
+        saved = json.loads((folder / STAGE_FILE).read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{folder}: missing or unreadable; rebuild {build_dir}") from None
+    return StageResult(name, folder, saved["key"], saved["meta"], saved["seconds"], True)
 
 
 class BuildDir:

@@ -8,7 +8,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from converter.build.build_dir import STAGE_FILE, StageResult
+from converter.build.build_dir import finished_stage
 from converter.build.stages.images import draw_both, save_trio
 from converter.common.errors import UserError
 from converter.common.progress import Progress
@@ -31,15 +31,6 @@ def _report(build_dir: Path) -> dict:
     return report
 
 
-def _stage(build_dir: Path, name: str) -> StageResult:
-    folder = build_dir / "stages" / name
-    try:
-        saved = json.loads((folder / STAGE_FILE).read_text())
-    except (OSError, ValueError):
-        raise UserError(f"{folder}: missing or unreadable; rebuild {build_dir}") from None
-    return StageResult(name, folder, saved["key"], saved["meta"], saved["seconds"], True)
-
-
 def generate(build_dir: Path, prompts: list[str], seed: int, steps: int | None, guidance_scale: float | None,
              out: Path, progress: Progress) -> list[dict]:
     """PNGs per prompt in `out` (reference, rknn, difference) and grid.png; a row of figures per prompt."""
@@ -48,13 +39,13 @@ def generate(build_dir: Path, prompts: list[str], seed: int, steps: int | None, 
     declared = eval_set(folder)
     steps = steps or (declared.steps if declared else 20)
     guidance_scale = guidance_scale if guidance_scale is not None else (declared.guidance_scale if declared else 7.5)
-    calib = _stage(build_dir, "calib") if report["dtype"] != "float16" else None
+    calib = finished_stage(build_dir, "calib") if report["dtype"] != "float16" else None
     seeds = [seed + i for i in range(len(prompts))]
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".generate-", dir=out) as scratch, \
             progress.stage("generate", f"{len(prompts)} prompts, {steps} steps, ONNX Runtime and the .rknn"):
-        ref, converted = draw_both(folder, get_chip(report["target"]), report["dtype"], _stage(build_dir, "passes"),
-                                   _stage(build_dir, "reference"), _stage(build_dir, report["rknn_stage"]), calib,
+        ref, converted = draw_both(folder, get_chip(report["target"]), report["dtype"], finished_stage(build_dir, "passes"),
+                                   finished_stage(build_dir, "reference"), finished_stage(build_dir, report["rknn_stage"]), calib,
                                    prompts, seeds, steps, guidance_scale, report["resolution"],
                                    build_dir / "logs" / "rknn-generate.log", progress, Path(scratch))
         rows = []
