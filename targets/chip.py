@@ -12,6 +12,8 @@ class Chip:
     sram_bytes: int
     dtypes: tuple[str, ...]  # what rkconvert can build for it, RKNN's dtype names
     passes: tuple[str, ...]  # graph_passes.CATALOGUE names, in the order they run
+    # NPU clock, to turn the compiler's cycle estimate into an estimated time; None where not known.
+    npu_clock_hz: int | None = None
     off_by_default: tuple[str, ...] = ()  # passes of `passes` that run only when asked for
     # RKNN dtype -> why rkconvert will not build it for this chip (shown when asked for).
     refused_dtypes: dict[str, str] = field(default_factory=dict)

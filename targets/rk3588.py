@@ -13,6 +13,9 @@ CHIP = Chip(
     name="rk3588",
     npu_cores=3,
     sram_bytes=956 * 1024,
+    # 1 GHz: the TRM's 1024 int8 MACs per cycle per core x 3 cores x 2 ops x 1 GHz = the advertised 6 TOPS
+    # (worked through in https://jas-hacks.blogspot.com/2023, "The RKNN clock is 1Ghz").
+    npu_clock_hz=1_000_000_000,
     dtypes=("float16", "w8a8"),
     refused_dtypes={
         "w8a16": "rknn-toolkit2 2.5.0 refuses w8a16 for rk3588 at config() (it offers it for rk3562)",

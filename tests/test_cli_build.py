@@ -48,6 +48,14 @@ def test_build_writes_rknn_and_report(tiny_build):
     assert set(peaks) == {"startup", *report["toolkit_phases"]} and all(v > 0 for v in peaks.values())
     assert peaks["build"] > peaks["startup"]
     assert report["peak_rss_bytes"]["toolkit"] >= max(peaks.values())
+    cost = report["cost"]  # the toolkit's estimate, summed from its layer table
+    compute = [r for r in report["placement"] if r["op"] not in ("InputOperator", "OutputOperator")]
+    assert cost["total_cycles"] == sum(r["total_cycles"] for r in compute) > 0
+    assert sum(m["total_cycles"] for m in cost["per_module"].values()) == cost["total_cycles"]
+    assert cost["estimated_seconds_per_step"] == cost["total_cycles"] / 1e9  # rk3588's NPU at 1 GHz
+    assert cost["attention_layers"] == sum(r["op"] == "exSDPAttention" for r in compute) > 0
+    assert "not measured on a board" in cost["label"] and cost["weight_bytes"] > 0 and cost["internal_bytes"] > 0
+    assert "cost (estimate)" in result.stdout
     assert not list(out.rglob("check*.onnx")) and not list(work.glob("check*.onnx"))
 
 

@@ -37,6 +37,18 @@ def test_the_demo_build_draws_its_evaluation_set_as_asked_through_the_rknn(demo_
     assert "prompt accuracy" in result.stdout
 
 
+def test_generate_draws_the_demo_at_a_small_step_count(demo_build, tmp_path):
+    _, out = demo_build
+    prompt = "a red circle on the left and a blue square on the right"
+    result = rkconvert("generate", str(out), "--prompt", prompt, "--steps", "4", "--seed", "3",
+                       "--out", str(tmp_path / "gen"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ref, rknn = _png(tmp_path / "gen" / "00-reference.png"), _png(tmp_path / "gen" / "00-rknn.png")
+    assert ref.shape == (128, 128, 3) and ref.std() > 10  # a picture, not a flat field
+    assert psnr(rknn, ref) > 40  # the float16 .rknn draws what ONNX Runtime draws
+    assert result.stdout.count("PSNR") == 1
+
+
 def test_a_pipeline_build_draws_its_evaluation_set_with_both_unets(tiny_pipeline_build):
     work, result, out = tiny_pipeline_build
     assert result.returncode == 0, result.stderr

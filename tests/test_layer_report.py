@@ -22,6 +22,7 @@ from converter.common import onnx_runtime
 from converter.common.accuracy import compare
 from converter.common.progress import Progress
 from converter.models.model_source import resolve
+from converter.reports.compare_builds import cost_rows, load_report
 from converter.reports.layer_report import analyse, worst_first
 from converter.reports.toolkit_snapshot import load_dump, read_layers
 from targets import get_chip
@@ -134,6 +135,9 @@ def test_compare_pairs_every_layer_of_two_builds(tiny_build, tmp_path):
     shown = rkconvert("compare", str(out), str(other), "--top", "5", "--json", str(tmp_path / "c.json"), cwd=work)
     assert shown.returncode == 0, shown.stderr
     assert "output_psnr_db" in shown.stdout and "layers only in A: 0, only in B: 0" in shown.stdout
+    # Same architecture, other weights: the toolkit's cost estimate does not move.
+    assert "estimated cycles" in shown.stdout and "not measured on a board" in shown.stdout
+    assert all(row[3] == "+0.0%" for row in cost_rows(load_report(out), load_report(other)))
     joined = json.loads((tmp_path / "c.json").read_text())["layers"]
     assert len(joined) == len(_rows(out))
     deltas = [j["delta_sqnr_db"] for j in joined if j["delta_sqnr_db"] is not None]
@@ -141,6 +145,18 @@ def test_compare_pairs_every_layer_of_two_builds(tiny_build, tmp_path):
 
     bad = rkconvert("compare", str(out), str(tmp_path), cwd=work)
     assert bad.returncode == 2 and error_lines(bad) == [f"rkconvert: error: {tmp_path}: no report.json (not an rkconvert build folder)"]
+
+
+def test_compare_puts_the_cost_estimates_side_by_side():
+    def report(cycles, seconds, traffic):
+        return {"cost": {"total_cycles": cycles, "estimated_seconds_per_step": seconds, "internal_bytes": 1000,
+                         "attention_traffic": {"dram_bytes": traffic}}}
+
+    rows = cost_rows(report(100, 1e-3, 4096), report(150, 1.5e-3, 1024))
+    assert rows == [("estimated cycles", "100", "150", "+50.0%"), ("estimated ms per step", "1.000", "1.500", "+50.0%"),
+                    ("internal memory bytes", "1,000", "1,000", "+0.0%"),
+                    ("attention DRAM bytes (model)", "4,096", "1,024", "-75.0%")]
+    assert cost_rows(report(1, 1, 1), {}) == []  # a report without the estimate: nothing to compare
 
 
 def test_large_graphs_skip_layer_dumps_unless_asked(tmp_path, monkeypatch, tiny_folder):
@@ -187,6 +203,12 @@ def test_html_report_renders_in_chromium_and_names_every_layer(demo_build, tmp_p
     assert len(sources) == 3 * len(report["images"]["rows"])
     assert all((demo_build / src).is_file() for src in sources)
     assert "prompt accuracy" in dom.lower()
+    cost = report["cost"]
+    modules = dom.split('<table id="cost-modules">')[1].split("</table>")[0]
+    assert modules.count("<tr>") == len(cost["per_module"]) + 1
+    attention = dom.split('<table id="cost-attention">')[1].split("</table>")[0]
+    assert attention.count("<tr>") == cost["attention_layers"] + 1 == len(cost["attention_traffic"]["layers"]) + 1
+    assert "not measured on a board" in dom.split('id="cost"')[1][:200]
 
 
 def test_layers_the_toolkit_renamed_pair_by_onnx_tensor():

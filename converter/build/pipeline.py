@@ -28,6 +28,7 @@ from converter.common.errors import BuildFailed, UserError
 from converter.common.progress import Progress
 from converter.imaging.evaluation import SPEC_FILE, EvalSet, eval_set
 from converter.quantization.fewest_search import fewest
+from converter.reports.cost import cost
 from converter.reports.layer_report import estimated_dump_bytes, first_below, quantization_suspects
 from converter.reports.report import print_images, print_layers, write_html, write_json
 from targets import rknn_backend
@@ -175,6 +176,7 @@ def _run_stages(req: BuildRequest, names: list[str], evaluation: EvalSet | None,
                       output_max_abs=metrics["max_abs"], output_mean_abs=metrics["mean_abs"],
                       placement=rknn_stage.placement_rows(rknn), cpu_ops=rknn.meta["cpu_ops"])
     report.update(float16_layers=rknn.meta["float16_layers"], rknn_stage=rknn.name,
+                  cost=cost(rknn_stage.placement_rows(rknn), rknn.meta["memory"], req.chip),
                   pipeline=str(req.source.pipeline.resolve()) if req.source.pipeline else None)
     shutil.rmtree(req.out / IMAGES_DIR, ignore_errors=True)
     images = _images(req, evaluation, export, passes, reference, rknn, calib, build_dir, progress)

@@ -63,6 +63,26 @@ def _entry(key: str, a: dict | None, b: dict | None) -> dict:
     return {"key": key, "module": (a or b)["module"], "a": a, "b": b, "delta_sqnr_db": delta}
 
 
+# Rows of the toolkit's cost estimate (report.json `cost`) put side by side: label, how to read it.
+COST_ROWS = (("estimated cycles", ",.0f", lambda c: c.get("total_cycles")),
+             ("estimated ms per step", ".3f",
+              lambda c: c.get("estimated_seconds_per_step") and c["estimated_seconds_per_step"] * 1e3),
+             ("internal memory bytes", ",.0f", lambda c: c.get("internal_bytes")),
+             ("attention DRAM bytes (model)", ",.0f", lambda c: c.get("attention_traffic", {}).get("dram_bytes")))
+
+
+def cost_rows(a: dict, b: dict) -> list[tuple[str, str, str, str]]:
+    """(what, A, B, B vs A) for the cost estimates both builds carry."""
+    if not a.get("cost") or not b.get("cost"):
+        return []
+    rows = []
+    for label, fmt, read in COST_ROWS:
+        va, vb = read(a["cost"]), read(b["cost"])
+        change = f"{(vb - va) / va:+.1%}" if va and vb is not None else ""  # older reports lack some rows
+        rows.append((label, _num(va, fmt), _num(vb, fmt), change))
+    return rows
+
+
 def _num(value, fmt: str) -> str:
     return "" if value is None else format(value, fmt)
 
@@ -75,6 +95,15 @@ def print_comparison(console: Console, a: dict, b: dict, names: tuple[str, str],
     for key in SUMMARY:
         summary.add_row(key, *(str(r.get(key, "")) for r in (a, b)))
     console.print(summary)
+    costs = cost_rows(a, b)
+    if costs:
+        table = Table(title="Cost: estimate from rknn-toolkit2's compiler and the attention traffic model, "
+                            "not measured on a board", title_justify="left")
+        for heading in ("", *names, "B vs A"):
+            table.add_column(heading, overflow="fold")
+        for row in costs:
+            table.add_row(*row)
+        console.print(table)
     if not joined:
         console.print("No per-layer reports to compare (built with --layer-report off, or skipped).")
         return

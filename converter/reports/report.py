@@ -72,6 +72,14 @@ def print_images(console: Console, images: dict) -> None:
                       f"{s['rknn_prompt_accuracy']:.0%} (judge: {images['judge']})", highlight=False)
 
 
+def cost_summary(c: dict) -> str:
+    time = (f" = {c['estimated_seconds_per_step'] * 1e3:.1f} ms per UNet step at {c['npu_clock_hz'] / 1e9:g} GHz"
+            if c["estimated_seconds_per_step"] is not None else "")
+    costliest = next(iter(c["per_module"]), None)
+    return (f"{c['total_cycles'] / 1e6:.1f} M cycles{time}, costliest module {costliest}; leaves out the "
+            f"{c['attention_layers']} attention layers (0 cycles in the toolkit's estimate). Not a board measurement")
+
+
 def placement_summary(rows: list[dict]) -> str:
     fallback = Counter(r["op"] for r in cpu_ops(rows))
     npu = sum(r["device"] == "NPU" for r in rows)
@@ -103,6 +111,8 @@ def print_summary(console: Console, report: dict, report_path: Path) -> None:
         rows.append(("kept float16", f"{len(report['float16_layers'])} layers (tried {tried})"))
     if report.get("layers_skipped"):
         rows.append(("layers", report["layers_skipped"]))
+    if report.get("cost"):
+        rows.append(("cost (estimate)", cost_summary(report["cost"])))
     if report.get("images"):
         s = report["images"]["summary"]
         accuracy = (f", prompt accuracy {s['reference_prompt_accuracy']:.0%} -> {s['rknn_prompt_accuracy']:.0%}"

@@ -10,6 +10,7 @@ import html
 import json
 import math
 
+from converter.reports.cost_html import cost_section
 from converter.reports.layer_report import worst_first
 from targets.layer_table import cpu_ops
 
@@ -164,6 +165,7 @@ def render(report: dict) -> str:
     return (f"<!doctype html><html><head><meta charset=utf-8><title>rkconvert report: "
             f"{html.escape(str(report.get('model')))} for {html.escape(str(report.get('target')))}</title>"
             f"<style>{_STYLE}</style></head><body><h1>rkconvert build report</h1><dl>{summary}</dl>"
-            f"{_images(report.get('images'))}{_placement(report.get('placement') or [])}{layers}<details><summary>stages</summary><pre>{stages}</pre></details>"
+            f"{_images(report.get('images'))}{_placement(report.get('placement') or [])}"
+            f"{cost_section(report.get('cost'))}{layers}<details><summary>stages</summary><pre>{stages}</pre></details>"
             f"<script>{_SORT}</script></body></html>")
 

@@ -12,7 +12,7 @@ from converter.build.request import BuildRequest
 from converter.common.accuracy import compare
 from converter.common.progress import Progress
 from targets import rknn_backend
-from targets.layer_table import cpu_ops, placement
+from targets.layer_table import cpu_ops, memory, placement
 
 PLACEMENT = "placement.json"
 
@@ -24,12 +24,14 @@ def run(req: BuildRequest, passes: StageResult, reference: StageResult, calib: S
         passes.path / passes.meta["onnx"], req.chip, tmp, samples, list(passes.meta["inputs"]),
         passes.meta["outputs"], log, progress.tick, layer_dumps, req.dtype,
         calib.path / calib.meta["dataset"] if calib else None, float16_layers)
-    rows = placement(log.read_text(errors="replace"))
+    log_text = log.read_text(errors="replace")
+    rows = placement(log_text)
     (tmp / PLACEMENT).write_text(json.dumps(rows))
     return {
         "rknn": rknn_backend.RKNN_NAME,
         "placement": PLACEMENT,
         "cpu_ops": len(cpu_ops(rows)),
+        "memory": memory(log_text),
         "float16_layers": float16_layers or [],
         "float16_layers_applied": result["float16_layers_applied"],
         "snapshot": rknn_backend.SNAPSHOT_DIR if layer_dumps else None,
