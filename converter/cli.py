@@ -97,7 +97,8 @@ def _request(model_spec, config_path, trust_pickle, seed, target, resolution, ou
 @click.option("--rebuild", is_flag=True, help="Ignore stages kept from earlier runs.")
 def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, dtype, min_psnr, hybrid, hybrid_builds,
           min_layer_cos, layer_report, check_samples, check_inputs, image_check, min_prompt_accuracy, schedule, samples,
-          trajectories, weighting, prompts_path, text_encoder_path, passes, enable_passes, skip_passes, rebuild):
+          trajectories, weighting, prompts_path, text_encoder_path, passes, enable_passes, skip_passes, attention_tiles,
+          rebuild):
     """Build MODEL into a .rknn for --target and check it against ONNX Runtime.
 
     Stages: export (trace to static-shape ONNX, opset 17) -> passes (the target's graph rewrites) ->
@@ -116,7 +117,7 @@ def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, 
                    min_psnr=min_psnr, hybrid=hybrid, hybrid_builds=hybrid_builds, min_layer_cos=min_layer_cos,
                    layer_report=layer_report, check_samples=check_samples, check_inputs=check_inputs,
                    image_check=image_check, min_prompt_accuracy=min_prompt_accuracy, calib=settings, passes=passes, enable_passes=tuple(enable_passes),
-                   skip_passes=tuple(skip_passes), rebuild=rebuild)
+                   skip_passes=tuple(skip_passes), attention_tiles=attention_tiles, rebuild=rebuild)
     report = run_build(req, Progress(Console(stderr=True, highlight=False)))
     print_summary(Console(), report, req.report_path)
 
@@ -125,7 +126,8 @@ def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, 
 @model_options
 @target_options
 @pass_options
-def lint(model_spec, config_path, trust_pickle, seed, target, resolution, out, passes, enable_passes, skip_passes):
+def lint(model_spec, config_path, trust_pickle, seed, target, resolution, out, passes, enable_passes, skip_passes,
+         attention_tiles):
     """List what --target would refuse, run on the CPU, crash on or convert wrongly in MODEL, without building.
 
     Each finding names the node and the pass that removes it; the target's pass list (as adjusted by
@@ -141,7 +143,7 @@ def lint(model_spec, config_path, trust_pickle, seed, target, resolution, out, p
     from converter.lint.report import print_lint
 
     req = _request(model_spec, config_path, trust_pickle, seed, target, resolution, out)
-    names = select(req.chip, passes, tuple(enable_passes), tuple(skip_passes))
+    names = select(req.chip, passes, tuple(enable_passes), tuple(skip_passes), attention_tiles)
     exported = export_model(req, BuildDir(req.out), Progress(Console(stderr=True, highlight=False)))
     result = run_lint(onnx_files.load(exported.path / exported.meta["onnx"]), req.chip, names)
     print_lint(Console(), result, req.chip, names)
@@ -154,7 +156,7 @@ def lint(model_spec, config_path, trust_pickle, seed, target, resolution, out, p
 @calib_options
 @pass_options
 def calib(model_spec, config_path, trust_pickle, seed, target, resolution, out, schedule, samples, trajectories,
-          weighting, prompts_path, text_encoder_path, passes, enable_passes, skip_passes):
+          weighting, prompts_path, text_encoder_path, passes, enable_passes, skip_passes, attention_tiles):
     """Record a calibration set: the UNet's real inputs along the sampler's trajectories.
 
     Runs diffusers' StableDiffusionPipeline (text encoder, scheduler, classifier-free guidance) on the
@@ -169,8 +171,9 @@ def calib(model_spec, config_path, trust_pickle, seed, target, resolution, out, 
     from converter.reports.report import print_calibration
 
     settings = CalibSettings(schedule, samples, trajectories, weighting, prompts_path, text_encoder_path)
-    req = _request(model_spec, config_path, trust_pickle, seed, target, resolution, out, calib=settings)
-    names = select(req.chip, passes, tuple(enable_passes), tuple(skip_passes))
+    req = _request(model_spec, config_path, trust_pickle, seed, target, resolution, out, calib=settings,
+                   attention_tiles=attention_tiles)
+    names = select(req.chip, passes, tuple(enable_passes), tuple(skip_passes), attention_tiles)
     progress = Progress(Console(stderr=True, highlight=False))
     build_dir = BuildDir(req.out)
     export, prepared = prepare(req, names, build_dir, progress)

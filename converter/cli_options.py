@@ -51,6 +51,10 @@ pass_options = _compose(
                  help="Turn on a pass the target lists but leaves off by default (rk3588: simplify). Repeatable."),
     click.option("--skip-pass", "skip_passes", multiple=True, metavar="PASS",
                  help="Leave out a pass (repeatable), e.g. to reproduce a toolkit failure."),
+    click.option("--attention-tiles", "attention_tiles", default="auto", show_default=True, metavar="auto|off|N",
+                 help="Split each attention along its queries into tiles (pass tile_attention; exact). auto: per "
+                      "attention, the count with the least modelled DRAM traffic on the target (1 where its scores "
+                      "fit on chip or its SRAM is not known); N: N tiles everywhere; off: leave attention whole."),
 )
 
 calib_options = _compose(

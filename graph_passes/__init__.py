@@ -5,8 +5,10 @@ from .group_norm_as_conv import GroupNormAsConv
 from .host_time_projection import HostTimeProjection
 from .simplify import Simplify
 from .split_fused_qkv_projection import SplitFusedQkvProjection
+from .tile_attention import TileAttention
 
+# tile_attention's entry tiles nothing: a build configures it (converter/build/pass_selection.py).
 CATALOGUE: dict[str, GraphPass] = {p.name: p for p in (HostTimeProjection(), Simplify(), SplitFusedQkvProjection(),
-                                                        GroupNormAsConv())}
+                                                        GroupNormAsConv(), TileAttention())}
 
 __all__ = ["CATALOGUE", "GraphPass", "HostProgram", "PassReport"]

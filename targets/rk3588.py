@@ -21,7 +21,7 @@ CHIP = Chip(
         "w8a16": "rknn-toolkit2 2.5.0 refuses w8a16 for rk3588 at config() (it offers it for rk3562)",
         "w4a16": "rknn-toolkit2 2.5.0 offers w4a16 for rk3576 and rv1126b only",
     },
-    passes=("host_time_projection", "simplify", "split_fused_qkv_projection", "group_norm_as_conv"),
+    passes=("host_time_projection", "simplify", "split_fused_qkv_projection", "group_norm_as_conv", "tile_attention"),
     # onnxsim saves no build time on 2.5.0 (the toolkit folds constants itself: the demo's build()
     # took 61 s either way, 957 layers either way); it stays available for graphs that need it.
     off_by_default=("simplify",),

@@ -4,26 +4,39 @@ from __future__ import annotations
 
 import pytest
 
-from converter.build.pass_selection import select
+from converter.build.pass_selection import instances, select
 from converter.common.errors import UserError
 from targets import get_chip
 
 RK3588 = get_chip("rk3588")
+DEFAULT = ["host_time_projection", "split_fused_qkv_projection", "group_norm_as_conv", "tile_attention"]
 
 
 def test_default_list_leaves_simplify_off_and_keeps_the_order():
-    assert select(RK3588) == ["host_time_projection", "split_fused_qkv_projection", "group_norm_as_conv"]
-    assert select(RK3588, enable=("simplify",)) == ["host_time_projection", "simplify", "split_fused_qkv_projection",
-                                                    "group_norm_as_conv"]
-    assert select(RK3588, skip=("host_time_projection",)) == ["split_fused_qkv_projection", "group_norm_as_conv"]
+    assert select(RK3588) == DEFAULT
+    assert select(RK3588, enable=("simplify",)) == ["host_time_projection", "simplify", *DEFAULT[1:]]
+    assert select(RK3588, skip=("host_time_projection",)) == DEFAULT[1:]
     assert select(RK3588, explicit="simplify, host_time_projection") == ["simplify", "host_time_projection"]
+    assert select(RK3588, attention_tiles="off") == DEFAULT[:-1]
 
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"skip": ("nope",)}, "--skip-pass nope: no such pass"),
     ({"enable": ("nope",)}, "--enable-pass nope: no such pass"),
     ({"explicit": "simplify,nope"}, "--passes nope: no such pass"),
+    ({"attention_tiles": "0"}, "--attention-tiles 0: expected auto, off or a tile count"),
+    ({"attention_tiles": "many"}, "--attention-tiles many: expected"),
 ])
 def test_unknown_passes_are_refused(kwargs, message):
     with pytest.raises(UserError, match=message):
         select(RK3588, **kwargs)
+
+
+def test_attention_tiles_configures_the_tiling_pass():
+    """auto asks the traffic model with the chip's SRAM; N is N everywhere."""
+    auto = instances(DEFAULT, RK3588)[-1].policy
+    assert auto(4096, 4096, 8, 40) > 1  # SD 1.5's first self-attention at 512²: its scores spill
+    assert auto(256, 256, 8, 40) == 1  # the demo's: they fit on chip
+    assert auto(4096, 4096, 8, 40) != instances(DEFAULT, get_chip("rk3576"))[-1].policy(4096, 4096, 8, 40)
+    assert instances(DEFAULT, RK3588, "3")[-1].policy(4096, 4096, 8, 40) == 3
+    assert [p.name for p in instances(DEFAULT, RK3588, "2")] == DEFAULT

@@ -5,6 +5,8 @@ from __future__ import annotations
 from converter.common.errors import UserError
 from targets.chip import Chip
 
+TILE_ATTENTION = "tile_attention"
+
 
 def _known(names: list[str], flag: str) -> None:
     from graph_passes import CATALOGUE
@@ -14,8 +16,17 @@ def _known(names: list[str], flag: str) -> None:
             raise UserError(f"{flag} {name}: no such pass (known: {', '.join(CATALOGUE)})")
 
 
-def select(chip: Chip, explicit: str | None = None, enable: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> list[str]:
-    """`explicit` ("a,b,c") replaces the target's list; else its default list plus `enable`, minus `skip`."""
+def check_attention_tiles(value: str) -> str:
+    """`--attention-tiles`: "auto", "off" or a tile count >= 1 (UserError otherwise)."""
+    if value in ("auto", "off") or (value.isdigit() and int(value) >= 1):
+        return value
+    raise UserError(f"--attention-tiles {value}: expected auto, off or a tile count (1, 2, ...)")
+
+
+def select(chip: Chip, explicit: str | None = None, enable: tuple[str, ...] = (), skip: tuple[str, ...] = (),
+           attention_tiles: str = "auto") -> list[str]:
+    """`explicit` ("a,b,c") replaces the target's list; else its default list plus `enable`, minus `skip`.
+    `attention_tiles` "off" leaves tile_attention out."""
     if explicit is not None:
         names = [n.strip() for n in explicit.split(",") if n.strip()]
         _known(names, "--passes")
@@ -27,4 +38,21 @@ def select(chip: Chip, explicit: str | None = None, enable: tuple[str, ...] = ()
                             "use --passes to give a list of your own")
         names = [n for n in chip.passes if n not in chip.off_by_default or n in enable]
     _known(list(skip), "--skip-pass")
-    return [n for n in names if n not in skip]
+    off = (TILE_ATTENTION,) if check_attention_tiles(attention_tiles) == "off" else ()
+    return [n for n in names if n not in skip and n not in off]
+
+
+def instances(names: list[str], chip: Chip, attention_tiles: str = "auto") -> list:
+    """The passes to run, in order: the catalogue's, with tile_attention set to `attention_tiles`
+    (auto: per attention, the count with the least modelled DRAM traffic on `chip`)."""
+    from graph_passes import CATALOGUE
+    from graph_passes.tile_attention import TileAttention
+    from targets.attention_traffic import best_tiles
+
+    tiles = check_attention_tiles(attention_tiles)
+    if tiles == "auto":
+        tiling = TileAttention(lambda queries, keys, heads, head_dim:
+                               best_tiles(queries, keys, heads, head_dim, chip.sram_bytes))
+    else:
+        tiling = TileAttention(1 if tiles == "off" else int(tiles))
+    return [tiling if n == TILE_ATTENTION else CATALOGUE[n] for n in names]

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from converter.build.build_dir import BuildDir, StageResult
-from converter.build.pass_selection import select
+from converter.build.pass_selection import TILE_ATTENTION, instances, select
 from converter.build.request import BuildRequest
 from converter.build.stages import calib as calib_stage
 from converter.build.stages import export as export_stage
@@ -58,7 +58,7 @@ def build(req: BuildRequest, progress: Progress) -> dict:
     Bad input (UserError) leaves nothing behind that this run created; a failed build leaves its
     completed stages (for reuse and diagnosis) and reports with status "failed", never a .rknn.
     """
-    names = select(req.chip, req.passes, req.enable_passes, req.skip_passes)
+    names = select(req.chip, req.passes, req.enable_passes, req.skip_passes, req.attention_tiles)
     check_dtype(req)
     evaluation = _evaluation(req)
     created = _first_missing(req.out)
@@ -107,8 +107,9 @@ def export_model(req: BuildRequest, build_dir: BuildDir, progress: Progress) -> 
 def prepare(req: BuildRequest, names: list[str], build_dir: BuildDir, progress: Progress) -> tuple[StageResult, StageResult]:
     """Stages `export` and `passes`: the graph the toolkit will get."""
     export = export_model(req, build_dir, progress)
-    passes = _stage(req, build_dir, progress, "passes", ", ".join(names) or "none",
-                    {"passes": names}, [export], lambda tmp: passes_stage.run(export, names, tmp))
+    key = {"passes": names, "attention_tiles": req.attention_tiles if TILE_ATTENTION in names else None}
+    passes = _stage(req, build_dir, progress, "passes", ", ".join(names) or "none", key, [export],
+                    lambda tmp: passes_stage.run(export, instances(names, req.chip, req.attention_tiles), tmp))
     return export, passes
 
 

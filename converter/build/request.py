@@ -52,6 +52,7 @@ class BuildRequest:
     passes: str | None = None  # explicit "a,b,c", replacing the target's list
     enable_passes: tuple[str, ...] = ()
     skip_passes: tuple[str, ...] = ()
+    attention_tiles: str = "auto"  # auto, off, or a tile count (converter/build/pass_selection.py)
     rebuild: bool = False
     image_check: str = "auto"  # auto: when the model brings an evaluation set (a pipeline folder's rkconvert.json)
     min_prompt_accuracy: float | None = None

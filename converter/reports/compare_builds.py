@@ -68,6 +68,7 @@ COST_ROWS = (("estimated cycles", ",.0f", lambda c: c.get("total_cycles")),
              ("estimated ms per step", ".3f",
               lambda c: c.get("estimated_seconds_per_step") and c["estimated_seconds_per_step"] * 1e3),
              ("internal memory bytes", ",.0f", lambda c: c.get("internal_bytes")),
+             ("largest attention buffer bytes", ",.0f", lambda c: c.get("largest_attention_buffer_bytes")),
              ("attention DRAM bytes (model)", ",.0f", lambda c: c.get("attention_traffic", {}).get("dram_bytes")))
 
 

@@ -4,9 +4,8 @@ which that estimate gives 0 cycles, an analytic DRAM-traffic model from their sh
 
 All of it is estimate, never measurement: the compiler's table (the verbose log) knows nothing of the
 runtime's scheduling, DDR contention or the CPU's part, and leaves attention out; the traffic model
-assumes float16 tensors, an on-chip memory of the chip's NPU-usable SRAM, and that a score matrix which
-does not fit there goes to DRAM and back twice (QK^T out, softmax in and out, xV in). Only a board
-measures a board.
+(targets/attention_traffic.py, its assumptions there) is arithmetic on shapes. The memory map's largest
+buffer per layer is the compiler's own allocation. Only a board measures a board.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
+from targets.attention_traffic import layer_traffic
 from targets.chip import Chip
 from targets.layer_table import IO_OPS
 
@@ -42,12 +42,8 @@ def attention_traffic(row: dict, sram_bytes: int) -> dict | None:
     if len(shapes) < 2 or len(shapes[0]) != 4:  # the table elides later shapes with "..."
         return None
     (heads, d, _, queries), (_, _, _, keys) = shapes[0], shapes[1]
-    q = o = heads * d * queries * 2
-    kv = 2 * heads * d * keys * 2
-    scores = heads * queries * keys * 2
-    spills = scores + kv > sram_bytes
-    return {"layer": row["layer"], "heads": heads, "queries": queries, "keys": keys, "scores_bytes": scores,
-            "scores_fit_on_chip": not spills, "dram_bytes": q + kv + o + (4 * scores if spills else 0)}
+    return {"layer": row["layer"], "heads": heads, "queries": queries, "keys": keys,
+            "largest_buffer_bytes": row.get("largest_buffer_bytes"), **layer_traffic(heads, d, queries, keys, sram_bytes)}
 
 
 def cost(rows: list[dict], memory: dict, chip: Chip) -> dict | None:
@@ -77,12 +73,14 @@ def cost(rows: list[dict], memory: dict, chip: Chip) -> dict | None:
         "estimated_seconds_per_step": total / chip.npu_clock_hz if chip.npu_clock_hz else None,
         **memory,
         "per_module": dict(sorted(per_module.items(), key=lambda kv: -kv[1]["total_cycles"])),
-        "top_layers": [{"layer": r["layer"], "op": r["op"], "total_cycles": r["total_cycles"], "rw_kb": r["rw_kb"]}
+        "top_layers": [{"layer": r["layer"], "op": r["op"], "total_cycles": r["total_cycles"], "rw_kb": r["rw_kb"],
+                        "largest_buffer_bytes": r.get("largest_buffer_bytes")}
                        for r in sorted(layers, key=lambda r: -r["total_cycles"])[:TOP]],
         "attention_layers": len(attention),
+        "largest_attention_buffer_bytes": max((r.get("largest_buffer_bytes") or 0 for r in attention), default=0),
         "attention_traffic": {
-            "label": f"analytic model from the layers' shapes (float16, {chip.sram_bytes // 1024} KB on-chip), "
-                     "not measured",
+            "label": f"analytic model from the layers' shapes (float16, a head's scores on chip when they fit "
+                     f"in half of {chip.sram_bytes // 1024} KB), not measured",
             "dram_bytes": sum(t["dram_bytes"] for t in traffic),
             "layers_whose_scores_spill": sum(not t["scores_fit_on_chip"] for t in traffic),
             "layers": traffic,

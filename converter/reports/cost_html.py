@@ -26,7 +26,8 @@ def cost_section(cost: dict | None) -> str:
     attention = "".join(
         f"<tr><td class=t>{html.escape(t['layer'])}</td><td>{t['heads']}</td><td>{t['queries']}</td><td>{t['keys']}</td>"
         f"<td>{_mib(t['scores_bytes'])}</td><td>{'yes' if t['scores_fit_on_chip'] else 'no'}</td>"
-        f"<td>{_mib(t['dram_bytes'])}</td></tr>" for t in traffic["layers"])
+        f"<td>{_mib(t['dram_bytes'])}</td><td>{_mib(t.get('largest_buffer_bytes') or 0)}</td></tr>"
+        for t in traffic["layers"])
     return (f"<h2 id=cost>Cost: {html.escape(cost['label'])}</h2>"
             f"<p>{cost['total_cycles']:,} cycles over {cost['layers']} layers{per_step}; it leaves out "
             f"{html.escape(cost['leaves_out'])}. Internal memory {_mib(cost.get('internal_bytes', 0))}, weights "
@@ -37,6 +38,8 @@ def cost_section(cost: dict | None) -> str:
             f"<th>RW KB</th></tr></thead><tbody>{top}</tbody></table>"
             f"<h3>Attention: DRAM traffic, {html.escape(traffic['label'])}</h3>"
             f"<p>{_mib(traffic['dram_bytes'])} per UNet step; {traffic['layers_whose_scores_spill']} of "
-            f"{len(traffic['layers'])} attention layers' score matrices do not fit on chip.</p>"
+            f"{len(traffic['layers'])} attention layers' score matrices do not fit on chip. Largest buffer of an "
+            f"attention layer in the compiler's memory map: {_mib(cost.get('largest_attention_buffer_bytes', 0))}.</p>"
             f"<table id=cost-attention><thead><tr><th>layer</th><th>heads</th><th>queries</th><th>keys</th>"
-            f"<th>scores</th><th>fit on chip</th><th>DRAM traffic</th></tr></thead><tbody>{attention}</tbody></table>")
+            f"<th>scores</th><th>fit on chip</th><th>DRAM traffic</th><th>largest buffer</th></tr></thead>"
+            f"<tbody>{attention}</tbody></table>")

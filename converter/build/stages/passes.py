@@ -7,15 +7,15 @@ from pathlib import Path
 from converter.build.build_dir import StageResult
 from converter.common import onnx_files
 from converter.models.unet_interface import graph_inputs, specs_of, specs_to_json
-from graph_passes import CATALOGUE
+from graph_passes import GraphPass
 
 
-def run(export: StageResult, names: list[str], tmp: Path) -> dict:
+def run(export: StageResult, passes: list[GraphPass], tmp: Path) -> dict:
     model = onnx_files.load(export.path / export.meta["onnx"])
     reports, programs = [], []
     (tmp / "host").mkdir()
-    for name in names:
-        model, report, host = CATALOGUE[name].run(model)
+    for graph_pass in passes:
+        model, report, host = graph_pass.run(model)
         reports.append(report.as_dict())
         for program in host:
             path = tmp / "host" / f"{program.name}.onnx"

@@ -12,7 +12,7 @@ from converter.build.request import BuildRequest
 from converter.common.accuracy import compare
 from converter.common.progress import Progress
 from targets import rknn_backend
-from targets.layer_table import cpu_ops, memory, placement
+from targets.layer_table import cpu_ops, largest_buffers, memory, placement
 
 PLACEMENT = "placement.json"
 
@@ -26,6 +26,9 @@ def run(req: BuildRequest, passes: StageResult, reference: StageResult, calib: S
         calib.path / calib.meta["dataset"] if calib else None, float16_layers)
     log_text = log.read_text(errors="replace")
     rows = placement(log_text)
+    buffers = largest_buffers(log_text)
+    for row in rows:
+        row["largest_buffer_bytes"] = buffers.get(row["id"])
     (tmp / PLACEMENT).write_text(json.dumps(rows))
     return {
         "rknn": rknn_backend.RKNN_NAME,

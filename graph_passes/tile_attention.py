@@ -1,0 +1,139 @@
+"""Split each attention along its query axis into tiles: scores, softmax and output per tile, then Concat.
+
+RKNN limitation: at 512² the first SD 1.5 self-attention forms an 8 x 4096 x 4096 score matrix
+(256 MiB in float16); RK3588's NPU can use ~956 KB of SRAM, and rknn-toolkit2 2.5.0 offers
+`enable_flash_attention` only for RK3562 / RK3576. The toolkit fuses MatMul/Softmax/MatMul into one
+`exSDPAttention` layer whose scratch buffer (`_exSecondary` in the memory map) grows with queries x
+keys (~170 MB at 4096 tokens), and its cycle estimate leaves that layer out (0 cycles).
+Tiling along the queries bounds the scores any one layer forms (EdgeFusion's model-level tiling;
+Apple's SPLIT_EINSUM_V2 chunks queries the same way). Exact: softmax rows are independent, and every
+tile reads the same keys and values.
+
+Pattern: MatMul(q, kᵀ) [-> Mul/Div by a scalar] -> Softmax(last axis) -> MatMul(·, v), q's query axis
+being its second-last. Rewrite: Split q along that axis into near-equal tiles (N need not divide the
+sequence), the chain once per tile (named `<attention>/tile<i>/...`, so reports still place it in its
+diffusers module), Concat along the same axis.
+
+Verified: ONNX Runtime, tiled vs untiled, self- and cross-attention, N dividing the sequence or not
+(tests/test_tile_attention.py); the tiny UNet's tiled build in the simulator against its untiled
+PSNR; the toolkit's estimate of tiled vs untiled blocks in tools/bench_tiling.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .framework import GraphPass
+
+SCALE_OPS = ("Mul", "Div")
+
+# (queries, keys, heads, head_dim) of one attention -> how many query tiles it gets (1: left whole).
+TilePolicy = Callable[[int, int, int, int], int]
+
+
+@dataclass
+class Attention:
+    scores: gs.Node  # MatMul(q, kᵀ)
+    scale: gs.Node | None  # Mul/Div of the scores by a scalar, when the export put the scale there
+    softmax: gs.Node
+    output: gs.Node  # MatMul(probabilities, v)
+
+    @property
+    def chain(self) -> list[gs.Node]:
+        return [n for n in (self.scores, self.scale, self.softmax, self.output) if n is not None]
+
+
+def _only_reader(tensor: gs.Tensor) -> gs.Node | None:
+    return tensor.outputs[0] if len(tensor.outputs) == 1 else None
+
+
+def _is_scalar_constant(tensor: gs.Tensor) -> bool:
+    return isinstance(tensor, gs.Constant) and tensor.values.size == 1
+
+
+def _static(shape) -> list[int] | None:
+    return [int(d) for d in shape] if shape and all(isinstance(d, (int, np.integer)) for d in shape) else None
+
+
+def tile_sizes(queries: int, tiles: int) -> list[int]:
+    """Near-equal tile lengths covering `queries`, the longer ones first."""
+    base, extra = divmod(queries, tiles)
+    return [base + 1] * extra + [base] * (tiles - extra)
+
+
+def attention_shape(match: Attention) -> tuple[int, int, int, int] | None:
+    """(queries, keys, heads, head_dim) from inferred shapes, or None when they are not static."""
+    q = _static(match.scores.inputs[0].shape)
+    k_t = _static(match.scores.inputs[1].shape)
+    if q is None or k_t is None or len(q) < 2:
+        return None
+    heads = int(np.prod(q[:-2])) if len(q) > 2 else 1
+    return q[-2], k_t[-1], heads, q[-1]
+
+
+class TileAttention(GraphPass):
+    name = "tile_attention"
+    needs_shapes = True
+
+    def __init__(self, tiles: int | TilePolicy = 1):
+        self.policy: TilePolicy = tiles if callable(tiles) else (lambda *_: tiles)
+
+    def where(self, match):
+        return match.output.name
+
+    def find(self, graph):
+        for softmax in graph.nodes:
+            if softmax.op != "Softmax" or not softmax.inputs[0].inputs:
+                continue
+            before = softmax.inputs[0].inputs[0]
+            scale = before if before.op in SCALE_OPS and _is_scalar_constant(before.inputs[1]) else None
+            scores = scale.inputs[0].inputs[0] if scale is not None and scale.inputs[0].inputs else before
+            output = _only_reader(softmax.outputs[0])
+            if scores.op == "MatMul" and output is not None and output.op == "MatMul" \
+                    and output.inputs[0] is softmax.outputs[0]:
+                yield Attention(scores, scale, softmax, output)
+
+    def check(self, graph, match):
+        shape = attention_shape(match)
+        if shape is None:
+            return f"{match.output.name}: query shape not static"
+        rank = len(match.scores.inputs[0].shape)
+        if match.softmax.attrs.get("axis", -1) not in (-1, rank - 1):
+            return f"{match.softmax.name}: softmax not over the keys (last axis)"
+        if any(len(n.outputs[0].outputs) != 1 for n in match.chain[:-1]):
+            return f"{match.output.name}: scores or probabilities read elsewhere too"
+        if min(self.policy(*shape), shape[0]) < 2:
+            return f"{match.output.name}: 1 tile for {shape[0]} queries x {shape[1]} keys, left whole"
+        return None
+
+    def rewrite(self, graph, match, host):
+        queries, keys, heads, head_dim = attention_shape(match)
+        sizes = tile_sizes(queries, min(self.policy(queries, keys, heads, head_dim), queries))
+        axis = len(match.scores.inputs[0].shape) - 2
+        prefix = match.output.name.rsplit("/", 1)[0]
+        q, k_t, v = match.scores.inputs[0], match.scores.inputs[1], match.output.inputs[1]
+        q_tiles = [gs.Variable(f"{prefix}/tile{i}/q", q.dtype) for i in range(len(sizes))]
+        graph.nodes.append(gs.Node("Split", f"{prefix}/tile_split", attrs={"axis": axis},
+                                   inputs=[q, gs.Constant(f"{prefix}/tile_sizes", np.array(sizes, np.int64))],
+                                   outputs=q_tiles))
+        outs = []
+        for i, q_tile in enumerate(q_tiles):
+            x = self._node(graph, "MatMul", f"{prefix}/tile{i}/MatMul", [q_tile, k_t])
+            if match.scale is not None:
+                x = self._node(graph, match.scale.op, f"{prefix}/tile{i}/{match.scale.op}", [x, match.scale.inputs[1]])
+            x = self._node(graph, "Softmax", f"{prefix}/tile{i}/Softmax", [x], dict(match.softmax.attrs))
+            outs.append(self._node(graph, "MatMul", f"{prefix}/tile{i}/MatMul_1", [x, v]))
+        graph.nodes.append(gs.Node("Concat", f"{prefix}/tile_concat", attrs={"axis": axis}, inputs=outs,
+                                   outputs=list(match.output.outputs)))
+        match.output.outputs = []
+        return f"{prefix}: {queries} queries x {keys} keys, {heads} heads -> {len(sizes)} tiles of {sizes[0]}"
+
+    @staticmethod
+    def _node(graph: gs.Graph, op: str, name: str, inputs: list, attrs: dict | None = None) -> gs.Variable:
+        out = gs.Variable(f"{name}_output_0", inputs[0].dtype)
+        graph.nodes.append(gs.Node(op, name, attrs=attrs or {}, inputs=inputs, outputs=[out]))
+        return out

@@ -1,0 +1,148 @@
+"""Attention tiling on the toolkit's own estimate: whole UNets untiled vs tiled, and single attention
+blocks per tile count, as JSON.
+
+    .venv/bin/python tools/bench_tiling.py --model sd15 --resolution 512 [--variants off,auto]
+    .venv/bin/python tools/bench_tiling.py --blocks [--tiles 1,2,4,8,16,32,64]
+
+UNets: the real CLI once per --attention-tiles variant, one after the other (an SD 1.5 build at 512²
+holds ~15 GB); from each report: the compiler's total internal memory and the largest attention buffer
+of its memory map, the analytic DRAM traffic of attention (targets/attention_traffic.py), the layer
+table's cycles and its time per step at the NPU clock, the tile counts chosen, output PSNR against ONNX
+Runtime, build time and the process tree's peak memory (the simulator's inference included).
+Blocks: one diffusers `Attention` at each SD 1.5 shape at 512², whole and in N query tiles: cycles,
+internal memory, largest attention buffer, PSNR in the simulator (the table targets/attention_traffic.py
+quotes).
+Cycles, memory map and traffic are estimates (the compiler's, or arithmetic on shapes), not a board.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import psutil
+from bench_build import git_commit, machine, tree_rss  # tools/ is on sys.path when a tool runs as a script
+
+from converter.common import onnx_runtime
+from converter.common.accuracy import compare
+from converter.models.attention_block import trace_attention
+from converter.models.tracing import TEXT_TOKENS
+from graph_passes.tile_attention import TileAttention
+from targets import get_chip, rknn_backend
+from targets.attention_traffic import tiled_traffic
+from targets.layer_table import largest_buffers, memory, placement
+
+# SD 1.5 at 512²: (tokens, channels, cross-attention width or None); 8 heads throughout.
+SD15_BLOCKS = ((4096, 320, None), (4096, 320, 768), (1024, 640, None), (1024, 640, 768), (256, 1280, None),
+               (64, 1280, None))
+HEADS = 8
+
+
+def build_variant(args, tiles: str, folder: Path) -> dict:
+    cmd = [sys.executable, "-m", "converter.cli", "build", "--target", args.target, "--model", args.model,
+           "--resolution", str(args.resolution), "--out", str(folder), "--rebuild", "--layer-report", "off",
+           "--attention-tiles", tiles]
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd)
+    ps, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        peak = max(peak, tree_rss(ps))
+        time.sleep(0.5)
+    wall = time.monotonic() - start
+    report = json.loads((folder / "report.json").read_text()) if (folder / "report.json").exists() else {}
+    cost = report.get("cost") or {}
+    traffic = cost.get("attention_traffic", {})
+    tiling = next((p for p in report.get("passes", []) if p["pass"] == "tile_attention"), {"rewrites": []})
+    return {
+        "attention_tiles": tiles, "exit_code": proc.returncode, "wall_seconds": round(wall, 1),
+        "peak_rss_bytes": peak, "stages": report.get("stages"), "toolkit_phases": report.get("toolkit_phases"),
+        "toolkit_phase_peak_rss_bytes": report.get("toolkit_phase_peak_rss_bytes"),
+        "output_psnr_db": report.get("output_psnr_db"), "output_cosine": report.get("output_cosine"),
+        "artifact_bytes": report.get("artifact_bytes"), "tiled_attentions": tiling["rewrites"],
+        "estimate": {k: cost.get(k) for k in ("label", "total_cycles", "estimated_seconds_per_step", "internal_bytes",
+                                              "weight_bytes", "attention_layers", "largest_attention_buffer_bytes")},
+        "attention_dram_bytes_model": traffic.get("dram_bytes"),
+        "attention_layers_whose_scores_spill": traffic.get("layers_whose_scores_spill"),
+        "error": report.get("error"),
+    }
+
+
+def build_block(tokens: int, dim: int, context: int | None, tiles: int, chip, folder: Path) -> dict:
+    folder.mkdir(parents=True)
+    model, feed = trace_attention(folder / "whole.onnx", tokens, dim, HEADS, context)
+    tiled, _, _ = TileAttention(tiles).run(model)
+    onnx_path = folder / "model.onnx"
+    onnx.save(tiled, str(onnx_path))
+    samples = {}
+    for name, value in feed.items():
+        samples[name] = folder / f"{name}.npy"
+        np.save(samples[name], value)
+    start = time.monotonic()
+    _, result = rknn_backend.build_and_simulate(onnx_path, chip, folder / "rknn", [samples], list(feed), ["y"],
+                                                folder / "rknn.log")
+    seconds = time.monotonic() - start
+    log = (folder / "rknn.log").read_text(errors="replace")
+    rows, buffers = placement(log), largest_buffers(log)
+    attention = [r for r in rows if r["op"] == "exSDPAttention"]
+    reference = onnx_runtime.run(onnx_runtime.session(model), feed)["y"]
+    keys = TEXT_TOKENS if context else tokens
+    return {
+        "tokens": tokens, "keys": keys, "channels": dim, "heads": HEADS, "tiles": tiles,
+        "fused_attention_layers": len(attention),
+        "total_cycles": sum(r.get("total_cycles", 0) for r in rows),
+        "attention_cycles": sum(r.get("total_cycles", 0) for r in attention),
+        **memory(log),
+        "largest_attention_buffer_bytes": max((buffers.get(r["id"], 0) for r in attention), default=0),
+        "attention_dram_bytes_model": tiled_traffic(HEADS, dim // HEADS, tokens, keys, tiles, chip.sram_bytes),
+        "psnr_db": compare(np.load(result["outputs"][0][0]), reference)["psnr_db"],
+        "toolkit_seconds": round(seconds, 1), "phases": result["phases"],
+        "cpu_layers": sum(r["device"] == "CPU" and r["op"] not in ("InputOperator", "OutputOperator") for r in rows),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="sd15")
+    parser.add_argument("--resolution", type=int, default=512)
+    parser.add_argument("--target", default="rk3588")
+    parser.add_argument("--variants", default="off,auto", help="--attention-tiles values to build")
+    parser.add_argument("--blocks", action="store_true", help="single attention blocks at SD 1.5's 512² shapes")
+    parser.add_argument("--tiles", default="1,2,4,8,16,32,64", help="tile counts for --blocks")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    name = "blocks" if args.blocks else f"{args.model.replace(':', '-')}-{args.resolution}"
+    json_path = args.json or Path("bench-results") / f"tiling-{name}-{args.target}.json"
+    result = {"benchmark": "tiling", "target": args.target, "commit": git_commit(), "machine": machine()}
+    chip = get_chip(args.target)
+    with tempfile.TemporaryDirectory(prefix="bench-tiling-") as tmp:
+        if args.blocks:
+            result["blocks"] = []
+            for tokens, dim, context in SD15_BLOCKS:
+                for tiles in (int(t) for t in args.tiles.split(",")):
+                    if tiles > tokens:
+                        continue
+                    row = build_block(tokens, dim, context, tiles, chip, Path(tmp) / f"{tokens}-{dim}-{context}-{tiles}")
+                    print(json.dumps({k: row[k] for k in ("tokens", "keys", "tiles", "internal_bytes",
+                                                          "largest_attention_buffer_bytes", "psnr_db")}), flush=True)
+                    result["blocks"].append(row)
+        else:
+            result.update(model=args.model, resolution=args.resolution, variants={})
+            for tiles in args.variants.split(","):
+                result["variants"][tiles] = build_variant(args, tiles, Path(tmp) / tiles)
+                print(json.dumps({tiles: {k: v for k, v in result["variants"][tiles].items()
+                                          if k not in ("stages", "tiled_attentions")}}), flush=True)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
