@@ -44,7 +44,7 @@ def _absolute_dataset(dataset: Path, scratch: Path) -> Path:
 
 def _job(onnx_path: Path, chip: Chip, scratch: Path, out_dir: Path, samples: list[dict[str, Path]],
          input_names: list[str], output_names: list[str], layer_dumps: bool, dtype: str, dataset: Path | None,
-         float16_layers: list[str] | None) -> dict:
+         float16_layers: list[str] | None, toolkit_config: dict | None = None) -> dict:
     return {
         "onnx": str(onnx_path.resolve()),
         "target": chip.name,
@@ -55,7 +55,7 @@ def _job(onnx_path: Path, chip: Chip, scratch: Path, out_dir: Path, samples: lis
         "outputs_dir": str((out_dir / "simulator").resolve()),
         "result": str((scratch / "result.json").resolve()),
         "snapshot_dir": str((out_dir / SNAPSHOT_DIR).resolve()) if layer_dumps and samples else None,
-        "config": {} if dtype == "float16" else {"quantized_dtype": dtype},
+        "config": ({} if dtype == "float16" else {"quantized_dtype": dtype}) | (toolkit_config or {}),
         "dataset": str(_absolute_dataset(dataset, scratch)) if dtype != "float16" else None,
         "float16_layers": float16_layers or [],
     }
@@ -71,12 +71,14 @@ def build_and_simulate(onnx_path: Path, chip: Chip, out_dir: Path, samples: list
                        input_names: list[str], output_names: list[str], log: Path,
                        on_tick: Callable | None = None, layer_dumps: bool = False,
                        dtype: str = "float16", dataset: Path | None = None,
-                       float16_layers: list[str] | None = None) -> tuple[ChildRun, dict]:
+                       float16_layers: list[str] | None = None,
+                       toolkit_config: dict | None = None) -> tuple[ChildRun, dict]:
     """Build `onnx_path` for `chip` into `out_dir`/model.rknn and run `samples` in the simulator.
 
     `dtype` is RKNN's name: "float16" (no quantization) or "w8a8", which needs `dataset` (RKNN's
     dataset file: a line per sample, the .npy of each input in input order, NCHW for 4-D inputs).
     `float16_layers` (toolkit tensor names) stay float16 in a quantized build (hybrid quantization).
+    `toolkit_config`: more keyword arguments for the toolkit's `config()` (e.g. enable_flash_attention).
     With `layer_dumps`, the toolkit also dumps every layer for the first sample into `out_dir`/snapshot
     (converter/reports/toolkit_snapshot.py reads it).
     Returns the child's run record and {"phases": {call: seconds}, "outputs": [[npy per output]]}.
@@ -85,7 +87,7 @@ def build_and_simulate(onnx_path: Path, chip: Chip, out_dir: Path, samples: list
     (out_dir / "simulator").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="scratch-", dir=out_dir.resolve()) as scratch:
         job = _job(onnx_path, chip, Path(scratch), out_dir, samples, input_names, output_names, layer_dumps, dtype,
-                   dataset, float16_layers)
+                   dataset, float16_layers, toolkit_config)
         run = _start(job, Path(scratch), log).wait(on_tick)
         result = json.loads(Path(job["result"]).read_text())
         Path(job["rknn"]).replace(out_dir / RKNN_NAME)

@@ -148,14 +148,20 @@ def test_compare_pairs_every_layer_of_two_builds(tiny_build, tmp_path):
 
 
 def test_compare_puts_the_cost_estimates_side_by_side():
-    def report(cycles, seconds, traffic):
-        return {"cost": {"total_cycles": cycles, "estimated_seconds_per_step": seconds, "internal_bytes": 1000,
-                         "attention_traffic": {"dram_bytes": traffic}}}
+    def report(cycles, seconds, traffic, buffer=None):
+        cost = {"total_cycles": cycles, "estimated_seconds_per_step": seconds, "internal_bytes": 1000,
+                "attention_traffic": {"dram_bytes": traffic}}
+        return {"cost": cost | ({} if buffer is None else {"largest_attention_buffer_bytes": buffer})}
 
-    rows = cost_rows(report(100, 1e-3, 4096), report(150, 1.5e-3, 1024))
+    rows = cost_rows(report(100, 1e-3, 4096, 800), report(150, 1.5e-3, 1024, 200))
     assert rows == [("estimated cycles", "100", "150", "+50.0%"), ("estimated ms per step", "1.000", "1.500", "+50.0%"),
                     ("internal memory bytes", "1,000", "1,000", "+0.0%"),
+                    ("largest attention buffer bytes", "800", "200", "-75.0%"),
                     ("attention DRAM bytes (model)", "4,096", "1,024", "-75.0%")]
+    # A row neither build carries (a model without attention) is left out; one side missing shows blank.
+    assert [r[0] for r in cost_rows(report(1, 1, 1), report(1, 1, 1))] == [
+        "estimated cycles", "estimated ms per step", "internal memory bytes", "attention DRAM bytes (model)"]
+    assert cost_rows(report(1, 1, 1, 5), report(1, 1, 1))[3] == ("largest attention buffer bytes", "5", "", "")
     assert cost_rows(report(1, 1, 1), {}) == []  # a report without the estimate: nothing to compare
 
 

@@ -2,7 +2,7 @@
 blocks per tile count, as JSON.
 
     .venv/bin/python tools/bench_tiling.py --model sd15 --resolution 512 [--variants off,auto]
-    .venv/bin/python tools/bench_tiling.py --blocks [--tiles 1,2,4,8,16,32,64]
+    .venv/bin/python tools/bench_tiling.py --blocks [--tiles 1,2,4,8,16,32,64] [--target rk3576 --flash-attention]
 
 UNets: the real CLI once per --attention-tiles variant, one after the other (an SD 1.5 build at 512²
 holds ~15 GB); from each report: the compiler's total internal memory and the largest attention buffer
@@ -11,7 +11,8 @@ table's cycles and its time per step at the NPU clock, the tile counts chosen, o
 Runtime, build time and the process tree's peak memory (the simulator's inference included).
 Blocks: one diffusers `Attention` at each SD 1.5 shape at 512², whole and in N query tiles: cycles,
 internal memory, largest attention buffer, PSNR in the simulator (the table targets/attention_traffic.py
-quotes).
+quotes). With --flash-attention, each block is also built whole with the toolkit's own
+`enable_flash_attention=True` (documented for rk3562 / rk3576), the peer to beat.
 Cycles, memory map and traffic are estimates (the compiler's, or arithmetic on shapes), not a board.
 """
 
@@ -32,6 +33,7 @@ from bench_build import git_commit, machine, tree_rss  # tools/ is on sys.path w
 
 from converter.common import onnx_runtime
 from converter.common.accuracy import compare
+from converter.common.errors import BuildFailed
 from converter.models.attention_block import trace_attention
 from converter.models.tracing import TEXT_TOKENS
 from graph_passes.tile_attention import TileAttention
@@ -74,7 +76,8 @@ def build_variant(args, tiles: str, folder: Path) -> dict:
     }
 
 
-def build_block(tokens: int, dim: int, context: int | None, tiles: int, chip, folder: Path) -> dict:
+def build_block(tokens: int, dim: int, context: int | None, tiles: int, chip, folder: Path,
+                flash: bool = False) -> dict:
     folder.mkdir(parents=True)
     model, feed = trace_attention(folder / "whole.onnx", tokens, dim, HEADS, context)
     tiled, _, _ = TileAttention(tiles).run(model)
@@ -86,7 +89,8 @@ def build_block(tokens: int, dim: int, context: int | None, tiles: int, chip, fo
         np.save(samples[name], value)
     start = time.monotonic()
     _, result = rknn_backend.build_and_simulate(onnx_path, chip, folder / "rknn", [samples], list(feed), ["y"],
-                                                folder / "rknn.log")
+                                                folder / "rknn.log",
+                                                toolkit_config={"enable_flash_attention": True} if flash else None)
     seconds = time.monotonic() - start
     log = (folder / "rknn.log").read_text(errors="replace")
     rows, buffers = placement(log), largest_buffers(log)
@@ -94,7 +98,7 @@ def build_block(tokens: int, dim: int, context: int | None, tiles: int, chip, fo
     reference = onnx_runtime.run(onnx_runtime.session(model), feed)["y"]
     keys = TEXT_TOKENS if context else tokens
     return {
-        "tokens": tokens, "keys": keys, "channels": dim, "heads": HEADS, "tiles": tiles,
+        "tokens": tokens, "keys": keys, "channels": dim, "heads": HEADS, "tiles": tiles, "flash_attention": flash,
         "fused_attention_layers": len(attention),
         "total_cycles": sum(r.get("total_cycles", 0) for r in rows),
         "attention_cycles": sum(r.get("total_cycles", 0) for r in attention),
@@ -115,6 +119,8 @@ def main() -> int:
     parser.add_argument("--variants", default="off,auto", help="--attention-tiles values to build")
     parser.add_argument("--blocks", action="store_true", help="single attention blocks at SD 1.5's 512² shapes")
     parser.add_argument("--tiles", default="1,2,4,8,16,32,64", help="tile counts for --blocks")
+    parser.add_argument("--flash-attention", action="store_true",
+                        help="--blocks: also each block whole with the toolkit's enable_flash_attention")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     name = "blocks" if args.blocks else f"{args.model.replace(':', '-')}-{args.resolution}"
@@ -124,13 +130,20 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-tiling-") as tmp:
         if args.blocks:
             result["blocks"] = []
+            runs = [(int(t), False) for t in args.tiles.split(",")] + ([(1, True)] if args.flash_attention else [])
             for tokens, dim, context in SD15_BLOCKS:
-                for tiles in (int(t) for t in args.tiles.split(",")):
+                for tiles, flash in runs:
                     if tiles > tokens:
                         continue
-                    row = build_block(tokens, dim, context, tiles, chip, Path(tmp) / f"{tokens}-{dim}-{context}-{tiles}")
-                    print(json.dumps({k: row[k] for k in ("tokens", "keys", "tiles", "internal_bytes",
-                                                          "largest_attention_buffer_bytes", "psnr_db")}), flush=True)
+                    folder = Path(tmp) / f"{tokens}-{dim}-{context}-{tiles}{'-flash' if flash else ''}"
+                    try:
+                        row = build_block(tokens, dim, context, tiles, chip, folder, flash)
+                    except BuildFailed as e:
+                        row = {"tokens": tokens, "channels": dim, "context": context, "tiles": tiles,
+                               "flash_attention": flash, "error": str(e)}
+                    print(json.dumps({k: row.get(k) for k in ("tokens", "keys", "tiles", "flash_attention",
+                                                              "internal_bytes", "largest_attention_buffer_bytes",
+                                                              "psnr_db", "error")}), flush=True)
                     result["blocks"].append(row)
         else:
             result.update(model=args.model, resolution=args.resolution, variants={})

@@ -79,6 +79,8 @@ def cost_rows(a: dict, b: dict) -> list[tuple[str, str, str, str]]:
     rows = []
     for label, fmt, read in COST_ROWS:
         va, vb = read(a["cost"]), read(b["cost"])
+        if va is None and vb is None:
+            continue
         change = f"{(vb - va) / va:+.1%}" if va and vb is not None else ""  # older reports lack some rows
         rows.append((label, _num(va, fmt), _num(vb, fmt), change))
     return rows
