@@ -54,7 +54,8 @@ pass_options = _compose(
     click.option("--attention-tiles", "attention_tiles", default="auto", show_default=True, metavar="auto|off|N",
                  help="Split each attention along its queries into tiles (pass tile_attention; exact). auto: per "
                       "attention, the count with the least modelled DRAM traffic on the target (1 where its scores "
-                      "fit on chip or its SRAM is not known); N: N tiles everywhere; off: leave attention whole."),
+                      "fit on chip); on rk3576 and rk3562 instead the toolkit's own flash attention, which shrinks "
+                      "float16 attention more; N: N tiles everywhere; off: leave attention whole."),
 )
 
 calib_options = _compose(

@@ -15,6 +15,9 @@ class Chip:
     # NPU clock, to turn the compiler's cycle estimate into an estimated time; None where not known.
     npu_clock_hz: int | None = None
     off_by_default: tuple[str, ...] = ()  # passes of `passes` that run only when asked for
+    # The toolkit's own `enable_flash_attention` shrinks float16 attention's buffers on this chip
+    # (measured per chip in its module; rk3588 accepts the flag and its memory map does not move).
+    flash_attention: bool = False
     # RKNN dtype -> why rkconvert will not build it for this chip (shown when asked for).
     refused_dtypes: dict[str, str] = field(default_factory=dict)
     # Operator facts for `rkconvert lint`: op type -> why the toolkit refuses it.

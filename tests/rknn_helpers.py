@@ -12,7 +12,8 @@ from converter.common.accuracy import compare
 from targets import get_chip, rknn_backend
 
 
-def simulate(folder: Path, model: onnx.ModelProto, feed: dict[str, np.ndarray], layer_dumps: bool = False):
+def simulate(folder: Path, model: onnx.ModelProto, feed: dict[str, np.ndarray], layer_dumps: bool = False,
+             chip: str = "rk3588", toolkit_config: dict | None = None):
     """(first output of the .rknn in the simulator, the folder holding model.rknn and any snapshot)."""
     folder.mkdir(parents=True)
     onnx_path = folder / "model.onnx"
@@ -24,8 +25,9 @@ def simulate(folder: Path, model: onnx.ModelProto, feed: dict[str, np.ndarray], 
     out_dir = folder / "rknn"
     out_dir.mkdir()
     _, result = rknn_backend.build_and_simulate(
-        onnx_path, get_chip("rk3588"), out_dir, [samples], [i.name for i in model.graph.input],
-        [o.name for o in model.graph.output], folder / "rknn.log", layer_dumps=layer_dumps)
+        onnx_path, get_chip(chip), out_dir, [samples], [i.name for i in model.graph.input],
+        [o.name for o in model.graph.output], folder / "rknn.log", layer_dumps=layer_dumps,
+        toolkit_config=toolkit_config)
     return np.load(result["outputs"][0][0]), out_dir
 
 

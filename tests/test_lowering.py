@@ -46,6 +46,9 @@ def test_lowering_builds_and_meets_its_gate(target, dtype, w8a16_folder, tmp_pat
     assert report["weights"].startswith("w8a16:")
     dtypes = {r["dtype"] for r in report["placement"] if r["op"] not in ("InputOperator", "OutputOperator")}
     assert ACTIVATIONS[built] in dtypes, dtypes
+    flash = target != "rk3588" and ACTIVATIONS[built] == "FLOAT16"
+    assert report["toolkit_config"] == ({"enable_flash_attention": True} if flash else {})
+    assert ("enable_flash_attention=1" in (tmp_path / "out" / "logs" / "rknn.log").read_text()) == flash
 
 
 def test_auto_keeps_the_models_own_precision():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from converter.build.pass_selection import instances, select
+from converter.build.pass_selection import instances, select, toolkit_attention
 from converter.common.errors import UserError
 from targets import get_chip
 
@@ -40,3 +40,13 @@ def test_attention_tiles_configures_the_tiling_pass():
     assert auto(4096, 4096, 8, 40) != instances(DEFAULT, get_chip("rk3576"))[-1].policy(4096, 4096, 8, 40)
     assert instances(DEFAULT, RK3588, "3")[-1].policy(4096, 4096, 8, 40) == 3
     assert [p.name for p in instances(DEFAULT, RK3588, "2")] == DEFAULT
+
+
+def test_auto_uses_the_toolkits_flash_attention_where_it_wins():
+    rk3576, rk3562 = get_chip("rk3576"), get_chip("rk3562")
+    flash = {"enable_flash_attention": True}
+    assert toolkit_attention(rk3576, "float16") == toolkit_attention(rk3562, "float16") == flash
+    assert toolkit_attention(rk3576, "w4a16") == flash  # float16 activations
+    assert toolkit_attention(rk3576, "w8a8") == {}  # int8 activations: the flag changes nothing
+    assert toolkit_attention(rk3576, "float16", "4") == toolkit_attention(rk3576, "float16", "off") == {}
+    assert toolkit_attention(RK3588, "float16") == {}  # accepted there, but its memory map does not move

@@ -103,3 +103,23 @@ def test_the_toolkit_keeps_each_tile_fused_and_its_buffer_shrinks(tmp_path):
     assert found[4]["buffer"] <= 0.3 * found[1]["buffer"], found
     assert found[4]["internal_bytes"] < 0.5 * found[1]["internal_bytes"], found
     assert found[4]["cycles"] == found[1]["cycles"] > 0, found
+
+
+def test_on_rk3576_the_toolkits_flash_attention_beats_tiling(tmp_path):
+    """What --attention-tiles auto relies on for rk3576 (and rk3562): one 1024-token self-attention,
+    float16, whole, in 4 tiles and whole with enable_flash_attention; rk3588 takes the flag and ignores it."""
+    model, feed = trace_attention(tmp_path / "a.onnx", 1024, 320, 8)
+    reference = _y(model, feed)
+    runs = {"whole": (model, None), "tiles": (TileAttention(4).run(model)[0], None),
+            "flash": (model, {"enable_flash_attention": True})}
+    found = {}
+    for name, (graph, config) in runs.items():
+        out, _ = simulate(tmp_path / name, graph, feed, chip="rk3576", toolkit_config=config)
+        log = (tmp_path / name / "rknn.log").read_text()
+        found[name] = (memory(log)["internal_bytes"], float(np.abs(out - reference).max()))
+    assert found["flash"][0] < 0.6 * found["tiles"][0] < 0.6 * found["whole"][0], found
+    assert found["flash"][1] <= 2 * found["whole"][1] + 1e-3, found  # as faithful as the whole block
+    for name, config in (("rk3588", None), ("rk3588-flash", {"enable_flash_attention": True})):
+        simulate(tmp_path / name, model, feed, toolkit_config=config)
+    assert memory((tmp_path / "rk3588" / "rknn.log").read_text()) == memory(
+        (tmp_path / "rk3588-flash" / "rknn.log").read_text())

@@ -42,6 +42,14 @@ def select(chip: Chip, explicit: str | None = None, enable: tuple[str, ...] = ()
     return [n for n in names if n not in skip and n not in off]
 
 
+def toolkit_attention(chip: Chip, dtype: str, attention_tiles: str = "auto") -> dict:
+    """Keywords for the toolkit's config(): under `auto`, its own flash attention on the chips where it
+    shrinks attention's buffers more than tiling does (targets/rk3576.py), for float16 activations."""
+    if check_attention_tiles(attention_tiles) == "auto" and chip.flash_attention and dtype != "w8a8":
+        return {"enable_flash_attention": True}
+    return {}
+
+
 def instances(names: list[str], chip: Chip, attention_tiles: str = "auto") -> list:
     """The passes to run, in order: the catalogue's, with tile_attention set to `attention_tiles`
     (auto: per attention, the count with the least modelled DRAM traffic on `chip`)."""

@@ -111,6 +111,8 @@ def print_summary(console: Console, report: dict, report_path: Path) -> None:
         rows.append(("kept float16", f"{len(report['float16_layers'])} layers (tried {tried})"))
     if report.get("layers_skipped"):
         rows.append(("layers", report["layers_skipped"]))
+    if report.get("toolkit_config", {}).get("enable_flash_attention"):
+        rows.append(("attention", "the toolkit's flash attention (enable_flash_attention; --attention-tiles auto)"))
     if report.get("cost"):
         rows.append(("cost (estimate)", cost_summary(report["cost"])))
     if report.get("images"):

@@ -18,12 +18,13 @@ PLACEMENT = "placement.json"
 
 
 def run(req: BuildRequest, passes: StageResult, reference: StageResult, calib: StageResult | None,
-        layer_dumps: bool, log: Path, progress: Progress, tmp: Path, float16_layers: list[str] | None = None) -> dict:
+        layer_dumps: bool, log: Path, progress: Progress, tmp: Path, float16_layers: list[str] | None = None,
+        toolkit_config: dict | None = None) -> dict:
     samples = [{k: reference.path / v for k, v in s.items()} for s in reference.meta["samples"]]
     run_, result = rknn_backend.build_and_simulate(
         passes.path / passes.meta["onnx"], req.chip, tmp, samples, list(passes.meta["inputs"]),
         passes.meta["outputs"], log, progress.tick, layer_dumps, req.dtype,
-        calib.path / calib.meta["dataset"] if calib else None, float16_layers)
+        calib.path / calib.meta["dataset"] if calib else None, float16_layers, toolkit_config)
     log_text = log.read_text(errors="replace")
     rows = placement(log_text)
     buffers = largest_buffers(log_text)
