@@ -209,6 +209,9 @@ def test_html_report_renders_in_chromium_and_names_every_layer(demo_build, tmp_p
     assert len(sources) == 3 * len(report["images"]["rows"])
     assert all((demo_build / src).is_file() for src in sources)
     assert "prompt accuracy" in dom.lower()
+    declared = dom.split('<table id="declared-io">')[1].split("</table>")[0]
+    assert declared.count("<tr>") == 1 + len(report["inputs"]) + 1  # header, inputs, the one output
+    assert "target rk3588, rknn-toolkit2 2.5.0" in dom
     cost = report["cost"]
     modules = dom.split('<table id="cost-modules">')[1].split("</table>")[0]
     assert modules.count("<tr>") == len(cost["per_module"]) + 1

@@ -3,6 +3,7 @@ with the reason and what it can do."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 
 import pytest
@@ -13,13 +14,15 @@ from converter.build.request import BuildRequest, CalibSettings
 from converter.common.errors import UserError
 from converter.common.progress import Progress
 from converter.models.model_source import resolve
-from targets import get_chip
+from targets import get_chip, rknn_backend
 from tests.conftest import error_lines, rkconvert
 
 # float16 is exact up to fp16 rounding; int8 activations of a random-weight UNet lose more, int4 weights more still.
 GATES = {"float16": 60.0, "w8a8": 30.0, "w4a16": 20.0}
 # The toolkit's layer table gives each layer's activation dtype (w4a16's int4 weights do not show there).
 ACTIVATIONS = {"float16": "FLOAT16", "w8a8": "INT8", "w4a16": "FLOAT16"}
+# The dtype holding most of the file's constants: the weights.
+WEIGHTS = {"float16": "float16", "w8a8": "int8", "w4a16": "int4"}
 # auto: rk3588 has no w8a16, so the checkpoint's weights run dequantized exactly, in float16.
 BUILT_AS = {"auto": "float16"}
 LOWERINGS = [("rk3588", "auto"), ("rk3588", "w8a8"), ("rk3576", "w8a8"), ("rk3576", "w4a16"), ("rk3562", "float16")]
@@ -46,6 +49,13 @@ def test_lowering_builds_and_meets_its_gate(target, dtype, w8a16_folder, tmp_pat
     assert report["weights"].startswith("w8a16:")
     dtypes = {r["dtype"] for r in report["placement"] if r["op"] not in ("InputOperator", "OutputOperator")}
     assert ACTIVATIONS[built] in dtypes, dtypes
+    # The artifact's own account (targets/rknn_file.py) agrees with the build and its layer table.
+    declared = report["rknn_file"]
+    assert (declared["target"], declared["toolkit_version"]) == (target, rknn_backend.toolkit_version())
+    assert {t["dtype"] for t in declared["inputs"] + declared["outputs"]} == {ACTIVATIONS[built].lower()}
+    assert {t["name"]: t["shape"] for t in declared["inputs"]} == {k: v["shape"] for k, v in report["inputs"].items()}
+    assert declared["op_counts"] == dict(Counter(r["op"] for r in report["placement"]))
+    assert max(declared["constant_bytes"], key=declared["constant_bytes"].get) == WEIGHTS[built]
     flash = target != "rk3588" and ACTIVATIONS[built] == "FLOAT16"
     assert report["toolkit_config"] == ({"enable_flash_attention": True} if flash else {})
     assert ("enable_flash_attention=1" in (tmp_path / "out" / "logs" / "rknn.log").read_text()) == flash

@@ -178,6 +178,7 @@ def _run_stages(req: BuildRequest, names: list[str], evaluation: EvalSet | None,
                       output_max_abs=metrics["max_abs"], output_mean_abs=metrics["mean_abs"],
                       placement=rknn_stage.placement_rows(rknn), cpu_ops=rknn.meta["cpu_ops"])
     report.update(float16_layers=rknn.meta["float16_layers"], rknn_stage=rknn.name,
+                  rknn_file=rknn_stage.file_facts(rknn),
                   cost=cost(rknn_stage.placement_rows(rknn), rknn.meta["memory"], req.chip),
                   pipeline=str(req.source.pipeline.resolve()) if req.source.pipeline else None)
     shutil.rmtree(req.out / IMAGES_DIR, ignore_errors=True)

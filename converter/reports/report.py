@@ -80,6 +80,13 @@ def cost_summary(c: dict) -> str:
             f"{c['attention_layers']} attention layers (0 cycles in the toolkit's estimate). Not a board measurement")
 
 
+def file_summary(f: dict) -> str:
+    """What the .rknn itself declares (targets/rknn_file.py), not what the build asked for."""
+    io = ", ".join(f"{t['name']} {t['dtype']}" for t in f["inputs"] + f["outputs"])
+    return (f"{f['target']}, rknn-toolkit2 {f['toolkit_version']} (needs librknnrt {f['toolkit_version']}), "
+            f"{sum(f['op_counts'].values())} nodes; {io}")
+
+
 def placement_summary(rows: list[dict]) -> str:
     fallback = Counter(r["op"] for r in cpu_ops(rows))
     npu = sum(r["device"] == "NPU" for r in rows)
@@ -104,6 +111,8 @@ def print_summary(console: Console, report: dict, report_path: Path) -> None:
         ("host programs", ", ".join(report["host_programs"]) or "none"),
         ("report", f"{report_path} and {report_path.with_suffix('.html').name}"),
     ]
+    if report.get("rknn_file"):
+        rows.insert(2, ("the file says", file_summary(report["rknn_file"])))
     if report.get("dtype_choice"):
         rows.insert(2, ("dtype auto", report["dtype_choice"]))
     if report.get("hybrid_trials"):

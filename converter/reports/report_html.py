@@ -144,6 +144,23 @@ def _images(images: dict | None) -> str:
             f"<table id=image-rows><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
+def _declared(f: dict | None) -> str:
+    """What the .rknn file itself declares (targets/rknn_file.py): the facts a board runtime will see."""
+    if not f:
+        return ""
+    io = "".join(f"<tr><td class=t>{kind}</td><td class=t>{html.escape(t['name'])}</td>"
+                 f"<td class=t>{html.escape(str(t['shape']))}</td><td class=t>{html.escape(str(t['dtype']))}</td>"
+                 f"<td class=t>{html.escape(str(t['layout']))}</td></tr>"
+                 for kind, ts in (("input", f["inputs"]), ("output", f["outputs"])) for t in ts)
+    constants = ", ".join(f"{html.escape(d)} {n / 2**20:.2f} MiB" for d, n in f["constant_bytes"].items())
+    ops = ", ".join(f"{html.escape(op)} x{n}" for op, n in f["op_counts"].items())
+    return (f"<h2>The .rknn declares</h2><p id=declared>target {html.escape(f['target'])}, rknn-toolkit2 "
+            f"{html.escape(f['toolkit_version'])} (compiler {html.escape(f['compiler_version'])}; the board's "
+            f"librknnrt must match), format {f['format_version']}, {f['file_bytes']:,} bytes. Constants: "
+            f"{constants}.</p><table id=declared-io><thead><tr><th></th><th>tensor</th><th>shape</th><th>dtype</th>"
+            f"<th>layout</th></tr></thead><tbody>{io}</tbody></table><p>Nodes: {ops}.</p>")
+
+
 def render(report: dict) -> str:
     status_cls = "ok" if report.get("status") == "ok" else "bad"
     facts = [("status", f'<span class="{status_cls}">{html.escape(report.get("status", "?"))}</span>')]
@@ -165,7 +182,8 @@ def render(report: dict) -> str:
     return (f"<!doctype html><html><head><meta charset=utf-8><title>rkconvert report: "
             f"{html.escape(str(report.get('model')))} for {html.escape(str(report.get('target')))}</title>"
             f"<style>{_STYLE}</style></head><body><h1>rkconvert build report</h1><dl>{summary}</dl>"
-            f"{_images(report.get('images'))}{_placement(report.get('placement') or [])}"
+            f"{_declared(report.get('rknn_file'))}{_images(report.get('images'))}"
+            f"{_placement(report.get('placement') or [])}"
             f"{cost_section(report.get('cost'))}{layers}<details><summary>stages</summary><pre>{stages}</pre></details>"
             f"<script>{_SORT}</script></body></html>")
 

@@ -11,7 +11,7 @@ from converter.build.build_dir import StageResult
 from converter.build.request import BuildRequest
 from converter.common.accuracy import compare
 from converter.common.progress import Progress
-from targets import rknn_backend
+from targets import rknn_backend, rknn_file
 from targets.layer_table import cpu_ops, largest_buffers, memory, placement
 
 PLACEMENT = "placement.json"
@@ -46,6 +46,11 @@ def run(req: BuildRequest, passes: StageResult, reference: StageResult, calib: S
         "peak_rss_bytes": max(run_.peak_rss_bytes, *result["phase_peak_rss_bytes"].values()),
         "simulator": [[str(Path(p).relative_to(tmp.resolve())) for p in outs] for outs in result["outputs"]],
     }
+
+
+def file_facts(rknn: StageResult) -> dict:
+    """What the built .rknn declares about itself (a corrupt file fails here, before delivery)."""
+    return rknn_file.read(rknn.path / rknn.meta["rknn"]).to_json()
 
 
 def placement_rows(rknn: StageResult) -> list[dict]:
