@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -116,8 +117,9 @@ def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, 
     req = _request(model_spec, config_path, trust_pickle, seed, target, resolution, out, dtype=dtype,
                    min_psnr=min_psnr, hybrid=hybrid, hybrid_builds=hybrid_builds, min_layer_cos=min_layer_cos,
                    layer_report=layer_report, check_samples=check_samples, check_inputs=check_inputs,
-                   image_check=image_check, min_prompt_accuracy=min_prompt_accuracy, calib=settings, passes=passes, enable_passes=tuple(enable_passes),
-                   skip_passes=tuple(skip_passes), attention_tiles=attention_tiles, rebuild=rebuild)
+                   image_check=image_check, min_prompt_accuracy=min_prompt_accuracy, calib=settings, passes=passes,
+                   enable_passes=tuple(enable_passes), skip_passes=tuple(skip_passes), attention_tiles=attention_tiles,
+                   rebuild=rebuild, command=shlex.join(["rkconvert", *sys.argv[1:]]))
     report = run_build(req, Progress(Console(stderr=True, highlight=False)))
     print_summary(Console(), report, req.report_path)
 
@@ -261,6 +263,47 @@ def compare(build_a, build_b, top, json_path):
     print_comparison(Console(), a, b, (str(build_a), str(build_b)), joined, top)
     if json_path:
         write_json(json_path, {"a": str(build_a), "b": str(build_b), "layers": joined})
+
+
+@main.command(epilog="Exit status: 0 written, 2 bad input.")
+@click.argument("build_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="NAME.tar.gz to write; its members sit under NAME/. Default: BUILD_DIR.tar.gz beside BUILD_DIR.")
+def release(build_dir, out):
+    """Bundle a finished build for the board: the .rknn, host programs, report.json/html and
+    manifest.json (target, toolkit and compiler version and the librknnrt version the board needs, I/O
+    dtypes and layouts, all read from the .rknn itself; accuracy; the build command; the sha256 of every
+    file). The same build folder always gives a byte-identical bundle.
+    """
+    from converter.release.bundle import default_out
+    from converter.release.bundle import release as write_release
+
+    out = out or default_out(build_dir)
+    made = write_release(build_dir, out)
+    psnr = made["accuracy"]["output_psnr_db"]
+    click.echo(f"{out}: {len(made['files'])} files, {made['target']} {made['dtype']}, needs librknnrt "
+               f"{made['librknnrt_version']}" + (f", {psnr:.1f} dB vs ONNX Runtime" if psnr is not None else ""))
+
+
+@main.command(epilog="Exit status: 0 the bundle is what its manifest says, 1 it is not, 2 bad input "
+                     "(not a bundle, or unsafe members: absolute paths, '..', links, devices).")
+@click.argument("bundle", type=click.Path(path_type=Path, dir_okay=False))
+def verify(bundle):
+    """Check a release bundle: every file's sha256 and size against manifest.json, no file missing or
+    added, the manifest's schema, and the .rknn's own account (target, versions, I/O, node counts)
+    agreeing with the manifest. Unsafe members are refused before anything is written."""
+    from converter.common.errors import UserError
+    from converter.release.verify import verify as check
+
+    if not bundle.is_file():
+        raise UserError(f"{bundle}: no such file")
+    made, found = check(bundle)
+    for line in found:
+        click.echo(f"{bundle}: {line}", err=True)
+    if found:
+        sys.exit(1)
+    click.echo(f"{bundle}: verified, {len(made['files'])} files match manifest.json; {made['target']}, "
+               f"rknn-toolkit2 {made['toolkit_version']} (board needs librknnrt {made['librknnrt_version']})")
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def build(req: BuildRequest, progress: Progress) -> dict:
         stale.unlink(missing_ok=True)
     report = {"status": "failed", "target": req.chip.name, "model": req.source.spec, "dtype": req.dtype,
               "toolkit_version": rknn_backend.toolkit_version(), "min_psnr": req.min_psnr,
-              "min_layer_cos": req.min_layer_cos}
+              "min_layer_cos": req.min_layer_cos, "command": req.command}
     try:
         _run_stages(req, names, evaluation, BuildDir(req.out, req.rebuild), progress, report)
         report["status"] = "ok"

@@ -57,6 +57,7 @@ class BuildRequest:
     image_check: str = "auto"  # auto: when the model brings an evaluation set (a pipeline folder's rkconvert.json)
     min_prompt_accuracy: float | None = None
     calib: CalibSettings = field(default_factory=CalibSettings)
+    command: str | None = None  # the command line that asked for this build, for the report and releases
     stages: list[StageResult] = field(default_factory=list)
 
     @property

@@ -1,0 +1,78 @@
+"""manifest.json of a release bundle: what the bundle is (from the .rknn itself), what it needs on the
+board, its proof of accuracy, and the sha256 of every other file in it."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+from converter import __version__
+
+SCHEMA = "rkconvert-bundle/1"
+NAME = "manifest.json"
+RKNN = "model.rknn"
+# key -> type every manifest has; verify checks them.
+REQUIRED = {"schema": str, "rkconvert_version": str, "target": str, "toolkit_version": str, "compiler_version": str,
+            "librknnrt_version": str, "dtype": str, "model": str, "rknn": str, "inputs": list, "outputs": list,
+            "host_programs": list, "accuracy": dict, "build_command": (str, type(None)), "files": dict}
+
+
+def sha256(chunks: Iterable[bytes]) -> str:
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_chunks(path: Path, size: int = 1 << 20) -> Iterable[bytes]:
+    with open(path, "rb") as f:
+        yield from iter(lambda: f.read(size), b"")
+
+
+def make(report: dict, declared: dict, files: dict[str, Path | bytes]) -> dict:
+    """The manifest for a build's `report`, the artifact's own account `declared` (targets/rknn_file.py)
+    and the bundle's other `files` (name in the bundle -> file or bytes)."""
+    images = report.get("images")
+    return {
+        "schema": SCHEMA,
+        "rkconvert_version": __version__,
+        "target": declared["target"],
+        "toolkit_version": declared["toolkit_version"],
+        "compiler_version": declared["compiler_version"],
+        # A model built by one toolkit fails on another runtime ("Invalid RKNN model version 6"; a 2.3.0
+        # model crashed on librknnrt 2.3.2): the board's librknnrt must be the toolkit's version.
+        "librknnrt_version": declared["toolkit_version"],
+        "dtype": report["dtype"],
+        "model": report["model"],
+        "resolution": report.get("resolution"),
+        "rknn": RKNN,
+        "inputs": declared["inputs"],
+        "outputs": declared["outputs"],
+        "op_counts": declared["op_counts"],
+        "constant_bytes": declared["constant_bytes"],
+        "host_programs": report.get("host_programs", []),
+        "accuracy": {k: report.get(k) for k in ("output_psnr_db", "output_cosine", "output_max_abs", "check_inputs",
+                                                "min_psnr")},
+        "images": images["summary"] if images else None,
+        "build_command": report.get("command"),
+        "files": {name: {"sha256": sha256([c] if isinstance(c, bytes) else file_chunks(c)),
+                         "bytes": len(c) if isinstance(c, bytes) else c.stat().st_size}
+                  for name, c in sorted(files.items())},
+    }
+
+
+def problems(manifest: object) -> list[str]:
+    """What makes `manifest` not one of ours (missing keys, wrong types); [] when it is."""
+    if not isinstance(manifest, dict):
+        return [f"{NAME}: not a JSON object"]
+    found = [f"{NAME}: no {key!r}" for key in REQUIRED if key not in manifest]
+    found += [f"{NAME}: {key!r} is {type(manifest[key]).__name__}" for key, kind in REQUIRED.items()
+              if key in manifest and not isinstance(manifest[key], kind)]
+    if manifest.get("schema") not in (None, SCHEMA):
+        found.append(f"{NAME}: schema {manifest['schema']!r}, this rkconvert reads {SCHEMA!r}")
+    files = manifest.get("files")
+    for name, entry in (files.items() if isinstance(files, dict) else ()):
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and isinstance(entry.get("bytes"), int)):
+            found.append(f"{NAME}: files[{name!r}] needs sha256 and bytes")
+    return found

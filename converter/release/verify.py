@@ -1,0 +1,71 @@
+"""`rkconvert verify`: a bundle is what its manifest says — every checksum, no file missing or added,
+the manifest's schema, and the .rknn's own account of itself agreeing with the manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from converter.common.errors import UserError
+from converter.release import manifest, tarball
+from targets import rknn_file
+
+# Manifest keys the .rknn file itself must agree with.
+DECLARED = ("target", "toolkit_version", "compiler_version", "inputs", "outputs", "op_counts")
+
+
+def verify(bundle: Path) -> tuple[dict | None, list[str]]:
+    """(the manifest, what is wrong: one line each naming the member); UserError for unsafe tarballs."""
+    members = tarball.safe_members(bundle)
+    roots = {PurePosixPath(m.name).parts[0] for m in members}
+    if len(roots) != 1:
+        return None, [f"{bundle}: members under {len(roots)} top folders ({', '.join(sorted(roots))}); expected one"]
+    root = roots.pop()
+    sums, raw_manifest = {}, None
+    with tempfile.TemporaryDirectory(prefix="rkconvert-verify-") as tmp:
+        rknn_copy = Path(tmp) / manifest.RKNN
+        for info, chunks in tarball.chunks(bundle):
+            name = str(PurePosixPath(info.name).relative_to(root))
+            if name == manifest.NAME:
+                raw_manifest = b"".join(chunks)
+                continue
+            with open(rknn_copy if name == manifest.RKNN else os.devnull, "wb") as sink:
+                sums[name] = (manifest.sha256(_tee(chunks, sink)), info.size)
+        if raw_manifest is None:
+            return None, [f"{manifest.NAME}: missing"]
+        try:
+            made = json.loads(raw_manifest)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            return None, [f"{manifest.NAME}: not JSON ({e})"]
+        found = manifest.problems(made)
+        if found:
+            return None, found
+        found += _files(made["files"], sums)
+        if manifest.RKNN in sums:
+            try:
+                found += _declared(made, rknn_file.read(rknn_copy).to_json())
+            except UserError as e:
+                found.append(str(e).replace(str(rknn_copy), manifest.RKNN))
+    return made, found
+
+
+def _files(listed: dict, sums: dict[str, tuple[str, int]]) -> list[str]:
+    found = [f"{name}: listed in the manifest, not in the bundle" for name in sorted(set(listed) - set(sums))]
+    found += [f"{name}: in the bundle, not in the manifest" for name in sorted(set(sums) - set(listed))]
+    found += [f"{name}: sha256 differs from the manifest" for name in sorted(set(listed) & set(sums))
+              if (listed[name]["sha256"], listed[name]["bytes"]) != sums[name]]
+    return found
+
+
+def _declared(made: dict, declared: dict) -> list[str]:
+    return [f"{manifest.RKNN}: the file says {key} {declared[key]!r}, the manifest {made.get(key)!r}"
+            for key in DECLARED if made.get(key) != declared[key]]
+
+
+def _tee(chunks, sink):
+    for chunk in chunks:
+        sink.write(chunk)
+        yield chunk
+

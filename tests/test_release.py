@@ -1,0 +1,134 @@
+"""rkconvert release / verify: a bundle says what it is from the .rknn itself, is byte-for-byte
+reproducible, and verify names whatever was changed, added, removed or unsafe."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+
+import pytest
+
+from converter.release import tarball
+from tests.conftest import error_lines, rkconvert
+
+
+@pytest.fixture(scope="module")
+def released(tiny_build, tmp_path_factory):
+    work, _, out, _ = tiny_build
+    folder = tmp_path_factory.mktemp("release")
+    result = rkconvert("release", str(out), "--out", str(folder / "tiny.tar.gz"), cwd=work)
+    assert result.returncode == 0, result.stderr
+    return work, out, folder / "tiny.tar.gz"
+
+
+def _members(bundle) -> dict[str, bytes]:
+    with tarfile.open(bundle, "r:gz") as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+
+
+def _verify(work, bundle):
+    return rkconvert("verify", str(bundle), cwd=work)
+
+
+def test_release_carries_what_the_rknn_declares_and_verifies(released):
+    work, out, bundle = released
+    report = json.loads((out / "report.json").read_text())
+    members = _members(bundle)
+    assert sorted(members) == ["tiny/host/host_time_projection.onnx", "tiny/manifest.json", "tiny/model.rknn",
+                               "tiny/report.html", "tiny/report.json"]
+    made = json.loads(members["tiny/manifest.json"])
+    assert made["target"] == "rk3588" and made["librknnrt_version"] == made["toolkit_version"] == "2.5.0"
+    assert made["inputs"] == report["rknn_file"]["inputs"] and made["inputs"][0]["dtype"] == "float16"
+    assert made["files"]["model.rknn"]["sha256"] == hashlib.sha256((out / report["artifact"]).read_bytes()).hexdigest()
+    assert made["accuracy"]["output_psnr_db"] == report["output_psnr_db"]
+    assert made["build_command"] == report["command"] and report["command"].startswith("rkconvert build --target rk3588")
+    shown = _verify(work, bundle)
+    assert shown.returncode == 0, shown.stderr
+    assert "verified, 4 files match manifest.json; rk3588" in shown.stdout
+
+
+def test_the_same_build_gives_byte_identical_bundles(released, tmp_path):
+    work, out, bundle = released
+    (tmp_path / "again").mkdir()
+    again = tmp_path / "again" / "tiny.tar.gz"
+    assert rkconvert("release", str(out), "--out", str(again), cwd=work).returncode == 0
+    assert again.read_bytes() == bundle.read_bytes()
+
+
+def _repack(bundle, path, edit):
+    members = _members(bundle)
+    edit(members)
+    tarball.write(path, members)
+    return path
+
+
+def test_verify_names_a_flipped_byte_a_missing_and_an_added_file(released, tmp_path):
+    work, _, bundle = released
+
+    def flip(m):
+        data = bytearray(m["tiny/model.rknn"])
+        data[len(data) // 2] ^= 0xFF
+        m["tiny/model.rknn"] = bytes(data)
+
+    def retarget(m):  # a manifest that lies about the target, with its checksums intact
+        made = json.loads(m["tiny/manifest.json"])
+        made["target"] = "rk3576"
+        m["tiny/manifest.json"] = json.dumps(made).encode()
+
+    cases = {
+        "flipped": (flip, "tiny.tar.gz: model.rknn: sha256 differs from the manifest"),
+        "missing": (lambda m: m.pop("tiny/report.html"),
+                    "tiny.tar.gz: report.html: listed in the manifest, not in the bundle"),
+        "added": (lambda m: m.update({"tiny/extra.bin": b"x"}),
+                  "tiny.tar.gz: extra.bin: in the bundle, not in the manifest"),
+        "retarget": (retarget, "tiny.tar.gz: model.rknn: the file says target 'rk3588', the manifest 'rk3576'"),
+        "schema": (lambda m: m.update({"tiny/manifest.json": b'{"schema": "rkconvert-bundle/1"}'}),
+                   "tiny.tar.gz: manifest.json: no 'rkconvert_version'"),
+    }
+    for name, (edit, expected) in cases.items():
+        (tmp_path / name).mkdir()
+        result = _verify(work, _repack(bundle, tmp_path / name / "tiny.tar.gz", edit))
+        assert result.returncode == 1, (name, result.stdout)
+        lines = [line.replace(str(tmp_path / name) + "/", "") for line in result.stderr.splitlines()]
+        assert expected in lines, (name, lines)
+
+
+@pytest.mark.parametrize("member, why", [
+    ("../evil.txt", "path with '..'"),
+    ("/tmp/evil.txt", "absolute path"),
+    ("tiny/link", "link to /etc/passwd"),
+])
+def test_unsafe_tarballs_are_refused_before_anything_is_written(released, tmp_path, member, why):
+    work, _, bundle = released
+    crafted = tmp_path / "crafted.tar.gz"
+    with tarfile.open(crafted, "w:gz") as tar:
+        for name, data in _members(bundle).items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        info = tarfile.TarInfo(member)
+        if member.endswith("link"):
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        else:
+            info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil") if info.isfile() else None)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    result = _verify(tmp_path, crafted)
+    assert result.returncode == 2
+    assert error_lines(result) == [f"rkconvert: error: {crafted}: member {member!r} refused: {why}"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    assert not (tmp_path.parent / "evil.txt").exists()
+
+
+def test_release_refuses_what_it_cannot_bundle(released, tmp_path):
+    work, out, _ = released
+    bad_name = rkconvert("release", str(out), "--out", str(tmp_path / "tiny.zip"), cwd=work)
+    assert error_lines(bad_name) == [f"rkconvert: error: {tmp_path / 'tiny.zip'}: a release is written as NAME.tar.gz"]
+    empty = rkconvert("release", str(tmp_path), "--out", str(tmp_path / "x.tar.gz"), cwd=work)
+    assert empty.returncode == 2
+    assert error_lines(empty) == [f"rkconvert: error: {tmp_path}: no report.json (not an rkconvert build folder)"]
+    assert list(tmp_path.iterdir()) == []
+    not_a_bundle = rkconvert("verify", str(out / "report.json"), cwd=work)
+    assert not_a_bundle.returncode == 2 and "not a readable .tar.gz" in error_lines(not_a_bundle)[0]
