@@ -288,16 +288,25 @@ def release(build_dir, out):
 @main.command(epilog="Exit status: 0 the bundle is what its manifest says, 1 it is not, 2 bad input "
                      "(not a bundle, or unsafe members: absolute paths, '..', links, devices).")
 @click.argument("bundle", type=click.Path(path_type=Path, dir_okay=False))
-def verify(bundle):
+@click.option("--run", "build_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Then run the bundle's board runner with --simulate BUILD_DIR (the build folder it was released "
+                   "from; the simulator cannot run a .rknn file): its UNet output must equal the build's check.")
+def verify(bundle, build_dir):
     """Check a release bundle: every file's sha256 and size against manifest.json, no file missing or
     added, the manifest's schema, and the .rknn's own account (target, versions, I/O, node counts)
     agreeing with the manifest. Unsafe members are refused before anything is written."""
     from converter.common.errors import UserError
+    from converter.release.verify import smoke_run
     from converter.release.verify import verify as check
 
     if not bundle.is_file():
         raise UserError(f"{bundle}: no such file")
     made, found = check(bundle)
+    if build_dir is not None and not found:
+        timing, found = smoke_run(bundle, build_dir)
+        if timing:
+            click.echo(f"{bundle}: board/run.py --simulate: the UNet's output on the check input equals the build's "
+                       f"(PSNR {timing['unet_check']['psnr_db_vs_onnxruntime']:.1f} dB against ONNX Runtime)")
     for line in found:
         click.echo(f"{bundle}: {line}", err=True)
     if found:

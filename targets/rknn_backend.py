@@ -100,7 +100,8 @@ Infer = Callable[[list[dict[str, np.ndarray]]], list[list[np.ndarray]]]
 @contextmanager
 def serving_simulator(onnx_path: Path, chip: Chip, out_dir: Path, input_names: list[str], output_names: list[str],
                       log: Path, on_tick: Callable | None = None, dtype: str = "float16",
-                      dataset: Path | None = None, float16_layers: list[str] | None = None) -> Iterator[Infer]:
+                      dataset: Path | None = None, float16_layers: list[str] | None = None,
+                      toolkit_config: dict | None = None) -> Iterator[Infer]:
     """Build as build_and_simulate does, then keep the simulator up: yields infer([feed, ...]) ->
     [[output, ...], ...] (graph inputs by name, outputs in graph order). The built model lands in
     `out_dir`/model.rknn when the block ends without error. BuildFailed if the toolkit fails or dies."""
@@ -110,7 +111,7 @@ def serving_simulator(onnx_path: Path, chip: Chip, out_dir: Path, input_names: l
             tempfile.TemporaryDirectory(prefix="rkconvert-") as sockets:
         address = str(Path(sockets) / "simulator.sock")
         job = {**_job(onnx_path, chip, Path(scratch), out_dir, [], input_names, output_names, False, dtype, dataset,
-                      float16_layers), "serve": address}
+                      float16_layers, toolkit_config), "serve": address}
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
             server.bind(address)
             server.listen(1)

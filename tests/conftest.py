@@ -109,6 +109,17 @@ def tiny_build(tmp_path_factory):
     return work, result, out, report
 
 
+@pytest.fixture(scope="session")
+def tiny_artifact_build(tiny_build, tmp_path_factory):
+    """A tiny build of its own, for tests that read its .rknn: tiny_build's folder is rebuilt later by
+    tests that make a build fail there (no .rknn left). Returns (working folder, build folder)."""
+    work, _, _, _ = tiny_build
+    out = tmp_path_factory.mktemp("tiny-artifact") / "tiny-unet-rk3588"
+    result = rkconvert("build", "--target", "rk3588", "--model", "tiny-unet", "--out", str(out), cwd=work)
+    assert result.returncode == 0, result.stderr
+    return work, out
+
+
 TINY_EVALUATION = {"steps": 4, "guidance_scale": 3.0,
                    "prompts": [{"category": "a", "prompt": "a red circle on the left", "seed": 11},
                                {"category": "b", "prompt": "a blue square at the top", "seed": 12}]}

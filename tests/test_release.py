@@ -6,17 +6,21 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import tarfile
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from converter.release import tarball
 from tests.conftest import error_lines, rkconvert
 
 
 @pytest.fixture(scope="module")
-def released(tiny_build, tmp_path_factory):
-    work, _, out, _ = tiny_build
+def released(tiny_artifact_build, tmp_path_factory):
+    work, out = tiny_artifact_build
     folder = tmp_path_factory.mktemp("release")
     result = rkconvert("release", str(out), "--out", str(folder / "tiny.tar.gz"), cwd=work)
     assert result.returncode == 0, result.stderr
@@ -36,17 +40,24 @@ def test_release_carries_what_the_rknn_declares_and_verifies(released):
     work, out, bundle = released
     report = json.loads((out / "report.json").read_text())
     members = _members(bundle)
-    assert sorted(members) == ["tiny/host/host_time_projection.onnx", "tiny/manifest.json", "tiny/model.rknn",
-                               "tiny/report.html", "tiny/report.json"]
+    assert sorted(members) == [
+        "tiny/board/clip_tokenizer.py", "tiny/board/ddim.py", "tiny/board/noise.py", "tiny/board/png.py",
+        "tiny/board/run.py", "tiny/check/input-encoder_hidden_states.npy", "tiny/check/input-sample.npy",
+        "tiny/check/input-t_emb.npy", "tiny/check/reference-out_sample.npy", "tiny/check/simulator-out_sample.npy",
+        "tiny/host/host_time_projection.onnx", "tiny/manifest.json", "tiny/model.rknn", "tiny/report.html",
+        "tiny/report.json"]  # a UNet alone: no text encoder, decoder, tokenizer or scheduler
     made = json.loads(members["tiny/manifest.json"])
+    assert made["pipeline"] is None and made["check"] == {"inputs": ["sample", "t_emb", "encoder_hidden_states"],
+                                                          "outputs": ["out_sample"]}
     assert made["target"] == "rk3588" and made["librknnrt_version"] == made["toolkit_version"] == "2.5.0"
     assert made["inputs"] == report["rknn_file"]["inputs"] and made["inputs"][0]["dtype"] == "float16"
     assert made["files"]["model.rknn"]["sha256"] == hashlib.sha256((out / report["artifact"]).read_bytes()).hexdigest()
     assert made["accuracy"]["output_psnr_db"] == report["output_psnr_db"]
-    assert made["build_command"] == report["command"] and report["command"].startswith("rkconvert build --target rk3588")
+    assert made["build_command"] == report["command"]
+    assert report["command"].startswith("rkconvert build --target rk3588")
     shown = _verify(work, bundle)
     assert shown.returncode == 0, shown.stderr
-    assert "verified, 4 files match manifest.json; rk3588" in shown.stdout
+    assert "verified, 14 files match manifest.json; rk3588" in shown.stdout
 
 
 def test_the_same_build_gives_byte_identical_bundles(released, tmp_path):
@@ -132,3 +143,56 @@ def test_release_refuses_what_it_cannot_bundle(released, tmp_path):
     assert list(tmp_path.iterdir()) == []
     not_a_bundle = rkconvert("verify", str(out / "report.json"), cwd=work)
     assert not_a_bundle.returncode == 2 and "not a readable .tar.gz" in error_lines(not_a_bundle)[0]
+
+
+def _unpack(bundle, into):
+    with tarfile.open(bundle, "r:gz") as tar:
+        tar.extractall(into, filter="data")
+    return into / bundle.name[:-len(".tar.gz")]
+
+
+def _runner(folder, *args, timeout=600):
+    return subprocess.run([sys.executable, "board/run.py", *args], cwd=folder, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_the_board_runner_checks_and_runs_a_unet_bundle_in_the_simulator(released, tmp_path):
+    work, out, bundle = released
+    folder = _unpack(bundle, tmp_path)
+    report = json.loads((out / "report.json").read_text())
+    # verify --run unpacks the bundle and runs its runner with --simulate: the check output must be the build's.
+    ran = rkconvert("verify", str(bundle), "--run", str(out), cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert (f"board/run.py --simulate: the UNet's output on the check input equals the build's (PSNR "
+            f"{report['output_psnr_db']:.1f} dB against ONNX Runtime)") in ran.stdout
+    # What a host without the NPU runtime, a UNet-only bundle asked to draw, and a damaged file get:
+    no_npu = _runner(folder)
+    assert no_npu.returncode == 2 and "rknn-toolkit-lite2 is not installed" in no_npu.stderr
+    no_text = _runner(folder, "--prompt", "a red circle", "--simulate", str(out))
+    assert no_text.returncode == 2 and "is a UNet alone" in no_text.stderr
+    (folder / "check" / "input-sample.npy").write_bytes(b"damaged")
+    damaged = _runner(folder, "--simulate", str(out))
+    assert damaged.returncode == 2
+    assert damaged.stderr.strip() == "run.py: error: check/input-sample.npy: sha256 differs from manifest.json " \
+                                     "(a damaged or edited bundle)"
+
+
+def test_the_board_runner_draws_the_demo_as_the_build_did(demo_build, tmp_path):
+    """Prompt to PNG on the runner's own parts (numpy DDIM and noise, plain-Python tokenizer, ONNX text
+    encoder and decoder), the UNet in the simulator: the build's own .rknn image of that prompt and seed."""
+    result, build = demo_build
+    assert result.returncode == 0, result.stderr
+    bundle = tmp_path / "demo.tar.gz"
+    assert rkconvert("release", str(build), "--out", str(bundle), cwd=tmp_path).returncode == 0
+    folder = _unpack(bundle, tmp_path)
+    report = json.loads((build / "report.json").read_text())
+    row, steps = report["images"]["rows"][0], report["images"]["steps"]
+    ran = _runner(folder, "--simulate", str(build), "--prompt", row["prompt"], "--seed", str(row["seed"]),
+                  "--steps", str(steps), "--out", str(tmp_path / "run"))
+    assert ran.returncode == 0, ran.stderr
+    timing = json.loads((tmp_path / "run" / "timing.json").read_text())
+    assert len(timing["unet_step_seconds"]) == steps
+    drawn = np.asarray(Image.open(tmp_path / "run" / timing["image"])).astype(int)
+    expected = np.asarray(Image.open(build / "images" / "evaluation" / row["rknn"])).astype(int)
+    # ONNX text encoder and decoder against torch's, and the noise within 5e-7: a level here and there.
+    assert np.abs(drawn - expected).max() <= 2 and (drawn != expected).mean() < 0.05

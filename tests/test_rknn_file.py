@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 
 import pytest
@@ -11,8 +12,9 @@ from converter.common.errors import UserError
 from targets.rknn_file import HEADER_BYTES, read
 
 
-def test_a_real_artifact_reads_as_its_build_made_it(tiny_build):
-    _, _, out, report = tiny_build
+def test_a_real_artifact_reads_as_its_build_made_it(tiny_artifact_build):
+    _, out = tiny_artifact_build
+    report = json.loads((out / "report.json").read_text())
     declared = read(out / report["artifact"])
     assert declared.to_json() == report["rknn_file"]
     assert declared.target == "rk3588" and declared.source_format == "ONNX" and declared.format_version == 6
@@ -27,8 +29,9 @@ def _refused(path, why: str):
     assert str(e.value) == f"{path}: not an .rknn file ({why})"
 
 
-def test_what_is_not_an_rknn_is_refused_in_one_line(tiny_build, tmp_path):
-    _, _, out, report = tiny_build
+def test_what_is_not_an_rknn_is_refused_in_one_line(tiny_artifact_build, tmp_path):
+    _, out = tiny_artifact_build
+    report = json.loads((out / "report.json").read_text())
     whole = (out / report["artifact"]).read_bytes()
     cases = tmp_path / "cases"
     cases.mkdir()

@@ -15,7 +15,8 @@ RKNN = "model.rknn"
 # key -> type every manifest has; verify checks them.
 REQUIRED = {"schema": str, "rkconvert_version": str, "target": str, "toolkit_version": str, "compiler_version": str,
             "librknnrt_version": str, "dtype": str, "model": str, "rknn": str, "inputs": list, "outputs": list,
-            "host_programs": list, "accuracy": dict, "build_command": (str, type(None)), "files": dict}
+            "host_programs": list, "accuracy": dict, "build_command": (str, type(None)), "check": dict,
+            "pipeline": (dict, type(None)), "files": dict}
 
 
 def sha256(chunks: Iterable[bytes]) -> str:
@@ -30,9 +31,10 @@ def file_chunks(path: Path, size: int = 1 << 20) -> Iterable[bytes]:
         yield from iter(lambda: f.read(size), b"")
 
 
-def make(report: dict, declared: dict, files: dict[str, Path | bytes]) -> dict:
-    """The manifest for a build's `report`, the artifact's own account `declared` (targets/rknn_file.py)
-    and the bundle's other `files` (name in the bundle -> file or bytes)."""
+def make(report: dict, declared: dict, files: dict[str, Path | bytes], check: dict, pipeline: dict | None) -> dict:
+    """The manifest for a build's `report`, the artifact's own account `declared` (targets/rknn_file.py),
+    the bundle's other `files` (name in the bundle -> file or bytes), the check tensors' names and, for a
+    model that draws, what the board's text-to-image loop needs (`pipeline`)."""
     images = report.get("images")
     return {
         "schema": SCHEMA,
@@ -56,6 +58,8 @@ def make(report: dict, declared: dict, files: dict[str, Path | bytes]) -> dict:
                                                 "min_psnr")},
         "images": images["summary"] if images else None,
         "build_command": report.get("command"),
+        "check": check,
+        "pipeline": pipeline,
         "files": {name: {"sha256": sha256([c] if isinstance(c, bytes) else file_chunks(c)),
                          "bytes": len(c) if isinstance(c, bytes) else c.stat().st_size}
                   for name, c in sorted(files.items())},
@@ -73,6 +77,7 @@ def problems(manifest: object) -> list[str]:
         found.append(f"{NAME}: schema {manifest['schema']!r}, this rkconvert reads {SCHEMA!r}")
     files = manifest.get("files")
     for name, entry in (files.items() if isinstance(files, dict) else ()):
-        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and isinstance(entry.get("bytes"), int)):
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+                and isinstance(entry.get("bytes"), int)):
             found.append(f"{NAME}: files[{name!r}] needs sha256 and bytes")
     return found

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
@@ -69,3 +72,22 @@ def _tee(chunks, sink):
         sink.write(chunk)
         yield chunk
 
+
+
+def smoke_run(bundle: Path, build_dir: Path, timeout: float = 1800) -> tuple[dict | None, list[str]]:
+    """The bundle's own runner, unpacked, with `--simulate build_dir`: its UNet output on the check
+    input must equal the build's simulator output. Call after verify() found nothing wrong."""
+    with tempfile.TemporaryDirectory(prefix="rkconvert-run-") as tmp:
+        with tarfile.open(bundle, "r:gz") as tar:
+            tar.extractall(tmp, filter="data")
+        root = next(Path(tmp).iterdir())
+        ran = subprocess.run([sys.executable, "board/run.py", "--simulate", str(build_dir.resolve()),
+                              "--skip-checksums", "--out", str(Path(tmp) / "run")],
+                             cwd=root, capture_output=True, text=True, timeout=timeout)
+        if ran.returncode != 0:
+            return None, [f"board/run.py --simulate: exit {ran.returncode}: "
+                          f"{(ran.stderr.strip().splitlines() or ['no message'])[-1]}"]
+        timing = json.loads((Path(tmp) / "run" / "timing.json").read_text())
+    differs = timing["unet_check"]["max_abs_vs_build_simulator"]
+    return timing, ([] if differs == 0 else [f"board/run.py --simulate: the UNet's output on the check input differs "
+                                             f"from the build's by up to {differs:.3g}"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -72,19 +73,28 @@ def draw_both(folder: Path, chip: Chip, dtype: str, passes: StageResult, referen
                         resolution, on_step)
 
     ref = draw("ONNX Runtime", _onnx_runtime(onnx_path, passes.meta["outputs"][0]))
+    with rebuilt_simulator(chip, dtype, passes, reference, rknn, calib, log, progress.tick, scratch) as infer:
+        converted = draw(".rknn in the simulator", lambda feeds: [outs[0] for outs in infer(feeds)])
+    return ref, converted
+
+
+@contextmanager
+def rebuilt_simulator(chip: Chip, dtype: str, passes: StageResult, reference: StageResult, rknn: StageResult,
+                      calib: StageResult | None, log: Path, on_tick, scratch: Path):
+    """The `rknn` stage's model rebuilt in a serving simulator (it cannot run a .rknn file), checked to
+    compute what the build's did on check sample 0 (BuildFailed if not); yields infer([feed]) -> [[out]]."""
     sim_dir = scratch / "simulator-build"
-    with rknn_backend.serving_simulator(onnx_path, chip, sim_dir, list(passes.meta["inputs"]), passes.meta["outputs"],
-                                        log, progress.tick, dtype,
+    with rknn_backend.serving_simulator(passes.path / passes.meta["onnx"], chip, sim_dir, list(passes.meta["inputs"]),
+                                        passes.meta["outputs"], log, on_tick, dtype,
                                         calib.path / calib.meta["dataset"] if calib else None,
-                                        rknn.meta["float16_layers"]) as infer:
+                                        rknn.meta["float16_layers"], rknn.meta.get("toolkit_config")) as infer:
         check = infer([feed(reference, 0)])[0][0]
         built = np.load(rknn.path / rknn.meta["simulator"][0][0])
         if not np.array_equal(check, built):
-            raise BuildFailed(f"the toolkit's rebuild for drawing images computes another model: its output on check "
+            raise BuildFailed(f"the toolkit's rebuild of the .rknn computes another model: its output on check "
                               f"sample 0 differs from the build's by up to {np.abs(check - built).max():.3g}")
-        converted = draw(".rknn in the simulator", lambda feeds: [outs[0] for outs in infer(feeds)])
+        yield infer
     shutil.rmtree(sim_dir)
-    return ref, converted
 
 
 def _onnx_runtime(onnx_path: Path, output: str):

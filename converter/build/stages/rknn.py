@@ -37,6 +37,7 @@ def run(req: BuildRequest, passes: StageResult, reference: StageResult, calib: S
         "cpu_ops": len(cpu_ops(rows)),
         "memory": memory(log_text),
         "float16_layers": float16_layers or [],
+        "toolkit_config": toolkit_config or {},
         "float16_layers_applied": result["float16_layers_applied"],
         "snapshot": rknn_backend.SNAPSHOT_DIR if layer_dumps else None,
         "toolkit_version": rknn_backend.toolkit_version(),

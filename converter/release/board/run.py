@@ -1,0 +1,211 @@
+"""Run a release bundle: on the board's NPU (rknn-toolkit-lite2), or on the host in the toolkit's
+simulator (`--simulate BUILD_DIR`, the build folder the bundle was released from).
+
+    python3 board/run.py                                   # checks, then one UNet step
+    python3 board/run.py --prompt "a red circle on the left" --steps 20 --seed 1000
+
+First the checks: every file's sha256 against manifest.json, and the board's librknnrt against the
+version the model was built with. Then one UNet step on the build's own check input, compared with
+ONNX Runtime's output (and, simulated, with the build's simulator output). With --prompt, the whole
+loop of a model that draws: tokenizer, text encoder and VAE decoder on the CPU (onnxruntime), the UNet
+on the NPU with classifier-free guidance, DDIM in numpy, a PNG. Every part is timed; timing.json is
+what to send back so board figures can sit beside the toolkit's estimate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+BUNDLE = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(BUNDLE / "board"))
+
+from clip_tokenizer import ClipTokenizer  # noqa: E402  (the board folder is not a package on the board)
+from ddim import Ddim  # noqa: E402
+from noise import torch_randn  # noqa: E402
+from png import save_png  # noqa: E402
+
+CORE_MASKS = {"auto": 0, "0": 1, "1": 2, "2": 4, "0_1": 3, "0_1_2": 7}
+
+
+class RunnerError(Exception):
+    """A check that failed: printed as one line, exit status 2."""
+
+
+def checksums(manifest: dict) -> None:
+    for name, entry in sorted(manifest["files"].items()):
+        digest = hashlib.sha256()
+        with open(BUNDLE / name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        if digest.hexdigest() != entry["sha256"]:
+            raise RunnerError(f"{name}: sha256 differs from manifest.json (a damaged or edited bundle)")
+
+
+def runtime_version(text: str) -> str | None:
+    found = re.search(r"(?:librknnrt|rknnrt|API)\D*(\d+\.\d+\.\d+)", text)
+    return found.group(1) if found else None
+
+
+@contextlib.contextmanager
+def on_npu(manifest: dict, core_mask: str):
+    """unet(feed) -> output on the board's NPU, after checking the runtime's version."""
+    try:
+        from rknnlite.api import RKNNLite
+    except ImportError:
+        raise RunnerError("rknn-toolkit-lite2 is not installed (pip install rknn-toolkit-lite2; aarch64 only); "
+                          "on the host, run with --simulate BUILD_DIR") from None
+    lite = RKNNLite(verbose=False)
+    try:
+        if lite.load_rknn(str(BUNDLE / manifest["rknn"])) != 0:
+            raise RunnerError(f"{manifest['rknn']}: load_rknn failed")
+        if lite.init_runtime(core_mask=CORE_MASKS[core_mask]) != 0:
+            raise RunnerError("init_runtime failed: is the NPU driver loaded and librknnrt installed?")
+        have = runtime_version(str(lite.get_sdk_version()))
+        if have != manifest["librknnrt_version"]:
+            raise RunnerError(f"this board's librknnrt is {have or 'of unknown version'}, the model was built by "
+                              f"rknn-toolkit2 {manifest['toolkit_version']}: install librknnrt "
+                              f"{manifest['librknnrt_version']} (a model from one toolkit fails on another runtime)")
+        names = [t["name"] for t in manifest["inputs"]]
+        yield lambda feed: lite.inference(inputs=[feed[n] for n in names], data_format=["nchw"] * len(names))[0]
+    finally:
+        lite.release()
+
+
+def host_programs(manifest: dict):
+    """timestep -> the rewritten graph's extra inputs (t_emb), computed on the CPU as on the board."""
+    import onnxruntime
+
+    sessions = [onnxruntime.InferenceSession(str(BUNDLE / p), providers=["CPUExecutionProvider"])
+                for p in manifest["host_programs"]]
+
+    def extra(timestep: float) -> dict[str, np.ndarray]:
+        feed = {}
+        for s in sessions:
+            outputs = s.run(None, {"timestep": np.array([timestep], np.float32)})
+            feed.update({o.name: v for o, v in zip(s.get_outputs(), outputs)})
+        return feed
+    return extra
+
+
+def psnr_db(candidate: np.ndarray, reference: np.ndarray) -> float:
+    """20 log10(max |reference| / RMSE), as rkconvert's reports compute it."""
+    err = candidate.astype(np.float64) - reference.astype(np.float64)
+    rmse = float(np.sqrt(np.mean(err ** 2)))
+    return float("inf") if rmse == 0 else float(20 * np.log10(np.abs(reference).max() / rmse))
+
+
+def step_check(manifest: dict, unet, simulated: bool) -> dict:
+    check = BUNDLE / "check"
+    feed = {name: np.load(check / f"input-{name}.npy") for name in manifest["check"]["inputs"]}
+    output = manifest["check"]["outputs"][0]
+    start = time.monotonic()
+    out = np.asarray(unet(feed), np.float32)
+    result = {"seconds": round(time.monotonic() - start, 4),
+              "psnr_db_vs_onnxruntime": psnr_db(out, np.load(check / f"reference-{output}.npy"))}
+    if simulated:
+        result["max_abs_vs_build_simulator"] = float(np.abs(out - np.load(check / f"simulator-{output}.npy")).max())
+    return result
+
+
+def draw(manifest: dict, unet, prompt: str, steps: int, seed: int, guidance: float, timing: dict) -> np.ndarray:
+    """One prompt to an (H, W, 3) uint8 image, as StableDiffusionPipeline draws it with DDIM."""
+    import onnxruntime
+
+    pipe = manifest["pipeline"]
+    session = {name: onnxruntime.InferenceSession(str(BUNDLE / "cpu" / f"{name}.onnx"),
+                                                  providers=["CPUExecutionProvider"])
+               for name in ("text_encoder", "vae_decoder")}
+    tokenizer = ClipTokenizer(BUNDLE / "tokenizer" / "tokenizer.json")
+    scheduler = Ddim(BUNDLE / "scheduler" / "scheduler_config.json")
+    extra = host_programs(manifest)
+
+    start = time.monotonic()
+    texts = ["", prompt] if guidance > 1 else [prompt]
+    states = [session["text_encoder"].run(None, {"input_ids": np.array([tokenizer(t)], np.int64)})[0] for t in texts]
+    timing["text_encoder_seconds"] = round(time.monotonic() - start, 4)
+    latents = torch_randn(tuple(pipe["latent_shape"]), seed)
+    timing["unet_step_seconds"] = []
+    for t in scheduler.timesteps(steps):
+        start = time.monotonic()
+        base = {"sample": latents, **extra(float(t))}
+        eps = [np.asarray(unet({**base, "encoder_hidden_states": s}), np.float32) for s in states]
+        noise = eps[0] + guidance * (eps[1] - eps[0]) if guidance > 1 else eps[0]
+        latents = scheduler.step(noise, int(t), latents, steps)
+        timing["unet_step_seconds"].append(round(time.monotonic() - start, 4))
+    start = time.monotonic()
+    image = session["vae_decoder"].run(None, {"latents": latents / np.float32(pipe["vae_scaling_factor"])})[0]
+    timing["decoder_seconds"] = round(time.monotonic() - start, 4)
+    pixels = np.clip(image[0].transpose(1, 2, 0) / 2 + 0.5, 0, 1)
+    return np.clip(np.round(pixels * 255), 0, 255).astype(np.uint8)
+
+
+def _args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompt", help="draw this prompt (models with a text encoder and decoder)")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's own)")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed, as torch.Generator().manual_seed")
+    parser.add_argument("--guidance-scale", type=float, default=None, help="default: the model's own")
+    parser.add_argument("--core-mask", choices=sorted(CORE_MASKS), default="auto", help="NPU cores (RK3588: 0, 1, 2)")
+    parser.add_argument("--out", type=Path, default=Path("rkconvert-out"), help="folder for the PNG and timing.json")
+    parser.add_argument("--simulate", type=Path, metavar="BUILD_DIR",
+                        help="on the host: the toolkit's simulator, rebuilt from the build folder of this bundle")
+    parser.add_argument("--skip-checksums", action="store_true", help="do not hash the bundle's files first")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = _args(argv)
+    manifest = json.loads((BUNDLE / "manifest.json").read_text())
+    host_errors: tuple = ()  # with --simulate: rkconvert's own one-line errors
+    try:
+        if not args.skip_checksums:
+            checksums(manifest)
+        if args.prompt and not manifest.get("pipeline"):
+            raise RunnerError(f"{manifest['model']} is a UNet alone: this bundle has no text encoder or decoder")
+        timing = {"bundle": BUNDLE.name, "target": manifest["target"], "dtype": manifest["dtype"],
+                  "machine": platform.machine(), "backend": "simulator" if args.simulate else "npu",
+                  "core_mask": args.core_mask}
+        if args.simulate:
+            from converter.common.errors import BuildFailed, UserError  # the host's rkconvert, never on a board
+            from converter.release.simulate import in_simulator
+
+            host_errors = (UserError, BuildFailed)
+            backend = in_simulator(args.simulate, manifest)
+        else:
+            backend = on_npu(manifest, args.core_mask)
+        with backend as unet:
+            timing["unet_check"] = step_check(manifest, unet, bool(args.simulate))
+            print(f"UNet step on the check input: {timing['unet_check']['seconds']:.3f} s, PSNR "
+                  f"{timing['unet_check']['psnr_db_vs_onnxruntime']:.1f} dB against ONNX Runtime")
+            if args.prompt:
+                pipe = manifest["pipeline"]
+                steps = args.steps or pipe["steps"]
+                guidance = pipe["guidance_scale"] if args.guidance_scale is None else args.guidance_scale
+                image = draw(manifest, unet, args.prompt, steps, args.seed, guidance, timing)
+                args.out.mkdir(parents=True, exist_ok=True)
+                png = args.out / f"{args.seed}-{re.sub(r'[^a-z0-9]+', '-', args.prompt.lower()).strip('-')[:60]}.png"
+                save_png(png, image)
+                timing.update(prompt=args.prompt, seed=args.seed, steps=steps, guidance_scale=guidance, image=png.name)
+                print(f"{png}: text encoder {timing['text_encoder_seconds']:.3f} s, {steps} UNet steps "
+                      f"{sum(timing['unet_step_seconds']):.3f} s, decoder {timing['decoder_seconds']:.3f} s")
+    except (RunnerError, *host_errors) as e:
+        print(f"run.py: error: {e}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
+    print(f"timing: {args.out / 'timing.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""The board runner's `--simulate BUILD_DIR` on the host: the bundle's UNet in the toolkit's simulator.
+
+The simulator cannot run a `.rknn` file, only a model the toolkit has just built, so the build folder
+the bundle came from is rebuilt as the images stage rebuilds it (and checked against the build's own
+check output); the build's `.rknn` must be the bundle's, byte for byte.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from converter.build.build_dir import finished_stage
+from converter.build.stages.images import rebuilt_simulator
+from converter.common.errors import UserError
+from converter.release.manifest import RKNN, file_chunks, sha256
+from converter.reports.compare_builds import load_report
+from targets import get_chip
+
+
+@contextmanager
+def in_simulator(build_dir: Path, manifest: dict):
+    """unet(feed) -> output, the feed holding the graph's inputs by name."""
+    report = load_report(build_dir)
+    artifact = build_dir / report.get("artifact", "")
+    if not artifact.is_file() or sha256(file_chunks(artifact)) != manifest["files"][RKNN]["sha256"]:
+        raise UserError(f"{build_dir}: its .rknn is not this bundle's {RKNN}; simulate with the build folder the "
+                        "bundle was released from")
+    calib = finished_stage(build_dir, "calib") if report["dtype"] != "float16" else None
+    with tempfile.TemporaryDirectory(prefix="rkconvert-simulate-") as scratch, \
+            rebuilt_simulator(get_chip(report["target"]), report["dtype"], finished_stage(build_dir, "passes"),
+                              finished_stage(build_dir, "reference"), finished_stage(build_dir, report["rknn_stage"]),
+                              calib, build_dir / "logs" / "rknn-board-simulate.log", None, Path(scratch)) as infer:
+        yield lambda feed: infer([feed])[0][0]
