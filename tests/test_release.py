@@ -184,6 +184,10 @@ def test_the_board_runner_draws_the_demo_as_the_build_did(demo_build, tmp_path):
     assert result.returncode == 0, result.stderr
     bundle = tmp_path / "demo.tar.gz"
     assert rkconvert("release", str(build), "--out", str(bundle), cwd=tmp_path).returncode == 0
+    (tmp_path / "again").mkdir()  # the traced text encoder and decoder are kept: the same bytes again
+    again = tmp_path / "again" / "demo.tar.gz"
+    assert rkconvert("release", str(build), "--out", str(again), cwd=tmp_path).returncode == 0
+    assert again.read_bytes() == bundle.read_bytes()
     folder = _unpack(bundle, tmp_path)
     report = json.loads((build / "report.json").read_text())
     row, steps = report["images"]["rows"][0], report["images"]["steps"]

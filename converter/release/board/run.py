@@ -125,8 +125,11 @@ def draw(manifest: dict, unet, prompt: str, steps: int, seed: int, guidance: flo
     session = {name: onnxruntime.InferenceSession(str(BUNDLE / "cpu" / f"{name}.onnx"),
                                                   providers=["CPUExecutionProvider"])
                for name in ("text_encoder", "vae_decoder")}
-    tokenizer = ClipTokenizer(BUNDLE / "tokenizer" / "tokenizer.json")
-    scheduler = Ddim(BUNDLE / "scheduler" / "scheduler_config.json")
+    try:
+        tokenizer = ClipTokenizer(BUNDLE / "tokenizer" / "tokenizer.json")
+        scheduler = Ddim(BUNDLE / "scheduler" / "scheduler_config.json")
+    except ValueError as e:  # a tokenizer or sampler this runner does not implement, named with the file
+        raise RunnerError(str(e)) from None
     extra = host_programs(manifest)
 
     start = time.monotonic()
