@@ -97,6 +97,17 @@ class GraphPass:
 
 
 
+def only_reader(tensor: gs.Tensor) -> gs.Node | None:
+    """The one node reading `tensor`, or None when it has none or several (a rewrite would change them all)."""
+    return tensor.outputs[0] if len(tensor.outputs) == 1 else None
+
+
+def static_shape(shape) -> list[int] | None:
+    """An inferred shape as ints, or None when any dimension is symbolic or the shape is unknown."""
+    return [int(d) for d in shape] if shape is not None and all(isinstance(d, (int, np.integer)) for d in shape) \
+        else None
+
+
 SMALL_INITIALIZER = 1024  # elements; shape and axis constants stay, weights are replaced by typed inputs
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .framework import GraphPass
+from .framework import GraphPass, only_reader, static_shape
 
 # Spatial sizes (H x W) at which the toolkit was seen running the GroupNorm's Reshape on the CPU.
 FALLBACK_SIZES = {(2, 2)}
@@ -42,10 +42,6 @@ class GroupNorm:
     restore: gs.Node  # Reshape back to (1, C, H, W)
 
 
-def _static(shape) -> list[int] | None:
-    return [int(d) for d in shape] if shape is not None and all(isinstance(d, (int, np.integer)) for d in shape) else None
-
-
 def _values(tensor) -> np.ndarray | None:
     """A constant's values, whether an initializer or a Constant node's output (as torch exports them)."""
     if isinstance(tensor, gs.Constant):
@@ -54,10 +50,6 @@ def _values(tensor) -> np.ndarray | None:
     if producer is not None and producer.op == "Constant" and isinstance(producer.attrs.get("value"), gs.Constant):
         return producer.attrs["value"].values
     return None
-
-
-def _only_reader(tensor: gs.Variable) -> gs.Node | None:
-    return tensor.outputs[0] if len(tensor.outputs) == 1 else None
 
 
 class GroupNormAsConv(GraphPass):
@@ -73,16 +65,16 @@ class GroupNormAsConv(GraphPass):
         for norm in graph.nodes:
             if norm.op != "InstanceNormalization" or not norm.inputs[0].inputs:
                 continue
-            flatten, restore = norm.inputs[0].inputs[0], _only_reader(norm.outputs[0])
+            flatten, restore = norm.inputs[0].inputs[0], only_reader(norm.outputs[0])
             if flatten.op == "Reshape" and restore is not None and restore.op == "Reshape":
                 yield GroupNorm(flatten, norm, restore)
 
     def check(self, graph, match):
-        x_shape = _static(match.flatten.inputs[0].shape)
-        grouped = _static(match.norm.inputs[0].shape)
+        x_shape = static_shape(match.flatten.inputs[0].shape)
+        grouped = static_shape(match.norm.inputs[0].shape)
         if x_shape is None or grouped is None or len(x_shape) != 4 or x_shape[0] != 1:
             return f"{match.norm.name}: needs static shapes (1, C, H, W) around it"
-        if _static(match.restore.outputs[0].shape) != x_shape:
+        if static_shape(match.restore.outputs[0].shape) != x_shape:
             return f"{match.norm.name}: the Reshape after it does not restore {x_shape}"
         channels, groups = x_shape[1], grouped[1]
         if grouped[0] != 1 or channels % groups or np.prod(grouped) != np.prod(x_shape):

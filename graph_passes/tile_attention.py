@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .framework import GraphPass
+from .framework import GraphPass, only_reader, static_shape
 
 SCALE_OPS = ("Mul", "Div")
 
@@ -47,16 +47,8 @@ class Attention:
         return [n for n in (self.scores, self.scale, self.softmax, self.output) if n is not None]
 
 
-def _only_reader(tensor: gs.Tensor) -> gs.Node | None:
-    return tensor.outputs[0] if len(tensor.outputs) == 1 else None
-
-
 def _is_scalar_constant(tensor: gs.Tensor) -> bool:
     return isinstance(tensor, gs.Constant) and tensor.values.size == 1
-
-
-def _static(shape) -> list[int] | None:
-    return [int(d) for d in shape] if shape and all(isinstance(d, (int, np.integer)) for d in shape) else None
 
 
 def tile_sizes(queries: int, tiles: int) -> list[int]:
@@ -67,9 +59,9 @@ def tile_sizes(queries: int, tiles: int) -> list[int]:
 
 def attention_shape(match: Attention) -> tuple[int, int, int, int] | None:
     """(queries, keys, heads, head_dim) from inferred shapes, or None when they are not static."""
-    q = _static(match.scores.inputs[0].shape)
-    k_t = _static(match.scores.inputs[1].shape)
-    if q is None or k_t is None or len(q) < 2:
+    q = static_shape(match.scores.inputs[0].shape)
+    k_t = static_shape(match.scores.inputs[1].shape)
+    if q is None or not k_t or len(q) < 2:
         return None
     heads = int(np.prod(q[:-2])) if len(q) > 2 else 1
     return q[-2], k_t[-1], heads, q[-1]
@@ -92,7 +84,7 @@ class TileAttention(GraphPass):
             before = softmax.inputs[0].inputs[0]
             scale = before if before.op in SCALE_OPS and _is_scalar_constant(before.inputs[1]) else None
             scores = scale.inputs[0].inputs[0] if scale is not None and scale.inputs[0].inputs else before
-            output = _only_reader(softmax.outputs[0])
+            output = only_reader(softmax.outputs[0])
             if scores.op == "MatMul" and output is not None and output.op == "MatMul" \
                     and output.inputs[0] is softmax.outputs[0]:
                 yield Attention(scores, scale, softmax, output)

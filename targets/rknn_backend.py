@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+import onnx
 
 from converter.common.child_process import Child, ChildRun
 from converter.common.errors import BuildFailed
@@ -95,6 +96,24 @@ def build_and_simulate(onnx_path: Path, chip: Chip, out_dir: Path, samples: list
 
 
 Infer = Callable[[list[dict[str, np.ndarray]]], list[list[np.ndarray]]]
+
+
+def simulate_model(folder: Path, model: onnx.ModelProto, feed: dict[str, np.ndarray], chip: Chip,
+                   layer_dumps: bool = False, toolkit_config: dict | None = None) -> tuple[dict, Path]:
+    """An in-memory `model` and one `feed` written into `folder`, built and simulated as build_and_simulate
+    does (log in `folder`/rknn.log): its result, and the folder holding model.rknn (and any snapshot)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx_path = folder / "model.onnx"
+    onnx.save(model, str(onnx_path))
+    samples = {}
+    for name, value in feed.items():
+        samples[name] = folder / f"{name}.npy"
+        np.save(samples[name], value)
+    out_dir = folder / "rknn"
+    _, result = build_and_simulate(onnx_path, chip, out_dir, [samples], [i.name for i in model.graph.input],
+                                   [o.name for o in model.graph.output], folder / "rknn.log", layer_dumps=layer_dumps,
+                                   toolkit_config=toolkit_config)
+    return result, out_dir
 
 
 @contextmanager

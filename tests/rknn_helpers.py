@@ -15,19 +15,7 @@ from targets import get_chip, rknn_backend
 def simulate(folder: Path, model: onnx.ModelProto, feed: dict[str, np.ndarray], layer_dumps: bool = False,
              chip: str = "rk3588", toolkit_config: dict | None = None):
     """(first output of the .rknn in the simulator, the folder holding model.rknn and any snapshot)."""
-    folder.mkdir(parents=True)
-    onnx_path = folder / "model.onnx"
-    onnx.save(model, str(onnx_path))
-    samples = {}
-    for name, value in feed.items():
-        samples[name] = folder / f"{name}.npy"
-        np.save(samples[name], value)
-    out_dir = folder / "rknn"
-    out_dir.mkdir()
-    _, result = rknn_backend.build_and_simulate(
-        onnx_path, get_chip(chip), out_dir, [samples], [i.name for i in model.graph.input],
-        [o.name for o in model.graph.output], folder / "rknn.log", layer_dumps=layer_dumps,
-        toolkit_config=toolkit_config)
+    result, out_dir = rknn_backend.simulate_model(folder, model, feed, get_chip(chip), layer_dumps, toolkit_config)
     return np.load(result["outputs"][0][0]), out_dir
 
 

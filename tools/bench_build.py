@@ -32,6 +32,21 @@ def tree_rss(proc: psutil.Process) -> int:
     return total
 
 
+def timed_build(build_args: list[str], out: Path) -> dict:
+    """`rkconvert build ... --out out --rebuild` in a child: exit code, wall seconds, the process tree's
+    peak RSS (sampled every 0.5 s) and the build's report.json ({} if it wrote none)."""
+    cmd = [sys.executable, "-m", "converter.cli", "build", *build_args, "--out", str(out), "--rebuild"]
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd)
+    ps, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        peak = max(peak, tree_rss(ps))
+        time.sleep(0.5)
+    report_path = out / "report.json"
+    return {"exit_code": proc.returncode, "wall_seconds": round(time.monotonic() - start, 1), "peak_rss_bytes": peak,
+            "report": json.loads(report_path.read_text()) if report_path.exists() else {}}
+
+
 def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
@@ -62,18 +77,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
         out = args.out or Path(tmp) / "build"
-        cmd = [sys.executable, "-m", "converter.cli", "build", "--target", args.target, "--model", args.model,
-               "--resolution", str(args.resolution), "--out", str(out), "--rebuild", "--layer-report", args.layer_report,
-               *(f"--enable-pass={p}" for p in args.enable_pass)]
-        start = time.monotonic()
-        proc = subprocess.Popen(cmd)
-        ps, peak = psutil.Process(proc.pid), 0
-        while proc.poll() is None:
-            peak = max(peak, tree_rss(ps))
-            time.sleep(0.5)
-        wall = time.monotonic() - start
-        report_path = out / "report.json"
-        report = json.loads(report_path.read_text()) if report_path.exists() else {}
+        run = timed_build(["--target", args.target, "--model", args.model, "--resolution", str(args.resolution),
+                           "--layer-report", args.layer_report, *(f"--enable-pass={p}" for p in args.enable_pass)], out)
+        report = run["report"]
 
     result = {
         "benchmark": "build",
@@ -81,9 +87,9 @@ def main() -> int:
         "resolution": args.resolution,
         "target": args.target,
         "enabled_passes": args.enable_pass,
-        "exit_code": proc.returncode,
-        "wall_seconds": round(wall, 1),
-        "peak_rss_bytes": peak,
+        "exit_code": run["exit_code"],
+        "wall_seconds": run["wall_seconds"],
+        "peak_rss_bytes": run["peak_rss_bytes"],
         "peak_rss_bytes_by_process": report.get("peak_rss_bytes"),
         "stages": report.get("stages"),
         "toolkit_phases": report.get("toolkit_phases"),
@@ -104,7 +110,7 @@ def main() -> int:
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("wall_seconds", "peak_rss_bytes", "output_psnr_db", "artifact_bytes")}))
     print(f"wrote {json_path}")
-    return proc.returncode
+    return run["exit_code"]
 
 
 if __name__ == "__main__":

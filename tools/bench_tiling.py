@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import onnx
-import psutil
-from bench_build import git_commit, machine, tree_rss  # tools/ is on sys.path when a tool runs as a script
+from bench_build import git_commit, machine, timed_build  # tools/ is on sys.path when a tool runs as a script
 
 from converter.common import onnx_runtime
 from converter.common.accuracy import compare
@@ -48,23 +45,15 @@ HEADS = 8
 
 
 def build_variant(args, tiles: str, folder: Path) -> dict:
-    cmd = [sys.executable, "-m", "converter.cli", "build", "--target", args.target, "--model", args.model,
-           "--resolution", str(args.resolution), "--out", str(folder), "--rebuild", "--layer-report", "off",
-           "--attention-tiles", tiles]
-    start = time.monotonic()
-    proc = subprocess.Popen(cmd)
-    ps, peak = psutil.Process(proc.pid), 0
-    while proc.poll() is None:
-        peak = max(peak, tree_rss(ps))
-        time.sleep(0.5)
-    wall = time.monotonic() - start
-    report = json.loads((folder / "report.json").read_text()) if (folder / "report.json").exists() else {}
+    run = timed_build(["--target", args.target, "--model", args.model, "--resolution", str(args.resolution),
+                       "--layer-report", "off", "--attention-tiles", tiles], folder)
+    report = run["report"]
     cost = report.get("cost") or {}
     traffic = cost.get("attention_traffic", {})
     tiling = next((p for p in report.get("passes", []) if p["pass"] == "tile_attention"), {"rewrites": []})
     return {
-        "attention_tiles": tiles, "exit_code": proc.returncode, "wall_seconds": round(wall, 1),
-        "peak_rss_bytes": peak, "stages": report.get("stages"), "toolkit_phases": report.get("toolkit_phases"),
+        "attention_tiles": tiles, "exit_code": run["exit_code"], "wall_seconds": run["wall_seconds"],
+        "peak_rss_bytes": run["peak_rss_bytes"], "stages": report.get("stages"), "toolkit_phases": report.get("toolkit_phases"),
         "toolkit_phase_peak_rss_bytes": report.get("toolkit_phase_peak_rss_bytes"),
         "output_psnr_db": report.get("output_psnr_db"), "output_cosine": report.get("output_cosine"),
         "artifact_bytes": report.get("artifact_bytes"), "tiled_attentions": tiling["rewrites"],
@@ -81,16 +70,9 @@ def build_block(tokens: int, dim: int, context: int | None, tiles: int, chip, fo
     folder.mkdir(parents=True)
     model, feed = trace_attention(folder / "whole.onnx", tokens, dim, HEADS, context)
     tiled, _, _ = TileAttention(tiles).run(model)
-    onnx_path = folder / "model.onnx"
-    onnx.save(tiled, str(onnx_path))
-    samples = {}
-    for name, value in feed.items():
-        samples[name] = folder / f"{name}.npy"
-        np.save(samples[name], value)
     start = time.monotonic()
-    _, result = rknn_backend.build_and_simulate(onnx_path, chip, folder / "rknn", [samples], list(feed), ["y"],
-                                                folder / "rknn.log",
-                                                toolkit_config={"enable_flash_attention": True} if flash else None)
+    result, _ = rknn_backend.simulate_model(folder, tiled, feed, chip,
+                                            toolkit_config={"enable_flash_attention": True} if flash else None)
     seconds = time.monotonic() - start
     log = (folder / "rknn.log").read_text(errors="replace")
     rows, buffers = placement(log), largest_buffers(log)

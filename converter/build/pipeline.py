@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from converter.build.build_dir import BuildDir, StageResult
-from converter.build.pass_selection import TILE_ATTENTION, instances, select, toolkit_attention
+from converter.build.pass_selection import TILE_ATTENTION, instances, select
 from converter.build.request import BuildRequest
 from converter.build.stages import calib as calib_stage
 from converter.build.stages import export as export_stage
@@ -153,12 +153,12 @@ def _run_stages(req: BuildRequest, names: list[str], evaluation: EvalSet | None,
                        lambda tmp: reference_stage.run(req, export, passes, checkset, tmp))
     calib = calibration(req, export, passes, build_dir, progress) if req.quantized else None
     dumps = _layer_dumps(req, passes, report)
-    report["toolkit_config"] = toolkit_attention(req.chip, req.dtype, req.attention_tiles)
+    report["toolkit_config"] = rknn_stage.toolkit_config(req)
     rknn = _stage(req, build_dir, progress, "rknn", f"rknn-toolkit2 {req.dtype} build for {req.chip.name} + simulator",
                   {"target": req.chip.name, "dtype": req.dtype, "layer_dumps": dumps, **report["toolkit_config"]},
                   [passes, reference] + ([calib] if calib else []),
                   lambda tmp: rknn_stage.run(req, passes, reference, calib, dumps, build_dir.logs / "rknn.log",
-                                             progress, tmp, toolkit_config=report["toolkit_config"]))
+                                             progress, tmp))
     metrics = rknn_stage.output_accuracy(passes, reference, rknn)
     report.update(output_psnr_db=metrics["psnr_db"], output_cosine=metrics["cosine"],
                   output_max_abs=metrics["max_abs"], output_mean_abs=metrics["mean_abs"],
@@ -211,10 +211,11 @@ def _hybrid(req: BuildRequest, passes: StageResult, reference: StageResult, cali
     def reaches_gate(k: int) -> bool:
         layers = ranked[:k]
         stage = _stage(req, build_dir, progress, f"hybrid-{k}", f"{req.dtype} with the {k} noisiest layers in float16",
-                       {"target": req.chip.name, "dtype": req.dtype, "float16": layers, **report["toolkit_config"]},
+                       {"target": req.chip.name, "dtype": req.dtype, "float16": layers,
+                        **rknn_stage.toolkit_config(req)},
                        [passes, reference, calib],
                        lambda tmp: rknn_stage.run(req, passes, reference, calib, False, build_dir.logs / "rknn.log",
-                                                  progress, tmp, layers, report["toolkit_config"]))
+                                                  progress, tmp, layers))
         trials[k] = (stage, rknn_stage.output_accuracy(passes, reference, stage)["psnr_db"])
         return trials[k][1] >= req.min_psnr
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from converter.build.build_dir import StageResult
+from converter.build.pass_selection import toolkit_attention
 from converter.build.request import BuildRequest
 from converter.common.accuracy import compare
 from converter.common.progress import Progress
@@ -17,14 +18,20 @@ from targets.layer_table import cpu_ops, largest_buffers, memory, placement
 PLACEMENT = "placement.json"
 
 
+def toolkit_config(req: BuildRequest) -> dict:
+    """Keywords the toolkit's config() gets beyond target and dtype (the chip's flash attention under
+    --attention-tiles auto): part of the stage's key, and recorded so a rebuild for images matches."""
+    return toolkit_attention(req.chip, req.dtype, req.attention_tiles)
+
+
 def run(req: BuildRequest, passes: StageResult, reference: StageResult, calib: StageResult | None,
-        layer_dumps: bool, log: Path, progress: Progress, tmp: Path, float16_layers: list[str] | None = None,
-        toolkit_config: dict | None = None) -> dict:
+        layer_dumps: bool, log: Path, progress: Progress, tmp: Path, float16_layers: list[str] | None = None) -> dict:
+    config = toolkit_config(req)
     samples = [{k: reference.path / v for k, v in s.items()} for s in reference.meta["samples"]]
     run_, result = rknn_backend.build_and_simulate(
         passes.path / passes.meta["onnx"], req.chip, tmp, samples, list(passes.meta["inputs"]),
         passes.meta["outputs"], log, progress.tick, layer_dumps, req.dtype,
-        calib.path / calib.meta["dataset"] if calib else None, float16_layers, toolkit_config)
+        calib.path / calib.meta["dataset"] if calib else None, float16_layers, config)
     log_text = log.read_text(errors="replace")
     rows = placement(log_text)
     buffers = largest_buffers(log_text)
@@ -37,7 +44,7 @@ def run(req: BuildRequest, passes: StageResult, reference: StageResult, calib: S
         "cpu_ops": len(cpu_ops(rows)),
         "memory": memory(log_text),
         "float16_layers": float16_layers or [],
-        "toolkit_config": toolkit_config or {},
+        "toolkit_config": config,
         "float16_layers_applied": result["float16_layers_applied"],
         "snapshot": rknn_backend.SNAPSHOT_DIR if layer_dumps else None,
         "toolkit_version": rknn_backend.toolkit_version(),
