@@ -152,6 +152,54 @@ def lint(model_spec, config_path, trust_pickle, seed, target, resolution, out, p
     sys.exit(1 if result.remaining else 0)
 
 
+@main.command(epilog="Exit status: 0 no failure, 1 a failure was diagnosed, 2 bad input.")
+@model_options
+@target_options
+@click.option("--dtype", default="auto", show_default=True, metavar="DTYPE",
+              help="RKNN dtype to ask the toolkit for, as `build` takes it; one rkconvert refuses for the target is "
+                   "still tried, to see how the toolkit answers.")
+@click.option("--min-psnr", type=float, default=40.0, show_default=True,
+              help="Output PSNR against ONNX Runtime (dB) under which a build that completes is an accuracy failure.")
+@click.option("--budget", "budget_s", type=click.FloatRange(1), default=None, metavar="SECONDS",
+              help="Stop a toolkit run after this long and call it no progress (default: 120 s plus 120 s per GB "
+                   "of ONNX). Each candidate of the reduction gets the same budget.")
+@click.option("--known-failures", "catalogue", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              default=None, help="Catalogue of known failures to match against (default: targets/known_failures.toml).")
+@calib_options
+@pass_options
+@click.option("--rebuild", is_flag=True, help="Ignore stages kept from earlier runs.")
+def diagnose(model_spec, config_path, trust_pickle, seed, target, resolution, out, dtype, min_psnr, budget_s,
+             catalogue, schedule, samples, trajectories, weighting, prompts_path, text_encoder_path, passes,
+             enable_passes, skip_passes, attention_tiles, rebuild):
+    """Find out why MODEL fails to build for --target, and what fixes it.
+
+    Takes the same model, target, dtype and pass options as `build` and runs its stages up to the
+    toolkit, then the toolkit alone (in a child process, under a time budget), and classifies the
+    outcome: crash (signal), abort (heap corruption), refusal at config(), toolkit error, no progress,
+    out of memory, or accuracy under --min-psnr. A crash, error or hang is reduced with Polygraphy's
+    `debug reduce` (bisection, then node by node; every candidate a toolkit build in a child process)
+    to the smallest subgraph that fails the same way, which is looked up in the catalogue of known
+    failures: a match names its fix. Writes --out/diagnosis/: diagnosis.json, repro.onnx, repro.py
+    (rknn-toolkit2 alone: ready to report upstream) and the logs.
+    """
+    from converter.build.pass_selection import select
+    from converter.common.progress import Progress
+    from converter.diagnose.diagnosis import DIAGNOSIS_DIR
+    from converter.diagnose.diagnosis import diagnose as run_diagnose
+    from converter.diagnose.summary import print_diagnosis
+    from targets.known_failures import CATALOGUE
+
+    settings = CalibSettings(schedule, samples, trajectories, weighting, prompts_path, text_encoder_path)
+    req = _request(model_spec, config_path, trust_pickle, seed, target, resolution, out, dtype=dtype,
+                   min_psnr=min_psnr, calib=settings, passes=passes, enable_passes=tuple(enable_passes),
+                   skip_passes=tuple(skip_passes), attention_tiles=attention_tiles, rebuild=rebuild)
+    names = select(req.chip, passes, tuple(enable_passes), tuple(skip_passes), attention_tiles)
+    result = run_diagnose(req, names, Progress(Console(stderr=True, highlight=False)), budget_s,
+                          catalogue or CATALOGUE)
+    print_diagnosis(Console(highlight=False, soft_wrap=True), result, req.out / DIAGNOSIS_DIR)
+    sys.exit(0 if result["failure"] is None else 1)
+
+
 @main.command(epilog=EXIT_CODES)
 @model_options
 @target_options

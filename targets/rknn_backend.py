@@ -73,7 +73,7 @@ def build_and_simulate(onnx_path: Path, chip: Chip, out_dir: Path, samples: list
                        on_tick: Callable | None = None, layer_dumps: bool = False,
                        dtype: str = "float16", dataset: Path | None = None,
                        float16_layers: list[str] | None = None,
-                       toolkit_config: dict | None = None) -> tuple[ChildRun, dict]:
+                       toolkit_config: dict | None = None, budget_s: float | None = None) -> tuple[ChildRun, dict]:
     """Build `onnx_path` for `chip` into `out_dir`/model.rknn and run `samples` in the simulator.
 
     `dtype` is RKNN's name: "float16" (no quantization) or "w8a8", which needs `dataset` (RKNN's
@@ -81,7 +81,7 @@ def build_and_simulate(onnx_path: Path, chip: Chip, out_dir: Path, samples: list
     `float16_layers` (toolkit tensor names) stay float16 in a quantized build (hybrid quantization).
     `toolkit_config`: more keyword arguments for the toolkit's `config()` (e.g. enable_flash_attention).
     With `layer_dumps`, the toolkit also dumps every layer for the first sample into `out_dir`/snapshot
-    (converter/reports/toolkit_snapshot.py reads it).
+    (converter/reports/toolkit_snapshot.py reads it). `budget_s`: stop the toolkit after this long.
     Returns the child's run record and {"phases": {call: seconds}, "outputs": [[npy per output]]}.
     Raises converter.common.errors.BuildFailed when the toolkit fails or dies.
     """
@@ -89,7 +89,7 @@ def build_and_simulate(onnx_path: Path, chip: Chip, out_dir: Path, samples: list
     with tempfile.TemporaryDirectory(prefix="scratch-", dir=out_dir.resolve()) as scratch:
         job = _job(onnx_path, chip, Path(scratch), out_dir, samples, input_names, output_names, layer_dumps, dtype,
                    dataset, float16_layers, toolkit_config)
-        run = _start(job, Path(scratch), log).wait(on_tick)
+        run = _start(job, Path(scratch), log).wait(on_tick, budget_s)
         result = json.loads(Path(job["result"]).read_text())
         Path(job["rknn"]).replace(out_dir / RKNN_NAME)
     return run, result

@@ -157,5 +157,9 @@ if __name__ == "__main__":
     try:
         main(sys.argv[1])
     except Exception as e:
-        print(f"{ERROR}{type(e).__name__}: {e}", flush=True)
+        # The toolkit wraps its errors: str(e) starts with "Traceback ..." and ends with the message.
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        message = lines[-1] if lines else ""
+        named = message.startswith(f"{type(e).__name__}:")
+        print(f"{ERROR}{message if named else f'{type(e).__name__}: {message}'}", flush=True)
         raise

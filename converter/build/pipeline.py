@@ -38,8 +38,9 @@ IMAGES_DIR = "images/evaluation"  # `rkconvert generate` writes beside it, into 
 AUTO_LAYER_DUMP_LIMIT = 2 * 2**30
 
 
-def _stage(req: BuildRequest, build_dir: BuildDir, progress: Progress, name: str, what: str,
-           material: dict, after: list[StageResult], produce) -> StageResult:
+def run_stage(req: BuildRequest, build_dir: BuildDir, progress: Progress, name: str, what: str,
+              material: dict, after: list[StageResult], produce) -> StageResult:
+    """Stage `name` through BuildDir (reused when its key matches), with progress; memory handed back after."""
     def produce_with_progress(tmp: Path) -> dict:
         with progress.stage(name, what):
             return produce(tmp)
@@ -99,17 +100,17 @@ def _layer_dumps(req: BuildRequest, passes: StageResult, report: dict) -> bool:
 
 def export_model(req: BuildRequest, build_dir: BuildDir, progress: Progress) -> StageResult:
     """The model as ONNX (stage `export`), reused from an earlier run when unchanged."""
-    return _stage(req, build_dir, progress, "export", f"{req.source.spec} to ONNX",
-                  {"source": req.source.fingerprint(), "resolution": req.resolution}, [],
-                  lambda tmp: export_stage.run(req, tmp))
+    return run_stage(req, build_dir, progress, "export", f"{req.source.spec} to ONNX",
+                     {"source": req.source.fingerprint(), "resolution": req.resolution}, [],
+                     lambda tmp: export_stage.run(req, tmp))
 
 
 def prepare(req: BuildRequest, names: list[str], build_dir: BuildDir, progress: Progress) -> tuple[StageResult, StageResult]:
     """Stages `export` and `passes`: the graph the toolkit will get."""
     export = export_model(req, build_dir, progress)
     key = {"passes": names, "attention_tiles": req.attention_tiles if TILE_ATTENTION in names else None}
-    passes = _stage(req, build_dir, progress, "passes", ", ".join(names) or "none", key, [export],
-                    lambda tmp: passes_stage.run(export, instances(names, req.chip, req.attention_tiles), tmp))
+    passes = run_stage(req, build_dir, progress, "passes", ", ".join(names) or "none", key, [export],
+                       lambda tmp: passes_stage.run(export, instances(names, req.chip, req.attention_tiles), tmp))
     return export, passes
 
 
@@ -124,8 +125,8 @@ def calibration(req: BuildRequest, export: StageResult, passes: StageResult, bui
                 progress: Progress, name: str = "calib") -> StageResult:
     """Stage `calib` (or another name): recorded UNet inputs in RKNN's dataset format."""
     what = f"{req.calib.samples} inputs along {req.calib.schedule} trajectories"
-    return _stage(req, build_dir, progress, name, what, {"calib": req.calib.fingerprint(), "seed": req.seed},
-                  [export, passes], lambda tmp: calib_stage.run(req, export, passes, progress, tmp))
+    return run_stage(req, build_dir, progress, name, what, {"calib": req.calib.fingerprint(), "seed": req.seed},
+                     [export, passes], lambda tmp: calib_stage.run(req, export, passes, progress, tmp))
 
 
 def _checkset(req: BuildRequest, export: StageResult, passes: StageResult, build_dir: BuildDir,
@@ -136,8 +137,10 @@ def _checkset(req: BuildRequest, export: StageResult, passes: StageResult, build
     return calibration(held_out, export, passes, build_dir, progress, name="checkset")
 
 
-def _run_stages(req: BuildRequest, names: list[str], evaluation: EvalSet | None, build_dir: BuildDir,
-                progress: Progress, report: dict) -> None:
+def toolkit_inputs(req: BuildRequest, names: list[str], build_dir: BuildDir, progress: Progress,
+                   report: dict) -> tuple[StageResult, StageResult, StageResult, StageResult | None]:
+    """Stages export, passes, reference and (quantized builds) calib: everything the toolkit is handed.
+    Settles --dtype auto; notes what it learns in `report`."""
     export, passes = prepare(req, names, build_dir, progress)
     report.update(resolution=export.meta["resolution"], weights=export.meta["weights"])
     if req.dtype == "auto":
@@ -147,17 +150,23 @@ def _run_stages(req: BuildRequest, names: list[str], evaluation: EvalSet | None,
     report.update(onnx_bytes=passes.meta["onnx_bytes"], passes=passes.meta["passes"],
                   inputs=passes.meta["inputs"])
     checkset = _checkset(req, export, passes, build_dir, progress) if req.trajectory_checks else None
-    reference = _stage(req, build_dir, progress, "reference", "ONNX Runtime on check inputs",
-                       {"samples": req.check_samples, "seed": req.seed},
-                       [passes] + ([checkset] if checkset else []),
-                       lambda tmp: reference_stage.run(req, export, passes, checkset, tmp))
+    reference = run_stage(req, build_dir, progress, "reference", "ONNX Runtime on check inputs",
+                          {"samples": req.check_samples, "seed": req.seed},
+                          [passes] + ([checkset] if checkset else []),
+                          lambda tmp: reference_stage.run(req, export, passes, checkset, tmp))
     calib = calibration(req, export, passes, build_dir, progress) if req.quantized else None
+    return export, passes, reference, calib
+
+
+def _run_stages(req: BuildRequest, names: list[str], evaluation: EvalSet | None, build_dir: BuildDir,
+                progress: Progress, report: dict) -> None:
+    export, passes, reference, calib = toolkit_inputs(req, names, build_dir, progress, report)
     dumps = _layer_dumps(req, passes, report)
     report["toolkit_config"] = rknn_stage.toolkit_config(req)
-    rknn = _stage(req, build_dir, progress, "rknn", f"rknn-toolkit2 {req.dtype} build for {req.chip.name} + simulator",
-                  {"target": req.chip.name, "dtype": req.dtype, "layer_dumps": dumps, **report["toolkit_config"]},
-                  [passes, reference] + ([calib] if calib else []),
-                  lambda tmp: rknn_stage.run(req, passes, reference, calib, dumps, build_dir.logs / "rknn.log",
+    rknn = run_stage(req, build_dir, progress, "rknn", f"rknn-toolkit2 {req.dtype} build for {req.chip.name} + simulator",
+                     {"target": req.chip.name, "dtype": req.dtype, "layer_dumps": dumps, **report["toolkit_config"]},
+                     [passes, reference] + ([calib] if calib else []),
+                     lambda tmp: rknn_stage.run(req, passes, reference, calib, dumps, build_dir.logs / "rknn.log",
                                              progress, tmp))
     metrics = rknn_stage.output_accuracy(passes, reference, rknn)
     report.update(output_psnr_db=metrics["psnr_db"], output_cosine=metrics["cosine"],
@@ -167,8 +176,8 @@ def _run_stages(req: BuildRequest, names: list[str], evaluation: EvalSet | None,
                   toolkit_phase_peak_rss_bytes=rknn.meta["phase_peak_rss_bytes"],
                   placement=rknn_stage.placement_rows(rknn), cpu_ops=rknn.meta["cpu_ops"])
     if dumps:
-        layers = _stage(req, build_dir, progress, "layers", "every layer against ONNX Runtime", {},
-                        [passes, reference, rknn], lambda tmp: layers_stage.run(passes, reference, rknn, tmp))
+        layers = run_stage(req, build_dir, progress, "layers", "every layer against ONNX Runtime", {},
+                           [passes, reference, rknn], lambda tmp: layers_stage.run(passes, reference, rknn, tmp))
         report["layers"] = layers_stage.rows(layers)
         print_layers(progress.console, report["layers"])
     if req.quantized and req.hybrid and metrics["psnr_db"] < req.min_psnr:
@@ -210,8 +219,8 @@ def _hybrid(req: BuildRequest, passes: StageResult, reference: StageResult, cali
 
     def reaches_gate(k: int) -> bool:
         layers = ranked[:k]
-        stage = _stage(req, build_dir, progress, f"hybrid-{k}", f"{req.dtype} with the {k} noisiest layers in float16",
-                       {"target": req.chip.name, "dtype": req.dtype, "float16": layers,
+        stage = run_stage(req, build_dir, progress, f"hybrid-{k}", f"{req.dtype} with the {k} noisiest layers in float16",
+                          {"target": req.chip.name, "dtype": req.dtype, "float16": layers,
                         **rknn_stage.toolkit_config(req)},
                        [passes, reference, calib],
                        lambda tmp: rknn_stage.run(req, passes, reference, calib, False, build_dir.logs / "rknn.log",
@@ -250,10 +259,10 @@ def _images(req: BuildRequest, evaluation: EvalSet | None, export: StageResult, 
     if evaluation is None:
         return None
     what = f"{len(evaluation.prompts)} prompts, {evaluation.steps} steps, ONNX Runtime vs the .rknn in the simulator"
-    return _stage(req, build_dir, progress, "images", what,
-                  {"evaluation": evaluation.fingerprint(), "dtype": req.dtype, "target": req.chip.name},
-                  [export, passes, reference, rknn] + ([calib] if calib else []),
-                  lambda tmp: images_stage.run(req, export, passes, reference, rknn, calib, evaluation,
+    return run_stage(req, build_dir, progress, "images", what,
+                     {"evaluation": evaluation.fingerprint(), "dtype": req.dtype, "target": req.chip.name},
+                     [export, passes, reference, rknn] + ([calib] if calib else []),
+                     lambda tmp: images_stage.run(req, export, passes, reference, rknn, calib, evaluation,
                                                build_dir.logs / "rknn-images.log", progress, tmp))
 
 

@@ -32,6 +32,20 @@ class ChildRun:
     log: Path
 
 
+@dataclass(frozen=True)
+class Ending:
+    """How a failed child ended, for programs (converter/diagnose classifies it): the signal that killed
+    it, else its exit status and last ERROR line; the step it was in; whether its time budget ran out."""
+
+    signal: str | None
+    exit_code: int | None
+    error: str | None
+    phase: str | None
+    seconds: float
+    out_of_time: bool
+    log: Path
+
+
 def log_lines(text: str) -> list[str]:
     """Lines as a person would see them: progress bars redrawn with \\r keep their last state."""
     lines = []
@@ -65,6 +79,7 @@ class Child:
             self.proc = subprocess.Popen([sys.executable, "-u", "-m", module, *args], cwd=cwd, stdout=out,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self._status = None
+        self._out_of_time = False
 
     def poll(self, on_tick: Callable[[str | None, str, float], None] | None = None) -> bool:
         """True once the child has ended (its status kept for `finish`)."""
@@ -78,10 +93,16 @@ class Child:
                 on_tick(last_phase(lines), lines[-1] if lines else "", time.monotonic() - self.start)
         return self._status is not None
 
-    def wait(self, on_tick: Callable[[str | None, str, float], None] | None = None) -> ChildRun:
-        """Wait for the end; raise BuildFailed naming the signal or error if the child failed."""
+    def wait(self, on_tick: Callable[[str | None, str, float], None] | None = None,
+             budget_s: float | None = None) -> ChildRun:
+        """Wait for the end; raise BuildFailed naming the signal or error if the child failed, or killing
+        it when it runs longer than `budget_s` (the toolkit can loop forever in a rewrite)."""
         try:
             while not self.poll(on_tick):
+                if budget_s is not None and time.monotonic() - self.start > budget_s:
+                    self._out_of_time = True
+                    self.kill()
+                    break
                 time.sleep(0.5)
         except BaseException:
             self.kill()
@@ -95,16 +116,20 @@ class Child:
         """How the (ended) child failed, with the last lines of its log."""
         returncode = self._status[0] if self._status else self.proc.wait()
         lines = _read(self.log)
-        phase = last_phase(lines)
-        where = f" during {phase}" if phase else ""
         errors = [line[len(ERROR):] for line in lines if line.startswith(ERROR)]
-        if returncode < 0:
-            cause = f"died with {signal.Signals(-returncode).name}"
+        ending = Ending(signal.Signals(-returncode).name if returncode < 0 and not self._out_of_time else None,
+                        returncode if returncode >= 0 else None, errors[-1] if errors else None, last_phase(lines),
+                        round(time.monotonic() - self.start, 1), self._out_of_time, self.log)
+        if ending.out_of_time:
+            cause = "made no progress within its time budget (stopped)"
+        elif ending.signal:
+            cause = f"died with {ending.signal}"
         else:
-            cause = f"failed (exit {returncode})" + (f": {errors[-1]}" if errors else "")
+            cause = f"failed (exit {returncode})" + (f": {ending.error}" if ending.error else "")
+        where = f" during {ending.phase}" if ending.phase else ""
         tail = [line for line in lines if not line.startswith("@@rkconvert")][-TAIL_LINES:]
-        return BuildFailed(f"{self.what} {cause}{where} after {time.monotonic() - self.start:.0f} s",
-                           (*("  " + line for line in tail), f"full log: {self.log}"))
+        return BuildFailed(f"{self.what} {cause}{where} after {ending.seconds:.0f} s",
+                           (*("  " + line for line in tail), f"full log: {self.log}"), ending)
 
     def kill(self) -> None:
         if self._status is None:

@@ -1,0 +1,1 @@
+"""`rkconvert diagnose`: why a conversion fails, reduced to a repro, and what fixes it."""

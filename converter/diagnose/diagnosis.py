@@ -1,0 +1,202 @@
+"""`rkconvert diagnose`: run the toolkit on what a build would hand it, classify how it fails, reduce
+the graph to a small one that fails the same way, and look that up in the catalogue of known failures.
+
+The toolkit run and the reduction are build stages (`toolkit-probe`, `reduce`): diagnosing again with
+another catalogue, or after a failed `--apply`, reuses them. The result lands in BUILD/diagnosis/
+(written under a temporary name, renamed when complete): diagnosis.json, repro.onnx, repro.py (needs
+rknn-toolkit2 alone), the repro's toolkit log and Polygraphy's reduction logs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from calib_data.dataset_writer import read_samples
+from converter.build.build_dir import BuildDir, StageResult
+from converter.build.pipeline import run_stage, toolkit_inputs
+from converter.build.request import BuildRequest
+from converter.build.stages import reference as reference_stage
+from converter.build.stages.rknn import toolkit_config
+from converter.common.child_process import log_lines
+from converter.common.progress import Progress
+from converter.diagnose import probe, repro_script
+from converter.diagnose.failure import KINDS, Failure, rules
+from converter.diagnose.reduce import reduce
+from converter.reports.report import write_json
+from targets import known_failures, rknn_backend
+
+DIAGNOSIS_DIR = "diagnosis"
+DIAGNOSIS_FILE = "diagnosis.json"
+# No progress: the budget grows with the graph (a tiny UNet builds in seconds, SD 1.5's 3.4 GB in ~3 min).
+BUDGET_BASE_S, BUDGET_PER_GB_S = 120.0, 120.0
+TAIL_LINES = 12
+NOT_REDUCED = {"refusal": "config() refuses before it reads the graph",
+               "out_of_memory": "a smaller graph needs less memory, so it would not fail the same way"}
+REPRO, REPRO_LOG, REPRO_DATA = "repro.onnx", "repro-toolkit.log", "repro-data"
+
+
+def default_budget(onnx_bytes: int) -> float:
+    return BUDGET_BASE_S + BUDGET_PER_GB_S * onnx_bytes / 1e9
+
+
+def diagnose(req: BuildRequest, names: list[str], progress: Progress, budget_s: float | None = None,
+             catalogue: Path = known_failures.CATALOGUE) -> dict:
+    """Diagnose the build `req` describes (passes `names`); returns diagnosis.json's content."""
+    known = known_failures.load(catalogue)
+    build_dir = BuildDir(req.out, req.rebuild)
+    report: dict = {}
+    _, passes, reference, calib = toolkit_inputs(req, names, build_dir, progress, report)
+    inputs = [passes, reference] + ([calib] if calib else [])
+    budget = budget_s or default_budget(report["onnx_bytes"])
+    with tempfile.TemporaryDirectory(prefix="feeds-", dir=req.out) as feeds:
+        settings = probe.Probe(req.chip.name, req.dtype, budget, str((passes.path / passes.meta["onnx"]).resolve()),
+                               _save_feeds(reference, calib, Path(feeds)), toolkit_config(req), req.min_psnr)
+        key = {"target": req.chip.name, "dtype": req.dtype, "budget_s": budget, "min_psnr": req.min_psnr,
+               **settings.toolkit_config}
+        whole = run_stage(req, build_dir, progress, "toolkit-probe",
+                          f"{req.dtype} build for {req.chip.name}, budget {budget:.0f} s", key, inputs,
+                          lambda tmp: _probe_whole(settings, tmp))
+        failure = whole.meta["failure"] and Failure.from_json(whole.meta["failure"])
+        reduced = None
+        if failure and failure.kind not in NOT_REDUCED:
+            reduced = run_stage(req, build_dir, progress, "reduce",
+                                f"smallest subgraph that fails the same way: {failure.describe()}", {}, [whole],
+                                lambda tmp: _reduce(settings, failure, tmp, progress))
+    diagnosis = {"model": req.source.spec, "target": req.chip.name, "dtype": req.dtype, "passes": names,
+                 "toolkit_version": rknn_backend.toolkit_version(), "budget_s": round(budget),
+                 "catalogue": str(catalogue), "status": "failed" if failure else "no failure",
+                 "failure": _described(failure) if failure else None}
+
+    def fill(folder: Path) -> dict:
+        if failure:
+            diagnosis.update(_explain(failure, whole, reduced, settings, known, folder))
+        return diagnosis
+
+    _write(req.out / DIAGNOSIS_DIR, fill)
+    return diagnosis
+
+
+def _write(final: Path, fill) -> None:
+    """The diagnosis folder, written under a temporary name and renamed when complete."""
+    work = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        write_json(work / DIAGNOSIS_FILE, fill(work))
+        shutil.rmtree(final, ignore_errors=True)
+        work.rename(final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _save_feeds(reference: StageResult, calib: StageResult | None, folder: Path) -> list[str]:
+    """The check input, then each calibration sample, as .npz of the graph's inputs."""
+    feeds = [reference_stage.feed(reference, 0)] + (read_samples(calib.path)[0] if calib else [])
+    paths = []
+    for i, feed in enumerate(feeds):
+        paths.append(str((folder / f"{i}.npz").resolve()))
+        np.savez(paths[-1], **feed)
+    return paths
+
+
+def _probe_whole(settings: probe.Probe, tmp: Path) -> dict:
+    failure = probe.run(Path(settings.source), settings, tmp / "run")
+    shutil.copyfile(tmp / "run" / "toolkit.log", tmp / "toolkit.log")
+    shutil.rmtree(tmp / "run")
+    return {"failure": failure.to_json() if failure else None, "log": "toolkit.log"}
+
+
+def _reduce(settings: probe.Probe, failure: Failure, tmp: Path, progress: Progress) -> dict:
+    """Polygraphy's reduction into `tmp`/repro.onnx; the repro built once more for its log and failure,
+    and its inputs saved for repro.py (calibration samples for a quantized build, the check input)."""
+    probe_json = settings.save(tmp / "probe.json")
+    wanted = tmp / "wanted.json"
+    write_json(wanted, failure.to_json())
+    reduction = reduce(Path(settings.source), probe_json, wanted, settings.feeds[0], tmp / REPRO, tmp, progress.tick)
+    again = probe.run(tmp / REPRO, settings, tmp / "repro-build")
+    shutil.copyfile(tmp / "repro-build" / "toolkit.log", tmp / REPRO_LOG)
+    model = onnx.load(str(tmp / REPRO), load_external_data=False)
+    (tmp / REPRO_DATA).mkdir()
+    feeds = probe.feeds_for(model, settings, tmp / "repro-build")
+    for i, feed in enumerate(feeds):
+        np.savez(tmp / REPRO_DATA / f"{i}.npz", **feed)
+    for scratch in ("repro-build", "freeze-inputs.json", "probe.json", "wanted.json", "polygraphy_debug*"):
+        for path in tmp.glob(scratch):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return {"nodes_before": reduction.nodes_before, "nodes_after": reduction.nodes_after, "builds": reduction.builds,
+            "minutes": round(reduction.seconds / 60, 2), "failure": (again or failure).to_json(),
+            "reproduced": again is not None and again.same_way(failure)}
+
+
+def _explain(failure: Failure, whole: StageResult, reduced: StageResult | None, settings: probe.Probe,
+             known: list, folder: Path) -> dict:
+    """Copy the repro into `folder`, match it against the catalogue, write repro.py."""
+    if reduced is None:
+        onnx.save(_any_graph(), str(folder / REPRO))
+        shutil.copyfile(whole.path / whole.meta["log"], folder / REPRO_LOG)
+        repro_failure, reduction, feeds = failure, {"skipped": NOT_REDUCED[failure.kind]}, []
+    else:
+        for name in (REPRO, REPRO_LOG, "reduce-bisect.log", "reduce-linear.log"):
+            shutil.copyfile(reduced.path / name, folder / name)
+        repro_failure = Failure.from_json(reduced.meta["failure"])
+        reduction = {k: reduced.meta[k] for k in ("nodes_before", "nodes_after", "builds", "minutes", "reproduced")}
+        feeds = sorted((reduced.path / REPRO_DATA).glob("*.npz"), key=lambda p: int(p.stem))
+    ops = [n.op_type for n in onnx.load(str(folder / REPRO), load_external_data=False).graph.node]
+    log_text = (folder / REPRO_LOG).read_text(errors="replace")
+    seen = known_failures.Seen(repro_failure.kind, repro_failure.phase, repro_failure.detail, settings.target,
+                               rknn_backend.toolkit_version(), rules(log_text), ops)
+    entry = known_failures.match(seen, known)
+    dataset = settings.dtype != "float16" and bool(feeds)
+    if feeds:
+        _repro_inputs(feeds, folder, dataset)
+    repro_script.write(folder, repro_failure, entry.title if entry else f"Unknown failure: {failure.describe()}",
+                       settings.source, reduction.get("nodes_before", 0), len(ops), rknn_backend.toolkit_version(),
+                       settings.target, settings.dtype, settings.toolkit_config, dataset)
+    return {"reduction": reduction,
+            "repro": {"onnx": REPRO, "script": "repro.py", "command": f"cd {folder.with_name(DIAGNOSIS_DIR)} && "
+                      "python repro.py", "ops": dict(Counter(ops)), "failure": _described(repro_failure),
+                      "rules": seen.rules[-5:], "log_tail": _tail(log_text)},
+            "known": None if entry is None else {"id": entry.id, "title": entry.title, "remedy": entry.remedy,
+                                                 "remedy_text": entry.remedy_text(), "why": entry.why}}
+
+
+def _repro_inputs(feeds: list[Path], folder: Path, dataset: bool) -> None:
+    """repro-input.npz (the check input), and for a quantized build repro-dataset.txt: the toolkit's
+    dataset file over .npy files of the calibration samples."""
+    shutil.copyfile(feeds[0], folder / "repro-input.npz")
+    if not dataset:
+        return
+    (folder / REPRO_DATA).mkdir()
+    lines = []
+    for i, path in enumerate(feeds[1:] or feeds):
+        with np.load(path) as data:
+            files = []
+            for j, name in enumerate(data.files):
+                files.append(f"{REPRO_DATA}/{i}-{j}.npy")
+                np.save(folder / files[-1], data[name])
+        lines.append(" ".join(files))
+    (folder / "repro-dataset.txt").write_text("\n".join(lines) + "\n")
+
+
+def _described(failure: Failure) -> dict:
+    return {**failure.to_json(), "meaning": KINDS[failure.kind]}
+
+
+def _tail(log_text: str) -> list[str]:
+    return [line for line in log_lines(log_text) if not line.startswith("@@rkconvert")][-TAIL_LINES:]
+
+
+def _any_graph() -> onnx.ModelProto:
+    """A one-node graph: what config() refuses does not depend on the graph."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "repro", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

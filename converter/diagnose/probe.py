@@ -1,0 +1,95 @@
+"""One toolkit run on one ONNX graph, in a child process, ending in a Failure or in None (it worked).
+
+A subgraph's inputs are tensors inside the model it was cut from: their values come from ONNX Runtime
+on that model (`source`) with its recorded inputs, so a candidate sees what it would see in place
+(the accuracy check compares with ONNX Runtime on those values; a quantized build calibrates on them).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from converter.common import onnx_runtime
+from converter.common.accuracy import compare
+from converter.common.errors import BuildFailed
+from converter.diagnose.failure import Failure, accuracy, classify
+from targets import get_chip, rknn_backend
+
+
+@dataclass(frozen=True)
+class Probe:
+    target: str
+    dtype: str
+    budget_s: float
+    source: str  # the full graph's ONNX
+    feeds: list[str]  # .npz of the full graph's inputs: [0] the check input, then calibration inputs
+    toolkit_config: dict = field(default_factory=dict)
+    min_psnr: float | None = None  # set: also run the simulator and judge the output
+
+    def save(self, path: Path) -> Path:
+        path.write_text(json.dumps(asdict(self), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> Probe:
+        return cls(**json.loads(path.read_text()))
+
+
+def feeds_for(model: onnx.ModelProto, probe: Probe, scratch: Path) -> list[dict[str, np.ndarray]]:
+    """Each recorded feed of the full graph, as the values `model`'s inputs take in it."""
+    names = [i.name for i in model.graph.input]
+    feeds = []
+    for npz in probe.feeds:
+        with np.load(npz) as data:
+            full = dict(data)
+        missing = [n for n in names if n not in full]
+        values = onnx_runtime.run_with_tensors(Path(probe.source), full, missing, scratch / "ort") if missing else {}
+        feeds.append({n: full[n] if n in full else values[n] for n in names})
+    return feeds
+
+
+def _write_samples(feeds: list[dict[str, np.ndarray]], folder: Path) -> list[dict[str, Path]]:
+    samples = []
+    for i, feed in enumerate(feeds):
+        sample = {}
+        for j, (name, value) in enumerate(feed.items()):
+            sample[name] = folder / f"{i}-{j}.npy"
+            np.save(sample[name], value)
+        samples.append(sample)
+    return samples
+
+
+def run(onnx_path: Path, probe: Probe, folder: Path) -> Failure | None:
+    """Build `onnx_path` as `probe` says (log in `folder`/toolkit.log); the Failure, or None."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    inputs, outputs = [i.name for i in model.graph.input], [o.name for o in model.graph.output]
+    feeds = feeds_for(model, probe, folder) if probe.min_psnr is not None or probe.dtype != "float16" else []
+    samples = _write_samples(feeds, folder)
+    dataset = None
+    if probe.dtype != "float16":
+        dataset = folder / "dataset.txt"
+        dataset.write_text("".join(" ".join(str(p) for p in s.values()) + "\n" for s in samples[1:] or samples))
+    start = time.monotonic()
+    try:
+        _, result = rknn_backend.build_and_simulate(
+            onnx_path, get_chip(probe.target), folder / "rknn", samples[:1] if probe.min_psnr is not None else [],
+            inputs, outputs, folder / "toolkit.log", dtype=probe.dtype, dataset=dataset,
+            toolkit_config=probe.toolkit_config, budget_s=probe.budget_s)
+    except BuildFailed as e:
+        if e.ending is None:
+            raise
+        return classify(e.ending)
+    if probe.min_psnr is None:
+        return None
+    reference = onnx_runtime.run(onnx_runtime.session(onnx_path), feeds[0])
+    sim = np.concatenate([np.load(p).ravel() for p in result["outputs"][0]])
+    ref = np.concatenate([reference[n].ravel() for n in outputs])
+    psnr = compare(sim, ref)["psnr_db"]
+    return accuracy(psnr, probe.min_psnr, time.monotonic() - start) if psnr < probe.min_psnr else None

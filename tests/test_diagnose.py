@@ -1,0 +1,127 @@
+"""`rkconvert diagnose` on real toolkit failures: classified, reduced, matched to their fix."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import onnx
+import pytest
+from conftest import rkconvert, tiny_unet
+
+from converter.common.child_process import Ending
+from converter.diagnose.failure import Failure, classify
+from targets import known_failures
+
+# The flip crash reduces in ~25 toolkit builds, ~1 min on 2 cores.
+DIAGNOSE_HANG_GUARD_SECONDS = 900
+
+
+@pytest.fixture(scope="module")
+def flip_crash(tmp_path_factory):
+    """diagnose of a tiny UNet built without host_time_projection: (work, process, build folder, diagnosis)."""
+    work = tmp_path_factory.mktemp("diagnose")
+    tiny_unet().save_pretrained(work / "tiny-unet")
+    out = work / "flip"
+    result = rkconvert("diagnose", "--target", "rk3588", "--model", "tiny-unet", "--skip-pass", "host_time_projection",
+                       "--out", str(out), cwd=work, timeout=DIAGNOSE_HANG_GUARD_SECONDS)
+    return work, result, out, json.loads((out / "diagnosis" / "diagnosis.json").read_text())
+
+
+def test_time_projection_crash_is_reduced_to_its_three_nodes_and_matched(flip_crash):
+    _, result, out, diagnosis = flip_crash
+    assert result.returncode == 1, result.stderr
+    assert (diagnosis["failure"]["kind"], diagnosis["failure"]["phase"], diagnosis["failure"]["detail"]) == \
+        ("crash", "build()", "SIGSEGV")
+    reduction = diagnosis["reduction"]
+    assert reduction["nodes_before"] > 500 and reduction["nodes_after"] <= 5 and reduction["reproduced"]
+    repro = onnx.load(str(out / "diagnosis" / "repro.onnx"))
+    assert sorted(n.op_type for n in repro.graph.node) == ["Concat", "Slice", "Slice"]
+    assert "fuse_slice_slice_concat_to_conv" in diagnosis["repro"]["rules"]
+    assert diagnosis["known"]["id"] == "flip-sin-cos-slice-concat"
+    assert diagnosis["known"]["remedy"] == {"pass": "host_time_projection"}
+    assert "fix: graph pass host_time_projection" in result.stdout
+    assert not list(out.glob(".diagnosis.tmp-*"))
+
+
+def test_repro_script_reproduces_with_the_toolkit_alone(flip_crash):
+    _, _, out, _ = flip_crash
+    run = subprocess.run([sys.executable, "repro.py"], cwd=out / "diagnosis", capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == -11, run.stdout[-2000:]
+
+
+def test_a_failure_no_entry_matches_is_unknown_and_keeps_its_repro(flip_crash, tmp_path):
+    work, _, out, _ = flip_crash
+    catalogue = tmp_path / "others.toml"
+    entries = known_failures.CATALOGUE.read_text().split("[[failure]]")
+    catalogue.write_text("[[failure]]".join(e for e in entries if "flip-sin-cos" not in e))
+    result = rkconvert("diagnose", "--target", "rk3588", "--model", "tiny-unet", "--skip-pass", "host_time_projection",
+                       "--out", str(out), "--known-failures", str(catalogue), cwd=work,
+                       timeout=DIAGNOSE_HANG_GUARD_SECONDS)
+    assert result.returncode == 1, result.stderr
+    assert "reduce" in result.stderr and "(reused)" in result.stderr  # the reduction is a stage: not redone
+    diagnosis = json.loads((out / "diagnosis" / "diagnosis.json").read_text())
+    assert diagnosis["known"] is None
+    assert "unknown: no entry of" in result.stdout
+    assert len(onnx.load(str(out / "diagnosis" / "repro.onnx")).graph.node) <= 5
+
+
+def test_rk3588_w8a16_is_a_refusal_with_the_dtypes_it_builds(flip_crash):
+    work, _, _, _ = flip_crash
+    out = work / "w8a16"
+    result = rkconvert("diagnose", "--target", "rk3588", "--model", "tiny-unet", "--dtype", "w8a16", "--out", str(out),
+                       "--samples", "4", "--trajectories", "1", cwd=work, timeout=DIAGNOSE_HANG_GUARD_SECONDS)
+    assert result.returncode == 1, result.stderr
+    diagnosis = json.loads((out / "diagnosis" / "diagnosis.json").read_text())
+    assert diagnosis["failure"]["kind"] == "refusal" and diagnosis["failure"]["phase"] == "config()"
+    assert "w8a16" in diagnosis["failure"]["detail"]
+    assert "skipped" in diagnosis["reduction"]
+    assert diagnosis["known"]["remedy"] == {"dtypes": ["float16", "w8a8"]}
+    assert "fix: build as float16 or w8a8" in result.stdout
+
+
+def _ending(tmp_path, log: str, **fields) -> Ending:
+    (tmp_path / "log").write_text(log)
+    return Ending(**{"signal": None, "exit_code": None, "error": None, "phase": "build()", "seconds": 3.0,
+                     "out_of_time": False, "log": tmp_path / "log", **fields})
+
+
+def test_classes(tmp_path):
+    rule = "D     fuse_x: remove node = ['a'], add node = ['b']\n"
+    assert classify(_ending(tmp_path, rule, signal="SIGSEGV")).kind == "crash"
+    assert classify(_ending(tmp_path, rule, signal="SIGSEGV")).last_rule == "fuse_x"
+    assert classify(_ending(tmp_path, "corrupted size vs. prev_size\n", signal="SIGABRT")).kind == "abort"
+    assert classify(_ending(tmp_path, "", signal="SIGKILL", out_of_time=True)).kind == "no_progress"
+    assert classify(_ending(tmp_path, "", signal="SIGKILL")).kind == "out_of_memory"
+    assert classify(_ending(tmp_path, "", exit_code=1, error="ValueError: bad", phase="config()")).kind == "refusal"
+    assert classify(_ending(tmp_path, "", exit_code=1, error="ValueError: bad")).kind == "error"
+    # Heap corruption ends either way from run to run: one failure for the reduction.
+    crash, abort = Failure("crash", "build()", "SIGSEGV", None, 1), Failure("abort", "build()", "SIGABRT", None, 1)
+    assert crash.same_way(abort) and not crash.same_way(Failure("crash", "export_rknn()", "SIGSEGV", None, 1))
+    err = Failure("error", "build()", "ValueError: node 'a/b' has 3 inputs", None, 1)
+    assert err.same_way(Failure("error", "build()", "ValueError: node 'c' has 4 inputs", None, 1))
+    assert not err.same_way(Failure("error", "build()", "KeyError: 'x'", None, 1))
+
+
+def test_catalogue_remedies_name_real_passes_and_dtypes():
+    from graph_passes import CATALOGUE
+    from targets import get_chip
+
+    for entry in known_failures.load():
+        if "pass" in entry.remedy:
+            assert entry.remedy["pass"] in CATALOGUE, entry.id
+        else:
+            assert all(d in get_chip(t).dtypes for t in entry.targets for d in entry.remedy["dtypes"]), entry.id
+
+
+def test_a_malformed_catalogue_is_refused_in_one_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[failure]]\nid = "x"\ntitle = "t"\nkind = "crash"\nremedy = { pass = "a", dtypes = ["b"] }\n')
+    result = rkconvert("diagnose", "--target", "rk3588", "--model", "sd15:mini", "--known-failures", str(bad),
+                       cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"rkconvert: error: {bad}: failure 'x' needs id, title, kind and "
+                                                  "one remedy (pass, dtypes)"]
+    assert not (tmp_path / "build").exists()
