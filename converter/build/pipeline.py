@@ -167,7 +167,7 @@ def _run_stages(req: BuildRequest, names: list[str], evaluation: EvalSet | None,
                      {"target": req.chip.name, "dtype": req.dtype, "layer_dumps": dumps, **report["toolkit_config"]},
                      [passes, reference] + ([calib] if calib else []),
                      lambda tmp: rknn_stage.run(req, passes, reference, calib, dumps, build_dir.logs / "rknn.log",
-                                             progress, tmp))
+                                                progress, tmp))
     metrics = rknn_stage.output_accuracy(passes, reference, rknn)
     report.update(output_psnr_db=metrics["psnr_db"], output_cosine=metrics["cosine"],
                   output_max_abs=metrics["max_abs"], output_mean_abs=metrics["mean_abs"],
@@ -221,10 +221,10 @@ def _hybrid(req: BuildRequest, passes: StageResult, reference: StageResult, cali
         layers = ranked[:k]
         stage = run_stage(req, build_dir, progress, f"hybrid-{k}", f"{req.dtype} with the {k} noisiest layers in float16",
                           {"target": req.chip.name, "dtype": req.dtype, "float16": layers,
-                        **rknn_stage.toolkit_config(req)},
-                       [passes, reference, calib],
-                       lambda tmp: rknn_stage.run(req, passes, reference, calib, False, build_dir.logs / "rknn.log",
-                                                  progress, tmp, layers))
+                           **rknn_stage.toolkit_config(req)},
+                          [passes, reference, calib],
+                          lambda tmp: rknn_stage.run(req, passes, reference, calib, False, build_dir.logs / "rknn.log",
+                                                     progress, tmp, layers))
         trials[k] = (stage, rknn_stage.output_accuracy(passes, reference, stage)["psnr_db"])
         return trials[k][1] >= req.min_psnr
 
@@ -263,7 +263,7 @@ def _images(req: BuildRequest, evaluation: EvalSet | None, export: StageResult, 
                      {"evaluation": evaluation.fingerprint(), "dtype": req.dtype, "target": req.chip.name},
                      [export, passes, reference, rknn] + ([calib] if calib else []),
                      lambda tmp: images_stage.run(req, export, passes, reference, rknn, calib, evaluation,
-                                               build_dir.logs / "rknn-images.log", progress, tmp))
+                                                  build_dir.logs / "rknn-images.log", progress, tmp))
 
 
 def _gate(req: BuildRequest, metrics: dict, rows: list[dict] | None, images: dict | None) -> None:

@@ -31,7 +31,6 @@ class Reduction:
     nodes_after: int
     builds: int  # candidates the toolkit built
     seconds: float
-    log: Path
 
 
 def _freeze_inputs(feed_npz: str, path: Path) -> Path:
@@ -45,7 +44,7 @@ def _freeze_inputs(feed_npz: str, path: Path) -> Path:
 
 def reduce(model: Path, probe_json: Path, wanted_json: Path, feed_npz: str, out: Path, folder: Path,
            on_tick: Callable | None = None) -> Reduction:
-    """`model` reduced into `out` (bisection, then node by node); Polygraphy's log in `folder`/reduce.log."""
+    """`model` reduced into `out` (bisection, then node by node); Polygraphy's logs in `folder`/reduce-MODE.log."""
     start = time.monotonic()
     inputs = _freeze_inputs(feed_npz, folder / "freeze-inputs.json")
     check = [sys.executable, "-m", "converter.diagnose.check", str(probe_json.resolve()), str(wanted_json.resolve()),
@@ -59,7 +58,7 @@ def reduce(model: Path, probe_json: Path, wanted_json: Path, feed_npz: str, out:
                    folder, log, f"polygraphy debug reduce --mode {mode}", on_tick)
         builds += len(_ITERATION.findall(log.read_text(errors="replace")))
         current = out.resolve()
-    return Reduction(_nodes(model), _nodes(out), builds, round(time.monotonic() - start, 1), folder / "reduce-*.log")
+    return Reduction(_nodes(model), _nodes(out), builds, round(time.monotonic() - start, 1))
 
 
 def _nodes(path: Path) -> int:
