@@ -63,9 +63,9 @@ def _request(model_spec, config_path, trust_pickle, seed, target, resolution, ou
 @click.option("--dtype", default="auto", show_default=True, metavar="DTYPE",
               help="RKNN dtype. float16: no quantization (a W8A16 checkpoint's weights dequantized exactly); "
                    "w8a8: int8 weights and activations, calibrated on recorded sampler trajectories (see the "
-                   "calibration options); w4a16 (rk3576): 4-bit weights. auto: what keeps the model's own "
-                   "precision on the target (float16 on every target so far; report.json 'dtype_choice' says "
-                   "why). A dtype the target cannot build is refused naming what it can.")
+                   "calibration options); w8a16 (rk3562): int8 weights, float16 activations; w4a16 (rk3576): "
+                   "4-bit weights. auto: what keeps the model's own precision on the target (a W8A16 "
+                   "checkpoint: w8a16 on rk3562, float16 elsewhere; report.json 'dtype_choice' says why). A dtype the target cannot build is refused naming what it can.")
 @click.option("--min-psnr", type=float, default=40.0, show_default=True,
               help="Fail the build when the .rknn's output PSNR against ONNX Runtime (dB) is lower.")
 @click.option("--hybrid/--no-hybrid", default=True, show_default=True,

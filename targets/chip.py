@@ -15,6 +15,8 @@ class Chip:
     # NPU clock, to turn the compiler's cycle estimate into an estimated time; None where not known.
     npu_clock_hz: int | None = None
     off_by_default: tuple[str, ...] = ()  # passes of `passes` that run only when asked for
+    # Passes of `passes` that work around one dtype's toolkit failure: pass name -> the dtypes it runs for.
+    dtype_passes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # The toolkit's own `enable_flash_attention` shrinks float16 attention's buffers on this chip
     # (measured per chip in its module; rk3588 accepts the flag and its memory map does not move).
     flash_attention: bool = False
@@ -25,6 +27,10 @@ class Chip:
     # Op type -> "" if it runs on the CPU, or the fusion by which the toolkit keeps it on the NPU
     # anyway (so lint does not cry wolf).
     cpu_only_ops: dict[str, str] = field(default_factory=dict)
+
+    def passes_for(self, names: list[str], dtype: str) -> list[str]:
+        """`names` without the passes meant for other dtypes than `dtype`."""
+        return [n for n in names if dtype in self.dtype_passes.get(n, (dtype,))]
 
     def auto_dtype(self, w8a16_checkpoint: bool) -> tuple[str, str]:
         """What `--dtype auto` builds for a model on this chip, and why: the dtype that keeps the model's

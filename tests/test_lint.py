@@ -35,6 +35,17 @@ def test_lint_agrees_with_the_placement_of_a_real_build(tiny_build):
     assert len(report["placement"]) > 100
 
 
+def test_rk3562_names_the_convs_its_w8a16_compiler_dies_on(tiny_build):
+    _, _, out, _ = tiny_build
+    exported = onnx_files.load(out / "stages" / "export" / "model.onnx")
+    rk3562 = get_chip("rk3562")
+    narrow = [f for f in findings(exported, rk3562) if f.fix == "pad_conv_channels"]
+    assert sorted(f.node for f in narrow) == ["/conv_in/Conv", "/conv_out/Conv"]
+    assert {f.kind for f in narrow} == {"crash"} and "w8a16" in narrow[0].problem
+    assert not any(f.fix == "pad_conv_channels" for f in findings(exported, RK3588))  # not rk3588's pass
+    assert not any(f.fix == "pad_conv_channels" for f in lint(exported, rk3562, select(rk3562)).remaining)
+
+
 def test_without_the_fix_lint_fails_and_names_it(tiny_build):
     work, _, _, _ = tiny_build
     result = rkconvert("lint", "--target", "rk3588", "--model", "tiny-unet", "--skip-pass", "host_time_projection", cwd=work)
@@ -44,7 +55,7 @@ def test_without_the_fix_lint_fails_and_names_it(tiny_build):
     bad = rkconvert("lint", "--target", "rk3588", "--model", "tiny-unet", "--passes", "nope", cwd=work)
     assert bad.returncode == 2 and error_lines(bad) == [
         "rkconvert: error: --passes nope: no such pass (known: host_time_projection, simplify, split_fused_qkv_projection, "
-        "group_norm_as_conv, tile_attention)"]
+        "group_norm_as_conv, tile_attention, pad_conv_channels)"]
 
 
 def test_operator_facts_skip_shape_arithmetic():

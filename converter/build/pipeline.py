@@ -105,9 +105,18 @@ def export_model(req: BuildRequest, build_dir: BuildDir, progress: Progress) -> 
                      lambda tmp: export_stage.run(req, tmp))
 
 
-def prepare(req: BuildRequest, names: list[str], build_dir: BuildDir, progress: Progress) -> tuple[StageResult, StageResult]:
-    """Stages `export` and `passes`: the graph the toolkit will get."""
+def prepare(req: BuildRequest, names: list[str], build_dir: BuildDir, progress: Progress,
+            report: dict | None = None) -> tuple[StageResult, StageResult]:
+    """Stages `export` and `passes`: the graph the toolkit will get. Settles --dtype auto in between (the
+    exported weights say whether the model is a W8A16 checkpoint; some passes run for one dtype only)."""
     export = export_model(req, build_dir, progress)
+    if req.dtype == "auto":
+        req.dtype, choice = req.chip.auto_dtype(export.meta["w8a16_layers"] > 0)
+        progress.note(f"--dtype auto: {req.dtype} ({choice})")
+        if report is not None:
+            report.update(dtype=req.dtype, dtype_choice=choice)
+    if req.passes is None:  # a list given with --passes runs as given
+        names = req.chip.passes_for(names, req.dtype)
     key = {"passes": names, "attention_tiles": req.attention_tiles if TILE_ATTENTION in names else None}
     passes = run_stage(req, build_dir, progress, "passes", ", ".join(names) or "none", key, [export],
                        lambda tmp: passes_stage.run(export, instances(names, req.chip, req.attention_tiles), tmp))
@@ -141,12 +150,8 @@ def toolkit_inputs(req: BuildRequest, names: list[str], build_dir: BuildDir, pro
                    report: dict) -> tuple[StageResult, StageResult, StageResult, StageResult | None]:
     """Stages export, passes, reference and (quantized builds) calib: everything the toolkit is handed.
     Settles --dtype auto; notes what it learns in `report`."""
-    export, passes = prepare(req, names, build_dir, progress)
+    export, passes = prepare(req, names, build_dir, progress, report)
     report.update(resolution=export.meta["resolution"], weights=export.meta["weights"])
-    if req.dtype == "auto":
-        req.dtype, report["dtype_choice"] = req.chip.auto_dtype(export.meta["w8a16_layers"] > 0)
-        report["dtype"] = req.dtype
-        progress.note(f"--dtype auto: {req.dtype} ({report['dtype_choice']})")
     report.update(onnx_bytes=passes.meta["onnx_bytes"], passes=passes.meta["passes"],
                   inputs=passes.meta["inputs"])
     checkset = _checkset(req, export, passes, build_dir, progress) if req.trajectory_checks else None

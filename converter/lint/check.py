@@ -3,7 +3,7 @@ pass fixes it, found without building.
 
 Findings come from two kinds of facts: the target's operator facts (targets/<chip>.py) applied to every
 node that computes at run time (shape arithmetic on static shapes is folded by the toolkit and skipped),
-and the patterns of the passes that fix a toolkit problem (each pass's own `find`/`check`). The
+and the patterns of the target's passes that fix a toolkit problem (each pass's own `find`/`check`). The
 selected passes are then run and the graph checked again: what is left has no fix in this pass list.
 """
 
@@ -49,7 +49,7 @@ def findings(model: onnx.ModelProto, chip: Chip) -> list[Finding]:
             found.append(Finding(node.name, node.op_type, "rejected", chip.rejected_ops[node.op_type], None))
         elif node.op_type in chip.cpu_only_ops and not chip.cpu_only_ops[node.op_type]:
             found.append(Finding(node.name, node.op_type, "cpu", f"{node.op_type} runs on the CPU on {chip.name}", None))
-    for graph_pass in CATALOGUE.values():
+    for graph_pass in (CATALOGUE[name] for name in chip.passes):
         if not graph_pass.problem_kind:
             continue
         graph = gs.import_onnx(graph_pass.prepare(model))
