@@ -11,7 +11,7 @@ from rich.console import Console
 
 from converter import __version__
 from converter.build.request import CHECK_INPUT_CHOICES, IMAGE_CHECK_CHOICES, LAYER_REPORT_CHOICES, CalibSettings
-from converter.cli_options import calib_options, model_options, pass_options, target_options
+from converter.cli_options import as_arguments, calib_options, model_options, pass_options, target_options
 from converter.common.errors import BuildFailed, UserError
 
 EXIT_CODES = "Exit status: 0 built and within the gates, 1 build failed (toolkit crash or refusal, accuracy gate), 2 bad input."
@@ -120,7 +120,14 @@ def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, 
                    image_check=image_check, min_prompt_accuracy=min_prompt_accuracy, calib=settings, passes=passes,
                    enable_passes=tuple(enable_passes), skip_passes=tuple(skip_passes), attention_tiles=attention_tiles,
                    rebuild=rebuild, command=shlex.join(["rkconvert", *sys.argv[1:]]))
-    report = run_build(req, Progress(Console(stderr=True, highlight=False)))
+    try:
+        report = run_build(req, Progress(Console(stderr=True, highlight=False)))
+    except BuildFailed as e:
+        if e.ending is not None:  # the toolkit died, refused or errored: diagnose takes it from here
+            params = {k: v for k, v in click.get_current_context().params.items() if k != "rebuild"}
+            again = as_arguments(params, diagnose)  # same folder: its stages are reused
+            e.details = (*e.details, f"find out why: {shlex.join(['rkconvert', 'diagnose', *again])}")
+        raise
     print_summary(Console(), report, req.report_path)
 
 

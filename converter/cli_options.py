@@ -75,3 +75,20 @@ calib_options = _compose(
                  default=None, help="CLIP tokenizer + text encoder folder (a diffusers pipeline folder works); "
                                     "default: a tiny seeded CLIP, whose states are not the real model's."),
 )
+
+
+def as_arguments(params: dict, command: click.Command) -> list[str]:
+    """The options of `command` that `params` (another subcommand's parsed values) set away from their
+    defaults, as arguments: how one subcommand names the run of another on the same model and target."""
+    ctx = click.Context(command)
+    args = []
+    for option in command.params:
+        if not isinstance(option, click.Option) or option.name not in params:
+            continue
+        value, default, flag = params[option.name], option.get_default(ctx), option.opts[-1]
+        if option.is_flag:
+            if bool(value) != bool(default):
+                args.append(flag if value else option.secondary_opts[0])
+        elif value is not None and value != default and not (option.multiple and not value):
+            args += [a for v in (value if option.multiple else [value]) for a in (flag, str(v))]
+    return args

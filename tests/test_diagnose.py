@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 
 import onnx
 import pytest
-from conftest import rkconvert, tiny_unet
+from conftest import error_lines, rkconvert, tiny_unet
 
 from converter.common.child_process import Ending
 from converter.diagnose.failure import Failure, classify
@@ -20,12 +21,20 @@ DIAGNOSE_HANG_GUARD_SECONDS = 900
 
 @pytest.fixture(scope="module")
 def flip_crash(tmp_path_factory):
-    """diagnose of a tiny UNet built without host_time_projection: (work, process, build folder, diagnosis)."""
+    """A tiny UNet built without host_time_projection crashes the toolkit; the diagnose command the failed
+    build names, run as named: (work, diagnose's process, build folder, diagnosis)."""
     work = tmp_path_factory.mktemp("diagnose")
     tiny_unet().save_pretrained(work / "tiny-unet")
     out = work / "flip"
-    result = rkconvert("diagnose", "--target", "rk3588", "--model", "tiny-unet", "--skip-pass", "host_time_projection",
-                       "--out", str(out), cwd=work, timeout=DIAGNOSE_HANG_GUARD_SECONDS)
+    failed = rkconvert("build", "--target", "rk3588", "--model", "tiny-unet", "--skip-pass", "host_time_projection",
+                       "--out", str(out), "--rebuild", cwd=work)
+    assert failed.returncode == 1 and "died with SIGSEGV" in error_lines(failed)[0]
+    (hint,) = [line for line in failed.stderr.splitlines() if line.startswith("find out why: ")]
+    assert shlex.split(hint.removeprefix("find out why: ")) == [
+        "rkconvert", "diagnose", "--model", "tiny-unet", "--target", "rk3588", "--out", str(out),
+        "--skip-pass", "host_time_projection"]
+    result = rkconvert(*shlex.split(hint)[4:], cwd=work, timeout=DIAGNOSE_HANG_GUARD_SECONDS)
+    assert "(reused)" in result.stderr  # the failed build's export and passes
     return work, result, out, json.loads((out / "diagnosis" / "diagnosis.json").read_text())
 
 
