@@ -106,8 +106,8 @@ def simulate_model(folder: Path, model: onnx.ModelProto, feed: dict[str, np.ndar
     onnx_path = folder / "model.onnx"
     onnx.save(model, str(onnx_path))
     samples = {}
-    for name, value in feed.items():
-        samples[name] = folder / f"{name}.npy"
+    for j, (name, value) in enumerate(feed.items()):
+        samples[name] = folder / f"input-{j}.npy"
         np.save(samples[name], value)
     out_dir = folder / "rknn"
     _, result = build_and_simulate(onnx_path, chip, out_dir, [samples], [i.name for i in model.graph.input],

@@ -136,8 +136,8 @@ def main(job_path: str) -> None:
         for i, sample in enumerate(job["samples"]):
             result = _infer(phases, f"inference[{i}]", rknn, job, {name: np.load(sample[name]) for name in job["inputs"]})
             names = []
-            for name, value in zip(job["outputs"], result):
-                path = out_dir / f"{i}-{name}.npy"
+            for j, value in enumerate(result):  # by position: tensor names may hold '/'
+                path = out_dir / f"{i}-{j}.npy"
                 np.save(path, value)
                 names.append(str(path))
             outputs.append(names)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 from conftest import error_lines, rkconvert, tiny_unet
 
 from converter.common.child_process import Ending
+from converter.diagnose import locate
 from converter.diagnose.failure import Failure, classify
 from targets import known_failures
 
@@ -89,6 +91,48 @@ def test_rk3588_w8a16_is_a_refusal_with_the_dtypes_it_builds(flip_crash):
     assert "skipped" in diagnosis["reduction"]
     assert diagnosis["known"]["remedy"] == {"dtypes": ["float16", "w8a8"]}
     assert "fix: build as float16 or w8a8" in result.stdout
+
+
+def test_fused_qkv_accuracy_loss_is_located_at_the_first_fused_matmul_and_matched(flip_crash):
+    work, _, _, _ = flip_crash
+    out = work / "qkv"
+    result = rkconvert("diagnose", "--target", "rk3588", "--model", "tiny-unet", "--enable-pass", "simplify",
+                       "--skip-pass", "split_fused_qkv_projection", "--out", str(out), cwd=work,
+                       timeout=DIAGNOSE_HANG_GUARD_SECONDS)
+    assert result.returncode == 1, result.stderr
+    diagnosis = json.loads((out / "diagnosis" / "diagnosis.json").read_text())
+    assert diagnosis["failure"]["kind"] == "accuracy"
+    departed = diagnosis["departure"]
+    graph = onnx.load(str(out / "stages" / "passes" / "model.onnx"), load_external_data=False).graph
+    consumers = {i: n.op_type for n in graph.node for i in n.input}
+    fused = [n for n in graph.node if n.op_type == "MatMul" and consumers.get(n.output[0]) == "Split"]
+    assert fused and departed["onnx_tensor"] == fused[0].output[0]  # the first of onnxsim's fused q/k/v
+    assert departed["cause"] == "rewrite" and departed["golden_cosine"] < 0.5
+    reduction = diagnosis["reduction"]
+    assert reduction["nodes_before"] > 300 and reduction["nodes_after"] <= 30 and reduction["reproduced"]
+    ops = diagnosis["repro"]["ops"]
+    assert ops["Split"] == 1 and ops["Softmax"] == 1 and ops["MatMul"] >= 3
+    assert diagnosis["repro"]["failure"]["kind"] == "accuracy"
+    assert diagnosis["known"]["id"] == "fused-qkv-attention"
+    assert "fix: graph pass split_fused_qkv_projection" in result.stdout
+    run = subprocess.run([sys.executable, "repro.py"], cwd=out / "diagnosis", capture_output=True, text=True,
+                         timeout=300)
+    psnr = float(re.search(r"output PSNR against onnxruntime: (-?[\d.]+) dB", run.stdout).group(1))
+    assert psnr < 40
+
+
+def test_departure_is_the_first_layer_the_gate_cannot_take():
+    def row(index, added, golden=1.0, mapping="matched"):
+        return {"index": index, "op": "Conv", "mapping": mapping, "added_noise_db": added, "golden_cosine": golden,
+                "cosine": 0.9}
+
+    rows = [row(0, -70), row(1, -30, mapping="unmapped"), row(2, -50), row(3, -35), row(4, -20)]
+    assert locate.departure(rows, 40)["index"] == 3
+    assert locate.cause(locate.departure(rows, 40)) == "precision"
+    assert locate.departure(rows, 60)["index"] == 2
+    rewritten = rows[:2] + [row(2, -50, golden=0.2)] + rows[3:]
+    assert locate.cause(locate.departure(rewritten, 40)) == "rewrite" and locate.departure(rewritten, 40)["index"] == 2
+    assert locate.departure(rows, 10)["index"] == 4  # none alone fails the gate: the noisiest
 
 
 def _ending(tmp_path, log: str, **fields) -> Ending:

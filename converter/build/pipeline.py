@@ -168,11 +168,7 @@ def _run_stages(req: BuildRequest, names: list[str], evaluation: EvalSet | None,
     export, passes, reference, calib = toolkit_inputs(req, names, build_dir, progress, report)
     dumps = _layer_dumps(req, passes, report)
     report["toolkit_config"] = rknn_stage.toolkit_config(req)
-    rknn = run_stage(req, build_dir, progress, "rknn", f"rknn-toolkit2 {req.dtype} build for {req.chip.name} + simulator",
-                     {"target": req.chip.name, "dtype": req.dtype, "layer_dumps": dumps, **report["toolkit_config"]},
-                     [passes, reference] + ([calib] if calib else []),
-                     lambda tmp: rknn_stage.run(req, passes, reference, calib, dumps, build_dir.logs / "rknn.log",
-                                                progress, tmp))
+    rknn = convert(req, passes, reference, calib, dumps, build_dir, progress)
     metrics = rknn_stage.output_accuracy(passes, reference, rknn)
     report.update(output_psnr_db=metrics["psnr_db"], output_cosine=metrics["cosine"],
                   output_max_abs=metrics["max_abs"], output_mean_abs=metrics["mean_abs"],
@@ -181,9 +177,7 @@ def _run_stages(req: BuildRequest, names: list[str], evaluation: EvalSet | None,
                   toolkit_phase_peak_rss_bytes=rknn.meta["phase_peak_rss_bytes"],
                   placement=rknn_stage.placement_rows(rknn), cpu_ops=rknn.meta["cpu_ops"])
     if dumps:
-        layers = run_stage(req, build_dir, progress, "layers", "every layer against ONNX Runtime", {},
-                           [passes, reference, rknn], lambda tmp: layers_stage.run(passes, reference, rknn, tmp))
-        report["layers"] = layers_stage.rows(layers)
+        report["layers"] = layer_rows(req, passes, reference, rknn, build_dir, progress)
         print_layers(progress.console, report["layers"])
     if req.quantized and req.hybrid and metrics["psnr_db"] < req.min_psnr:
         rknn = _hybrid(req, passes, reference, calib, report.get("layers"), build_dir, progress, report)
@@ -206,6 +200,24 @@ def _run_stages(req: BuildRequest, names: list[str], evaluation: EvalSet | None,
     report["peak_rss_bytes"] = {"rkconvert": _self_peak_rss(), "toolkit": rknn.meta["peak_rss_bytes"]}
     _gate(req, metrics, report.get("layers"), report.get("images"))
     _deliver(req, passes, rknn, report)
+
+
+def convert(req: BuildRequest, passes: StageResult, reference: StageResult, calib: StageResult | None, dumps: bool,
+            build_dir: BuildDir, progress: Progress) -> StageResult:
+    """Stage `rknn`: the toolkit's build, simulated on the check inputs (and every layer dumped if `dumps`)."""
+    return run_stage(req, build_dir, progress, "rknn", f"rknn-toolkit2 {req.dtype} build for {req.chip.name} + simulator",
+                     {"target": req.chip.name, "dtype": req.dtype, "layer_dumps": dumps, **rknn_stage.toolkit_config(req)},
+                     [passes, reference] + ([calib] if calib else []),
+                     lambda tmp: rknn_stage.run(req, passes, reference, calib, dumps, build_dir.logs / "rknn.log",
+                                                progress, tmp))
+
+
+def layer_rows(req: BuildRequest, passes: StageResult, reference: StageResult, rknn: StageResult,
+               build_dir: BuildDir, progress: Progress) -> list[dict]:
+    """Stage `layers`: the per-layer report's rows of a `convert` with dumps."""
+    layers = run_stage(req, build_dir, progress, "layers", "every layer against ONNX Runtime", {},
+                       [passes, reference, rknn], lambda tmp: layers_stage.run(passes, reference, rknn, tmp))
+    return layers_stage.rows(layers)
 
 
 def _hybrid(req: BuildRequest, passes: StageResult, reference: StageResult, calib: StageResult,

@@ -1,8 +1,9 @@
 """`rkconvert diagnose`: run the toolkit on what a build would hand it, classify how it fails, reduce
 the graph to a small one that fails the same way, and look that up in the catalogue of known failures.
 
-The toolkit run and the reduction are build stages (`toolkit-probe`, `reduce`): diagnosing again with
-another catalogue, or after a failed `--apply`, reuses them. The result lands in BUILD/diagnosis/
+An accuracy failure is located with the per-layer report instead (locate.py): the build's own `rknn`
+and `layers` stages, then `locate`. The toolkit run and the reduction are build stages (`toolkit-probe`,
+`reduce`): diagnosing again with another catalogue, or after a failed `--apply`, reuses them. The result lands in BUILD/diagnosis/
 (written under a temporary name, renamed when complete): diagnosis.json, repro.onnx, repro.py (needs
 rknn-toolkit2 alone), the repro's toolkit log and Polygraphy's reduction logs.
 """
@@ -21,13 +22,13 @@ from onnx import TensorProto, helper
 
 from calib_data.dataset_writer import read_samples
 from converter.build.build_dir import BuildDir, StageResult
-from converter.build.pipeline import run_stage, toolkit_inputs
+from converter.build.pipeline import convert, layer_rows, run_stage, toolkit_inputs
 from converter.build.request import BuildRequest
 from converter.build.stages import reference as reference_stage
 from converter.build.stages.rknn import toolkit_config
 from converter.common.child_process import log_lines
 from converter.common.progress import Progress
-from converter.diagnose import probe, repro_script
+from converter.diagnose import locate, probe, repro_script
 from converter.diagnose.failure import KINDS, Failure, rules
 from converter.diagnose.reduce import reduce
 from converter.reports.report import write_json
@@ -39,8 +40,11 @@ DIAGNOSIS_FILE = "diagnosis.json"
 BUDGET_BASE_S, BUDGET_PER_GB_S = 120.0, 120.0
 TAIL_LINES = 12
 NOT_REDUCED = {"refusal": "config() refuses before it reads the graph",
-               "out_of_memory": "a smaller graph needs less memory, so it would not fail the same way"}
+               "out_of_memory": "a smaller graph needs less memory, so it would not fail the same way",
+               "accuracy": "no layer the simulator dumped maps to an ONNX tensor"}  # else located (locate.py)
 REPRO, REPRO_LOG, REPRO_DATA = "repro.onnx", "repro-toolkit.log", "repro-data"
+DEPARTURE_FIELDS = ("index", "layer", "op", "onnx_tensor", "onnx_nodes", "module", "cosine", "golden_cosine",
+                    "added_noise_db", "psnr_db")
 
 
 def default_budget(onnx_bytes: int) -> float:
@@ -65,8 +69,16 @@ def diagnose(req: BuildRequest, names: list[str], progress: Progress, budget_s: 
                           f"{req.dtype} build for {req.chip.name}, budget {budget:.0f} s", key, inputs,
                           lambda tmp: _probe_whole(settings, tmp))
         failure = whole.meta["failure"] and Failure.from_json(whole.meta["failure"])
-        reduced = None
-        if failure and failure.kind not in NOT_REDUCED:
+        reduced = departed = None
+        if failure and failure.kind == "accuracy":
+            rknn = convert(req, passes, reference, calib, True, build_dir, progress)
+            departed = locate.departure(layer_rows(req, passes, reference, rknn, build_dir, progress), req.min_psnr)
+        if departed:
+            reduced = run_stage(req, build_dir, progress, "locate",
+                                f"subgraph around layer {departed['layer']} that fails the gate alone",
+                                {"layer": departed["layer"], "nodes": departed["onnx_nodes"]}, [whole, rknn],
+                                lambda tmp: _locate(settings, failure, departed, tmp, progress))
+        elif failure and failure.kind not in NOT_REDUCED:
             reduced = run_stage(req, build_dir, progress, "reduce",
                                 f"smallest subgraph that fails the same way: {failure.describe()}", {}, [whole],
                                 lambda tmp: _reduce(settings, failure, tmp, progress))
@@ -74,6 +86,10 @@ def diagnose(req: BuildRequest, names: list[str], progress: Progress, budget_s: 
                  "toolkit_version": rknn_backend.toolkit_version(), "budget_s": round(budget),
                  "catalogue": str(catalogue), "status": "failed" if failure else "no failure",
                  "failure": _described(failure) if failure else None}
+
+    if departed:
+        diagnosis["departure"] = {**{k: departed.get(k) for k in DEPARTURE_FIELDS}, "cause": locate.cause(departed),
+                                  "meaning": locate.CAUSES[locate.cause(departed)]}
 
     def fill(folder: Path) -> dict:
         if failure:
@@ -115,12 +131,33 @@ def _probe_whole(settings: probe.Probe, tmp: Path) -> dict:
 
 
 def _reduce(settings: probe.Probe, failure: Failure, tmp: Path, progress: Progress) -> dict:
-    """Polygraphy's reduction into `tmp`/repro.onnx; the repro built once more for its log and failure,
-    and its inputs saved for repro.py (calibration samples for a quantized build, the check input)."""
+    """Polygraphy's reduction into `tmp`/repro.onnx (crash, abort, error, no progress)."""
     probe_json = settings.save(tmp / "probe.json")
     wanted = tmp / "wanted.json"
     write_json(wanted, failure.to_json())
     reduction = reduce(Path(settings.source), probe_json, wanted, settings.feeds[0], tmp / REPRO, tmp, progress.tick)
+    return {"method": "polygraphy debug reduce (bisect, then linear)", "nodes_before": reduction.nodes_before,
+            "nodes_after": reduction.nodes_after, "builds": reduction.builds,
+            "minutes": round(reduction.seconds / 60, 2), **_settle(settings, failure, tmp)}
+
+
+def _locate(settings: probe.Probe, failure: Failure, departed: dict, tmp: Path, progress: Progress) -> dict:
+    """The departing layer's ONNX nodes, grown downstream until they fail the gate alone, into `tmp`/repro.onnx."""
+    def fails(candidate: Path) -> bool:
+        shutil.rmtree(tmp / "candidate", ignore_errors=True)
+        seen = probe.run(candidate, settings, tmp / "candidate")
+        return seen is not None and seen.same_way(failure)
+
+    found = locate.grow(Path(settings.source), departed["onnx_nodes"], fails, tmp / REPRO, progress.note)
+    shutil.rmtree(tmp / "candidate", ignore_errors=True)
+    return {"method": f"layer {departed['layer']}'s ONNX nodes and {found.rings} rings of their consumers",
+            "nodes_before": found.nodes_before, "nodes_after": found.nodes_after, "builds": found.builds,
+            "minutes": round(found.seconds / 60, 2), **_settle(settings, failure, tmp)}
+
+
+def _settle(settings: probe.Probe, failure: Failure, tmp: Path) -> dict:
+    """The repro in `tmp` built once more for its log and failure, and its inputs saved for repro.py
+    (calibration samples for a quantized build, the check input)."""
     again = probe.run(tmp / REPRO, settings, tmp / "repro-build")
     shutil.copyfile(tmp / "repro-build" / "toolkit.log", tmp / REPRO_LOG)
     model = onnx.load(str(tmp / REPRO), load_external_data=False)
@@ -131,9 +168,7 @@ def _reduce(settings: probe.Probe, failure: Failure, tmp: Path, progress: Progre
     for scratch in ("repro-build", "freeze-inputs.json", "probe.json", "wanted.json", "polygraphy_debug*"):
         for path in tmp.glob(scratch):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-    return {"nodes_before": reduction.nodes_before, "nodes_after": reduction.nodes_after, "builds": reduction.builds,
-            "minutes": round(reduction.seconds / 60, 2), "failure": (again or failure).to_json(),
-            "reproduced": again is not None and again.same_way(failure)}
+    return {"failure": (again or failure).to_json(), "reproduced": again is not None and again.same_way(failure)}
 
 
 def _explain(failure: Failure, whole: StageResult, reduced: StageResult | None, settings: probe.Probe,
@@ -144,10 +179,11 @@ def _explain(failure: Failure, whole: StageResult, reduced: StageResult | None, 
         shutil.copyfile(whole.path / whole.meta["log"], folder / REPRO_LOG)
         repro_failure, reduction, feeds = failure, {"skipped": NOT_REDUCED[failure.kind]}, []
     else:
-        for name in (REPRO, REPRO_LOG, "reduce-bisect.log", "reduce-linear.log"):
+        for name in (REPRO, REPRO_LOG, *(p.name for p in reduced.path.glob("reduce-*.log"))):
             shutil.copyfile(reduced.path / name, folder / name)
         repro_failure = Failure.from_json(reduced.meta["failure"])
-        reduction = {k: reduced.meta[k] for k in ("nodes_before", "nodes_after", "builds", "minutes", "reproduced")}
+        reduction = {k: reduced.meta[k] for k in ("method", "nodes_before", "nodes_after", "builds", "minutes",
+                                                  "reproduced")}
         feeds = sorted((reduced.path / REPRO_DATA).glob("*.npz"), key=lambda p: int(p.stem))
     ops = [n.op_type for n in onnx.load(str(folder / REPRO), load_external_data=False).graph.node]
     log_text = (folder / REPRO_LOG).read_text(errors="replace")

@@ -37,7 +37,7 @@ outputs = rknn.inference(inputs=[feed[n] for n in names], data_format=["nchw"] *
 expected = onnxruntime.InferenceSession("repro.onnx").run(None, feed)
 for got, want in zip(outputs, expected):
     err = np.sqrt(np.mean((got.astype(np.float64) - want) ** 2))
-    print(f"output PSNR against onnxruntime: {{20 * np.log10(np.abs(want).max() / err):.1f}} dB")
+    print(f"output PSNR against onnxruntime: {20 * np.log10(np.abs(want).max() / err):.1f} dB")
 '''
 
 

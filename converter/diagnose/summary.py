@@ -16,13 +16,19 @@ def print_diagnosis(console: Console, diagnosis: dict, folder: Path) -> None:
         return
     where = f" during {failure['phase']}" if failure["phase"] else ""
     say(f"failure: {failure['kind']} ({failure['detail']}){where}: {failure['meaning']}")
+    departed = diagnosis.get("departure")
+    if departed:
+        say(f"first departure from ONNX Runtime: layer #{departed['index']} {departed['layer']} ({departed['op']}; ONNX "
+            f"{', '.join(departed['onnx_nodes'][-3:])}): cosine {departed['cosine']:.4f}, golden cosine "
+            f"{departed['golden_cosine']:.4f}")
+        say(f"  {departed['cause']}: {departed['meaning']}")
     reduction = diagnosis["reduction"]
     if "skipped" in reduction:
         say(f"not reduced: {reduction['skipped']}")
     else:
         say(f"reduced: {reduction['nodes_before']} -> {reduction['nodes_after']} nodes in {reduction['builds']} toolkit "
-            f"builds, {reduction['minutes']:.1f} min; the repro fails as: {diagnosis['repro']['failure']['kind']} "
-            f"({diagnosis['repro']['failure']['detail']})")
+            f"builds, {reduction['minutes']:.1f} min ({reduction['method']}); the repro fails as: "
+            f"{diagnosis['repro']['failure']['kind']} ({diagnosis['repro']['failure']['detail']})")
     known = diagnosis["known"]
     if known:
         say(f"known failure {known['id']}: {known['title']}")
