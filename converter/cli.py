@@ -159,7 +159,8 @@ def lint(model_spec, config_path, trust_pickle, seed, target, resolution, out, p
     sys.exit(1 if result.remaining else 0)
 
 
-@main.command(epilog="Exit status: 0 no failure, 1 a failure was diagnosed, 2 bad input.")
+@main.command(epilog="Exit status: 0 no failure (with --apply: the fixed build passed), 1 a failure was diagnosed "
+                     "(with --apply: and the fixed build failed, or there is no known fix), 2 bad input.")
 @model_options
 @target_options
 @click.option("--dtype", default="auto", show_default=True, metavar="DTYPE",
@@ -175,9 +176,12 @@ def lint(model_spec, config_path, trust_pickle, seed, target, resolution, out, p
 @calib_options
 @pass_options
 @click.option("--rebuild", is_flag=True, help="Ignore stages kept from earlier runs.")
+@click.option("--apply", "apply_fix", is_flag=True,
+              help="When the failure is a known one, run the build with its fix (into the same --out, reusing its "
+                   "stages) and show the result; exit status is then the build's.")
 def diagnose(model_spec, config_path, trust_pickle, seed, target, resolution, out, dtype, min_psnr, budget_s,
              catalogue, schedule, samples, trajectories, weighting, prompts_path, text_encoder_path, passes,
-             enable_passes, skip_passes, attention_tiles, rebuild):
+             enable_passes, skip_passes, attention_tiles, rebuild, apply_fix):
     """Find out why MODEL fails to build for --target, and what fixes it.
 
     Takes the same model, target, dtype and pass options as `build` and runs its stages up to the
@@ -186,13 +190,17 @@ def diagnose(model_spec, config_path, trust_pickle, seed, target, resolution, ou
     out of memory, or accuracy under --min-psnr. A crash, error or hang is reduced with Polygraphy's
     `debug reduce` (bisection, then node by node; every candidate a toolkit build in a child process)
     to the smallest subgraph that fails the same way, which is looked up in the catalogue of known
-    failures: a match names its fix. Writes --out/diagnosis/: diagnosis.json, repro.onnx, repro.py
-    (rknn-toolkit2 alone: ready to report upstream) and the logs.
+    failures: a match names its fix and the build command with it (--apply runs it). An accuracy failure
+    is located with the per-layer report instead: the first layer that departs from ONNX Runtime
+    (a toolkit rewrite, or quantization / float16 noise), and the smallest ring of nodes around it that
+    fails the gate alone. Writes --out/diagnosis/: diagnosis.json, repro.onnx, repro.py (rknn-toolkit2
+    alone: ready to report upstream) and the logs; a failed build's report.html links to it.
     """
     from converter.build.pass_selection import select
     from converter.common.progress import Progress
     from converter.diagnose.diagnosis import DIAGNOSIS_DIR
     from converter.diagnose.diagnosis import diagnose as run_diagnose
+    from converter.diagnose.remedy import remedied
     from converter.diagnose.summary import print_diagnosis
     from targets.known_failures import CATALOGUE
 
@@ -203,8 +211,20 @@ def diagnose(model_spec, config_path, trust_pickle, seed, target, resolution, ou
     names = select(req.chip, passes, tuple(enable_passes), tuple(skip_passes), attention_tiles)
     result = run_diagnose(req, names, Progress(Console(stderr=True, highlight=False)), budget_s,
                           catalogue or CATALOGUE)
-    print_diagnosis(Console(highlight=False, soft_wrap=True), result, req.out / DIAGNOSIS_DIR)
-    sys.exit(0 if result["failure"] is None else 1)
+    console = Console(highlight=False, soft_wrap=True)
+    print_diagnosis(console, result, req.out / DIAGNOSIS_DIR)
+    if result["failure"] is None or result["known"] is None:
+        if apply_fix:
+            console.print("--apply: nothing to apply", markup=False)
+        sys.exit(0 if result["failure"] is None else 1)
+    ctx = click.get_current_context()
+    fixed = remedied({k: v for k, v in ctx.params.items() if k != "rebuild"}, result["known"]["remedy"], req.chip)
+    fixed = {p.name: fixed[p.name] for p in build.params if p.name in fixed}
+    console.print(f"build with the fix: {shlex.join(['rkconvert', 'build', *as_arguments(fixed, build)])}",
+                  markup=False)
+    if not apply_fix:
+        sys.exit(1)
+    ctx.invoke(build, **fixed)  # a build that fails still raises: exit 1 with its error
 
 
 @main.command(epilog=EXIT_CODES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ from conftest import error_lines, rkconvert, tiny_unet
 from converter.common.child_process import Ending
 from converter.diagnose import locate
 from converter.diagnose.failure import Failure, classify
+from converter.diagnose.remedy import remedied
 from targets import known_failures
 
 # The flip crash reduces in ~25 toolkit builds, ~1 min on 2 cores.
@@ -53,7 +55,24 @@ def test_time_projection_crash_is_reduced_to_its_three_nodes_and_matched(flip_cr
     assert diagnosis["known"]["id"] == "flip-sin-cos-slice-concat"
     assert diagnosis["known"]["remedy"] == {"pass": "host_time_projection"}
     assert "fix: graph pass host_time_projection" in result.stdout
+    assert "build with the fix: rkconvert build --model tiny-unet --target rk3588 --out " in result.stdout
     assert not list(out.glob(".diagnosis.tmp-*"))
+    report = json.loads((out / "report.json").read_text())  # the failed build's, now pointing here
+    assert report["status"] == "failed" and report["diagnosis"]["known"] == "flip-sin-cos-slice-concat"
+    assert 'href="diagnosis/diagnosis.json"' in (out / "report.html").read_text()
+
+
+def test_apply_builds_with_the_fix(flip_crash, tmp_path):
+    work, _, out, _ = flip_crash
+    fixed = tmp_path / "flip"
+    shutil.copytree(out, fixed)
+    result = rkconvert("diagnose", "--target", "rk3588", "--model", "tiny-unet", "--skip-pass", "host_time_projection",
+                       "--out", str(fixed), "--apply", cwd=work, timeout=DIAGNOSE_HANG_GUARD_SECONDS)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((fixed / "report.json").read_text())
+    assert report["status"] == "ok" and report["output_psnr_db"] >= 60
+    assert [p["pass"] for p in report["passes"]][0] == "host_time_projection"
+    assert (fixed / report["artifact"]).stat().st_size > 0
 
 
 def test_repro_script_reproduces_with_the_toolkit_alone(flip_crash):
@@ -133,6 +152,23 @@ def test_departure_is_the_first_layer_the_gate_cannot_take():
     rewritten = rows[:2] + [row(2, -50, golden=0.2)] + rows[3:]
     assert locate.cause(locate.departure(rewritten, 40)) == "rewrite" and locate.departure(rewritten, 40)["index"] == 2
     assert locate.departure(rows, 10)["index"] == 4  # none alone fails the gate: the noisiest
+
+
+def test_a_remedy_changes_only_the_options_it_needs():
+    from targets import get_chip
+
+    rk3588 = get_chip("rk3588")
+    base = {"passes": None, "enable_passes": ("simplify",), "skip_passes": ("host_time_projection", "tile_attention"),
+            "dtype": "auto"}
+    assert remedied(base, {"pass": "host_time_projection"}, rk3588)["skip_passes"] == ("tile_attention",)
+    assert remedied(base, {"pass": "simplify"}, rk3588)["enable_passes"] == ("simplify",)
+    assert remedied({**base, "enable_passes": ()}, {"pass": "simplify"}, rk3588)["enable_passes"] == ("simplify",)
+    explicit = {**base, "passes": "simplify,group_norm_as_conv"}
+    assert remedied(explicit, {"pass": "host_time_projection"}, rk3588)["passes"] == \
+        "host_time_projection,simplify,group_norm_as_conv"
+    assert remedied(explicit, {"pass": "split_fused_qkv_projection"}, rk3588)["passes"] == \
+        "simplify,split_fused_qkv_projection,group_norm_as_conv"
+    assert remedied(base, {"dtypes": ["float16", "w8a8"]}, rk3588) == {**base, "dtype": "float16"}
 
 
 def _ending(tmp_path, log: str, **fields) -> Ending:

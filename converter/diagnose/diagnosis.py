@@ -10,6 +10,7 @@ rknn-toolkit2 alone), the repro's toolkit log and Polygraphy's reduction logs.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -31,7 +32,7 @@ from converter.common.progress import Progress
 from converter.diagnose import locate, probe, repro_script
 from converter.diagnose.failure import KINDS, Failure, rules
 from converter.diagnose.reduce import reduce
-from converter.reports.report import write_json
+from converter.reports.report import write_html, write_json
 from targets import known_failures, rknn_backend
 
 DIAGNOSIS_DIR = "diagnosis"
@@ -97,7 +98,21 @@ def diagnose(req: BuildRequest, names: list[str], progress: Progress, budget_s: 
         return diagnosis
 
     _write(req.out / DIAGNOSIS_DIR, fill)
+    _link_from_report(req, failure, diagnosis.get("known"))
     return diagnosis
+
+
+def _link_from_report(req: BuildRequest, failure: Failure | None, known: dict | None) -> None:
+    """A failed build's report.json and report.html point at the diagnosis of its folder."""
+    if not req.report_path.exists():
+        return
+    report = json.loads(req.report_path.read_text())
+    if report.get("status") != "failed":
+        return
+    report["diagnosis"] = {"file": f"{DIAGNOSIS_DIR}/{DIAGNOSIS_FILE}", "failure": failure and failure.describe(),
+                           "known": known and known["id"], "fix": known and known["remedy_text"]}
+    write_json(req.report_path, report)
+    write_html(req.html_path, report)
 
 
 def _write(final: Path, fill) -> None:

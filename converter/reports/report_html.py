@@ -170,6 +170,11 @@ def render(report: dict) -> str:
             value = report[key]
             shown = f"{value:.6g}" if isinstance(value, float) else str(value)
             facts.append((key, html.escape(shown)))
+    diagnosis = report.get("diagnosis")
+    if diagnosis:
+        found = diagnosis["failure"] or "no failure"
+        fix = f"; fix: {diagnosis['fix']}" if diagnosis["fix"] else "; no known fix (repro ready to report)"
+        facts.insert(2, ("diagnosis", f'<a href="{html.escape(diagnosis["file"])}">{html.escape(found + fix)}</a>'))
     summary = "".join(f"<dt>{html.escape(k)}</dt><dd>{v}</dd>" for k, v in facts)
     rows = report.get("layers") or []
     worst = worst_first(rows)
