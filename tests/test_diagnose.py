@@ -9,12 +9,13 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import onnx
 import pytest
 from conftest import error_lines, rkconvert, tiny_unet
 
 from converter.common.child_process import Ending
-from converter.diagnose import locate
+from converter.diagnose import locate, probe
 from converter.diagnose.failure import Failure, classify
 from converter.diagnose.remedy import remedied
 from targets import known_failures
@@ -112,12 +113,19 @@ def test_rk3588_w8a16_is_a_refusal_with_the_dtypes_it_builds(flip_crash):
     assert "fix: build as float16 or w8a8" in result.stdout
 
 
-def test_fused_qkv_accuracy_loss_is_located_at_the_first_fused_matmul_and_matched(flip_crash):
+@pytest.fixture(scope="module")
+def fused_qkv(flip_crash):
+    """The tiny UNet simplified by onnxsim (q/k/v fused) and not split again, diagnosed: (process, build folder)."""
     work, _, _, _ = flip_crash
     out = work / "qkv"
     result = rkconvert("diagnose", "--target", "rk3588", "--model", "tiny-unet", "--enable-pass", "simplify",
                        "--skip-pass", "split_fused_qkv_projection", "--out", str(out), cwd=work,
                        timeout=DIAGNOSE_HANG_GUARD_SECONDS)
+    return result, out
+
+
+def test_fused_qkv_accuracy_loss_is_located_at_the_first_fused_matmul_and_matched(fused_qkv):
+    result, out = fused_qkv
     assert result.returncode == 1, result.stderr
     diagnosis = json.loads((out / "diagnosis" / "diagnosis.json").read_text())
     assert diagnosis["failure"]["kind"] == "accuracy"
@@ -138,6 +146,36 @@ def test_fused_qkv_accuracy_loss_is_located_at_the_first_fused_matmul_and_matche
                          timeout=300)
     psnr = float(re.search(r"output PSNR against onnxruntime: (-?[\d.]+) dB", run.stdout).group(1))
     assert psnr < 40
+
+
+def test_a_livelock_is_ended_by_the_budget_and_classified(fused_qkv, tmp_path):
+    """The toolkit's OpFusing goes round forever on a UNet quantized with QDQ activations (rkconvert refuses
+    such an ONNX as input: the probe gets it directly)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    _, out = fused_qkv
+    source = out / "stages" / "passes" / "model.onnx"
+    feed = {name: np.load(out / "stages" / "reference" / path)
+            for name, path in json.loads((out / "stages" / "reference" / "stage.json").read_text())
+            ["meta"]["samples"][0].items()}
+
+    class OneFeed(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter([feed])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    qdq = tmp_path / "qdq.onnx"
+    quantize_static(str(source), str(qdq), OneFeed(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8, extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    np.savez(tmp_path / "feed.npz", **feed)
+    budget = 20.0
+    failure = probe.run(qdq, probe.Probe("rk3588", "float16", budget, str(qdq), [str(tmp_path / "feed.npz")]),
+                        tmp_path / "run")
+    assert failure.kind == "no_progress" and failure.phase == "build()"
+    assert budget <= failure.seconds < 3 * budget
+    assert failure.last_rule in ("bypass_two_reshape", "unsqueeze_to_4d_transpose", "swap_reshape_transpose_v2")
 
 
 def test_departure_is_the_first_layer_the_gate_cannot_take():

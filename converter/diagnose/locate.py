@@ -90,8 +90,8 @@ class _Graph:
 def extract(source: Path, inputs: list[str], outputs: list[str], out: Path) -> int:
     """The subgraph of `source` from `inputs` to `outputs` into `out`, weights inline; its node count.
     The graph is cut without its weights (a 3.4 GB UNet stays on disk), then the kept ones are read."""
-    model = onnx.load(str(source), load_external_data=False)
-    sub = Extractor(model).extract_model(inputs, outputs)
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(source), load_external_data=False))
+    sub = Extractor(model).extract_model(inputs, outputs)  # needs the value_info of its inputs and outputs
     onnx.load_external_data_for_model(sub, str(source.parent))
     onnx.save(sub, str(out))
     return len(sub.graph.node)
