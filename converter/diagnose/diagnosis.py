@@ -23,7 +23,7 @@ from onnx import TensorProto, helper
 
 from calib_data.dataset_writer import read_samples
 from converter.build.build_dir import BuildDir, StageResult
-from converter.build.pipeline import convert, layer_rows, run_stage, toolkit_inputs
+from converter.build.pipeline import AUTO_LAYER_DUMP_LIMIT, convert, layer_rows, run_stage, toolkit_inputs
 from converter.build.request import BuildRequest
 from converter.build.stages import reference as reference_stage
 from converter.build.stages.rknn import toolkit_config
@@ -32,6 +32,7 @@ from converter.common.progress import Progress
 from converter.diagnose import locate, probe, repro_script
 from converter.diagnose.failure import KINDS, Failure, rules
 from converter.diagnose.reduce import reduce
+from converter.reports.layer_report import estimated_dump_bytes
 from converter.reports.report import write_html, write_json
 from targets import known_failures, rknn_backend
 
@@ -71,9 +72,15 @@ def diagnose(req: BuildRequest, names: list[str], progress: Progress, budget_s: 
                           lambda tmp: _probe_whole(settings, tmp))
         failure = whole.meta["failure"] and Failure.from_json(whole.meta["failure"])
         reduced = departed = None
+        skipped = failure and NOT_REDUCED.get(failure.kind)
         if failure and failure.kind == "accuracy":
-            rknn = convert(req, passes, reference, calib, True, build_dir, progress)
-            departed = locate.departure(layer_rows(req, passes, reference, rknn, build_dir, progress), req.min_psnr)
+            dumps = estimated_dump_bytes(passes.path / passes.meta["onnx"])
+            if dumps > AUTO_LAYER_DUMP_LIMIT:
+                skipped = f"locating it needs every layer dumped, ~{dumps / 2**30:.0f} GiB of text for this graph"
+            else:
+                rknn = convert(req, passes, reference, calib, True, build_dir, progress)
+                departed = locate.departure(layer_rows(req, passes, reference, rknn, build_dir, progress),
+                                            req.min_psnr)
         if departed:
             reduced = run_stage(req, build_dir, progress, "locate",
                                 f"subgraph around layer {departed['layer']} that fails the gate alone",
@@ -94,7 +101,7 @@ def diagnose(req: BuildRequest, names: list[str], progress: Progress, budget_s: 
 
     def fill(folder: Path) -> dict:
         if failure:
-            diagnosis.update(_explain(failure, whole, reduced, settings, known, folder))
+            diagnosis.update(_explain(failure, whole, reduced, skipped, settings, known, folder))
         return diagnosis
 
     _write(req.out / DIAGNOSIS_DIR, fill)
@@ -186,13 +193,13 @@ def _settle(settings: probe.Probe, failure: Failure, tmp: Path) -> dict:
     return {"failure": (again or failure).to_json(), "reproduced": again is not None and again.same_way(failure)}
 
 
-def _explain(failure: Failure, whole: StageResult, reduced: StageResult | None, settings: probe.Probe,
-             known: list, folder: Path) -> dict:
+def _explain(failure: Failure, whole: StageResult, reduced: StageResult | None, skipped: str | None,
+             settings: probe.Probe, known: list, folder: Path) -> dict:
     """Copy the repro into `folder`, match it against the catalogue, write repro.py."""
     if reduced is None:
         onnx.save(_any_graph(), str(folder / REPRO))
         shutil.copyfile(whole.path / whole.meta["log"], folder / REPRO_LOG)
-        repro_failure, reduction, feeds = failure, {"skipped": NOT_REDUCED[failure.kind]}, []
+        repro_failure, reduction, feeds = failure, {"skipped": skipped}, []
     else:
         for name in (REPRO, REPRO_LOG, *(p.name for p in reduced.path.glob("reduce-*.log"))):
             shutil.copyfile(reduced.path / name, folder / name)
