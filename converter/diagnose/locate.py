@@ -21,7 +21,7 @@ from typing import Callable
 import onnx
 from onnx.utils import Extractor
 
-from converter.reports.layer_report import GOLDEN_FAITHFUL_COS, worst_first
+from converter.reports.layer_report import GOLDEN_FAITHFUL_COS, Graph, worst_first
 
 MAX_RINGS = 12
 CAUSES = {
@@ -56,43 +56,32 @@ class Neighbourhood:
     nodes_after: int
     builds: int
     seconds: float
-    reproduced: bool
 
 
-class _Graph:
-    def __init__(self, model: onnx.ModelProto):
-        self.nodes = list(model.graph.node)
-        self.order = {n.name: i for i, n in enumerate(self.nodes)}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for node in self.nodes:
-            for name in node.input:
-                self.consumers.setdefault(name, []).append(node)
-        self.producer = {o: n for n in self.nodes for o in n.output}
-        self.given = {i.name for i in model.graph.initializer} | {o.name for o in model.graph.output}
-
-    def ring(self, names: set[str]) -> set[str]:
-        """`names` and the nodes that consume their outputs."""
-        return names | {c.name for n in self.nodes if n.name in names for o in n.output
-                        for c in self.consumers.get(o, [])}
-
-    def boundary(self, names: set[str]) -> tuple[list[str], list[str]]:
-        """The subgraph's inputs (tensors from outside, constants aside) and outputs (tensors leaving it)."""
-        inside = [n for n in self.nodes if n.name in names]
-        produced = {o for n in inside for o in n.output}
-        inputs = [i for n in inside for i in n.input
-                  if i and i not in produced and i not in self.given
-                  and not (i in self.producer and self.producer[i].op_type == "Constant")]
-        outputs = [o for n in inside for o in n.output
-                   if o in self.given or any(c.name not in names for c in self.consumers.get(o, []))]
-        return list(dict.fromkeys(inputs)), outputs
+def _ring(graph: Graph, names: set[str]) -> set[str]:
+    """`names` and the nodes that consume their outputs."""
+    return names | {c.name for n in graph.model.graph.node if n.name in names for o in n.output
+                    for c in graph.consumers.get(o, [])}
 
 
-def extract(source: Path, inputs: list[str], outputs: list[str], out: Path) -> int:
-    """The subgraph of `source` from `inputs` to `outputs` into `out`, weights inline; its node count.
-    The graph is cut without its weights (a 3.4 GB UNet stays on disk), then the kept ones are read."""
-    model = onnx.shape_inference.infer_shapes(onnx.load(str(source), load_external_data=False))
-    sub = Extractor(model).extract_model(inputs, outputs)  # needs the value_info of its inputs and outputs
-    onnx.load_external_data_for_model(sub, str(source.parent))
+def _boundary(graph: Graph, names: set[str]) -> tuple[list[str], list[str]]:
+    """The subgraph's inputs (tensors from outside, constants aside) and outputs (tensors leaving it)."""
+    given = {i.name for i in graph.model.graph.initializer} | {o.name for o in graph.model.graph.output}
+    inside = [n for n in graph.model.graph.node if n.name in names]
+    produced = {o for n in inside for o in n.output}
+    inputs = [i for n in inside for i in n.input
+              if i and i not in produced and i not in given
+              and not (i in graph.producer and graph.producer[i].op_type == "Constant")]
+    outputs = [o for n in inside for o in n.output
+               if o in given or any(c.name not in names for c in graph.consumers.get(o, []))]
+    return list(dict.fromkeys(inputs)), outputs
+
+
+def _extract(cutter: Extractor, weights_dir: Path, inputs: list[str], outputs: list[str], out: Path) -> int:
+    """The subgraph from `inputs` to `outputs` into `out` with its weights inline; its node count. The
+    graph is cut without weights (a 3.4 GB UNet stays on disk), then the kept ones are read."""
+    sub = cutter.extract_model(inputs, outputs)
+    onnx.load_external_data_for_model(sub, str(weights_dir))
     onnx.save(sub, str(out))
     return len(sub.graph.node)
 
@@ -103,19 +92,20 @@ def grow(source: Path, seed: list[str], fails: Callable[[Path], bool], out: Path
     consume the last one's outputs) whose subgraph `fails` standalone, written to `out`; the largest tried
     is left there when none does within MAX_RINGS."""
     start = time.monotonic()
-    model = onnx.load(str(source), load_external_data=False)
-    graph = _Graph(model)
+    graph = Graph.load(source)
+    # Extractor needs the value_info of every tensor it cuts at: shapes inferred once for all rings.
+    cutter = Extractor(onnx.shape_inference.infer_shapes(graph.model))
     names, builds, nodes, last = set(seed), 0, 0, None
     for rings in range(MAX_RINGS + 1):
         if rings:
-            names = graph.ring(names)
+            names = _ring(graph, names)
         if names == last:
             break  # nothing downstream left to add
         last = set(names)
-        nodes = extract(source, *graph.boundary(names), out)
+        nodes = _extract(cutter, source.parent, *_boundary(graph, names), out)
         builds += 1
         if on_note:
             on_note(f"{rings} rings: {nodes} nodes")
         if fails(out):
-            return Neighbourhood(rings, len(model.graph.node), nodes, builds, round(time.monotonic() - start, 1), True)
-    return Neighbourhood(rings, len(model.graph.node), nodes, builds, round(time.monotonic() - start, 1), False)
+            break
+    return Neighbourhood(rings, len(graph.model.graph.node), nodes, builds, round(time.monotonic() - start, 1))
