@@ -170,7 +170,7 @@ def test_a_livelock_is_ended_by_the_budget_and_classified(fused_qkv, tmp_path):
     quantize_static(str(source), str(qdq), OneFeed(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8, extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
     np.savez(tmp_path / "feed.npz", **feed)
-    budget = 12.0  # the loop is under way by then (it starts within seconds of build())
+    budget = 24.0  # the loop is under way by then (it starts within seconds of build(); twice that on a loaded machine)
     failure = probe.run(qdq, probe.Probe("rk3588", "float16", budget, str(qdq), [str(tmp_path / "feed.npz")]),
                         tmp_path / "run")
     assert failure.kind == "no_progress" and failure.phase == "build()"
