@@ -154,7 +154,7 @@ def lint(model_spec, config_path, trust_pickle, seed, target, resolution, out, p
     req = _request(model_spec, config_path, trust_pickle, seed, target, resolution, out)
     names = select(req.chip, passes, tuple(enable_passes), tuple(skip_passes), attention_tiles)
     exported = export_model(req, BuildDir(req.out), Progress(Console(stderr=True, highlight=False)))
-    result = run_lint(onnx_files.load(exported.path / exported.meta["onnx"]), req.chip, names)
+    result = run_lint(onnx_files.load_lazy(exported.path / exported.meta["onnx"]), req.chip, names)
     print_lint(Console(), result, req.chip, names)
     sys.exit(1 if result.remaining else 0)
 

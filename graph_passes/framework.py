@@ -19,6 +19,10 @@ from typing import Any, Iterable
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx.external_data_helper import uses_external_data
+from onnx_graphsurgeon.ir.tensor import LazyValues
+
+from graph_passes import external_weights
 
 
 @dataclass
@@ -65,7 +69,7 @@ class GraphPass:
         raise NotImplementedError
 
     def run(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport, list[HostProgram]]:
-        graph = gs.import_onnx(self.prepare(model))
+        graph = import_graph(self.prepare(model))
         report = PassReport(self.name)
         host: list[HostProgram] = []
         for match in list(self.find(graph)):
@@ -95,6 +99,27 @@ class GraphPass:
     def rewrite(self, graph: gs.Graph, match: Any, host: list[HostProgram]) -> str:
         raise NotImplementedError
 
+
+
+class _FileValues(LazyValues):
+    """A weight left in its file (graph_passes/external_weights.py), read when a pass asks for its values;
+    exported as the same file reference while nobody did."""
+
+    def load(self) -> np.ndarray:
+        return external_weights.values(self.tensor)
+
+
+def import_graph(model: onnx.ModelProto) -> gs.Graph:
+    """onnx-graphsurgeon's graph of `model`; weights left in their file stay there until read."""
+    graph = gs.import_onnx(model)
+    for tensor in graph.tensors().values():
+        # gs keeps an initializer's TensorProto in LazyValues (private `_values`) and exports it as is;
+        # once read, it exports the values in the graph but would still mark them external.
+        if isinstance(tensor, gs.Constant) and isinstance(tensor._values, LazyValues) \
+                and uses_external_data(tensor._values.tensor):
+            tensor._values = _FileValues(tensor._values.tensor)
+            tensor.data_location = None
+    return graph
 
 
 def only_reader(tensor: gs.Tensor) -> gs.Node | None:

@@ -27,6 +27,7 @@ import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
+from .external_weights import materialize
 from .framework import GraphPass, HostProgram
 
 HOST_INPUT_NAME = "t_emb"
@@ -79,7 +80,7 @@ def _host_model(graph: gs.Graph, match: TimeProjection) -> onnx.ModelProto:
     host.outputs = [tensors[match.boundary.name]]
     host.cleanup(remove_unused_graph_inputs=True).toposort()
     host.outputs[0].name = HOST_INPUT_NAME
-    model = gs.export_onnx(host, do_type_check=False)
+    model = materialize(gs.export_onnx(host, do_type_check=False))  # a program of its own: weights inside
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     source = match.source
     feed = np.zeros([d if isinstance(d, int) else 1 for d in (source.shape or [])], dtype=source.dtype)

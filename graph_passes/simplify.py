@@ -21,6 +21,7 @@ from importlib.metadata import version
 
 import onnx
 
+from .external_weights import materialize
 from .framework import GraphPass, HostProgram, PassReport
 
 
@@ -32,7 +33,9 @@ class Simplify(GraphPass):
 
         report = PassReport(self.name)
         before = len(model.graph.node)
-        simplified, verified = onnxsim.simplify(model, certify=False)
+        whole = onnx.ModelProto()
+        whole.CopyFrom(model)
+        simplified, verified = onnxsim.simplify(materialize(whole), certify=False)  # it folds weights too
         if not verified:
             report.skipped.append("onnxsim could not verify its result; graph left as it was")
             return model, report, []

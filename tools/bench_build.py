@@ -69,16 +69,19 @@ def main() -> int:
     parser.add_argument("--target", default="rk3588")
     parser.add_argument("--enable-pass", action="append", default=[], help="passed on to rkconvert build")
     parser.add_argument("--layer-report", default="off", help="passed on to rkconvert build (default: off)")
+    parser.add_argument("--attention-tiles", default="auto", help="passed on to rkconvert build (default: auto)")
     parser.add_argument("--out", type=Path, default=None, help="build folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None, help="default: bench-results/build-<model>-<res>.json")
     args = parser.parse_args()
-    variant = "".join(f"+{p}" for p in args.enable_pass)
+    variant = "".join(f"+{p}" for p in args.enable_pass) + ("" if args.attention_tiles == "auto" else
+                                                            f"+tiles-{args.attention_tiles}")
     json_path = args.json or Path("bench-results") / f"build-{args.model.replace(':', '-')}-{args.resolution}{variant}.json"
 
     with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
         out = args.out or Path(tmp) / "build"
         run = timed_build(["--target", args.target, "--model", args.model, "--resolution", str(args.resolution),
-                           "--layer-report", args.layer_report, *(f"--enable-pass={p}" for p in args.enable_pass)], out)
+                           "--layer-report", args.layer_report, "--attention-tiles", args.attention_tiles,
+                           *(f"--enable-pass={p}" for p in args.enable_pass)], out)
         report = run["report"]
 
     result = {
@@ -87,6 +90,7 @@ def main() -> int:
         "resolution": args.resolution,
         "target": args.target,
         "enabled_passes": args.enable_pass,
+        "attention_tiles": args.attention_tiles,
         "exit_code": run["exit_code"],
         "wall_seconds": run["wall_seconds"],
         "peak_rss_bytes": run["peak_rss_bytes"],

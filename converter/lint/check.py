@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import onnx
-import onnx_graphsurgeon as gs
 
 from graph_passes import CATALOGUE
+from graph_passes.framework import import_graph
 from targets.chip import Chip
 
 
@@ -52,7 +52,7 @@ def findings(model: onnx.ModelProto, chip: Chip) -> list[Finding]:
     for graph_pass in (CATALOGUE[name] for name in chip.passes):
         if not graph_pass.problem_kind:
             continue
-        graph = gs.import_onnx(graph_pass.prepare(model))
+        graph = import_graph(graph_pass.prepare(model))
         for match in graph_pass.find(graph):
             if graph_pass.check(graph, match) is None:
                 node = graph_pass.where(match)

@@ -49,5 +49,5 @@ def trace(unet, resolution: int, path: Path) -> list[Path]:
         torch.onnx.export(unet, inputs, str(raw), kwargs={"return_dict": False},
                           input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
                           opset_version=OPSET, dynamo=False, do_constant_folding=True)
-        model = onnx_files.load(raw)
-    return onnx_files.save(model, path)
+        # Past 2 GB torch writes a file per weight: streamed into one, never all in memory beside the UNet.
+        return onnx_files.save(onnx_files.load_lazy(raw), path)

@@ -17,6 +17,7 @@ from onnx import helper, numpy_helper
 
 from converter.common.errors import UserError
 from converter.quantization.w8a16 import dequantize
+from graph_passes.external_weights import values
 
 QUANTIZED_OPS = ("QuantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger",
                  "DynamicQuantizeLinear", "MatMulNBits")
@@ -61,7 +62,8 @@ def _refuse(path: Path, node: onnx.NodeProto, why: str) -> None:
 
 
 def fold(model: onnx.ModelProto, path: Path) -> tuple[onnx.ModelProto, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Float32 weights back in place of weight-only DequantizeLinear; returns the int8 weights by name."""
+    """Float32 weights back in place of weight-only DequantizeLinear; returns the int8 weights by name.
+    Weights left in their file (onnx_files.load_lazy) are read only where a DequantizeLinear takes them."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     int8, drop, folded, nodes = {}, set(), [], []
@@ -74,11 +76,11 @@ def fold(model: onnx.ModelProto, path: Path) -> tuple[onnx.ModelProto, dict[str,
         x, scale, zero = (list(node.input) + [""] * 3)[:3]
         if x not in inits:
             _refuse(path, node, "dequantizes an activation, not a weight")
-        q = numpy_helper.to_array(inits[x])
-        s = numpy_helper.to_array(inits[scale]) if scale in inits else None
+        q = values(inits[x])
+        s = values(inits[scale]) if scale in inits else None
         if q.dtype != np.int8 or s is None or s.dtype != np.float32:
             _refuse(path, node, f"{q.dtype} weight with {'no constant' if s is None else s.dtype} scale")
-        if zero and np.any(numpy_helper.to_array(inits[zero])):
+        if zero and np.any(values(inits[zero])):
             _refuse(path, node, "non-zero zero point (asymmetric)")
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1) % q.ndim
         if s.ndim != 1 or s.shape[0] != q.shape[axis] or axis not in (0, 1):

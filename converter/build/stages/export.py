@@ -16,7 +16,7 @@ def run(req: BuildRequest, tmp: Path) -> dict:
     path = tmp / "model.onnx"
     source = req.source
     if source.kind == "onnx":
-        model, int8 = weight_dequantize.fold(onnx_files.load(source.path), source.path)
+        model, int8 = weight_dequantize.fold(onnx_files.load_lazy(source.path), source.path)
         w8a16_layers = len(int8)
         specs = check_unet(model, source.path)
         resolution = specs["sample"][0][-1] * 8

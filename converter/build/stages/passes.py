@@ -11,7 +11,7 @@ from graph_passes import GraphPass
 
 
 def run(export: StageResult, passes: list[GraphPass], tmp: Path) -> dict:
-    model = onnx_files.load(export.path / export.meta["onnx"])
+    model = onnx_files.load_lazy(export.path / export.meta["onnx"])
     reports, programs = [], []
     (tmp / "host").mkdir()
     for graph_pass in passes:
