@@ -22,7 +22,7 @@ import onnx_graphsurgeon as gs
 from onnx.external_data_helper import uses_external_data
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
-from graph_passes import external_weights
+from converter.common import external_weights
 
 
 @dataclass
@@ -102,7 +102,7 @@ class GraphPass:
 
 
 class _FileValues(LazyValues):
-    """A weight left in its file (graph_passes/external_weights.py), read when a pass asks for its values;
+    """A weight left in its file (converter/common/external_weights.py), read when a pass asks for its values;
     exported as the same file reference while nobody did."""
 
     def load(self) -> np.ndarray:

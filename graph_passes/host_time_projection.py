@@ -27,7 +27,7 @@ import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
-from .external_weights import materialize
+from converter.common.external_weights import materialize
 from .framework import GraphPass, HostProgram
 
 HOST_INPUT_NAME = "t_emb"

@@ -21,7 +21,7 @@ from importlib.metadata import version
 
 import onnx
 
-from .external_weights import materialize
+from converter.common.external_weights import materialize
 from .framework import GraphPass, HostProgram, PassReport
 
 

@@ -11,7 +11,7 @@ from converter.build.pass_selection import instances
 from converter.common import onnx_files, onnx_runtime
 from converter.common.errors import UserError
 from converter.models.tracing import trace
-from graph_passes import external_weights
+from converter.common import external_weights
 from targets import get_chip
 from tests.conftest import as_numpy, tiny_unet, unet_inputs
 

@@ -1,6 +1,6 @@
 """Reading and writing ONNX files, with weights in one external-data file once past protobuf's 2 GB.
 
-`load_lazy` leaves external weights in their file (graph_passes/external_weights.py): a stage that
+`load_lazy` leaves external weights in their file (converter/common/external_weights.py): a stage that
 rewrites the graph around them loads and saves a full-size UNet in seconds and a few hundred MB;
 `save` streams them from the file they came from into the new one.
 """
@@ -15,7 +15,7 @@ import onnx
 from onnx.external_data_helper import uses_external_data
 
 from converter.common.errors import UserError
-from graph_passes import external_weights
+from converter.common import external_weights
 
 PROTOBUF_LIMIT = 2**31 - 1
 # Leave room for the graph itself next to the weights.

@@ -17,7 +17,7 @@ from onnx import helper, numpy_helper
 
 from converter.common.errors import UserError
 from converter.quantization.w8a16 import dequantize
-from graph_passes.external_weights import values
+from converter.common.external_weights import values
 
 QUANTIZED_OPS = ("QuantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger",
                  "DynamicQuantizeLinear", "MatMulNBits")
