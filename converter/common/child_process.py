@@ -7,6 +7,7 @@ lines starting with PHASE name the step it is in, so a crash can be placed ("dur
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import signal
@@ -23,6 +24,7 @@ PHASE = "@@rkconvert phase "
 ERROR = "@@rkconvert error "
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 TAIL_LINES = 8
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass
@@ -68,6 +70,12 @@ def last_phase(lines: list[str]) -> str | None:
     return phases[-1] if phases else None
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when rkconvert dies (killed from outside, e.g. by the OOM
+    killer or a matrix executor), so no orphaned toolkit build goes on holding memory and writing files."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 class Child:
     """`python -m module args` running in `cwd`, its output going to `log`."""
 
@@ -77,7 +85,8 @@ class Child:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "wb") as out:
             self.proc = subprocess.Popen([sys.executable, "-u", "-m", module, *args], cwd=cwd, stdout=out,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         preexec_fn=_die_with_parent)
         self._status = None
         self._out_of_time = False
 
