@@ -74,6 +74,9 @@ def _request(model_spec, config_path, trust_pickle, seed, target, resolution, ou
 @click.option("--hybrid-builds", type=click.IntRange(1), default=12, show_default=True,
               help="At most this many toolkit builds in the hybrid search (doubling, then bisection); when they "
                    "run out, the fewest float16 layers found reaching --min-psnr are kept.")
+@click.option("--hybrid-parallel", type=click.IntRange(1), default=1, show_default=True,
+              help="Toolkit builds at once in the hybrid search (each a child process holding the model: mind "
+                   "memory, ~4.4x the float32 weights each). N at once cut its rounds from log2 to log_(N+1).")
 @click.option("--min-layer-cos", type=click.FloatRange(-1, 1), default=None,
               help="Fail the build naming the first layer (execution order) whose output cosine against "
                    "ONNX Runtime is lower. Needs the per-layer report.")
@@ -97,7 +100,7 @@ def _request(model_spec, config_path, trust_pickle, seed, target, resolution, ou
 @pass_options
 @click.option("--rebuild", is_flag=True, help="Ignore stages kept from earlier runs.")
 def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, dtype, min_psnr, hybrid, hybrid_builds,
-          min_layer_cos, layer_report, check_samples, check_inputs, image_check, min_prompt_accuracy, schedule, samples,
+          hybrid_parallel, min_layer_cos, layer_report, check_samples, check_inputs, image_check, min_prompt_accuracy, schedule, samples,
           trajectories, weighting, prompts_path, text_encoder_path, passes, enable_passes, skip_passes, attention_tiles,
           rebuild):
     """Build MODEL into a .rknn for --target and check it against ONNX Runtime.
@@ -115,7 +118,8 @@ def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, 
 
     settings = CalibSettings(schedule, samples, trajectories, weighting, prompts_path, text_encoder_path)
     req = _request(model_spec, config_path, trust_pickle, seed, target, resolution, out, dtype=dtype,
-                   min_psnr=min_psnr, hybrid=hybrid, hybrid_builds=hybrid_builds, min_layer_cos=min_layer_cos,
+                   min_psnr=min_psnr, hybrid=hybrid, hybrid_builds=hybrid_builds, hybrid_parallel=hybrid_parallel,
+                   min_layer_cos=min_layer_cos,
                    layer_report=layer_report, check_samples=check_samples, check_inputs=check_inputs,
                    image_check=image_check, min_prompt_accuracy=min_prompt_accuracy, calib=settings, passes=passes,
                    enable_passes=tuple(enable_passes), skip_passes=tuple(skip_passes), attention_tiles=attention_tiles,
@@ -388,6 +392,49 @@ def verify(bundle, build_dir):
         sys.exit(1)
     click.echo(f"{bundle}: verified, {len(made['files'])} files match manifest.json; {made['target']}, "
                f"rknn-toolkit2 {made['toolkit_version']} (board needs librknnrt {made['librknnrt_version']})")
+
+
+def _option_kinds(command: click.Command) -> dict[str, str]:
+    """A command's options by long name: flag, switch (--x/--no-x), multiple (repeatable) or value."""
+    kinds = {}
+    for param in command.params:
+        if isinstance(param, click.Option):
+            kind = "switch" if param.secondary_opts else "flag" if param.is_flag else \
+                "multiple" if param.multiple else "value"
+            kinds[param.opts[0].removeprefix("--")] = kind
+    return kinds
+
+
+@main.command(epilog="Exit status: 0 every entry built within its gates, 1 some entry did not, 2 bad input "
+                     "(a matrix file that cannot be read).")
+@click.argument("matrix_path", metavar="MATRIX.toml", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder for the entries' build folders, logs/ and summary.json / summary.html "
+                   "(default: build/matrix-<file name>/). Stages found there with unchanged inputs are reused.")
+@click.option("--ray", "ray_address", default=None, metavar="auto|ADDRESS",
+              help="Run each build as a task on a Ray cluster (auto: the one started on this machine with "
+                   "`ray start`; or its HOST:PORT), asking for its estimated memory. --out must be a path every "
+                   "node sees.")
+def matrix(matrix_path, out, ray_address):
+    """Build every entry of MATRIX.toml, each an ordinary `rkconvert build` in its own process and
+    folder (one at a time, or on Ray); then one summary: status, PSNR, size, estimated cost and time.
+    A failed entry (toolkit crash, refusal, accuracy gate) is a row; the others go on.
+
+    \b
+    [defaults]          # build options every entry gets, named as in `build --help`
+    resolution = 64
+    [axes]              # every combination is an entry
+    model = ["sd15:mini", "bk-sdm-tiny:mini"]
+    target = ["rk3588", "rk3576"]
+    dtype = ["float16", "w8a8"]
+    [[entry]]           # more entries, one by one
+    model = "demo"
+    target = "rk3588"
+    """
+    from converter.matrix.command import run_matrix
+
+    rows = run_matrix(matrix_path, out, _option_kinds(build), Console(highlight=False, soft_wrap=True), ray_address)
+    sys.exit(0 if all(r["status"] == "ok" for r in rows) else 1)
 
 
 if __name__ == "__main__":

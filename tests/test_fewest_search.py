@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from converter.quantization.fewest_search import fewest
+from converter.quantization.fewest_search import fewest, fewest_in_rounds
 
 
 @pytest.mark.parametrize("threshold, limit", [(1, 10), (5, 10), (10, 10), (37, 100), (64, 64), (3, 3)])
@@ -28,3 +30,27 @@ def test_a_budget_bounds_the_calls_and_keeps_the_fewest_passing_seen(budget, exp
     result = fewest(100, lambda k: asked.append(k) or k >= 37, budget=budget)
     assert result == expected
     assert len(asked) <= budget and len(asked) == len(set(asked))
+
+
+@pytest.mark.parametrize("width", [2, 3, 4])
+def test_rounds_of_several_find_what_one_at_a_time_finds_in_fewer_rounds(width):
+    for limit in (1, 2, 7, 12, 40, 100):
+        for threshold in list(range(1, limit + 1)) + [None]:
+            def passes(k):
+                return threshold is not None and k >= threshold
+
+            rounds, asked = [], []
+
+            def passes_all(ks):
+                assert 0 < len(ks) <= width and not set(ks) & set(asked)
+                rounds.append(ks)
+                asked.extend(ks)
+                return [passes(k) for k in ks]
+
+            assert fewest_in_rounds(limit, passes_all, width) == fewest(limit, passes) == threshold
+            one_at_a_time = []
+            fewest(limit, lambda k: one_at_a_time.append(k) or passes(k))
+            assert len(rounds) <= len(one_at_a_time)
+            # growth reaches the limit in ceil(log2(limit) / width) + 1 rounds, each bisection round
+            # shrinks the interval (width + 1) times
+            assert len(rounds) <= math.ceil(math.log2(limit) / width) + 1 + math.ceil(math.log(limit, width + 1)) + 1

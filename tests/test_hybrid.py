@@ -54,6 +54,16 @@ def test_hybrid_search_reaches_the_gate_with_the_fewest_float16_layers(tiny_buil
     assert _fp16_layers(report) > _fp16_layers(base)
     assert "kept float16" in result.stdout
 
+    # Two builds at a time (k-ary rounds), everything built again: the same layers kept, the same
+    # PSNR for every count both searches tried (the builds are deterministic).
+    rounds = build("--min-psnr", repr(gate), "--hybrid-builds", "30", "--hybrid-parallel", "2", "--rebuild")
+    assert rounds.returncode == 0, rounds.stderr
+    again = json.loads((work / "w8a8" / "report.json").read_text())
+    assert len(again["float16_layers"]) == kept and again["output_psnr_db"] == report["output_psnr_db"]
+    tried_twice = {t["float16_layers"]: t["psnr_db"] for t in again["hybrid_trials"]}
+    assert all(tried_twice[k] == psnr for k, psnr in trials.items() if k in tried_twice)
+    assert "2 builds at once" in rounds.stderr
+
 
 def test_float16_candidates_skip_rows_whose_error_the_toolkits_float_run_has_too():
     # Rows as the SD 1.5 UNet's w8a8 report had them: a partial sum of a tiled convolution, matched to

@@ -10,8 +10,11 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+
+from rich.console import Console
 
 from converter.build.build_dir import BuildDir, StageResult
 from converter.build.pass_selection import TILE_ATTENTION, instances, select
@@ -27,7 +30,7 @@ from converter.common import memory
 from converter.common.errors import BuildFailed, UserError
 from converter.common.progress import Progress
 from converter.imaging.evaluation import SPEC_FILE, EvalSet, eval_set
-from converter.quantization.fewest_search import fewest
+from converter.quantization.fewest_search import fewest_in_rounds
 from converter.reports.cost import cost
 from converter.reports.layer_report import estimated_dump_bytes, first_below, quantization_suspects
 from converter.reports.report import print_images, print_layers, write_html, write_json
@@ -225,8 +228,8 @@ def _hybrid(req: BuildRequest, passes: StageResult, reference: StageResult, cali
     """The quantized build with the fewest layers kept in float16 that reaches --min-psnr.
 
     Layers go to float16 in the order of the noise they add (per-layer report of the plain build);
-    fewest_search asks for as few builds as it can, at most --hybrid-builds. BuildFailed when none
-    it tried reaches the gate.
+    fewest_search asks for as few builds as it can, at most --hybrid-builds, --hybrid-parallel of them
+    at once. BuildFailed when none it tried reaches the gate.
     """
     if rows is None:
         raise BuildFailed(f"output PSNR is under --min-psnr {req.min_psnr:g} and choosing layers to keep in "
@@ -234,18 +237,26 @@ def _hybrid(req: BuildRequest, passes: StageResult, reference: StageResult, cali
     ranked = quantization_suspects(rows)
     trials: dict[int, tuple[StageResult, float]] = {}
 
-    def reaches_gate(k: int) -> bool:
+    def trial(k: int, shown: Progress) -> None:
         layers = ranked[:k]
-        stage = run_stage(req, build_dir, progress, f"hybrid-{k}", f"{req.dtype} with the {k} noisiest layers in float16",
+        log = build_dir.logs / ("rknn.log" if req.hybrid_parallel == 1 else f"rknn-hybrid-{k}.log")
+        stage = run_stage(req, build_dir, shown, f"hybrid-{k}", f"{req.dtype} with the {k} noisiest layers in float16",
                           {"target": req.chip.name, "dtype": req.dtype, "float16": layers,
                            **rknn_stage.toolkit_config(req)},
                           [passes, reference, calib],
-                          lambda tmp: rknn_stage.run(req, passes, reference, calib, False, build_dir.logs / "rknn.log",
-                                                     progress, tmp, layers))
+                          lambda tmp: rknn_stage.run(req, passes, reference, calib, False, log, shown, tmp, layers))
         trials[k] = (stage, rknn_stage.output_accuracy(passes, reference, stage)["psnr_db"])
-        return trials[k][1] >= req.min_psnr
 
-    k = fewest(len(ranked), reaches_gate, budget=req.hybrid_builds)
+    def reach_gate(ks: list[int]) -> list[bool]:
+        if len(ks) == 1:
+            trial(ks[0], progress)
+        else:  # each build in its own toolkit child; one live line for the round
+            with progress.stage("hybrid", f"{req.dtype} with {', '.join(map(str, ks))} layers in float16, "
+                                          f"{len(ks)} builds at once"), ThreadPoolExecutor(len(ks)) as pool:
+                list(pool.map(lambda k: trial(k, Progress(Console(quiet=True))), ks))
+        return [trials[k][1] >= req.min_psnr for k in ks]
+
+    k = fewest_in_rounds(len(ranked), reach_gate, req.hybrid_parallel, budget=req.hybrid_builds)
     report["hybrid_trials"] = [{"float16_layers": n, "psnr_db": psnr} for n, (_, psnr) in sorted(trials.items())]
     if k is None:
         best, psnr = max(((n, p) for n, (_, p) in trials.items()), key=lambda t: t[1])

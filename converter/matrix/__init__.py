@@ -1,0 +1,1 @@
+"""`rkconvert matrix`: many builds from one file, locally (on Ray: see executors)."""

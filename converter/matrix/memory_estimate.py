@@ -1,0 +1,52 @@
+"""How much memory one matrix entry's build needs, for Ray to place it where it fits (`memory=`).
+
+An estimate from the weights alone: the whole process tree of SD 1.5's build at 512 px for rk3588
+(float16, tiling auto) peaked at 14.97 GB for 3.44 GB of float32 weights (tools/bench_build.py on a
+2-core, 24 GiB machine), 4.35x; it leaves out resolution (activations), dtype (a w8a8 build also
+calibrates) and the hybrid search's extra builds, which run one after another. Tiny models get the
+floor: the interpreter, torch and the toolkit imported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PEAK_PER_WEIGHT_BYTE = 4.4
+FLOOR_BYTES = 2 * 2**30
+FLOAT32 = 4
+
+
+def _preset_weight_bytes(spec: str) -> int:
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from converter.models import presets
+
+    config = {k: v for k, v in presets.preset_config(spec).items() if not k.startswith("_")}
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**config)
+    return FLOAT32 * sum(p.numel() for p in unet.parameters())
+
+
+def _file_bytes(path: Path) -> int:
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path, *path.parent.glob(path.name + ".data")]
+    return sum(p.stat().st_size for p in files if p.is_file())
+
+
+def weight_bytes(model: str, workdir: Path) -> int:
+    """Float32 bytes of the model's weights: a preset's parameters, or the size of its files (a
+    float16 file counts half: a known underestimate)."""
+    from converter.models import presets
+
+    if model == presets.DEMO:
+        from converter.models import demo
+
+        return _file_bytes(demo.PIPELINE / "unet")
+    if model.partition(presets.MINI_SUFFIX)[0] in presets.PRESETS:
+        return _preset_weight_bytes(model)
+    path = workdir / model
+    return _file_bytes(path) if path.exists() else 0
+
+
+def peak_bytes(model: str, workdir: Path) -> int:
+    return max(FLOOR_BYTES, round(PEAK_PER_WEIGHT_BYTE * weight_bytes(model, workdir)))
