@@ -192,5 +192,5 @@ def test_entries_are_the_axes_combinations_then_the_single_ones(tmp_path):
 
 def test_a_missing_matrix_file_is_one_line(tmp_path):
     result = rkconvert("matrix", "nope.toml", cwd=tmp_path)
-    assert result.returncode == 2 and error_lines(result) == [f"rkconvert: error: nope.toml: no such matrix file"]
+    assert result.returncode == 2 and error_lines(result) == ["rkconvert: error: nope.toml: no such matrix file"]
     assert not (tmp_path / "build").exists()

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tools.bench_build import git_commit, machine
+from bench_build import git_commit, machine  # tools/ is on sys.path when a tool runs as a script
 
 MATRIX = """
 [defaults]

@@ -29,7 +29,7 @@ def _preset_weight_bytes(spec: str) -> int:
 
 
 def _file_bytes(path: Path) -> int:
-    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path, *path.parent.glob(path.name + ".data")]
+    files = list(path.rglob("*")) if path.is_dir() else [path, path.with_name(path.name + ".data")]
     return sum(p.stat().st_size for p in files if p.is_file())
 
 

@@ -52,7 +52,7 @@ def _option_name(key: str) -> str:
     return key.replace("_", "-")
 
 
-def _check_value(name: str, kind: str, value) -> str | None:
+def _check_value(kind: str, value) -> str | None:
     """What is wrong with `value` for an option of this kind (flag, switch, multiple, value), or None."""
     if kind == "flag":
         return None if value is True else "expected true (a flag)"
@@ -73,7 +73,7 @@ def _checked(options: dict, where: str, known: dict[str, str], path: Path) -> di
             raise UserError(f"{path}: {where}: '{key}' is the matrix's to set (rkconvert matrix --out)")
         if name not in known:
             raise UserError(f"{path}: {where}: unknown build option '{key}' (see rkconvert build --help)")
-        problem = _check_value(name, known[name], value)
+        problem = _check_value(known[name], value)
         if problem:
             raise UserError(f"{path}: {where}: {key} = {value!r}: {problem}")
         out[name] = value
