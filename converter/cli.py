@@ -77,6 +77,10 @@ def _request(model_spec, config_path, trust_pickle, seed, target, resolution, ou
 @click.option("--hybrid-parallel", type=click.IntRange(1), default=1, show_default=True,
               help="Toolkit builds at once in the hybrid search (each a child process holding the model: mind "
                    "memory, ~4.4x the float32 weights each). N at once cut its rounds from log2 to log_(N+1).")
+@click.option("--ray", "ray_address", default=None, metavar="auto|ADDRESS",
+              help="Run the hybrid search's builds as tasks on this Ray cluster (auto: the one started here with "
+                   "`ray start`), --hybrid-parallel at once, each asking for the plain build's toolkit memory "
+                   "+25%. --out must be a path every node sees.")
 @click.option("--min-layer-cos", type=click.FloatRange(-1, 1), default=None,
               help="Fail the build naming the first layer (execution order) whose output cosine against "
                    "ONNX Runtime is lower. Needs the per-layer report.")
@@ -100,7 +104,7 @@ def _request(model_spec, config_path, trust_pickle, seed, target, resolution, ou
 @pass_options
 @click.option("--rebuild", is_flag=True, help="Ignore stages kept from earlier runs.")
 def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, dtype, min_psnr, hybrid, hybrid_builds,
-          hybrid_parallel, min_layer_cos, layer_report, check_samples, check_inputs, image_check, min_prompt_accuracy, schedule, samples,
+          hybrid_parallel, ray_address, min_layer_cos, layer_report, check_samples, check_inputs, image_check, min_prompt_accuracy, schedule, samples,
           trajectories, weighting, prompts_path, text_encoder_path, passes, enable_passes, skip_passes, attention_tiles,
           rebuild):
     """Build MODEL into a .rknn for --target and check it against ONNX Runtime.
@@ -119,7 +123,7 @@ def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, 
     settings = CalibSettings(schedule, samples, trajectories, weighting, prompts_path, text_encoder_path)
     req = _request(model_spec, config_path, trust_pickle, seed, target, resolution, out, dtype=dtype,
                    min_psnr=min_psnr, hybrid=hybrid, hybrid_builds=hybrid_builds, hybrid_parallel=hybrid_parallel,
-                   min_layer_cos=min_layer_cos,
+                   ray_address=ray_address, min_layer_cos=min_layer_cos,
                    layer_report=layer_report, check_samples=check_samples, check_inputs=check_inputs,
                    image_check=image_check, min_prompt_accuracy=min_prompt_accuracy, calib=settings, passes=passes,
                    enable_passes=tuple(enable_passes), skip_passes=tuple(skip_passes), attention_tiles=attention_tiles,

@@ -20,9 +20,10 @@ from tests.conftest import error_lines, rkconvert
 
 CALIB = ("--samples", "6", "--trajectories", "2")
 # The recorder's UNet and this test's are loaded by two processes: float32 kernels may round a few ULPs
-# apart (tests/conftest.py, SAME_WEIGHTS_*), and the sampler carries that along its steps (1.9e-6 seen
-# at step 19 with both cores busy); another step, branch or prompt differs by whole units.
-TRAJECTORY_RTOL, TRAJECTORY_ATOL = 1e-5, 1e-5
+# apart (tests/conftest.py, SAME_WEIGHTS_*), and the sampler carries that along its steps (2.9e-5 seen on
+# latents up to 26, with both cores busy): compared within this fraction of the tensor's largest value.
+# Another step, branch or prompt differs by whole units.
+TRAJECTORY_TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +59,10 @@ def test_recorded_inputs_are_the_samplers_own_unet_calls(recorded):
             latents, t, states = calls[sample["step"]]
             row = ("uncond", "cond").index(sample["branch"])
             files = dict(zip(stats["inputs"], sample["files"]))
-            np.testing.assert_allclose(np.load(calib / files["sample"]), latents[row:row + 1].numpy(),
-                                       rtol=TRAJECTORY_RTOL, atol=TRAJECTORY_ATOL)
-            np.testing.assert_allclose(np.load(calib / files["encoder_hidden_states"]), states[row:row + 1].numpy(),
-                                       rtol=TRAJECTORY_RTOL, atol=TRAJECTORY_ATOL)
+            for name, ours_value in (("sample", latents[row:row + 1]), ("encoder_hidden_states", states[row:row + 1])):
+                expected = ours_value.numpy()
+                np.testing.assert_allclose(np.load(calib / files[name]), expected, rtol=0,
+                                           atol=TRAJECTORY_TOLERANCE * np.abs(expected).max())
             assert sample["timestep"] == t
             t_emb = onnx_runtime.run(host, {"timestep": np.array([t], np.float32)})["t_emb"]
             np.testing.assert_array_equal(np.load(calib / files["t_emb"]), t_emb)

@@ -114,17 +114,20 @@ def test_partial_sums_of_a_tiled_convolution_are_not_taken_for_it(tmp_path):
     assert row["mapping"] == "exact" and row["cosine"] > 0.9999
 
 
-def test_layer_gate_names_the_first_layer_under_it(tiny_build):
+def test_layer_gate_names_the_first_layer_under_it(tiny_build, tmp_path):
     work, _, out, _ = tiny_build
     rows = _rows(out)
     gate = sorted(r["cosine"] for r in rows if r["mapping"] != "unmapped")[len(rows) // 2]
     first = next(r for r in rows if r["mapping"] != "unmapped" and r["cosine"] < gate)
-    result = rkconvert("build", "--target", "rk3588", "--model", "tiny-unet", "--min-layer-cos", repr(gate), cwd=work)
+    gated = tmp_path / "gated"  # a copy (its stages reused): tests in other files read the build's own folder
+    shutil.copytree(out, gated)
+    result = rkconvert("build", "--target", "rk3588", "--model", "tiny-unet", "--min-layer-cos", repr(gate),
+                       "--out", str(gated), cwd=work)
     assert result.returncode == 1
     (line,) = error_lines(result)
     assert f"layer {first['layer']} ({first['module'] or first['onnx_tensor']})" in line
     assert f"under --min-layer-cos {gate:g}" in line
-    assert not list(out.glob("*.rknn"))
+    assert not list(gated.glob("*.rknn"))
 
 
 def test_compare_pairs_every_layer_of_two_builds(tiny_build, tmp_path):

@@ -101,23 +101,29 @@ def _kill_once(out: Path, stop: threading.Event, killed: list) -> None:
 
 
 @pytest.fixture(scope="module")
-def ray_matrix(local_matrix):
-    """The same matrix on a Ray cluster started on the loopback address, one build killed once on the way."""
-    work, _, _ = local_matrix
+def ray_address():
+    """A Ray cluster of this machine (2 CPUs), started on the loopback address for this module's tests."""
     port = _free_port()
     subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
                     "--object-store-memory=100000000", "--include-dashboard=false", "--disable-usage-stats"],
                    check=True, capture_output=True, timeout=300)
+    yield f"127.0.0.1:{port}"
+    subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def ray_matrix(local_matrix, ray_address):
+    """The same matrix on the Ray cluster, one build killed once on the way."""
+    work, _, _ = local_matrix
     stop, killed = threading.Event(), []
     watcher = threading.Thread(target=_kill_once, args=((work / "ray" / KILLED_ENTRY).resolve(), stop, killed))
     watcher.start()
     try:
-        result = rkconvert("matrix", "release.toml", "--out", str(work / "ray"), "--ray", f"127.0.0.1:{port}",
+        result = rkconvert("matrix", "release.toml", "--out", str(work / "ray"), "--ray", ray_address,
                            cwd=work, timeout=2 * HANG_GUARD_SECONDS)
     finally:
         stop.set()
         watcher.join()
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=300)
     return work, result, json.loads((work / "ray" / "summary.json").read_text()), killed
 
 
@@ -139,6 +145,31 @@ def test_on_ray_the_same_builds_give_the_same_reports_and_a_killed_one_runs_agai
             assert abs(ray_row["output_psnr_db"] - local_row["output_psnr_db"]) < W8A8_PSNR_TOLERANCE_DB
     report = json.loads((work / "ray" / KILLED_ENTRY / "report.json").read_text())
     assert report["status"] == "ok"
+
+
+def test_the_hybrid_search_in_rounds_on_ray_keeps_what_one_at_a_time_keeps(local_matrix, ray_address):
+    """w8a8 under a gate some float16 layers reach: the sequential search here, then rounds of two Ray tasks
+    from an empty folder, on the same build (deterministic: the same PSNR for every count both tried)."""
+    work, _, _ = local_matrix
+
+    def build(out: str, *args: str):
+        return rkconvert("build", "--target", "rk3588", "--model", "tiny-unet", "--dtype", "w8a8", "--samples", "6",
+                         "--trajectories", "2", "--check-samples", "2", "--out", out, *args, cwd=work)
+
+    first = build("seq", "--min-psnr", "99", "--hybrid-builds", "3")  # tries 1, 2 and 4 float16 layers
+    tried = {t["float16_layers"]: t["psnr_db"] for t in json.loads((work / "seq" / "report.json").read_text())
+             ["hybrid_trials"]}
+    assert first.returncode == 1 and sorted(tried) == [1, 2, 4], first.stderr
+    gate = repr(max(tried.values()))
+    one_at_a_time = build("seq", "--min-psnr", gate)
+    in_rounds = build("rounds", "--min-psnr", gate, "--hybrid-parallel", "2", "--ray", ray_address)
+    assert one_at_a_time.returncode == 0 and in_rounds.returncode == 0, in_rounds.stderr
+    seq, rounds = (json.loads((work / out / "report.json").read_text()) for out in ("seq", "rounds"))
+    assert rounds["float16_layers"] == seq["float16_layers"] and rounds["output_psnr_db"] == seq["output_psnr_db"]
+    seq_trials = {t["float16_layers"]: t["psnr_db"] for t in seq["hybrid_trials"]}
+    assert all(seq_trials[t["float16_layers"]] == t["psnr_db"] for t in rounds["hybrid_trials"]
+               if t["float16_layers"] in seq_trials)
+    assert f"2 builds at once on Ray at {ray_address}" in in_rounds.stderr
 
 
 def test_the_summary_keeps_its_numbers_at_80_columns(local_matrix):

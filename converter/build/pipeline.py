@@ -11,6 +11,7 @@ import os
 import resource
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from converter.build.stages import layers as layers_stage
 from converter.build.stages import passes as passes_stage
 from converter.build.stages import reference as reference_stage
 from converter.build.stages import rknn as rknn_stage
-from converter.common import memory
+from converter.common import memory, ray_cluster
 from converter.common.errors import BuildFailed, UserError
 from converter.common.progress import Progress
 from converter.imaging.evaluation import SPEC_FILE, EvalSet, eval_set
@@ -39,6 +40,8 @@ from targets import rknn_backend
 IMAGES_DIR = "images/evaluation"  # `rkconvert generate` writes beside it, into images/
 # --layer-report auto: dump every layer only when the toolkit's text dumps stay under this.
 AUTO_LAYER_DUMP_LIMIT = 2 * 2**30
+# A hybrid trial on Ray asks for the plain build's toolkit peak and this much more (float16 layers).
+TRIAL_MEMORY_MARGIN = 1.25
 
 
 def run_stage(req: BuildRequest, build_dir: BuildDir, progress: Progress, name: str, what: str,
@@ -183,7 +186,8 @@ def _run_stages(req: BuildRequest, names: list[str], evaluation: EvalSet | None,
         report["layers"] = layer_rows(req, passes, reference, rknn, build_dir, progress)
         print_layers(progress.console, report["layers"])
     if req.quantized and req.hybrid and metrics["psnr_db"] < req.min_psnr:
-        rknn = _hybrid(req, passes, reference, calib, report.get("layers"), build_dir, progress, report)
+        rknn = _hybrid(req, passes, reference, calib, report.get("layers"), rknn.meta["peak_rss_bytes"], build_dir,
+                       progress, report)
         metrics = rknn_stage.output_accuracy(passes, reference, rknn)
         report.update(output_psnr_db=metrics["psnr_db"], output_cosine=metrics["cosine"],
                       output_max_abs=metrics["max_abs"], output_mean_abs=metrics["mean_abs"],
@@ -224,7 +228,8 @@ def layer_rows(req: BuildRequest, passes: StageResult, reference: StageResult, r
 
 
 def _hybrid(req: BuildRequest, passes: StageResult, reference: StageResult, calib: StageResult,
-            rows: list[dict] | None, build_dir: BuildDir, progress: Progress, report: dict) -> StageResult:
+            rows: list[dict] | None, toolkit_peak_bytes: int, build_dir: BuildDir, progress: Progress,
+            report: dict) -> StageResult:
     """The quantized build with the fewest layers kept in float16 that reaches --min-psnr.
 
     Layers go to float16 in the order of the noise they add (per-layer report of the plain build);
@@ -236,27 +241,41 @@ def _hybrid(req: BuildRequest, passes: StageResult, reference: StageResult, cali
                           "float16 needs the per-layer report, which this build skipped (--layer-report on)")
     ranked = quantization_suspects(rows)
     trials: dict[int, tuple[StageResult, float]] = {}
+    with ray_cluster.joined(req.ray_address) if req.ray_address else nullcontext() as ray:
+        if ray is not None:  # a trial holds what the plain build's toolkit child held, give or take
+            on_node = ray.remote(num_cpus=1, memory=int(TRIAL_MEMORY_MARGIN * toolkit_peak_bytes))(
+                rknn_stage.run_unattended)
 
-    def trial(k: int, shown: Progress) -> None:
-        layers = ranked[:k]
-        log = build_dir.logs / ("rknn.log" if req.hybrid_parallel == 1 else f"rknn-hybrid-{k}.log")
-        stage = run_stage(req, build_dir, shown, f"hybrid-{k}", f"{req.dtype} with the {k} noisiest layers in float16",
-                          {"target": req.chip.name, "dtype": req.dtype, "float16": layers,
-                           **rknn_stage.toolkit_config(req)},
-                          [passes, reference, calib],
-                          lambda tmp: rknn_stage.run(req, passes, reference, calib, False, log, shown, tmp, layers))
-        trials[k] = (stage, rknn_stage.output_accuracy(passes, reference, stage)["psnr_db"])
+        def produce(k: int, shown: Progress, tmp: Path) -> dict:
+            layers = ranked[:k]
+            log = build_dir.logs / ("rknn.log" if req.hybrid_parallel == 1 else f"rknn-hybrid-{k}.log")
+            if ray is None:
+                return rknn_stage.run(req, passes, reference, calib, False, log, shown, tmp, layers)
+            here = [replace(s, path=s.path.resolve()) if s else None for s in (passes, reference, calib)]
+            try:  # paths as every node sees them, not relative to this process's folder
+                return ray.get(on_node.remote(req, *here, log.resolve(), tmp.resolve(), layers))
+            except ray.exceptions.RayTaskError as e:  # the toolkit failing there fails the build as here
+                raise e.cause if isinstance(e.cause, BuildFailed) else BuildFailed(
+                    f"hybrid trial with {k} float16 layers on Ray: {e.cause!r}") from None
 
-    def reach_gate(ks: list[int]) -> list[bool]:
-        if len(ks) == 1:
-            trial(ks[0], progress)
-        else:  # each build in its own toolkit child; one live line for the round
-            with progress.stage("hybrid", f"{req.dtype} with {', '.join(map(str, ks))} layers in float16, "
-                                          f"{len(ks)} builds at once"), ThreadPoolExecutor(len(ks)) as pool:
-                list(pool.map(lambda k: trial(k, Progress(Console(quiet=True))), ks))
-        return [trials[k][1] >= req.min_psnr for k in ks]
+        def trial(k: int, shown: Progress) -> None:
+            stage = run_stage(req, build_dir, shown, f"hybrid-{k}", f"{req.dtype} with the {k} noisiest layers in "
+                              "float16", {"target": req.chip.name, "dtype": req.dtype, "float16": ranked[:k],
+                                          **rknn_stage.toolkit_config(req)},
+                              [passes, reference, calib], lambda tmp: produce(k, shown, tmp))
+            trials[k] = (stage, rknn_stage.output_accuracy(passes, reference, stage)["psnr_db"])
 
-    k = fewest_in_rounds(len(ranked), reach_gate, req.hybrid_parallel, budget=req.hybrid_builds)
+        def reach_gate(ks: list[int]) -> list[bool]:
+            if len(ks) == 1:
+                trial(ks[0], progress)
+            else:  # each build in its own toolkit child (or Ray task); one live line for the round
+                where = f" on Ray at {req.ray_address}" if ray is not None else ""
+                with progress.stage("hybrid", f"{req.dtype} with {', '.join(map(str, ks))} layers in float16, "
+                                              f"{len(ks)} builds at once{where}"), ThreadPoolExecutor(len(ks)) as pool:
+                    list(pool.map(lambda k: trial(k, Progress(Console(quiet=True))), ks))
+            return [trials[k][1] >= req.min_psnr for k in ks]
+
+        k = fewest_in_rounds(len(ranked), reach_gate, req.hybrid_parallel, budget=req.hybrid_builds)
     report["hybrid_trials"] = [{"float16_layers": n, "psnr_db": psnr} for n, (_, psnr) in sorted(trials.items())]
     if k is None:
         best, psnr = max(((n, p) for n, (_, p) in trials.items()), key=lambda t: t[1])

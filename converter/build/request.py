@@ -48,6 +48,7 @@ class BuildRequest:
     hybrid: bool = True  # quantized builds under --min-psnr keep their noisiest layers in float16
     hybrid_builds: int = 12  # at most this many toolkit builds in the hybrid search
     hybrid_parallel: int = 1  # that many of them at once (rounds of a k-ary search)
+    ray_address: str | None = None  # hybrid trials as tasks on this Ray cluster
     check_inputs: str = "auto"  # auto: gaussian for float16, trajectories when activations are quantized
     seed: int = 0
     passes: str | None = None  # explicit "a,b,c", replacing the target's list

@@ -12,12 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterator
 
-from converter.common.errors import UserError
+from converter.common import ray_cluster
 from converter.matrix.entry_run import Outcome, run_entry
 from converter.matrix.memory_estimate import peak_bytes
 from converter.matrix.spec import Entry
-
-RAY_HINT = "install it on this machine and every node: pip install 'ray[default]==2.60.0' (README: Ray)"
 
 
 def run_local(entries: list[Entry], workdir: Path, out: Path,
@@ -39,24 +37,10 @@ def build_on_node(name: str, options: dict, workdir: str, out: str) -> dict:
     return outcome.to_json()
 
 
-def connect(address: str):
-    try:
-        import ray
-    except ImportError:
-        raise UserError(f"--ray needs Ray: {RAY_HINT}") from None
-    try:
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-    except (ConnectionError, ValueError, RuntimeError) as e:
-        raise UserError(f"--ray {address}: no Ray cluster to join ({str(e).splitlines()[0]}); start one with "
-                        "`ray start --head` or give its address") from None
-    return ray
-
-
 def run_ray(entries: list[Entry], workdir: Path, out: Path, address: str,
             on_start: Callable[[Entry], None]) -> Iterator[Outcome]:
     """Outcomes as builds finish (not in entry order)."""
-    ray = connect(address)
-    try:
+    with ray_cluster.joined(address) as ray:
         task = ray.remote(max_retries=1, retry_exceptions=[BuildKilled])(build_on_node)
         pending = {}
         for entry in entries:
@@ -72,5 +56,3 @@ def run_ray(entries: list[Entry], workdir: Path, out: Path, address: str,
             except ray.exceptions.RayError as e:  # killed twice, or its worker lost twice
                 cause = str(e).strip().splitlines()[-1]
                 yield Outcome(entry.name, "killed", -1, 0.0, f"killed on both tries ({cause})", None)
-    finally:
-        ray.shutdown()

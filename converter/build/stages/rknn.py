@@ -56,6 +56,15 @@ def run(req: BuildRequest, passes: StageResult, reference: StageResult, calib: S
     }
 
 
+def run_unattended(req: BuildRequest, passes: StageResult, reference: StageResult, calib: StageResult | None,
+                   log: Path, tmp: Path, float16_layers: list[str]) -> dict:
+    """`run` without a terminal and without dumps: a hybrid trial as a Ray task's body, on any node that
+    sees the build folder."""
+    from rich.console import Console
+
+    return run(req, passes, reference, calib, False, log, Progress(Console(quiet=True)), tmp, float16_layers)
+
+
 def file_facts(rknn: StageResult) -> dict:
     """What the built .rknn declares about itself (a corrupt file fails here, before delivery)."""
     return rknn_file.read(rknn.path / rknn.meta["rknn"]).to_json()
