@@ -23,7 +23,8 @@ from onnx import TensorProto, helper
 
 from calib_data.dataset_writer import read_samples
 from converter.build.build_dir import BuildDir, StageResult
-from converter.build.pipeline import AUTO_LAYER_DUMP_LIMIT, convert, layer_rows, run_stage, toolkit_inputs
+from converter.build.pipeline import AUTO_LAYER_DUMP_LIMIT, convert, layer_rows, toolkit_inputs
+from converter.build.stage_run import run_stage
 from converter.build.request import BuildRequest
 from converter.build.stages import reference as reference_stage
 from converter.build.stages.rknn import toolkit_config
