@@ -100,7 +100,6 @@ class GraphPass:
         raise NotImplementedError
 
 
-
 class _FileValues(LazyValues):
     """A weight left in its file (converter/common/external_weights.py), read when a pass asks for its values;
     exported as the same file reference while nobody did."""

@@ -53,15 +53,26 @@ def anchor(model: onnx.ModelProto, base_dir: Path) -> None:
                     entry.value = str((base_dir / entry.value).resolve())
 
 
-def read_bytes(tensor: onnx.TensorProto) -> bytes:
+def chunks(tensor: onnx.TensorProto, size: int = 64 * 2**20) -> Iterator[bytes]:
+    """An external tensor's bytes from its file, at most `size` at a time (OSError if the file is short)."""
     path, offset, length = place(tensor)
     with open(path, "rb") as f:
         f.seek(offset)
-        data = f.read() if length is None else f.read(length)
-    if length is not None and len(data) != length:
-        raise OSError(f"{path}: {tensor.name} needs bytes {offset}..{offset + length}, the file ends at "
-                      f"{offset + len(data)}")
-    return data
+        left = length
+        while left is None or left:
+            chunk = f.read(size if left is None else min(left, size))
+            if not chunk:
+                if left:
+                    raise OSError(f"{path}: {tensor.name} needs bytes {offset}..{offset + length}, the file "
+                                  "is shorter")
+                return
+            yield chunk
+            if left is not None:
+                left -= len(chunk)
+
+
+def read_bytes(tensor: onnx.TensorProto) -> bytes:
+    return b"".join(chunks(tensor))
 
 
 def _inline(tensor: onnx.TensorProto) -> onnx.TensorProto:

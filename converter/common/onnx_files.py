@@ -8,7 +8,6 @@ rewrites the graph around them loads and saves a full-size UNet in seconds and a
 from __future__ import annotations
 
 import itertools
-import shutil
 from pathlib import Path
 
 import onnx
@@ -21,7 +20,6 @@ PROTOBUF_LIMIT = 2**31 - 1
 # Leave room for the graph itself next to the weights.
 EXTERNAL_DATA_ABOVE = PROTOBUF_LIMIT - 64 * 2**20
 EXTERNAL_MIN_BYTES = 1024  # smaller tensors (shapes, scalars) stay in the graph, where passes read them
-COPY_CHUNK = 64 * 2**20
 
 
 def weight_bytes(model: onnx.ModelProto) -> int:
@@ -54,7 +52,8 @@ def save(model: onnx.ModelProto, path: Path) -> list[Path]:
         for tensor in model.graph.initializer:
             offset = out.tell()
             if uses_external_data(tensor):
-                _copy_range(tensor, out)
+                for chunk in external_weights.chunks(tensor):  # file to file, never the whole weight
+                    out.write(chunk)
             elif tensor.HasField("raw_data") and len(tensor.raw_data) >= EXTERNAL_MIN_BYTES:
                 out.write(tensor.raw_data)
                 tensor.ClearField("raw_data")
@@ -71,22 +70,6 @@ def _point_to(tensor: onnx.TensorProto, location: str, offset: int, length: int)
         entry = tensor.external_data.add()
         entry.key, entry.value = key, value
     tensor.data_location = onnx.TensorProto.EXTERNAL
-
-
-def _copy_range(tensor: onnx.TensorProto, out) -> None:
-    source, offset, length = external_weights.place(tensor)
-    with open(source, "rb") as f:
-        f.seek(offset)
-        if length is None:
-            shutil.copyfileobj(f, out, COPY_CHUNK)
-            return
-        left = length
-        while left:
-            chunk = f.read(min(left, COPY_CHUNK))
-            if not chunk:
-                raise OSError(f"{source}: {tensor.name} needs bytes {offset}..{offset + length}, the file is shorter")
-            out.write(chunk)
-            left -= len(chunk)
 
 
 def load(path: Path, with_weights: bool = True) -> onnx.ModelProto:

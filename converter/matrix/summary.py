@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from pathlib import Path
 
 from rich import box
@@ -12,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from converter.matrix.entry_run import Outcome
+from converter.reports.report import write_json, write_text
 
 SUMMARY_JSON, SUMMARY_HTML = "summary.json", "summary.html"
 
@@ -33,6 +33,13 @@ def _num(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _figures(r: dict) -> list[str]:
+    """PSNR dB, MiB, estimated M cycles, estimated ms, seconds: as the table and the page show them."""
+    return [_num(r["output_psnr_db"], ".1f"), _num(r["artifact_bytes"] and r["artifact_bytes"] / 2**20, ".1f"),
+            _num(r["estimated_cycles"] and r["estimated_cycles"] / 1e6, ".2f"),
+            _num(r["estimated_ms_per_step"], ".2f"), _num(r["seconds"], ".0f")]
+
+
 def print_summary(console: Console, rows: list[dict]) -> None:
     """Numbers never wrap or shrink; the entry name takes what width is left, folded."""
     table = Table(title="Matrix (est. cost: the toolkit's cycle table, attention left out, ms at the NPU clock "
@@ -41,10 +48,7 @@ def print_summary(console: Console, rows: list[dict]) -> None:
     for heading in ("status", "PSNR dB", "MiB", "est. Mcyc", "est. ms", "time s"):
         table.add_column(heading, no_wrap=True, min_width=len(heading))
     for r in rows:
-        table.add_row(r["entry"], r["status"], _num(r["output_psnr_db"], ".1f"),
-                      _num(r["artifact_bytes"] and r["artifact_bytes"] / 2**20, ".1f"),
-                      _num(r["estimated_cycles"] and r["estimated_cycles"] / 1e6, ".2f"),
-                      _num(r["estimated_ms_per_step"], ".2f"), _num(r["seconds"], ".0f"))
+        table.add_row(r["entry"], r["status"], *_figures(r))
     console.print(table)
     for r in rows:
         if r["error"]:
@@ -55,8 +59,8 @@ def write(out: Path, matrix: Path, rows: list[dict], executor: str) -> None:
     """summary.json and summary.html in `out` (temp names, then renamed)."""
     counts = {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})}
     data = {"matrix": str(matrix.resolve()), "executor": executor, "counts": counts, "entries": rows}
-    _write(out / SUMMARY_JSON, json.dumps(data, indent=1) + "\n")
-    _write(out / SUMMARY_HTML, _html(data))
+    write_json(out / SUMMARY_JSON, data)  # a PSNR of inf (outputs identical) as null: still JSON
+    write_text(out / SUMMARY_HTML, _html(data))
 
 
 def _html(data: dict) -> str:
@@ -66,10 +70,7 @@ def _html(data: dict) -> str:
     for r in data["entries"]:
         name = html.escape(r["entry"])
         link = f'<a href="{html.escape(r["report"])}">{name}</a>' if r["report"] else name
-        cells = [link, html.escape(r["status"]), _num(r["output_psnr_db"], ".1f"),
-                 _num(r["artifact_bytes"] and r["artifact_bytes"] / 2**20, ".1f"),
-                 _num(r["estimated_cycles"] and r["estimated_cycles"] / 1e6, ".2f"),
-                 _num(r["estimated_ms_per_step"], ".2f"), _num(r["seconds"], ".0f"), html.escape(r["error"] or "")]
+        cells = [link, html.escape(r["status"]), *_figures(r), html.escape(r["error"] or "")]
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return (f"<!doctype html><meta charset=utf-8><title>rkconvert matrix</title>"
             f"<h1>{html.escape(Path(data['matrix']).name)}</h1><p>{html.escape(json.dumps(data['counts']))}; "
@@ -77,8 +78,3 @@ def _html(data: dict) -> str:
             f"out, in ms at the NPU clock where rkconvert knows it; not a board measurement.</p>"
             f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>\n")
 
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -30,18 +30,19 @@ def _finite(value):
     return value
 
 
-def _write(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
+    """`text` into `path` under a temp name, then renamed: never a half-written file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     tmp.rename(path)
 
 
 def write_json(path: Path, data: dict) -> None:
-    _write(path, json.dumps(_finite(data), indent=2) + "\n")
+    write_text(path, json.dumps(_finite(data), indent=2) + "\n")
 
 
 def write_html(path: Path, report: dict) -> None:
-    _write(path, render(report))
+    write_text(path, render(report))
 
 
 def _num(value, fmt: str) -> str:
