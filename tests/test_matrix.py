@@ -225,3 +225,15 @@ def test_a_missing_matrix_file_is_one_line(tmp_path):
     result = rkconvert("matrix", "nope.toml", cwd=tmp_path)
     assert result.returncode == 2 and error_lines(result) == ["rkconvert: error: nope.toml: no such matrix file"]
     assert not (tmp_path / "build").exists()
+
+
+def test_a_refused_entry_does_not_show_an_earlier_runs_report(tmp_path):
+    (tmp_path / "m.toml").write_text("[[entry]]\nname = 'gone'\nmodel = 'no-such-unet'\ntarget = 'rk3588'\n")
+    earlier = tmp_path / "out" / "gone"
+    earlier.mkdir(parents=True)
+    (earlier / "report.json").write_text(json.dumps({"status": "ok", "output_psnr_db": 70.0}))
+    result = rkconvert("matrix", "m.toml", "--out", "out", cwd=tmp_path)
+    assert result.returncode == 1
+    (row,) = json.loads((tmp_path / "out" / "summary.json").read_text())["entries"]
+    assert row["status"] == "bad input" and "no-such-unet" in row["error"]
+    assert row["output_psnr_db"] is None and row["report"] is None

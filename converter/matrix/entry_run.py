@@ -42,7 +42,7 @@ def run_entry(entry: Entry, workdir: Path, out: Path) -> Outcome:
     folder, log = out / entry.name, out / "logs" / f"{entry.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "converter.cli", "build", *entry.arguments(), "--out", str(folder.resolve())]
-    start = time.monotonic()
+    start, started_at = time.monotonic(), time.time()
     with open(log, "w") as f:
         f.write(" ".join(command) + "\n\n")
         f.flush()
@@ -50,7 +50,9 @@ def run_entry(entry: Entry, workdir: Path, out: Path) -> Outcome:
                               stdin=subprocess.DEVNULL).returncode
     seconds = round(time.monotonic() - start, 1)
     report_path = folder / "report.json"
-    report = json.loads(report_path.read_text()) if report_path.is_file() else None
+    # Only this run's report: a build refused as bad input, or killed, leaves an earlier run's in place.
+    fresh = report_path.is_file() and report_path.stat().st_mtime >= started_at
+    report = json.loads(report_path.read_text()) if fresh else None
     errors = [line[len(ERROR_PREFIX):] for line in log.read_text(errors="replace").splitlines()
               if line.startswith(ERROR_PREFIX)]
     error = errors[-1] if errors else (f"ended by signal {-code}" if code < 0 else None)
