@@ -13,7 +13,7 @@ from converter.common.errors import UserError
 from converter.models.tracing import trace
 from converter.common import external_weights
 from targets import get_chip
-from tests.conftest import as_numpy, tiny_unet, unet_inputs
+from tests.conftest import SAME_WEIGHTS_ATOL, SAME_WEIGHTS_RTOL, as_numpy, tiny_unet, unet_inputs
 
 # Every pass that reads weight values (host program, GroupNorm scale/bias, padded convolutions) and the
 # attention tiling, on a tiny UNet whose every weight of 1 KB or more is external (at 32 px: a 2x2 stage,
@@ -65,8 +65,11 @@ def test_passes_over_lazy_weights_give_the_graph_and_weights_of_the_whole_model(
     feed.update(host)
     out = onnx_runtime.run(onnx_runtime.session(tmp_path / "model.onnx"), feed)
     assert out.keys() == {"out_sample"}
-    np.testing.assert_array_equal(out["out_sample"],
-                                  onnx_runtime.run(onnx_runtime.session(tmp_path / "whole.onnx"), feed)["out_sample"])
+    # Same graph and bit-identical weights (asserted above), loaded by two paths (external file vs inline):
+    # kernels may round a few ULPs apart, as for any differently loaded tensors (tests/conftest.py).
+    np.testing.assert_allclose(out["out_sample"],
+                               onnx_runtime.run(onnx_runtime.session(tmp_path / "whole.onnx"), feed)["out_sample"],
+                               rtol=SAME_WEIGHTS_RTOL, atol=SAME_WEIGHTS_ATOL)
 
 
 def test_values_reads_one_weight_and_leaves_the_model_as_it_was(external):
