@@ -237,3 +237,13 @@ def test_a_refused_entry_does_not_show_an_earlier_runs_report(tmp_path):
     (row,) = json.loads((tmp_path / "out" / "summary.json").read_text())["entries"]
     assert row["status"] == "bad input" and "no-such-unet" in row["error"]
     assert row["output_psnr_db"] is None and row["report"] is None
+
+
+def test_a_ray_address_nobody_answers_at_is_one_line_and_writes_nothing(tmp_path):
+    (tmp_path / "m.toml").write_text("[[entry]]\nmodel = 'sd15:mini'\ntarget = 'rk3588'\n")
+    address = f"127.0.0.1:{_free_port()}"
+    result = rkconvert("matrix", "m.toml", "--ray", address, cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = error_lines(result)
+    assert line.startswith(f"rkconvert: error: --ray {address}: no Ray cluster answers there")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.toml"]

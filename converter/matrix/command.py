@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from converter.common import ray_cluster
 from converter.common.errors import UserError
 from converter.matrix import spec, summary
 from converter.matrix.entry_run import Outcome
@@ -29,6 +30,8 @@ def run_matrix(matrix: Path, out: Path | None, known: dict[str, str], console: C
     if not matrix.is_file():
         raise UserError(f"{matrix}: no such matrix file")
     entries = spec.load(matrix, known)
+    if ray_address:
+        ray_cluster.check_reachable(ray_address)  # before anything is written
     out = (out or default_out(matrix)).resolve()
     out.mkdir(parents=True, exist_ok=True)
     where = f"as Ray tasks on {ray_address}" if ray_address else "one at a time, here"
