@@ -81,6 +81,11 @@ def _request(model_spec, config_path, trust_pickle, seed, target, resolution, ou
               help="Run the hybrid search's builds as tasks on this Ray cluster (auto: the one started here with "
                    "`ray start`), --hybrid-parallel at once, each asking for the plain build's toolkit memory "
                    "+25%. --out must be a path every node sees.")
+@click.option("--parts", type=click.IntRange(1, 8), default=1, show_default=True,
+              help="Build the graph as N .rknn files run one after another, each a consecutive piece with about "
+                   "1/N of the weights, cut where the fewest activations cross: the toolkit builds one piece at a "
+                   "time and holds about 1/N of the memory (SD 1.5 at 512 px: one build peaks at 14.5 GB, 2 parts "
+                   "at under 9). float16 only; generate and release take whole builds for now.")
 @click.option("--min-layer-cos", type=click.FloatRange(-1, 1), default=None,
               help="Fail the build naming the first layer (execution order) whose output cosine against "
                    "ONNX Runtime is lower. Needs the per-layer report.")
@@ -104,7 +109,7 @@ def _request(model_spec, config_path, trust_pickle, seed, target, resolution, ou
 @pass_options
 @click.option("--rebuild", is_flag=True, help="Ignore stages kept from earlier runs.")
 def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, dtype, min_psnr, hybrid, hybrid_builds,
-          hybrid_parallel, ray_address, min_layer_cos, layer_report, check_samples, check_inputs, image_check, min_prompt_accuracy, schedule, samples,
+          hybrid_parallel, ray_address, parts, min_layer_cos, layer_report, check_samples, check_inputs, image_check, min_prompt_accuracy, schedule, samples,
           trajectories, weighting, prompts_path, text_encoder_path, passes, enable_passes, skip_passes, attention_tiles,
           rebuild):
     """Build MODEL into a .rknn for --target and check it against ONNX Runtime.
@@ -123,7 +128,7 @@ def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, 
     settings = CalibSettings(schedule, samples, trajectories, weighting, prompts_path, text_encoder_path)
     req = _request(model_spec, config_path, trust_pickle, seed, target, resolution, out, dtype=dtype,
                    min_psnr=min_psnr, hybrid=hybrid, hybrid_builds=hybrid_builds, hybrid_parallel=hybrid_parallel,
-                   ray_address=ray_address, min_layer_cos=min_layer_cos,
+                   ray_address=ray_address, parts=parts, min_layer_cos=min_layer_cos,
                    layer_report=layer_report, check_samples=check_samples, check_inputs=check_inputs,
                    image_check=image_check, min_prompt_accuracy=min_prompt_accuracy, calib=settings, passes=passes,
                    enable_passes=tuple(enable_passes), skip_passes=tuple(skip_passes), attention_tiles=attention_tiles,

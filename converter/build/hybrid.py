@@ -25,8 +25,8 @@ from converter.reports.layer_report import quantization_suspects
 TRIAL_MEMORY_MARGIN = 1.25
 
 
-def fewest_float16(req: BuildRequest, passes: StageResult, reference: StageResult, calib: StageResult,
-                   rows: list[dict] | None, toolkit_peak_bytes: int, build_dir: BuildDir, progress: Progress,
+def fewest_float16(req: BuildRequest, passes: StageResult, split: StageResult | None, reference: StageResult,
+                   calib: StageResult, rows: list[dict] | None, toolkit_peak_bytes: int, build_dir: BuildDir, progress: Progress,
                    report: dict) -> StageResult:
     """The quantized build with the fewest layers kept in float16 that reaches --min-psnr.
 
@@ -48,8 +48,8 @@ def fewest_float16(req: BuildRequest, passes: StageResult, reference: StageResul
             layers = ranked[:k]
             log = build_dir.logs / ("rknn.log" if req.hybrid_parallel == 1 else f"rknn-hybrid-{k}.log")
             if ray is None:
-                return rknn_stage.run(req, passes, reference, calib, False, log, shown, tmp, layers)
-            here = [replace(s, path=s.path.resolve()) if s else None for s in (passes, reference, calib)]
+                return rknn_stage.run(req, passes, split, reference, calib, False, log, shown, tmp, layers)
+            here = [replace(s, path=s.path.resolve()) if s else None for s in (passes, split, reference, calib)]
             try:  # paths as every node sees them, not relative to this process's folder
                 return ray.get(on_node.remote(req, *here, log.resolve(), tmp.resolve(), layers))
             except ray.exceptions.RayTaskError as e:  # the toolkit failing there fails the build as here
@@ -60,7 +60,8 @@ def fewest_float16(req: BuildRequest, passes: StageResult, reference: StageResul
             stage = run_stage(req, build_dir, shown, f"hybrid-{k}", f"{req.dtype} with the {k} noisiest layers in "
                               "float16", {"target": req.chip.name, "dtype": req.dtype, "float16": ranked[:k],
                                           **rknn_stage.toolkit_config(req)},
-                              [passes, reference, calib], lambda tmp: produce(k, shown, tmp))
+                              [passes, reference, calib] + ([split] if split else []),
+                              lambda tmp: produce(k, shown, tmp))
             trials[k] = (stage, rknn_stage.output_accuracy(passes, reference, stage)["psnr_db"])
 
         def reach_gate(ks: list[int]) -> list[bool]:

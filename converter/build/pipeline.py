@@ -25,6 +25,7 @@ from converter.build.stages import layers as layers_stage
 from converter.build.stages import passes as passes_stage
 from converter.build.stages import reference as reference_stage
 from converter.build.stages import rknn as rknn_stage
+from converter.build.stages import split as split_stage
 from converter.common.errors import BuildFailed, UserError
 from converter.common.progress import Progress
 from converter.imaging.evaluation import SPEC_FILE, EvalSet, eval_set
@@ -46,10 +47,11 @@ def build(req: BuildRequest, progress: Progress) -> dict:
     """
     names = select(req.chip, req.passes, req.enable_passes, req.skip_passes, req.attention_tiles)
     check_dtype(req)
+    _check_parts(req)
     evaluation = _evaluation(req)
     created = _first_missing(req.out)
     req.out.mkdir(parents=True, exist_ok=True)
-    for stale in (req.artifact, req.report_path, req.html_path):
+    for stale in (req.artifact, *req.out.glob(f"{req.artifact.stem}.part*.rknn"), req.report_path, req.html_path):
         stale.unlink(missing_ok=True)
     report = {"status": "failed", "target": req.chip.name, "model": req.source.spec, "dtype": req.dtype,
               "toolkit_version": rknn_backend.toolkit_version(), "min_psnr": req.min_psnr,
@@ -72,9 +74,23 @@ def build(req: BuildRequest, progress: Progress) -> dict:
     return report
 
 
+def _check_parts(req: BuildRequest) -> None:
+    if req.parts == 1:
+        return
+    if req.dtype not in ("float16", "auto"):  # auto is checked again once settled
+        raise UserError(f"--parts {req.parts} with --dtype {req.dtype}: parts are built float16 only (each part would "
+                        "need its own calibration inputs)")
+    if req.layer_report == "on" or req.min_layer_cos is not None:
+        raise UserError(f"--parts {req.parts}: the per-layer report (--layer-report on, --min-layer-cos) covers a "
+                        "model built whole")
+
+
 def _layer_dumps(req: BuildRequest, passes: StageResult, report: dict) -> bool:
     if req.layer_report != "auto":
         return req.layer_report == "on"
+    if req.parts > 1:
+        report["layers_skipped"] = "the per-layer report covers a model built whole, not --parts"
+        return False
     estimate = estimated_dump_bytes(passes.path / passes.meta["onnx"])
     if estimate > AUTO_LAYER_DUMP_LIMIT:
         report["layers_skipped"] = (f"per-layer dumps would take ~{estimate / 2**30:.0f} GiB; "
@@ -98,6 +114,7 @@ def prepare(req: BuildRequest, names: list[str], build_dir: BuildDir, progress: 
     if req.dtype == "auto":
         req.dtype, choice = req.chip.auto_dtype(export.meta["w8a16_layers"] > 0)
         progress.note(f"--dtype auto: {req.dtype} ({choice})")
+        _check_parts(req)
         if report is not None:
             report.update(dtype=req.dtype, dtype_choice=choice)
     if req.passes is None:  # a list given with --passes runs as given
@@ -153,7 +170,8 @@ def _run_stages(req: BuildRequest, names: list[str], evaluation: EvalSet | None,
     export, passes, reference, calib = toolkit_inputs(req, names, build_dir, progress, report)
     dumps = _layer_dumps(req, passes, report)
     report["toolkit_config"] = rknn_stage.toolkit_config(req)
-    rknn = convert(req, passes, reference, calib, dumps, build_dir, progress)
+    split = split_model(req, passes, build_dir, progress)
+    rknn = convert(req, passes, split, reference, calib, dumps, build_dir, progress)
     metrics = rknn_stage.output_accuracy(passes, reference, rknn)
     report.update(output_psnr_db=metrics["psnr_db"], output_cosine=metrics["cosine"],
                   output_max_abs=metrics["max_abs"], output_mean_abs=metrics["mean_abs"],
@@ -165,14 +183,14 @@ def _run_stages(req: BuildRequest, names: list[str], evaluation: EvalSet | None,
         report["layers"] = layer_rows(req, passes, reference, rknn, build_dir, progress)
         print_layers(progress.console, report["layers"])
     if req.quantized and req.hybrid and metrics["psnr_db"] < req.min_psnr:
-        rknn = hybrid.fewest_float16(req, passes, reference, calib, report.get("layers"), rknn.meta["peak_rss_bytes"],
+        rknn = hybrid.fewest_float16(req, passes, split, reference, calib, report.get("layers"), rknn.meta["peak_rss_bytes"],
                                      build_dir, progress, report)
         metrics = rknn_stage.output_accuracy(passes, reference, rknn)
         report.update(output_psnr_db=metrics["psnr_db"], output_cosine=metrics["cosine"],
                       output_max_abs=metrics["max_abs"], output_mean_abs=metrics["mean_abs"],
                       placement=rknn_stage.placement_rows(rknn), cpu_ops=rknn.meta["cpu_ops"])
     report.update(float16_layers=rknn.meta["float16_layers"], rknn_stage=rknn.name,
-                  rknn_file=rknn_stage.file_facts(rknn),
+                  rknn_file=rknn_stage.file_facts(rknn)[0],
                   cost=cost(rknn_stage.placement_rows(rknn), rknn.meta["memory"], req.chip),
                   pipeline=str(req.source.pipeline.resolve()) if req.source.pipeline else None)
     shutil.rmtree(req.out / IMAGES_DIR, ignore_errors=True)
@@ -188,14 +206,24 @@ def _run_stages(req: BuildRequest, names: list[str], evaluation: EvalSet | None,
     _deliver(req, passes, rknn, report)
 
 
-def convert(req: BuildRequest, passes: StageResult, reference: StageResult, calib: StageResult | None, dumps: bool,
-            build_dir: BuildDir, progress: Progress) -> StageResult:
-    """Stage `rknn`: the toolkit's build, simulated on the check inputs (and every layer dumped if `dumps`)."""
-    return run_stage(req, build_dir, progress, "rknn", f"rknn-toolkit2 {req.dtype} build for {req.chip.name} + simulator",
+def split_model(req: BuildRequest, passes: StageResult, build_dir: BuildDir, progress: Progress) -> StageResult | None:
+    """Stage `split` under --parts N (N > 1): the graph the toolkit gets, as N parts; None for a whole model."""
+    if req.parts == 1:
+        return None
+    return run_stage(req, build_dir, progress, "split", f"the graph cut into {req.parts} parts of about equal weight",
+                     {"parts": req.parts}, [passes], lambda tmp: split_stage.run(passes, req.parts, tmp))
+
+
+def convert(req: BuildRequest, passes: StageResult, split: StageResult | None, reference: StageResult,
+            calib: StageResult | None, dumps: bool, build_dir: BuildDir, progress: Progress) -> StageResult:
+    """Stage `rknn`: the toolkit's build (of each part, in turn, with `split`), simulated on the check inputs
+    (and every layer dumped if `dumps`)."""
+    what = f"rknn-toolkit2 {req.dtype} build for {req.chip.name} + simulator" + (f", {req.parts} parts" if split else "")
+    return run_stage(req, build_dir, progress, "rknn", what,
                      {"target": req.chip.name, "dtype": req.dtype, "layer_dumps": dumps, **rknn_stage.toolkit_config(req)},
-                     [passes, reference] + ([calib] if calib else []),
-                     lambda tmp: rknn_stage.run(req, passes, reference, calib, dumps, build_dir.logs / "rknn.log",
-                                                progress, tmp))
+                     [passes, reference] + ([calib] if calib else []) + ([split] if split else []),
+                     lambda tmp: rknn_stage.run(req, passes, split, reference, calib, dumps,
+                                                build_dir.logs / "rknn.log", progress, tmp))
 
 
 def layer_rows(req: BuildRequest, passes: StageResult, reference: StageResult, rknn: StageResult,
@@ -209,7 +237,11 @@ def layer_rows(req: BuildRequest, passes: StageResult, reference: StageResult, r
 def _evaluation(req: BuildRequest) -> EvalSet | None:
     """The evaluation set the image check draws (None: no image check); UserError when a flag needs one
     the model does not bring."""
-    evaluation = eval_set(req.source.pipeline) if req.source.pipeline and req.image_check != "off" else None
+    if req.parts > 1 and (req.image_check == "on" or req.min_prompt_accuracy is not None):
+        raise UserError(f"--parts {req.parts}: the image check (--image-check on, --min-prompt-accuracy) draws "
+                        "through one .rknn for now")
+    drawn = req.source.pipeline and req.image_check != "off" and req.parts == 1
+    evaluation = eval_set(req.source.pipeline) if drawn else None
     if evaluation is None and req.image_check == "on":
         raise UserError(f"--image-check on: {req.source.spec} is not a text-to-image pipeline folder with an "
                         f"evaluation set ({SPEC_FILE})")
@@ -265,15 +297,19 @@ def _first_missing(path: Path) -> Path | None:
 
 
 def _deliver(req: BuildRequest, passes: StageResult, rknn: StageResult, report: dict) -> None:
-    """Place the .rknn and its host programs beside report.json (temp name, then rename)."""
+    """Place the .rknn (or its parts) and its host programs beside report.json (temp name, then rename)."""
     host_dir = req.out / "host"
     shutil.rmtree(host_dir, ignore_errors=True)
     host = []
     for rel in passes.meta["host_programs"]:
         host.append(str(_place(passes.path / rel, req.out / rel).relative_to(req.out)))
-    artifact = _place(rknn.path / rknn.meta["rknn"], req.artifact)
-    report.update(artifact=artifact.name, artifact_bytes=artifact.stat().st_size, host_programs=host,
-                  artifact_to_onnx=round(artifact.stat().st_size / report["onnx_bytes"], 4))
+    artifacts = [_place(rknn.path / rel, dst) for rel, dst in zip(rknn.meta["rknn"], req.artifacts)]
+    total = sum(a.stat().st_size for a in artifacts)
+    report.update(artifact=artifacts[0].name, artifact_bytes=total, host_programs=host,
+                  artifact_to_onnx=round(total / report["onnx_bytes"], 4))
+    if len(artifacts) > 1:
+        report["parts"] = [{"artifact": a.name, "bytes": a.stat().st_size, **io, "rknn_file": facts}
+                           for a, io, facts in zip(artifacts, rknn.meta["part_io"], rknn_stage.file_facts(rknn))]
 
 
 def _place(src: Path, dst: Path) -> Path:

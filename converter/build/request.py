@@ -55,6 +55,7 @@ class BuildRequest:
     enable_passes: tuple[str, ...] = ()
     skip_passes: tuple[str, ...] = ()
     attention_tiles: str = "auto"  # auto, off, or a tile count (converter/build/pass_selection.py)
+    parts: int = 1  # the graph as this many .rknn files, built one after another (converter/build/graph_cut.py)
     rebuild: bool = False
     image_check: str = "auto"  # auto: when the model brings an evaluation set (a pipeline folder's rkconvert.json)
     min_prompt_accuracy: float | None = None
@@ -73,6 +74,13 @@ class BuildRequest:
     @property
     def artifact(self) -> Path:
         return self.out / f"{self.source.name}-{self.chip.name}.rknn"
+
+    @property
+    def artifacts(self) -> list[Path]:
+        """The .rknn files a build delivers, in run order: the artifact, or its parts."""
+        if self.parts == 1:
+            return [self.artifact]
+        return [self.artifact.with_suffix(f".part{i}.rknn") for i in range(1, self.parts + 1)]
 
     @property
     def report_path(self) -> Path:

@@ -79,7 +79,7 @@ def diagnose(req: BuildRequest, names: list[str], progress: Progress, budget_s: 
             if dumps > AUTO_LAYER_DUMP_LIMIT:
                 skipped = f"locating it needs every layer dumped, ~{dumps / 2**30:.0f} GiB of text for this graph"
             else:
-                rknn = convert(req, passes, reference, calib, True, build_dir, progress)
+                rknn = convert(req, passes, None, reference, calib, True, build_dir, progress)
                 departed = locate.departure(layer_rows(req, passes, reference, rknn, build_dir, progress),
                                             req.min_psnr)
         if departed:

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from converter.build.build_dir import finished_stage
+from converter.build.stages.images import check_whole
 from converter.common.errors import UserError
 from converter.imaging.evaluation import eval_set
 from converter.models import cpu_parts
@@ -28,6 +29,7 @@ def _finished(build_dir: Path) -> dict:
     if report.get("status") != "ok":
         raise UserError(f"{build_dir / 'report.json'}: the build did not finish (status {report.get('status')!r}); "
                         "only a finished build can be released")
+    check_whole(report, build_dir / "report.json", "release")
     return report
 
 

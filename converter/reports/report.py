@@ -84,6 +84,8 @@ def cost_summary(c: dict) -> str:
 def file_summary(f: dict) -> str:
     """What the .rknn itself declares (targets/rknn_file.py), not what the build asked for."""
     io = ", ".join(f"{t['name']} {t['dtype']}" for t in f["inputs"] + f["outputs"])
+    if len(f["inputs"]) + len(f["outputs"]) > 4:  # a part's handed-over tensors: long names, one line
+        io = ", ".join(f"{len(f[k])} {k if len(f[k]) > 1 else k[:-1]}" for k in ("inputs", "outputs"))
     return (f"{f['target']}, rknn-toolkit2 {f['toolkit_version']} (needs librknnrt {f['toolkit_version']}), "
             f"{sum(f['op_counts'].values())} nodes; {io}")
 
@@ -112,10 +114,15 @@ def print_summary(console: Console, report: dict, report_path: Path) -> None:
         ("host programs", ", ".join(report["host_programs"]) or "none"),
         ("report", f"{report_path} and {report_path.with_suffix('.html').name}"),
     ]
-    if report.get("rknn_file"):
+    if report.get("rknn_file") and not report.get("parts"):
         rows.insert(2, ("the file says", file_summary(report["rknn_file"])))
     if report.get("dtype_choice"):
         rows.insert(2, ("dtype auto", report["dtype_choice"]))
+    if report.get("parts"):
+        rows[0] = ("artifact", f"{len(report['parts'])} parts run in turn, {report['artifact_bytes'] / 2**20:.1f} MiB, "
+                               f"{report['artifact_to_onnx']:.2f} x the float32 ONNX")
+        rows[1:1] = [(f"part {i}", f"{report_path.parent / p['artifact']}: {file_summary(p['rknn_file'])}")
+                     for i, p in enumerate(report["parts"], start=1)]
     if report.get("hybrid_trials"):
         tried = ", ".join(f"{t['float16_layers']}: {t['psnr_db']:.1f} dB" for t in report["hybrid_trials"])
         rows.append(("kept float16", f"{len(report['float16_layers'])} layers (tried {tried})"))

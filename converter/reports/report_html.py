@@ -170,6 +170,9 @@ def render(report: dict) -> str:
             value = report[key]
             shown = f"{value:.6g}" if isinstance(value, float) else str(value)
             facts.append((key, html.escape(shown)))
+    if report.get("parts"):
+        facts.append(("parts", html.escape(", ".join(f"{p['artifact']} ({p['bytes'] / 2**20:.1f} MiB)"
+                                                     for p in report["parts"]) + ", run in this order")))
     diagnosis = report.get("diagnosis")
     if diagnosis:
         found = diagnosis["failure"] or "no failure"
@@ -187,7 +190,8 @@ def render(report: dict) -> str:
     return (f"<!doctype html><html><head><meta charset=utf-8><title>rkconvert report: "
             f"{html.escape(str(report.get('model')))} for {html.escape(str(report.get('target')))}</title>"
             f"<style>{_STYLE}</style></head><body><h1>rkconvert build report</h1><dl>{summary}</dl>"
-            f"{_declared(report.get('rknn_file'))}{_images(report.get('images'))}"
+            f"{''.join(_declared(p.get('rknn_file')) for p in report.get('parts') or [report])}"
+            f"{_images(report.get('images'))}"
             f"{_placement(report.get('placement') or [])}"
             f"{cost_section(report.get('cost'))}{layers}<details><summary>stages</summary><pre>{stages}</pre></details>"
             f"<script>{_SORT}</script></body></html>")

@@ -20,7 +20,7 @@ from converter.build.build_dir import StageResult
 from converter.build.request import BuildRequest
 from converter.build.stages.reference import feed, feeder
 from converter.common import onnx_runtime
-from converter.common.errors import BuildFailed
+from converter.common.errors import BuildFailed, UserError
 from converter.common.progress import Progress
 from converter.imaging.evaluation import EvalSet, compare_images, judge_for
 from converter.imaging.pictures import comparison_grid, difference, save_png
@@ -46,6 +46,13 @@ def run(req: BuildRequest, export: StageResult, passes: StageResult, reference: 
     save_png(tmp / GRID, comparison_grid(ref, converted, prompts))
     return {**result, "grid": GRID, "steps": evaluation.steps, "guidance_scale": evaluation.guidance_scale,
             "judge": evaluation.judge}
+
+
+def check_whole(report: dict, report_path: Path, verb: str) -> None:
+    """UserError for a build in parts: the simulator here serves one model, not a chain of them."""
+    if report.get("parts"):
+        raise UserError(f"{report_path}: built in {len(report['parts'])} parts (--parts); {verb} takes a build of "
+                        "one .rknn for now")
 
 
 def save_trio(folder: Path, stem: str, ref: np.ndarray, converted: np.ndarray) -> dict[str, str]:

@@ -24,50 +24,78 @@ def toolkit_config(req: BuildRequest) -> dict:
     return toolkit_attention(req.chip, req.dtype, req.attention_tiles)
 
 
-def run(req: BuildRequest, passes: StageResult, reference: StageResult, calib: StageResult | None,
-        layer_dumps: bool, log: Path, progress: Progress, tmp: Path, float16_layers: list[str] | None = None) -> dict:
+def toolkit_models(passes: StageResult, split: StageResult | None) -> list[dict]:
+    """What the toolkit builds, in run order ({"onnx", "inputs", "outputs"}): the passes' graph, or its
+    parts (--parts), each fed the graph's inputs and earlier parts' outputs by name."""
+    if split is None:
+        return [{"onnx": passes.path / passes.meta["onnx"], "inputs": list(passes.meta["inputs"]),
+                 "outputs": passes.meta["outputs"]}]
+    return [{**part, "onnx": split.path / part["onnx"]} for part in split.meta["parts"]]
+
+
+def run(req: BuildRequest, passes: StageResult, split: StageResult | None, reference: StageResult,
+        calib: StageResult | None, layer_dumps: bool, log: Path, progress: Progress, tmp: Path,
+        float16_layers: list[str] | None = None) -> dict:
     config = toolkit_config(req)
     samples = [{k: reference.path / v for k, v in s.items()} for s in reference.meta["samples"]]
-    run_, result = rknn_backend.build_and_simulate(
-        passes.path / passes.meta["onnx"], req.chip, tmp, samples, list(passes.meta["inputs"]),
-        passes.meta["outputs"], log, progress.tick, layer_dumps, req.dtype,
-        calib.path / calib.meta["dataset"] if calib else None, float16_layers, config)
-    log_text = log.read_text(errors="replace")
-    rows = placement(log_text)
-    buffers = largest_buffers(log_text)
-    for row in rows:
-        row["largest_buffer_bytes"] = buffers.get(row["id"])
+    models = toolkit_models(passes, split)
+    built = []
+    for i, model in enumerate(models, start=1):
+        # a part is built after the one before has exited: one toolkit holds one part's weights at a time
+        out_dir, part_log = (tmp, log) if len(models) == 1 else (tmp / f"part{i}", log.with_name(f"{log.stem}-part{i}.log"))
+        if len(models) > 1:
+            progress.note(f"part {i} of {len(models)}: {len(model['inputs'])} inputs, {len(model['outputs'])} outputs")
+        run_, result = rknn_backend.build_and_simulate(
+            model["onnx"], req.chip, out_dir, [{n: s[n] for n in model["inputs"]} for s in samples], model["inputs"],
+            model["outputs"], part_log, progress.tick, layer_dumps, req.dtype,
+            calib.path / calib.meta["dataset"] if calib else None, float16_layers, config)
+        for sample, outputs in zip(samples, result["outputs"]):
+            sample.update(zip(model["outputs"], map(Path, outputs)))
+        built.append((out_dir, part_log.read_text(errors="replace"), run_, result))
+    rows = []
+    for i, (_, log_text, _, _) in enumerate(built, start=1):
+        buffers = largest_buffers(log_text)
+        for row in placement(log_text):
+            rows.append({**row, "largest_buffer_bytes": buffers.get(row["id"])} | ({"part": i} if len(built) > 1 else {}))
     (tmp / PLACEMENT).write_text(json.dumps(rows))
+    memories = [memory(log_text) for _, log_text, _, _ in built]
+    named = (lambda i, call: call) if len(built) == 1 else (lambda i, call: f"part{i} {call}")
+    phases = {named(i, call): seconds for i, (_, _, _, r) in enumerate(built, start=1) for call, seconds in r["phases"].items()}
+    peaks = {named(i, call): peak for i, (_, _, _, r) in enumerate(built, start=1)
+             for call, peak in r["phase_peak_rss_bytes"].items()}
     return {
-        "rknn": rknn_backend.RKNN_NAME,
+        "rknn": [str((out_dir / rknn_backend.RKNN_NAME).relative_to(tmp)) for out_dir, _, _, _ in built],
+        "part_io": [{"inputs": m["inputs"], "outputs": m["outputs"]} for m in models],
         "placement": PLACEMENT,
         "cpu_ops": len(cpu_ops(rows)),
-        "memory": memory(log_text),
+        # the parts are loaded together on the board: their memory adds up
+        "memory": {key: sum(m.get(key, 0) for m in memories) for key in set().union(*memories)},
         "float16_layers": float16_layers or [],
         "toolkit_config": config,
-        "float16_layers_applied": result["float16_layers_applied"],
+        "float16_layers_applied": sum(r["float16_layers_applied"] for _, _, _, r in built),
         "snapshot": rknn_backend.SNAPSHOT_DIR if layer_dumps else None,
         "toolkit_version": rknn_backend.toolkit_version(),
-        "phases": result["phases"],
-        "phase_peak_rss_bytes": result["phase_peak_rss_bytes"],
+        "phases": phases,
+        "phase_peak_rss_bytes": peaks,
         # wait4() sees only the child's last call's peak (the child resets it per call: rknn_worker.PEAKS).
-        "peak_rss_bytes": max(run_.peak_rss_bytes, *result["phase_peak_rss_bytes"].values()),
-        "simulator": [[str(Path(p).relative_to(tmp.resolve())) for p in outs] for outs in result["outputs"]],
+        "peak_rss_bytes": max(max(run_.peak_rss_bytes, *r["phase_peak_rss_bytes"].values()) for _, _, run_, r in built),
+        "simulator": [[str(sample[name].relative_to(tmp.resolve())) for name in passes.meta["outputs"]]
+                      for sample in samples],
     }
 
 
-def run_unattended(req: BuildRequest, passes: StageResult, reference: StageResult, calib: StageResult | None,
-                   log: Path, tmp: Path, float16_layers: list[str]) -> dict:
+def run_unattended(req: BuildRequest, passes: StageResult, split: StageResult | None, reference: StageResult,
+                   calib: StageResult | None, log: Path, tmp: Path, float16_layers: list[str]) -> dict:
     """`run` without a terminal and without dumps: a hybrid trial as a Ray task's body, on any node that
     sees the build folder."""
     from rich.console import Console
 
-    return run(req, passes, reference, calib, False, log, Progress(Console(quiet=True)), tmp, float16_layers)
+    return run(req, passes, split, reference, calib, False, log, Progress(Console(quiet=True)), tmp, float16_layers)
 
 
-def file_facts(rknn: StageResult) -> dict:
-    """What the built .rknn declares about itself (a corrupt file fails here, before delivery)."""
-    return rknn_file.read(rknn.path / rknn.meta["rknn"]).to_json()
+def file_facts(rknn: StageResult) -> list[dict]:
+    """What each built .rknn declares about itself (a corrupt file fails here, before delivery)."""
+    return [rknn_file.read(rknn.path / rel).to_json() for rel in rknn.meta["rknn"]]
 
 
 def placement_rows(rknn: StageResult) -> list[dict]:
