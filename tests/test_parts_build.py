@@ -1,17 +1,32 @@
 """`rkconvert build --parts N`: the graph built as N .rknn files, one toolkit child after another, chained in
-the simulator; the result checked against the model built whole."""
+the simulator; the results (outputs, pictures) checked against the model built whole."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from tests.conftest import error_lines, rkconvert, save_tiny_pipeline, tiny_unet
+from converter.common import onnx_runtime
+from converter.release import tarball
+from converter.release.board.run import chain
 from targets import rknn_file
+from tests.conftest import (
+    SAME_WEIGHTS_ATOL,
+    SAME_WEIGHTS_RTOL,
+    error_lines,
+    rkconvert,
+    tiny_unet,
+)
+
+
+def _png(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
 
 
 def _simulated(out: Path) -> np.ndarray:
@@ -68,7 +83,7 @@ def test_each_part_is_delivered_and_declares_the_tensors_it_hands_on(builds):
     assert all(p["artifact"] in html for p in report["parts"])
 
 
-def test_what_parts_cannot_do_yet_is_refused_in_one_line(builds, tmp_path):
+def test_what_parts_cannot_do_is_refused_in_one_line(builds, tmp_path):
     work, _ = builds
     quantized = rkconvert("build", "--target", "rk3588", "--model", "tiny-unet", "--out", str(tmp_path / "q"),
                           "--parts", "2", "--dtype", "w8a8", cwd=work)
@@ -78,14 +93,72 @@ def test_what_parts_cannot_do_yet_is_refused_in_one_line(builds, tmp_path):
     layers = rkconvert("build", "--target", "rk3588", "--model", "tiny-unet", "--out", str(tmp_path / "l"),
                        "--parts", "2", "--layer-report", "on", cwd=work)
     assert layers.returncode == 2 and "per-layer report" in error_lines(layers)[0]
-    released = rkconvert("release", str(work / "parts"), cwd=work)
-    assert released.returncode == 2
-    assert error_lines(released) == [f"rkconvert: error: {work / 'parts' / 'report.json'}: built in 2 parts "
-                                     "(--parts); release takes a build of one .rknn for now"]
 
 
-def test_the_image_check_of_a_pipeline_in_parts_is_refused(tmp_path):
-    save_tiny_pipeline(tmp_path / "pipe")
-    on = rkconvert("build", "--target", "rk3588", "--model", "pipe", "--parts", "2", "--image-check", "on",
-                   cwd=tmp_path)
-    assert on.returncode == 2 and "image check" in error_lines(on)[0]
+def test_a_pipeline_in_parts_draws_the_images_the_whole_build_draws(tiny_pipeline_build, tmp_path):
+    """The image check and `generate` chain a simulator per part: the same pictures as the model built whole."""
+    work, result, whole = tiny_pipeline_build
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "parts"
+    shutil.copytree(whole, out)
+    built = rkconvert("build", "--target", "rk3588", "--model", str(work / "tiny-pipeline"), "--layer-report", "off",
+                      "--out", str(out), "--parts", "2", cwd=work)
+    assert built.returncode == 0, built.stderr
+    report = json.loads((out / "report.json").read_text())
+    images = report["images"]
+    assert len(report["parts"]) == 2 and len(images["rows"]) == 2
+    want = json.loads((whole / "report.json").read_text())["images"]
+    for row, expected in zip(images["rows"], want["rows"]):  # the pictures, compared as the whole build's were
+        assert _png(out / "images" / "evaluation" / row["rknn"]).tolist() == \
+            _png(whole / "images" / "evaluation" / expected["rknn"]).tolist()
+    assert (out / "logs" / "rknn-images-part1.log").is_file()
+    generated = rkconvert("generate", str(out), "--prompt", "a red circle on the left", "--steps", "2",
+                          "--out", str(tmp_path / "gen"), cwd=tmp_path)
+    assert generated.returncode == 0, generated.stderr
+    assert (tmp_path / "gen" / "00-rknn.png").is_file()
+
+
+def test_a_release_in_parts_verifies_and_its_runner_chains_the_parts(builds, tmp_path):
+    """The bundle carries each part with the tensors it takes and hands on; verify checks every part's own
+    account; the runner's chain (what it runs on the NPU) fed ONNX Runtime sessions of the parts computes the
+    reference output, and its --simulate run (verify --run) the build's."""
+    work, _ = builds
+    out = work / "parts"
+    bundle = tmp_path / "parts.tar.gz"
+    released = rkconvert("release", str(out), "--out", str(bundle), cwd=work)
+    assert released.returncode == 0, released.stderr
+    with tarfile.open(bundle, "r:gz") as tar:
+        made = json.loads(tar.extractfile("parts/manifest.json").read())
+        names = sorted(n for n in tar.getnames() if n.endswith(".rknn"))
+    assert names == ["parts/model.part1.rknn", "parts/model.part2.rknn"]
+    report = json.loads((out / "report.json").read_text())
+    assert [p["rknn"] for p in made["parts"]] == ["model.part1.rknn", "model.part2.rknn"]
+    assert [[t["name"] for t in p["inputs"]] for p in made["parts"]] == [p["inputs"] for p in report["parts"]]
+    ran = rkconvert("verify", str(bundle), "--run", str(out), cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "equals the build's" in ran.stdout
+
+    split = json.loads((out / "stages" / "split" / "stage.json").read_text())["meta"]["parts"]
+    sessions = [onnx_runtime.session(out / "stages" / "split" / p["onnx"]) for p in split]
+    infers = [lambda xs, s=s: s.run(None, dict(zip((i.name for i in s.get_inputs()), xs))) for s in sessions]
+    reference = json.loads((out / "stages" / "reference" / "stage.json").read_text())["meta"]
+    feed = {k: np.load(out / "stages" / "reference" / v) for k, v in reference["samples"][0].items()}
+    got = chain(made["parts"], infers)(feed)
+    want = np.load(out / "stages" / "reference" / reference["outputs"][0]["out_sample"])
+    np.testing.assert_allclose(got, want, rtol=SAME_WEIGHTS_RTOL, atol=SAME_WEIGHTS_ATOL)
+
+
+def test_a_bundle_whose_part_says_other_tensors_fails_verify(builds, tmp_path):
+    work, _ = builds
+    bundle = tmp_path / "parts.tar.gz"
+    assert rkconvert("release", str(work / "parts"), "--out", str(bundle), cwd=work).returncode == 0
+    members = {}
+    with tarfile.open(bundle, "r:gz") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    made = json.loads(members["parts/manifest.json"])
+    made["parts"][1]["inputs"] = made["parts"][1]["inputs"][:-1]
+    members["parts/manifest.json"] = json.dumps(made).encode()
+    tarball.write(tmp_path / "edited.tar.gz", members)
+    checked = rkconvert("verify", str(tmp_path / "edited.tar.gz"), cwd=tmp_path)
+    assert checked.returncode != 0
+    assert "model.part2.rknn: the file says inputs" in checked.stdout + checked.stderr

@@ -46,7 +46,8 @@ HEADS = 8
 
 def build_variant(args, tiles: str, folder: Path) -> dict:
     run = timed_build(["--target", args.target, "--model", args.model, "--resolution", str(args.resolution),
-                       "--layer-report", "off", "--attention-tiles", tiles], folder)
+                       "--layer-report", "off", "--attention-tiles", tiles,
+                       "--parts", "1"], folder)  # one memory map: tiling's figures, not the cut's
     report = run["report"]
     cost = report.get("cost") or {}
     traffic = cost.get("attention_traffic", {})

@@ -27,6 +27,8 @@ import onnx
 from onnx import helper
 
 WINDOW = 0.1  # a cut may miss its share of the weights by this fraction of the total
+# --parts auto: at most this much float32 weight per part (SD 1.5, 3.4 GB: 2 parts, the toolkit at 8 GB)
+AUTO_PART_BYTES = 2 * 2**30
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
 
 
@@ -45,10 +47,10 @@ def _types(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
     """Every tensor's type and shape as ONNX shape inference finds them (the weights are not read)."""
     bare = onnx.ModelProto()
     bare.CopyFrom(model)
-    for tensor in bare.graph.initializer:  # inference needs the dims only
-        tensor.ClearField("raw_data")
-        del tensor.external_data[:]
-        tensor.data_location = onnx.TensorProto.DEFAULT
+    for tensor in bare.graph.initializer:  # a weight's dims are enough; the small ones inline (shapes) are read
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            del tensor.external_data[:]
+            tensor.data_location = onnx.TensorProto.DEFAULT
     inferred = onnx.shape_inference.infer_shapes(bare, data_prop=True).graph
     return {v.name: v for v in (*inferred.input, *inferred.value_info, *inferred.output)}
 
@@ -61,6 +63,11 @@ def _crossing_bytes(info: onnx.ValueInfoProto | None) -> int | None:
     if not dims or not all(d.HasField("dim_value") for d in dims):
         return None
     return int(np.prod([d.dim_value for d in dims])) * 4
+
+
+def auto_count(weight_bytes: int) -> int:
+    """How many parts --parts auto cuts a graph with this much float32 weight into."""
+    return max(1, -(-weight_bytes // AUTO_PART_BYTES))
 
 
 def _schedule(graph: onnx.GraphProto) -> tuple[list[onnx.NodeProto], list[onnx.NodeProto]]:

@@ -13,7 +13,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from converter.build import hybrid
+from converter.build import graph_cut, hybrid
 from converter.build.build_dir import BuildDir, StageResult
 from converter.build.pass_selection import TILE_ATTENTION, instances, select
 from converter.build.request import BuildRequest
@@ -75,7 +75,7 @@ def build(req: BuildRequest, progress: Progress) -> dict:
 
 
 def _check_parts(req: BuildRequest) -> None:
-    if req.parts == 1:
+    if req.parts in (1, None):
         return
     if req.dtype not in ("float16", "auto"):  # auto is checked again once settled
         raise UserError(f"--parts {req.parts} with --dtype {req.dtype}: parts are built float16 only (each part would "
@@ -83,6 +83,18 @@ def _check_parts(req: BuildRequest) -> None:
     if req.layer_report == "on" or req.min_layer_cos is not None:
         raise UserError(f"--parts {req.parts}: the per-layer report (--layer-report on, --min-layer-cos) covers a "
                         "model built whole")
+
+
+def _auto_parts(req: BuildRequest, passes: StageResult) -> tuple[int, str]:
+    """--parts auto: (count, why). Whole when something needs the model whole, else as many parts as keep
+    each under graph_cut.AUTO_PART_BYTES of float32 weights."""
+    if req.quantized:
+        return 1, f"{req.dtype} builds are built whole"
+    if req.layer_report == "on" or req.min_layer_cos is not None:
+        return 1, "the per-layer report needs the model whole"
+    count = graph_cut.auto_count(passes.meta["onnx_bytes"])
+    return count, f"{passes.meta['onnx_bytes'] / 2**30:.1f} GiB of weights, at most " \
+                  f"{graph_cut.AUTO_PART_BYTES / 2**30:.0f} GiB per toolkit build"
 
 
 def _layer_dumps(req: BuildRequest, passes: StageResult, report: dict) -> bool:
@@ -156,6 +168,9 @@ def toolkit_inputs(req: BuildRequest, names: list[str], build_dir: BuildDir, pro
     report.update(resolution=export.meta["resolution"], weights=export.meta["weights"])
     report.update(onnx_bytes=passes.meta["onnx_bytes"], passes=passes.meta["passes"],
                   inputs=passes.meta["inputs"])
+    if req.parts is None:
+        req.parts, report["parts_choice"] = _auto_parts(req, passes)
+        progress.note(f"--parts auto: {req.parts} ({report['parts_choice']})")
     checkset = _checkset(req, export, passes, build_dir, progress) if req.trajectory_checks else None
     reference = run_stage(req, build_dir, progress, "reference", "ONNX Runtime on check inputs",
                           {"samples": req.check_samples, "seed": req.seed},
@@ -194,7 +209,7 @@ def _run_stages(req: BuildRequest, names: list[str], evaluation: EvalSet | None,
                   cost=cost(rknn_stage.placement_rows(rknn), rknn.meta["memory"], req.chip),
                   pipeline=str(req.source.pipeline.resolve()) if req.source.pipeline else None)
     shutil.rmtree(req.out / IMAGES_DIR, ignore_errors=True)
-    images = _images(req, evaluation, export, passes, reference, rknn, calib, build_dir, progress)
+    images = _images(req, evaluation, export, passes, split, reference, rknn, calib, build_dir, progress)
     if images is not None:
         # Placed before the gates: a build that fails on its images shows them.
         for png in sorted(images.path.glob("*.png")):
@@ -237,11 +252,7 @@ def layer_rows(req: BuildRequest, passes: StageResult, reference: StageResult, r
 def _evaluation(req: BuildRequest) -> EvalSet | None:
     """The evaluation set the image check draws (None: no image check); UserError when a flag needs one
     the model does not bring."""
-    if req.parts > 1 and (req.image_check == "on" or req.min_prompt_accuracy is not None):
-        raise UserError(f"--parts {req.parts}: the image check (--image-check on, --min-prompt-accuracy) draws "
-                        "through one .rknn for now")
-    drawn = req.source.pipeline and req.image_check != "off" and req.parts == 1
-    evaluation = eval_set(req.source.pipeline) if drawn else None
+    evaluation = eval_set(req.source.pipeline) if req.source.pipeline and req.image_check != "off" else None
     if evaluation is None and req.image_check == "on":
         raise UserError(f"--image-check on: {req.source.spec} is not a text-to-image pipeline folder with an "
                         f"evaluation set ({SPEC_FILE})")
@@ -252,16 +263,16 @@ def _evaluation(req: BuildRequest) -> EvalSet | None:
 
 
 def _images(req: BuildRequest, evaluation: EvalSet | None, export: StageResult, passes: StageResult,
-            reference: StageResult, rknn: StageResult, calib: StageResult | None, build_dir: BuildDir,
-            progress: Progress) -> StageResult | None:
+            split: StageResult | None, reference: StageResult, rknn: StageResult, calib: StageResult | None,
+            build_dir: BuildDir, progress: Progress) -> StageResult | None:
     """Stage `images` when the model brings an evaluation set (and --image-check is not off)."""
     if evaluation is None:
         return None
     what = f"{len(evaluation.prompts)} prompts, {evaluation.steps} steps, ONNX Runtime vs the .rknn in the simulator"
     return run_stage(req, build_dir, progress, "images", what,
                      {"evaluation": evaluation.fingerprint(), "dtype": req.dtype, "target": req.chip.name},
-                     [export, passes, reference, rknn] + ([calib] if calib else []),
-                     lambda tmp: images_stage.run(req, export, passes, reference, rknn, calib, evaluation,
+                     [export, passes, reference, rknn] + ([calib] if calib else []) + ([split] if split else []),
+                     lambda tmp: images_stage.run(req, export, passes, split, reference, rknn, calib, evaluation,
                                                   build_dir.logs / "rknn-images.log", progress, tmp))
 
 

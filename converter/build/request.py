@@ -55,7 +55,8 @@ class BuildRequest:
     enable_passes: tuple[str, ...] = ()
     skip_passes: tuple[str, ...] = ()
     attention_tiles: str = "auto"  # auto, off, or a tile count (converter/build/pass_selection.py)
-    parts: int = 1  # the graph as this many .rknn files, built one after another (converter/build/graph_cut.py)
+    # the graph as this many .rknn files, built one after another (converter/build/graph_cut.py); None: auto
+    parts: int | None = 1
     rebuild: bool = False
     image_check: str = "auto"  # auto: when the model brings an evaluation set (a pipeline folder's rkconvert.json)
     min_prompt_accuracy: float | None = None
@@ -78,7 +79,7 @@ class BuildRequest:
     @property
     def artifacts(self) -> list[Path]:
         """The .rknn files a build delivers, in run order: the artifact, or its parts."""
-        if self.parts == 1:
+        if self.parts in (1, None):
             return [self.artifact]
         return [self.artifact.with_suffix(f".part{i}.rknn") for i in range(1, self.parts + 1)]
 

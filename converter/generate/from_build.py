@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from converter.build.build_dir import finished_stage
-from converter.build.stages.images import check_whole, draw_both, save_trio
+from converter.build.stages.images import draw_both, save_trio
 from converter.common.errors import UserError
 from converter.common.progress import Progress
 from converter.imaging.evaluation import eval_set, psnr, ssim
@@ -25,7 +25,6 @@ def _report(build_dir: Path) -> dict:
         raise UserError(f"{path}: not a build folder's report ({type(e).__name__}: {e})") from None
     if report.get("status") != "ok":
         raise UserError(f"{path}: the build did not finish (status {report.get('status')!r}); build it first")
-    check_whole(report, path, "generate")
     if not report.get("pipeline"):
         raise UserError(f"{path}: {report.get('model')} is a UNet alone; generate needs its text encoder, scheduler "
                         "and VAE: build a diffusers pipeline folder (or the demo)")
@@ -46,6 +45,7 @@ def generate(build_dir: Path, prompts: list[str], seed: int, steps: int | None, 
     with tempfile.TemporaryDirectory(prefix=".generate-", dir=out) as scratch, \
             progress.stage("generate", f"{len(prompts)} prompts, {steps} steps, ONNX Runtime and the .rknn"):
         ref, converted = draw_both(folder, get_chip(report["target"]), report["dtype"], finished_stage(build_dir, "passes"),
+                                   finished_stage(build_dir, "split") if report.get("parts") else None,
                                    finished_stage(build_dir, "reference"), finished_stage(build_dir, report["rknn_stage"]), calib,
                                    prompts, seeds, steps, guidance_scale, report["resolution"],
                                    build_dir / "logs" / "rknn-generate.log", progress, Path(scratch))

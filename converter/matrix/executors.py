@@ -45,7 +45,7 @@ def run_ray(entries: list[Entry], workdir: Path, out: Path, address: str,
         pending = {}
         for entry in entries:
             on_start(entry)
-            ref = task.options(num_cpus=1, memory=peak_bytes(str(entry.options["model"]), workdir)).remote(
+            ref = task.options(num_cpus=1, memory=peak_bytes(entry.options, workdir)).remote(
                 entry.name, entry.options, str(workdir), str(out))
             pending[ref] = entry
         while pending:

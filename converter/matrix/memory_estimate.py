@@ -2,16 +2,22 @@
 
 An estimate from the weights alone: the whole process tree of SD 1.5's build at 512 px for rk3588
 (float16, tiling auto) peaked at 14.97 GB for 3.44 GB of float32 weights (tools/bench_build.py on a
-2-core, 24 GiB machine), 4.35x; it leaves out resolution (activations), dtype (a w8a8 build also
-calibrates) and the hybrid search's extra builds, which run one after another. Tiny models get the
-floor: the interpreter, torch and the toolkit imported.
+2-core, 24 GiB machine), 4.35x, nearly all of it the toolkit's process. With --parts N the toolkit holds
+one part at a time, up to 1/N + graph_cut.WINDOW of the weights (2 parts: 8.41 GB, the toolkit 7.95 GB
+for a part with 58% of them), and the export (the rkconvert process: 4.64 GB, 1.35x) can be the larger.
+It leaves out resolution (activations), dtype (a w8a8 build also calibrates) and the hybrid search's
+extra builds, which run one after another. Tiny models get the floor: the interpreter, torch and the
+toolkit imported.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from converter.build import graph_cut
+
 PEAK_PER_WEIGHT_BYTE = 4.4
+EXPORT_PER_WEIGHT_BYTE = 1.4
 FLOOR_BYTES = 2 * 2**30
 FLOAT32 = 4
 
@@ -48,5 +54,11 @@ def weight_bytes(model: str, workdir: Path) -> int:
     return _file_bytes(path) if path.exists() else 0
 
 
-def peak_bytes(model: str, workdir: Path) -> int:
-    return max(FLOOR_BYTES, round(PEAK_PER_WEIGHT_BYTE * weight_bytes(model, workdir)))
+def peak_bytes(options: dict, workdir: Path) -> int:
+    """The estimate for a matrix entry's build `options` (model, and parts and dtype as build takes them)."""
+    weights = weight_bytes(str(options["model"]), workdir)
+    parts = options.get("parts", "auto")
+    whole = str(options.get("dtype", "auto")) not in ("auto", "float16")  # --parts auto builds these whole
+    count = (1 if whole else graph_cut.auto_count(weights)) if parts == "auto" else int(parts)
+    share = min(1.0, 1 / count + graph_cut.WINDOW) if count > 1 else 1.0
+    return max(FLOOR_BYTES, round(PEAK_PER_WEIGHT_BYTE * share * weights), round(EXPORT_PER_WEIGHT_BYTE * weights))

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 from converter.build.build_dir import finished_stage
-from converter.build.stages.images import check_whole
 from converter.common.errors import UserError
 from converter.imaging.evaluation import eval_set
 from converter.models import cpu_parts
@@ -29,7 +28,6 @@ def _finished(build_dir: Path) -> dict:
     if report.get("status") != "ok":
         raise UserError(f"{build_dir / 'report.json'}: the build did not finish (status {report.get('status')!r}); "
                         "only a finished build can be released")
-    check_whole(report, build_dir / "report.json", "release")
     return report
 
 
@@ -82,10 +80,10 @@ def _cpu_key(folder: Path, resolution: int) -> dict:
 def contents(build_dir: Path) -> tuple[dict, dict[str, Path | bytes]]:
     """(manifest, bundle files by name) for a finished build; UserError naming what is missing."""
     report = _finished(build_dir)
-    artifact = build_dir / report["artifact"]
-    declared = rknn_file.read(artifact).to_json()
-    files: dict[str, Path | bytes] = {manifest.RKNN: artifact, "report.json": build_dir / "report.json",
-                                      "report.html": build_dir / "report.html"}
+    artifacts = [build_dir / p["artifact"] for p in report.get("parts") or [report]]
+    declared = [rknn_file.read(a).to_json() for a in artifacts]
+    files: dict[str, Path | bytes] = dict(zip(manifest.rknn_names(len(artifacts)), artifacts))
+    files.update({"report.json": build_dir / "report.json", "report.html": build_dir / "report.html"})
     files.update({program: build_dir / program for program in report.get("host_programs", [])})
     files.update({f"board/{p.name}": p for p in sorted(BOARD.glob("*.py")) if p.name != "__init__.py"})
     check_files, check = _check_files(build_dir, report)

@@ -4,6 +4,7 @@ board, its proof of accuracy, and the sha256 of every other file in it."""
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from converter import __version__
 SCHEMA = "rkconvert-bundle/1"
 NAME = "manifest.json"
 RKNN = "model.rknn"
+# What the manifest says of each .rknn, as the file itself declares it (verify compares them).
+PART_KEYS = ("inputs", "outputs", "op_counts", "constant_bytes")
 # key -> type every manifest has; verify checks them.
 REQUIRED = {"schema": str, "rkconvert_version": str, "target": str, "toolkit_version": str, "compiler_version": str,
             "librknnrt_version": str, "dtype": str, "model": str, "rknn": str, "inputs": list, "outputs": list,
@@ -31,28 +34,38 @@ def file_chunks(path: Path, size: int = 1 << 20) -> Iterable[bytes]:
         yield from iter(lambda: f.read(size), b"")
 
 
-def make(report: dict, declared: dict, files: dict[str, Path | bytes], check: dict, pipeline: dict | None) -> dict:
-    """The manifest for a build's `report`, the artifact's own account `declared` (targets/rknn_file.py),
-    the bundle's other `files` (name in the bundle -> file or bytes), the check tensors' names and, for a
-    model that draws, what the board's text-to-image loop needs (`pipeline`)."""
+def rknn_names(count: int) -> list[str]:
+    """The .rknn files of a bundle, in run order: model.rknn, or a build's parts (--parts)."""
+    return [RKNN] if count == 1 else [f"model.part{i}.rknn" for i in range(1, count + 1)]
+
+
+def make(report: dict, declared: list[dict], files: dict[str, Path | bytes], check: dict, pipeline: dict | None) -> dict:
+    """The manifest for a build's `report`, the artifacts' own accounts `declared` (targets/rknn_file.py; one
+    per .rknn, in run order), the bundle's other `files` (name in the bundle -> file or bytes), the check
+    tensors' names and, for a model that draws, what the board's text-to-image loop needs (`pipeline`).
+    A model in parts lists them under `parts`, each with the tensors it takes and hands on by name."""
     images = report.get("images")
+    first, last = declared[0], declared[-1]
+    names = rknn_names(len(declared))
     return {
         "schema": SCHEMA,
         "rkconvert_version": __version__,
-        "target": declared["target"],
-        "toolkit_version": declared["toolkit_version"],
-        "compiler_version": declared["compiler_version"],
+        "target": first["target"],
+        "toolkit_version": first["toolkit_version"],
+        "compiler_version": first["compiler_version"],
         # A model built by one toolkit fails on another runtime ("Invalid RKNN model version 6"; a 2.3.0
         # model crashed on librknnrt 2.3.2): the board's librknnrt must be the toolkit's version.
-        "librknnrt_version": declared["toolkit_version"],
+        "librknnrt_version": first["toolkit_version"],
         "dtype": report["dtype"],
         "model": report["model"],
         "resolution": report.get("resolution"),
-        "rknn": RKNN,
-        "inputs": declared["inputs"],
-        "outputs": declared["outputs"],
-        "op_counts": declared["op_counts"],
-        "constant_bytes": declared["constant_bytes"],
+        "rknn": names[0],
+        "inputs": first["inputs"],
+        "outputs": last["outputs"],
+        "op_counts": dict(sum((Counter(d["op_counts"]) for d in declared), Counter())),
+        "constant_bytes": dict(sum((Counter(d["constant_bytes"]) for d in declared), Counter())),
+        "parts": [{"rknn": name, **{k: d[k] for k in PART_KEYS}} for name, d in zip(names, declared)]
+        if len(declared) > 1 else None,
         "host_programs": report.get("host_programs", []),
         "accuracy": {k: report.get(k) for k in ("output_psnr_db", "output_cosine", "output_max_abs", "check_inputs",
                                                 "min_psnr")},
@@ -64,6 +77,12 @@ def make(report: dict, declared: dict, files: dict[str, Path | bytes], check: di
                          "bytes": len(c) if isinstance(c, bytes) else c.stat().st_size}
                   for name, c in sorted(files.items())},
     }
+
+
+def runs(made: dict) -> list[dict]:
+    """What the runner loads, in order ({"rknn", "inputs", "outputs", "op_counts", ...}): the parts, or the one
+    .rknn described at the top level."""
+    return made.get("parts") or [{"rknn": made["rknn"], **{k: made[k] for k in PART_KEYS}}]
 
 
 def problems(manifest: object) -> list[str]:

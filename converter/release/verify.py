@@ -15,8 +15,9 @@ from converter.common.errors import UserError
 from converter.release import manifest, tarball
 from targets import rknn_file
 
-# Manifest keys the .rknn file itself must agree with.
-DECLARED = ("target", "toolkit_version", "compiler_version", "inputs", "outputs", "op_counts")
+# Manifest keys each .rknn file itself must agree with: the bundle's, and its own run's.
+BUNDLE_WIDE = ("target", "toolkit_version", "compiler_version")
+RUN_KEYS = ("inputs", "outputs", "op_counts")
 
 
 def verify(bundle: Path) -> tuple[dict | None, list[str]]:
@@ -28,13 +29,15 @@ def verify(bundle: Path) -> tuple[dict | None, list[str]]:
     root = roots.pop()
     sums, raw_manifest = {}, None
     with tempfile.TemporaryDirectory(prefix="rkconvert-verify-") as tmp:
-        rknn_copy = Path(tmp) / manifest.RKNN
+        copies = {}  # every top-level .rknn, kept to read what it declares once the manifest says which are ours
         for info, chunks in tarball.chunks(bundle):
             name = str(PurePosixPath(info.name).relative_to(root))
             if name == manifest.NAME:
                 raw_manifest = b"".join(chunks)
                 continue
-            with open(rknn_copy if name == manifest.RKNN else os.devnull, "wb") as sink:
+            if name.endswith(".rknn") and "/" not in name:
+                copies[name] = Path(tmp) / f"{len(copies)}.rknn"
+            with open(copies.get(name, os.devnull), "wb") as sink:
                 sums[name] = (manifest.sha256(_tee(chunks, sink)), info.size)
         if raw_manifest is None:
             return None, [f"{manifest.NAME}: missing"]
@@ -46,11 +49,13 @@ def verify(bundle: Path) -> tuple[dict | None, list[str]]:
         if found:
             return None, found
         found += _files(made["files"], sums)
-        if manifest.RKNN in sums:
+        for run in manifest.runs(made):
+            if run["rknn"] not in copies:
+                continue  # named missing above
             try:
-                found += _declared(made, rknn_file.read(rknn_copy).to_json())
+                found += _declared(made, run, rknn_file.read(copies[run["rknn"]]).to_json())
             except UserError as e:
-                found.append(str(e).replace(str(rknn_copy), manifest.RKNN))
+                found.append(str(e).replace(str(copies[run["rknn"]]), run["rknn"]))
     return made, found
 
 
@@ -62,9 +67,12 @@ def _files(listed: dict, sums: dict[str, tuple[str, int]]) -> list[str]:
     return found
 
 
-def _declared(made: dict, declared: dict) -> list[str]:
-    return [f"{manifest.RKNN}: the file says {key} {declared[key]!r}, the manifest {made.get(key)!r}"
-            for key in DECLARED if made.get(key) != declared[key]]
+def _declared(made: dict, run: dict, declared: dict) -> list[str]:
+    """What `run`'s .rknn says of itself against the manifest: the bundle's target and versions, the run's
+    tensors and node counts."""
+    said = {**{key: made.get(key) for key in BUNDLE_WIDE}, **{key: run.get(key) for key in RUN_KEYS}}
+    return [f"{run['rknn']}: the file says {key} {declared[key]!r}, the manifest {said[key]!r}"
+            for key in (*BUNDLE_WIDE, *RUN_KEYS) if said[key] != declared[key]]
 
 
 def _tee(chunks, sink):

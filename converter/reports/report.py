@@ -123,6 +123,8 @@ def print_summary(console: Console, report: dict, report_path: Path) -> None:
                                f"{report['artifact_to_onnx']:.2f} x the float32 ONNX")
         rows[1:1] = [(f"part {i}", f"{report_path.parent / p['artifact']}: {file_summary(p['rknn_file'])}")
                      for i, p in enumerate(report["parts"], start=1)]
+        if report.get("parts_choice"):
+            rows.insert(len(report["parts"]) + 1, ("parts auto", report["parts_choice"]))
     if report.get("hybrid_trials"):
         tried = ", ".join(f"{t['float16_layers']}: {t['psnr_db']:.1f} dB" for t in report["hybrid_trials"])
         rows.append(("kept float16", f"{len(report['float16_layers'])} layers (tried {tried})"))

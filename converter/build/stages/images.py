@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import json
 import shutil
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from converter.build.build_dir import StageResult
 from converter.build.request import BuildRequest
+from converter.build.stages import rknn as rknn_stage
 from converter.build.stages.reference import feed, feeder
 from converter.common import onnx_runtime
-from converter.common.errors import BuildFailed, UserError
+from converter.common.errors import BuildFailed
 from converter.common.progress import Progress
 from converter.imaging.evaluation import EvalSet, compare_images, judge_for
 from converter.imaging.pictures import comparison_grid, difference, save_png
@@ -32,12 +33,13 @@ from targets.chip import Chip
 GRID = "grid.png"
 
 
-def run(req: BuildRequest, export: StageResult, passes: StageResult, reference: StageResult, rknn: StageResult,
-        calib: StageResult | None, evaluation: EvalSet, log: Path, progress: Progress, tmp: Path) -> dict:
+def run(req: BuildRequest, export: StageResult, passes: StageResult, split: StageResult | None, reference: StageResult,
+        rknn: StageResult, calib: StageResult | None, evaluation: EvalSet, log: Path, progress: Progress,
+        tmp: Path) -> dict:
     prompts = [p.prompt for p in evaluation.prompts]
     seeds = [p.seed for p in evaluation.prompts]
-    ref, converted = draw_both(req.source.pipeline, req.chip, req.dtype, passes, reference, rknn, calib, prompts, seeds,
-                               evaluation.steps, evaluation.guidance_scale, export.meta["resolution"], log, progress,
+    ref, converted = draw_both(req.source.pipeline, req.chip, req.dtype, passes, split, reference, rknn, calib, prompts,
+                               seeds, evaluation.steps, evaluation.guidance_scale, export.meta["resolution"], log, progress,
                                tmp)
     result = compare_images(ref, converted, prompts, judge_for(evaluation.judge))
     for i, row in enumerate(result["rows"]):
@@ -48,13 +50,6 @@ def run(req: BuildRequest, export: StageResult, passes: StageResult, reference: 
             "judge": evaluation.judge}
 
 
-def check_whole(report: dict, report_path: Path, verb: str) -> None:
-    """UserError for a build in parts: the simulator here serves one model, not a chain of them."""
-    if report.get("parts"):
-        raise UserError(f"{report_path}: built in {len(report['parts'])} parts (--parts); {verb} takes a build of "
-                        "one .rknn for now")
-
-
 def save_trio(folder: Path, stem: str, ref: np.ndarray, converted: np.ndarray) -> dict[str, str]:
     """{reference, rknn, difference}: the PNG names written for one prompt."""
     names = {"reference": f"{stem}-reference.png", "rknn": f"{stem}-rknn.png", "difference": f"{stem}-difference.png"}
@@ -63,8 +58,8 @@ def save_trio(folder: Path, stem: str, ref: np.ndarray, converted: np.ndarray) -
     return names
 
 
-def draw_both(folder: Path, chip: Chip, dtype: str, passes: StageResult, reference: StageResult, rknn: StageResult,
-              calib: StageResult | None, prompts: list[str], seeds: list[int], steps: int, guidance_scale: float,
+def draw_both(folder: Path, chip: Chip, dtype: str, passes: StageResult, split: StageResult | None,
+              reference: StageResult, rknn: StageResult, calib: StageResult | None, prompts: list[str], seeds: list[int], steps: int, guidance_scale: float,
               resolution: int, log: Path, progress: Progress, scratch: Path) -> tuple[np.ndarray, np.ndarray]:
     """The prompts drawn by the pipeline in `folder` with the reference UNet, then with the .rknn that the
     `rknn` stage built, rebuilt in the simulator (BuildFailed if the rebuild computes anything else)."""
@@ -80,28 +75,44 @@ def draw_both(folder: Path, chip: Chip, dtype: str, passes: StageResult, referen
                         resolution, on_step)
 
     ref = draw("ONNX Runtime", _onnx_runtime(onnx_path, passes.meta["outputs"][0]))
-    with rebuilt_simulator(chip, dtype, passes, reference, rknn, calib, log, progress.tick, scratch) as infer:
+    with rebuilt_simulator(chip, dtype, passes, split, reference, rknn, calib, log, progress.tick, scratch) as infer:
         converted = draw(".rknn in the simulator", lambda feeds: [outs[0] for outs in infer(feeds)])
     return ref, converted
 
 
 @contextmanager
-def rebuilt_simulator(chip: Chip, dtype: str, passes: StageResult, reference: StageResult, rknn: StageResult,
-                      calib: StageResult | None, log: Path, on_tick, scratch: Path):
+def rebuilt_simulator(chip: Chip, dtype: str, passes: StageResult, split: StageResult | None, reference: StageResult,
+                      rknn: StageResult, calib: StageResult | None, log: Path, on_tick, scratch: Path):
     """The `rknn` stage's model rebuilt in a serving simulator (it cannot run a .rknn file), checked to
-    compute what the build's did on check sample 0 (BuildFailed if not); yields infer([feed]) -> [[out]]."""
-    sim_dir = scratch / "simulator-build"
-    with rknn_backend.serving_simulator(passes.path / passes.meta["onnx"], chip, sim_dir, list(passes.meta["inputs"]),
-                                        passes.meta["outputs"], log, on_tick, dtype,
-                                        calib.path / calib.meta["dataset"] if calib else None,
-                                        rknn.meta["float16_layers"], rknn.meta.get("toolkit_config")) as infer:
+    compute what the build's did on check sample 0 (BuildFailed if not); yields infer([feed]) -> [[out]].
+    A model in parts is a simulator per part, built in turn and kept up together, each fed the graph's
+    inputs and the earlier parts' outputs by name."""
+    models = rknn_stage.toolkit_models(passes, split)
+    with ExitStack() as serving:
+        parts = []
+        for i, model in enumerate(models, start=1):
+            part_log = log if len(models) == 1 else log.with_name(f"{log.stem}-part{i}.log")
+            parts.append(serving.enter_context(rknn_backend.serving_simulator(
+                model["onnx"], chip, scratch / f"simulator-build-{i}", model["inputs"], model["outputs"], part_log,
+                on_tick, dtype, calib.path / calib.meta["dataset"] if calib else None, rknn.meta["float16_layers"],
+                rknn.meta.get("toolkit_config"))))
+
+        def infer(feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+            tensors = [dict(f) for f in feeds]
+            for model, part in zip(models, parts):
+                outputs = part([{name: t[name] for name in model["inputs"]} for t in tensors])
+                for t, values in zip(tensors, outputs):
+                    t.update(zip(model["outputs"], values))
+            return [[t[name] for name in passes.meta["outputs"]] for t in tensors]
+
         check = infer([feed(reference, 0)])[0][0]
         built = np.load(rknn.path / rknn.meta["simulator"][0][0])
         if not np.array_equal(check, built):
             raise BuildFailed(f"the toolkit's rebuild of the .rknn computes another model: its output on check "
                               f"sample 0 differs from the build's by up to {np.abs(check - built).max():.3g}")
         yield infer
-    shutil.rmtree(sim_dir)
+    for i in range(1, len(models) + 1):
+        shutil.rmtree(scratch / f"simulator-build-{i}")
 
 
 def _onnx_runtime(onnx_path: Path, output: str):

@@ -58,27 +58,48 @@ def runtime_version(text: str) -> str | None:
 
 @contextlib.contextmanager
 def on_npu(manifest: dict, core_mask: str):
-    """unet(feed) -> output on the board's NPU, after checking the runtime's version."""
+    """unet(feed) -> output on the board's NPU, after checking the runtime's version. A model built in parts
+    (manifest `parts`) is one RKNNLite per part, run in turn, each fed by name from the graph's inputs and
+    the earlier parts' outputs."""
     try:
         from rknnlite.api import RKNNLite
     except ImportError:
         raise RunnerError("rknn-toolkit-lite2 is not installed (pip install rknn-toolkit-lite2; aarch64 only); "
                           "on the host, run with --simulate BUILD_DIR") from None
-    lite = RKNNLite(verbose=False)
+    # as converter/release/manifest.runs reads it (this runner ships without rkconvert)
+    runs = manifest.get("parts") or [{"rknn": manifest["rknn"], "inputs": manifest["inputs"],
+                                      "outputs": manifest["outputs"]}]
+    loaded = []
     try:
-        if lite.load_rknn(str(BUNDLE / manifest["rknn"])) != 0:
-            raise RunnerError(f"{manifest['rknn']}: load_rknn failed")
-        if lite.init_runtime(core_mask=CORE_MASKS[core_mask]) != 0:
-            raise RunnerError("init_runtime failed: is the NPU driver loaded and librknnrt installed?")
-        have = runtime_version(str(lite.get_sdk_version()))
+        for run in runs:
+            lite = RKNNLite(verbose=False)
+            loaded.append(lite)
+            if lite.load_rknn(str(BUNDLE / run["rknn"])) != 0:
+                raise RunnerError(f"{run['rknn']}: load_rknn failed")
+            if lite.init_runtime(core_mask=CORE_MASKS[core_mask]) != 0:
+                raise RunnerError("init_runtime failed: is the NPU driver loaded and librknnrt installed?")
+        have = runtime_version(str(loaded[0].get_sdk_version()))
         if have != manifest["librknnrt_version"]:
             raise RunnerError(f"this board's librknnrt is {have or 'of unknown version'}, the model was built by "
                               f"rknn-toolkit2 {manifest['toolkit_version']}: install librknnrt "
                               f"{manifest['librknnrt_version']} (a model from one toolkit fails on another runtime)")
-        names = [t["name"] for t in manifest["inputs"]]
-        yield lambda feed: lite.inference(inputs=[feed[n] for n in names], data_format=["nchw"] * len(names))[0]
+        yield chain(runs, [lambda xs, lite=lite: lite.inference(inputs=xs, data_format=["nchw"] * len(xs))
+                           for lite in loaded])
     finally:
-        lite.release()
+        for lite in loaded:
+            lite.release()
+
+
+def chain(runs: list[dict], infers: list):
+    """unet(feed) -> the last run's first output: each run's infer([input, ...]) -> [output, ...] fed by name
+    from `feed` and the earlier runs' outputs."""
+    def unet(feed: dict) -> np.ndarray:
+        tensors = dict(feed)
+        for run, infer in zip(runs, infers):
+            outputs = infer([tensors[t["name"]] for t in run["inputs"]])
+            tensors.update(zip((t["name"] for t in run["outputs"]), outputs))
+        return tensors[runs[-1]["outputs"][0]["name"]]
+    return unet
 
 
 def host_programs(manifest: dict):
