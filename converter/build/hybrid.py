@@ -36,7 +36,8 @@ def fewest_float16(req: BuildRequest, passes: StageResult, split: StageResult | 
     """
     if rows is None:
         raise BuildFailed(f"output PSNR is under --min-psnr {req.min_psnr:g} and choosing layers to keep in "
-                          "float16 needs the per-layer report, which this build skipped (--layer-report on)")
+                          "float16 needs the per-layer report, which this build skipped (--layer-report on; a build "
+                          "in parts has none: --parts 1)")
     ranked = quantization_suspects(rows)
     trials: dict[int, tuple[StageResult, float]] = {}
     with ray_cluster.joined(req.ray_address) if req.ray_address else nullcontext() as ray:

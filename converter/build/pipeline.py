@@ -26,6 +26,7 @@ from converter.build.stages import passes as passes_stage
 from converter.build.stages import reference as reference_stage
 from converter.build.stages import rknn as rknn_stage
 from converter.build.stages import split as split_stage
+from converter.build.stages import split_calib as split_calib_stage
 from converter.common.errors import BuildFailed, UserError
 from converter.common.progress import Progress
 from converter.imaging.evaluation import SPEC_FILE, EvalSet, eval_set
@@ -77,9 +78,6 @@ def build(req: BuildRequest, progress: Progress) -> dict:
 def _check_parts(req: BuildRequest) -> None:
     if req.parts in (1, None):
         return
-    if req.dtype not in ("float16", "auto"):  # auto is checked again once settled
-        raise UserError(f"--parts {req.parts} with --dtype {req.dtype}: parts are built float16 only (each part would "
-                        "need its own calibration inputs)")
     if req.layer_report == "on" or req.min_layer_cos is not None:
         raise UserError(f"--parts {req.parts}: the per-layer report (--layer-report on, --min-layer-cos) covers a "
                         "model built whole")
@@ -88,8 +86,8 @@ def _check_parts(req: BuildRequest) -> None:
 def _auto_parts(req: BuildRequest, passes: StageResult) -> tuple[int, str]:
     """--parts auto: (count, why). Whole when something needs the model whole, else as many parts as keep
     each under graph_cut.AUTO_PART_BYTES of float32 weights."""
-    if req.quantized:
-        return 1, f"{req.dtype} builds are built whole"
+    if req.quantized:  # parts work quantized (--parts N); auto waits for a full-size measurement
+        return 1, f"{req.dtype} builds are built whole unless --parts says otherwise"
     if req.layer_report == "on" or req.min_layer_cos is not None:
         return 1, "the per-layer report needs the model whole"
     count = graph_cut.auto_count(passes.meta["onnx_bytes"])
@@ -126,7 +124,6 @@ def prepare(req: BuildRequest, names: list[str], build_dir: BuildDir, progress: 
     if req.dtype == "auto":
         req.dtype, choice = req.chip.auto_dtype(export.meta["w8a16_layers"] > 0)
         progress.note(f"--dtype auto: {req.dtype} ({choice})")
-        _check_parts(req)
         if report is not None:
             report.update(dtype=req.dtype, dtype_choice=choice)
     if req.passes is None:  # a list given with --passes runs as given
@@ -186,7 +183,8 @@ def _run_stages(req: BuildRequest, names: list[str], evaluation: EvalSet | None,
     dumps = _layer_dumps(req, passes, report)
     report["toolkit_config"] = rknn_stage.toolkit_config(req)
     split = split_model(req, passes, build_dir, progress)
-    rknn = convert(req, passes, split, reference, calib, dumps, build_dir, progress)
+    given = part_calibration(req, passes, split, calib, build_dir, progress)  # what each toolkit build calibrates on
+    rknn = convert(req, passes, split, reference, given, dumps, build_dir, progress)
     metrics = rknn_stage.output_accuracy(passes, reference, rknn)
     report.update(output_psnr_db=metrics["psnr_db"], output_cosine=metrics["cosine"],
                   output_max_abs=metrics["max_abs"], output_mean_abs=metrics["mean_abs"],
@@ -198,7 +196,7 @@ def _run_stages(req: BuildRequest, names: list[str], evaluation: EvalSet | None,
         report["layers"] = layer_rows(req, passes, reference, rknn, build_dir, progress)
         print_layers(progress.console, report["layers"])
     if req.quantized and req.hybrid and metrics["psnr_db"] < req.min_psnr:
-        rknn = hybrid.fewest_float16(req, passes, split, reference, calib, report.get("layers"), rknn.meta["peak_rss_bytes"],
+        rknn = hybrid.fewest_float16(req, passes, split, reference, given, report.get("layers"), rknn.meta["peak_rss_bytes"],
                                      build_dir, progress, report)
         metrics = rknn_stage.output_accuracy(passes, reference, rknn)
         report.update(output_psnr_db=metrics["psnr_db"], output_cosine=metrics["cosine"],
@@ -209,7 +207,7 @@ def _run_stages(req: BuildRequest, names: list[str], evaluation: EvalSet | None,
                   cost=cost(rknn_stage.placement_rows(rknn), rknn.meta["memory"], req.chip),
                   pipeline=str(req.source.pipeline.resolve()) if req.source.pipeline else None)
     shutil.rmtree(req.out / IMAGES_DIR, ignore_errors=True)
-    images = _images(req, evaluation, export, passes, split, reference, rknn, calib, build_dir, progress)
+    images = _images(req, evaluation, export, passes, split, reference, rknn, given, build_dir, progress)
     if images is not None:
         # Placed before the gates: a build that fails on its images shows them.
         for png in sorted(images.path.glob("*.png")):
@@ -227,6 +225,16 @@ def split_model(req: BuildRequest, passes: StageResult, build_dir: BuildDir, pro
         return None
     return run_stage(req, build_dir, progress, "split", f"the graph cut into {req.parts} parts of about equal weight",
                      {"parts": req.parts}, [passes], lambda tmp: split_stage.run(passes, req.parts, tmp))
+
+
+def part_calibration(req: BuildRequest, passes: StageResult, split: StageResult | None, calib: StageResult | None,
+                     build_dir: BuildDir, progress: Progress) -> StageResult | None:
+    """Stage `split-calib` for a quantized build in parts: each part's calibration inputs; else `calib` as it is."""
+    if split is None or calib is None:
+        return calib
+    return run_stage(req, build_dir, progress, "split-calib", "each part's calibration inputs (ONNX Runtime on the "
+                     "parts before it)", {}, [passes, split, calib],
+                     lambda tmp: split_calib_stage.run(passes, split, calib, progress, tmp))
 
 
 def convert(req: BuildRequest, passes: StageResult, split: StageResult | None, reference: StageResult,

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from converter.build.build_dir import finished_stage
-from converter.build.stages.images import draw_both, save_trio
+from converter.build.stages.images import CALIBRATION, draw_both, save_trio
 from converter.common.errors import UserError
 from converter.common.progress import Progress
 from converter.imaging.evaluation import eval_set, psnr, ssim
@@ -39,7 +39,7 @@ def generate(build_dir: Path, prompts: list[str], seed: int, steps: int | None, 
     declared = eval_set(folder)
     steps = steps or (declared.steps if declared else 20)
     guidance_scale = guidance_scale if guidance_scale is not None else (declared.guidance_scale if declared else 7.5)
-    calib = finished_stage(build_dir, "calib") if report["dtype"] != "float16" else None
+    calib = finished_stage(build_dir, CALIBRATION[bool(report.get("parts"))]) if report["dtype"] != "float16" else None
     seeds = [seed + i for i in range(len(prompts))]
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".generate-", dir=out) as scratch, \

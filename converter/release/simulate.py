@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from converter.build.build_dir import finished_stage
-from converter.build.stages.images import rebuilt_simulator
+from converter.build.stages.images import CALIBRATION, rebuilt_simulator
 from converter.common.errors import UserError
 from converter.release.manifest import file_chunks, runs, sha256
 from converter.reports.compare_builds import load_report
@@ -29,7 +29,7 @@ def in_simulator(build_dir: Path, manifest: dict):
                                            for a, n in zip(artifacts, names)):
         raise UserError(f"{build_dir}: its .rknn {'files are' if len(names) > 1 else 'is'} not this bundle's "
                         f"{', '.join(names)}; simulate with the build folder the bundle was released from")
-    calib = finished_stage(build_dir, "calib") if report["dtype"] != "float16" else None
+    calib = finished_stage(build_dir, CALIBRATION[bool(report.get("parts"))]) if report["dtype"] != "float16" else None
     split = finished_stage(build_dir, "split") if report.get("parts") else None
     with tempfile.TemporaryDirectory(prefix="rkconvert-simulate-") as scratch, \
             rebuilt_simulator(get_chip(report["target"]), report["dtype"], finished_stage(build_dir, "passes"), split,

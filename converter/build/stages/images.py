@@ -31,6 +31,8 @@ from targets import rknn_backend
 from targets.chip import Chip
 
 GRID = "grid.png"
+# The stage whose calibration the toolkit got, by whether the build is in parts: what a rebuild needs.
+CALIBRATION = {False: "calib", True: "split-calib"}
 
 
 def run(req: BuildRequest, export: StageResult, passes: StageResult, split: StageResult | None, reference: StageResult,
@@ -87,15 +89,14 @@ def rebuilt_simulator(chip: Chip, dtype: str, passes: StageResult, split: StageR
     compute what the build's did on check sample 0 (BuildFailed if not); yields infer([feed]) -> [[out]].
     A model in parts is a simulator per part, built in turn and kept up together, each fed the graph's
     inputs and the earlier parts' outputs by name."""
-    models = rknn_stage.toolkit_models(passes, split)
+    models = rknn_stage.toolkit_models(passes, split, calib)
     with ExitStack() as serving:
         parts = []
         for i, model in enumerate(models, start=1):
             part_log = log if len(models) == 1 else log.with_name(f"{log.stem}-part{i}.log")
             parts.append(serving.enter_context(rknn_backend.serving_simulator(
                 model["onnx"], chip, scratch / f"simulator-build-{i}", model["inputs"], model["outputs"], part_log,
-                on_tick, dtype, calib.path / calib.meta["dataset"] if calib else None, rknn.meta["float16_layers"],
-                rknn.meta.get("toolkit_config"))))
+                on_tick, dtype, model["dataset"], rknn.meta["float16_layers"], rknn.meta.get("toolkit_config"))))
 
         def infer(feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
             tensors = [dict(f) for f in feeds]

@@ -24,13 +24,15 @@ def toolkit_config(req: BuildRequest) -> dict:
     return toolkit_attention(req.chip, req.dtype, req.attention_tiles)
 
 
-def toolkit_models(passes: StageResult, split: StageResult | None) -> list[dict]:
-    """What the toolkit builds, in run order ({"onnx", "inputs", "outputs"}): the passes' graph, or its
-    parts (--parts), each fed the graph's inputs and earlier parts' outputs by name."""
+def toolkit_models(passes: StageResult, split: StageResult | None, calib: StageResult | None) -> list[dict]:
+    """What the toolkit builds, in run order ({"onnx", "inputs", "outputs", "dataset"}): the passes' graph,
+    or its parts (--parts), each fed the graph's inputs and earlier parts' outputs by name. `calib` is the
+    calibration the toolkit gets: stage calib for a whole graph, stage split-calib for parts."""
     if split is None:
         return [{"onnx": passes.path / passes.meta["onnx"], "inputs": list(passes.meta["inputs"]),
-                 "outputs": passes.meta["outputs"]}]
-    return [{**part, "onnx": split.path / part["onnx"]} for part in split.meta["parts"]]
+                 "outputs": passes.meta["outputs"], "dataset": calib.path / calib.meta["dataset"] if calib else None}]
+    return [{**part, "onnx": split.path / part["onnx"], "dataset": calib.path / calib.meta["datasets"][i] if calib else None}
+            for i, part in enumerate(split.meta["parts"])]
 
 
 def run(req: BuildRequest, passes: StageResult, split: StageResult | None, reference: StageResult,
@@ -38,7 +40,7 @@ def run(req: BuildRequest, passes: StageResult, split: StageResult | None, refer
         float16_layers: list[str] | None = None) -> dict:
     config = toolkit_config(req)
     samples = [{k: reference.path / v for k, v in s.items()} for s in reference.meta["samples"]]
-    models = toolkit_models(passes, split)
+    models = toolkit_models(passes, split, calib)
     built = []
     for i, model in enumerate(models, start=1):
         # a part is built after the one before has exited: one toolkit holds one part's weights at a time
@@ -47,8 +49,8 @@ def run(req: BuildRequest, passes: StageResult, split: StageResult | None, refer
             progress.note(f"part {i} of {len(models)}: {len(model['inputs'])} inputs, {len(model['outputs'])} outputs")
         run_, result = rknn_backend.build_and_simulate(
             model["onnx"], req.chip, out_dir, [{n: s[n] for n in model["inputs"]} for s in samples], model["inputs"],
-            model["outputs"], part_log, progress.tick, layer_dumps, req.dtype,
-            calib.path / calib.meta["dataset"] if calib else None, float16_layers, config)
+            model["outputs"], part_log, progress.tick, layer_dumps, req.dtype, model["dataset"], float16_layers,
+            config)
         for sample, outputs in zip(samples, result["outputs"]):
             sample.update(zip(model["outputs"], map(Path, outputs)))
         built.append((out_dir, part_log.read_text(errors="replace"), run_, result))
