@@ -1,6 +1,6 @@
 """Benchmark `rkconvert build` on a preset: wall time, peak memory, accuracy and size, as JSON.
 
-    .venv/bin/python tools/bench_build.py --model sd15 --resolution 512 [--parts 2] [--json bench-results/x.json]
+    .venv/bin/python tools/bench_build.py --model sd15 --resolution 512 [--parts 1] [--json bench-results/x.json]
 
 Runs the real CLI in a child process (fresh build folder, --rebuild) and samples the resident memory
 of its whole process tree (rkconvert + the toolkit's child) twice a second, so the peak is what the
@@ -70,13 +70,13 @@ def main() -> int:
     parser.add_argument("--enable-pass", action="append", default=[], help="passed on to rkconvert build")
     parser.add_argument("--layer-report", default="off", help="passed on to rkconvert build (default: off)")
     parser.add_argument("--attention-tiles", default="auto", help="passed on to rkconvert build (default: auto)")
-    parser.add_argument("--parts", type=int, default=1, help="passed on to rkconvert build (default: 1)")
+    parser.add_argument("--parts", default="auto", help="passed on to rkconvert build (default: auto)")
     parser.add_argument("--out", type=Path, default=None, help="build folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None, help="default: bench-results/build-<model>-<res>.json")
     args = parser.parse_args()
     variant = "".join(f"+{p}" for p in args.enable_pass) + ("" if args.attention_tiles == "auto" else
                                                             f"+tiles-{args.attention_tiles}")
-    variant += "" if args.parts == 1 else f"+parts-{args.parts}"
+    variant += "" if args.parts == "auto" else f"+parts-{args.parts}"
     json_path = args.json or Path("bench-results") / f"build-{args.model.replace(':', '-')}-{args.resolution}{variant}.json"
 
     with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
@@ -95,6 +95,7 @@ def main() -> int:
         "enabled_passes": args.enable_pass,
         "attention_tiles": args.attention_tiles,
         "parts": args.parts,
+        "parts_built": len(report.get("parts") or [None]) if report else None,
         "exit_code": run["exit_code"],
         "wall_seconds": run["wall_seconds"],
         "peak_rss_bytes": run["peak_rss_bytes"],
