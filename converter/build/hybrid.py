@@ -26,7 +26,8 @@ TRIAL_MEMORY_MARGIN = 1.25
 
 
 def fewest_float16(req: BuildRequest, passes: StageResult, split: StageResult | None, reference: StageResult,
-                   calib: StageResult, rows: list[dict] | None, toolkit_peak_bytes: int, build_dir: BuildDir, progress: Progress,
+                   calib: StageResult, rows: list[dict] | None, toolkit_peak_bytes: int, build_dir: BuildDir,
+                   progress: Progress,
                    report: dict) -> StageResult:
     """The quantized build with the fewest layers kept in float16 that reaches --min-psnr.
 

@@ -196,7 +196,8 @@ def _run_stages(req: BuildRequest, names: list[str], evaluation: EvalSet | None,
         report["layers"] = layer_rows(req, passes, reference, rknn, build_dir, progress)
         print_layers(progress.console, report["layers"])
     if req.quantized and req.hybrid and metrics["psnr_db"] < req.min_psnr:
-        rknn = hybrid.fewest_float16(req, passes, split, reference, given, report.get("layers"), rknn.meta["peak_rss_bytes"],
+        rknn = hybrid.fewest_float16(req, passes, split, reference, given, report.get("layers"),
+                                     rknn.meta["peak_rss_bytes"],
                                      build_dir, progress, report)
         metrics = rknn_stage.output_accuracy(passes, reference, rknn)
         report.update(output_psnr_db=metrics["psnr_db"], output_cosine=metrics["cosine"],
@@ -241,7 +242,8 @@ def convert(req: BuildRequest, passes: StageResult, split: StageResult | None, r
             calib: StageResult | None, dumps: bool, build_dir: BuildDir, progress: Progress) -> StageResult:
     """Stage `rknn`: the toolkit's build (of each part, in turn, with `split`), simulated on the check inputs
     (and every layer dumped if `dumps`)."""
-    what = f"rknn-toolkit2 {req.dtype} build for {req.chip.name} + simulator" + (f", {req.parts} parts" if split else "")
+    what = f"rknn-toolkit2 {req.dtype} build for {req.chip.name} + simulator"
+    what += f", {req.parts} parts" if split else ""
     return run_stage(req, build_dir, progress, "rknn", what,
                      {"target": req.chip.name, "dtype": req.dtype, "layer_dumps": dumps, **rknn_stage.toolkit_config(req)},
                      [passes, reference] + ([calib] if calib else []) + ([split] if split else []),

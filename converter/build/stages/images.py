@@ -41,8 +41,8 @@ def run(req: BuildRequest, export: StageResult, passes: StageResult, split: Stag
     prompts = [p.prompt for p in evaluation.prompts]
     seeds = [p.seed for p in evaluation.prompts]
     ref, converted = draw_both(req.source.pipeline, req.chip, req.dtype, passes, split, reference, rknn, calib, prompts,
-                               seeds, evaluation.steps, evaluation.guidance_scale, export.meta["resolution"], log, progress,
-                               tmp)
+                               seeds, evaluation.steps, evaluation.guidance_scale, export.meta["resolution"], log,
+                               progress, tmp)
     result = compare_images(ref, converted, prompts, judge_for(evaluation.judge))
     for i, row in enumerate(result["rows"]):
         row.update(category=evaluation.prompts[i].category, seed=seeds[i])
@@ -61,7 +61,8 @@ def save_trio(folder: Path, stem: str, ref: np.ndarray, converted: np.ndarray) -
 
 
 def draw_both(folder: Path, chip: Chip, dtype: str, passes: StageResult, split: StageResult | None,
-              reference: StageResult, rknn: StageResult, calib: StageResult | None, prompts: list[str], seeds: list[int], steps: int, guidance_scale: float,
+              reference: StageResult, rknn: StageResult, calib: StageResult | None, prompts: list[str],
+              seeds: list[int], steps: int, guidance_scale: float,
               resolution: int, log: Path, progress: Progress, scratch: Path) -> tuple[np.ndarray, np.ndarray]:
     """The prompts drawn by the pipeline in `folder` with the reference UNet, then with the .rknn that the
     `rknn` stage built, rebuilt in the simulator (BuildFailed if the rebuild computes anything else)."""

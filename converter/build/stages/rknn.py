@@ -31,7 +31,8 @@ def toolkit_models(passes: StageResult, split: StageResult | None, calib: StageR
     if split is None:
         return [{"onnx": passes.path / passes.meta["onnx"], "inputs": list(passes.meta["inputs"]),
                  "outputs": passes.meta["outputs"], "dataset": calib.path / calib.meta["dataset"] if calib else None}]
-    return [{**part, "onnx": split.path / part["onnx"], "dataset": calib.path / calib.meta["datasets"][i] if calib else None}
+    return [{**part, "onnx": split.path / part["onnx"],
+             "dataset": calib.path / calib.meta["datasets"][i] if calib else None}
             for i, part in enumerate(split.meta["parts"])]
 
 
@@ -44,8 +45,9 @@ def run(req: BuildRequest, passes: StageResult, split: StageResult | None, refer
     built = []
     for i, model in enumerate(models, start=1):
         # a part is built after the one before has exited: one toolkit holds one part's weights at a time
-        out_dir, part_log = (tmp, log) if len(models) == 1 else (tmp / f"part{i}", log.with_name(f"{log.stem}-part{i}.log"))
-        if len(models) > 1:
+        whole = len(models) == 1
+        out_dir, part_log = (tmp, log) if whole else (tmp / f"part{i}", log.with_name(f"{log.stem}-part{i}.log"))
+        if not whole:
             progress.note(f"part {i} of {len(models)}: {len(model['inputs'])} inputs, {len(model['outputs'])} outputs")
         run_, result = rknn_backend.build_and_simulate(
             model["onnx"], req.chip, out_dir, [{n: s[n] for n in model["inputs"]} for s in samples], model["inputs"],
@@ -58,11 +60,13 @@ def run(req: BuildRequest, passes: StageResult, split: StageResult | None, refer
     for i, (_, log_text, _, _) in enumerate(built, start=1):
         buffers = largest_buffers(log_text)
         for row in placement(log_text):
-            rows.append({**row, "largest_buffer_bytes": buffers.get(row["id"])} | ({"part": i} if len(built) > 1 else {}))
+            part = {"part": i} if len(built) > 1 else {}
+            rows.append({**row, "largest_buffer_bytes": buffers.get(row["id"]), **part})
     (tmp / PLACEMENT).write_text(json.dumps(rows))
     memories = [memory(log_text) for _, log_text, _, _ in built]
     named = (lambda i, call: call) if len(built) == 1 else (lambda i, call: f"part{i} {call}")
-    phases = {named(i, call): seconds for i, (_, _, _, r) in enumerate(built, start=1) for call, seconds in r["phases"].items()}
+    phases = {named(i, call): seconds for i, (_, _, _, r) in enumerate(built, start=1)
+              for call, seconds in r["phases"].items()}
     peaks = {named(i, call): peak for i, (_, _, _, r) in enumerate(built, start=1)
              for call, peak in r["phase_peak_rss_bytes"].items()}
     return {
