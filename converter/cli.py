@@ -101,8 +101,7 @@ class PartsCount(click.ParamType):
                    "time and holds about 1/N of the memory (SD 1.5 at 512 px: 15.0 GB peak built whole, 8.4 GB "
                    "in 2 parts, this machine). The checks, generate, release and the board runner chain the parts; "
                    "a quantized part calibrates on what reaches it. auto: at most 2 GiB of float32 weights per "
-                   "part (SD 1.5: 2; the demo: 1); whole for quantized builds (not yet measured at full size in "
-                   "parts) and the per-layer report (it maps the whole graph).")
+                   "part (SD 1.5: 2; the demo: 1); whole for the per-layer report (it maps the whole graph).")
 @click.option("--min-layer-cos", type=click.FloatRange(-1, 1), default=None,
               help="Fail the build naming the first layer (execution order) whose output cosine against "
                    "ONNX Runtime is lower. Needs the per-layer report.")

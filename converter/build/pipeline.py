@@ -84,10 +84,8 @@ def _check_parts(req: BuildRequest) -> None:
 
 
 def _auto_parts(req: BuildRequest, passes: StageResult) -> tuple[int, str]:
-    """--parts auto: (count, why). Whole when something needs the model whole, else as many parts as keep
+    """--parts auto: (count, why). Whole when the per-layer report is asked for, else as many parts as keep
     each under graph_cut.AUTO_PART_BYTES of float32 weights."""
-    if req.quantized:  # parts work quantized (--parts N); auto waits for a full-size measurement
-        return 1, f"{req.dtype} builds are built whole unless --parts says otherwise"
     if req.layer_report == "on" or req.min_layer_cos is not None:
         return 1, "the per-layer report needs the model whole"
     count = graph_cut.auto_count(passes.meta["onnx_bytes"])
