@@ -94,9 +94,9 @@ def rebuilt_simulator(chip: Chip, dtype: str, passes: StageResult, split: StageR
     with ExitStack() as serving:
         parts = []
         for i, model in enumerate(models, start=1):
-            part_log = log if len(models) == 1 else log.with_name(f"{log.stem}-part{i}.log")
             parts.append(serving.enter_context(rknn_backend.serving_simulator(
-                model["onnx"], chip, scratch / f"simulator-build-{i}", model["inputs"], model["outputs"], part_log,
+                model["onnx"], chip, scratch / f"simulator-build-{i}", model["inputs"], model["outputs"],
+                rknn_stage.part_log(log, i, len(models)),
                 on_tick, dtype, model["dataset"], rknn.meta["float16_layers"], rknn.meta.get("toolkit_config"))))
 
         def infer(feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:

@@ -36,6 +36,11 @@ def toolkit_models(passes: StageResult, split: StageResult | None, calib: StageR
             for i, part in enumerate(split.meta["parts"])]
 
 
+def part_log(log: Path, i: int, count: int) -> Path:
+    """The toolkit log of part `i` of `count` (`log` itself for a whole model)."""
+    return log if count == 1 else log.with_name(f"{log.stem}-part{i}.log")
+
+
 def run(req: BuildRequest, passes: StageResult, split: StageResult | None, reference: StageResult,
         calib: StageResult | None, layer_dumps: bool, log: Path, progress: Progress, tmp: Path,
         float16_layers: list[str] | None = None) -> dict:
@@ -46,16 +51,16 @@ def run(req: BuildRequest, passes: StageResult, split: StageResult | None, refer
     for i, model in enumerate(models, start=1):
         # a part is built after the one before has exited: one toolkit holds one part's weights at a time
         whole = len(models) == 1
-        out_dir, part_log = (tmp, log) if whole else (tmp / f"part{i}", log.with_name(f"{log.stem}-part{i}.log"))
+        out_dir, model_log = (tmp if whole else tmp / f"part{i}"), part_log(log, i, len(models))
         if not whole:
             progress.note(f"part {i} of {len(models)}: {len(model['inputs'])} inputs, {len(model['outputs'])} outputs")
         run_, result = rknn_backend.build_and_simulate(
             model["onnx"], req.chip, out_dir, [{n: s[n] for n in model["inputs"]} for s in samples], model["inputs"],
-            model["outputs"], part_log, progress.tick, layer_dumps, req.dtype, model["dataset"], float16_layers,
+            model["outputs"], model_log, progress.tick, layer_dumps, req.dtype, model["dataset"], float16_layers,
             config)
         for sample, outputs in zip(samples, result["outputs"]):
             sample.update(zip(model["outputs"], map(Path, outputs)))
-        built.append((out_dir, part_log.read_text(errors="replace"), run_, result))
+        built.append((out_dir, model_log.read_text(errors="replace"), run_, result))
     rows = []
     for i, (_, log_text, _, _) in enumerate(built, start=1):
         buffers = largest_buffers(log_text)
