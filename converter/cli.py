@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 
 from converter import __version__
-from converter.build.request import CHECK_INPUT_CHOICES, IMAGE_CHECK_CHOICES, LAYER_REPORT_CHOICES, CalibSettings
+from converter.pipeline.request import CHECK_INPUT_CHOICES, IMAGE_CHECK_CHOICES, LAYER_REPORT_CHOICES, CalibSettings
 from converter.cli_options import as_arguments, calib_options, model_options, pass_options, target_options
 from converter.common.errors import BuildFailed, UserError
 
@@ -47,7 +47,7 @@ def main():
 
 def _request(model_spec, config_path, trust_pickle, seed, target, resolution, out, **settings):
     """The BuildRequest both `build` and `lint` work from (bad model or target: UserError)."""
-    from converter.build.request import BuildRequest
+    from converter.pipeline.request import BuildRequest
     from converter.models.model_source import resolve
     from targets import get_chip
 
@@ -137,7 +137,7 @@ def build(model_spec, config_path, trust_pickle, seed, target, resolution, out, 
     report.json + report.html. The .rknn, the reports and any host programs (small ONNX models
     computing inputs such as t_emb from the timestep on the board's CPU) land in --out.
     """
-    from converter.build.pipeline import build as run_build
+    from converter.pipeline.build import build as run_build
     from converter.common.progress import Progress
     from converter.reports.report import print_summary
 
@@ -172,9 +172,9 @@ def lint(model_spec, config_path, trust_pickle, seed, target, resolution, out, p
     --passes / --enable-pass / --skip-pass) is run and the graph checked again, and anything left has
     no fix in that list.
     """
-    from converter.build.build_dir import BuildDir
-    from converter.build.pass_selection import select
-    from converter.build.pipeline import export_model
+    from converter.pipeline.build_dir import BuildDir
+    from converter.pipeline.pass_selection import select
+    from converter.pipeline.build import export_model
     from converter.common import onnx_files
     from converter.common.progress import Progress
     from converter.lint.check import lint as run_lint
@@ -201,7 +201,7 @@ def lint(model_spec, config_path, trust_pickle, seed, target, resolution, out, p
               help="Stop a toolkit run after this long and call it no progress (default: 120 s plus 120 s per GB "
                    "of ONNX). Each candidate of the reduction gets the same budget.")
 @click.option("--known-failures", "catalogue", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              default=None, help="Catalogue of known failures to match against (default: targets/known_failures.toml).")
+              default=None, help="Catalogue of known failures to match against (default: converter/toolkit/known_failures.toml).")
 @calib_options
 @pass_options
 @click.option("--rebuild", is_flag=True, help="Ignore stages kept from earlier runs.")
@@ -225,13 +225,13 @@ def diagnose(model_spec, config_path, trust_pickle, seed, target, resolution, ou
     fails the gate alone. Writes --out/diagnosis/: diagnosis.json, repro.onnx, repro.py (rknn-toolkit2
     alone: ready to report upstream) and the logs; a failed build's report.html links to it.
     """
-    from converter.build.pass_selection import select
+    from converter.pipeline.pass_selection import select
     from converter.common.progress import Progress
     from converter.diagnose.diagnosis import DIAGNOSIS_DIR
     from converter.diagnose.diagnosis import diagnose as run_diagnose
     from converter.diagnose.remedy import remedied
     from converter.diagnose.summary import print_diagnosis
-    from targets.known_failures import CATALOGUE
+    from converter.toolkit.known_failures import CATALOGUE
 
     settings = CalibSettings(schedule, samples, trajectories, weighting, prompts_path, text_encoder_path)
     req = _request(model_spec, config_path, trust_pickle, seed, target, resolution, out, dtype=dtype,
@@ -270,9 +270,9 @@ def calib(model_spec, config_path, trust_pickle, seed, target, resolution, out, 
     RKNN's dataset format (stages/calib/dataset.txt, one line per sample) with calib.json (per-input
     statistics, overall and per timestep). Deterministic for --seed; reused by `build` when unchanged.
     """
-    from converter.build.build_dir import BuildDir
-    from converter.build.pass_selection import select
-    from converter.build.pipeline import calibration, prepare
+    from converter.pipeline.build_dir import BuildDir
+    from converter.pipeline.pass_selection import select
+    from converter.pipeline.build import calibration, prepare
     from converter.common.progress import Progress
     from converter.reports.report import print_calibration
 

@@ -1,4 +1,5 @@
-"""Target chips and the RKNN backend. Only this package imports `rknn` (and only in a child process)."""
+"""Target chips as data: cores, SRAM, the dtypes and passes each builds, operator facts (the toolkit
+itself is driven by converter/toolkit/)."""
 
 from __future__ import annotations
 

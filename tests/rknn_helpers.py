@@ -9,13 +9,14 @@ import onnx
 
 from converter.common import onnx_runtime
 from converter.common.accuracy import compare
-from targets import get_chip, rknn_backend
+from converter.toolkit import driver
+from targets import get_chip
 
 
 def simulate(folder: Path, model: onnx.ModelProto, feed: dict[str, np.ndarray], layer_dumps: bool = False,
              chip: str = "rk3588", toolkit_config: dict | None = None):
     """(first output of the .rknn in the simulator, the folder holding model.rknn and any snapshot)."""
-    result, out_dir = rknn_backend.simulate_model(folder, model, feed, get_chip(chip), layer_dumps, toolkit_config)
+    result, out_dir = driver.simulate_model(folder, model, feed, get_chip(chip), layer_dumps, toolkit_config)
     return np.load(result["outputs"][0][0]), out_dir
 
 

@@ -14,11 +14,11 @@ import onnx
 import pytest
 from conftest import error_lines, rkconvert, tiny_unet
 
-from converter.common.child_process import Ending
+from converter.toolkit.child import Ending
 from converter.diagnose import locate, probe
-from converter.diagnose.failure import Failure, classify
+from converter.toolkit.failure import Failure, classify
 from converter.diagnose.remedy import remedied
-from targets import known_failures
+from converter.toolkit import known_failures
 
 # The flip crash reduces in ~25 toolkit builds, ~1 min on 2 cores.
 DIAGNOSE_HANG_GUARD_SECONDS = 900

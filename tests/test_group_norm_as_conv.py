@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from converter.common import onnx_runtime
 from graph_passes import CATALOGUE
-from targets.layer_table import cpu_ops, placement
+from converter.toolkit.layer_table import cpu_ops, placement
 from tests.rknn_helpers import rknn_psnr
 
 

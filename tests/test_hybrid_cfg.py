@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ruamel.yaml import YAML
 
-from targets.rknn_worker import keep_float16
+from converter.toolkit.worker import keep_float16
 
 # The toolkit's own layout (hybrid_quantization_step1, 2.5.0), with a scale in exponent form as the
 # full-size SD 1.5 UNet's softmax outputs have them.

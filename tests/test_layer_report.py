@@ -15,16 +15,16 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 
-from converter.build.pipeline import build
-from converter.build.request import BuildRequest
-from converter.build.stages import layers as layers_stage
+from converter.pipeline.build import build
+from converter.pipeline.request import BuildRequest
+from converter.pipeline.stages import layers as layers_stage
 from converter.common import onnx_runtime
 from converter.common.accuracy import compare
 from converter.common.progress import Progress
 from converter.models.model_source import resolve
 from converter.reports.compare_builds import cost_rows, load_report
 from converter.reports.layer_report import analyse, worst_first
-from converter.reports.toolkit_snapshot import load_dump, read_layers
+from converter.toolkit.snapshot import load_dump, read_layers
 from targets import get_chip
 from tests.conftest import error_lines, rkconvert
 from tests.rknn_helpers import simulate
@@ -169,7 +169,7 @@ def test_compare_puts_the_cost_estimates_side_by_side():
 
 
 def test_large_graphs_skip_layer_dumps_unless_asked(tmp_path, monkeypatch, tiny_folder):
-    from converter.build import pipeline as build_pipeline
+    from converter.pipeline import pipeline as build_pipeline
     from converter.common.errors import BuildFailed
 
     monkeypatch.setattr(build_pipeline, "AUTO_LAYER_DUMP_LIMIT", 0)

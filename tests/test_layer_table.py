@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from targets.layer_table import cpu_ops, placement
+from converter.toolkit.layer_table import cpu_ops, placement
 
 RK3588 = """\
 D RKNN: [01:39:33.334]                                                         Network Layer Information Table

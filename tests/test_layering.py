@@ -1,4 +1,4 @@
-"""Imports flow one way: cli -> verbs -> build stages -> models, reports, quantization -> common.
+"""Imports flow one way: cli -> verbs -> pipeline stages -> models, reports, quantization -> toolkit -> common.
 
 The packages beside converter (targets, calib_data, graph_passes) may use converter.common only, and
 no two of converter's subpackages import each other.
@@ -24,7 +24,7 @@ def _imports(path: Path) -> set[str]:
 
 
 def _unit(module: str) -> str | None:
-    """converter.build.stages.rknn -> converter.build; converter.cli -> converter.cli; others None."""
+    """converter.pipeline.stages.rknn -> converter.pipeline; converter.cli -> converter.cli; others None."""
     parts = module.split(".")
     if parts[0] != "converter" or len(parts) == 1:
         return None
@@ -69,9 +69,23 @@ def test_common_is_the_bottom_and_siblings_use_only_it():
 
 def test_stage_keys_cover_every_source_package():
     """A changed pass or exporter must invalidate the stages it made (the key hashes these files)."""
-    from converter.build.build_dir import sources
+    from converter.pipeline.build_dir import sources
 
     found = {path.relative_to(ROOT).parts[0] for path in sources()}
     assert found == {"converter", "graph_passes", "calib_data", "targets"}
     assert ROOT / "graph_passes" / "framework.py" in sources()
-    assert ROOT / "converter" / "build" / "build_dir.py" in sources()
+    assert ROOT / "converter" / "pipeline" / "build_dir.py" in sources()
+
+
+def test_only_the_toolkit_package_imports_rknn():
+    """The toolkit can die by a signal: one package drives it, always in a child process."""
+    for package in ("converter", *SIBLINGS, "tools"):
+        for path in (ROOT / package).rglob("*.py"):
+            if path.is_relative_to(ROOT / "converter" / "toolkit"):
+                continue
+            rknn = {m for m in _imports(path) if m == "rknn" or m.startswith("rknn.")}
+            assert not rknn, f"{path.relative_to(ROOT)} imports {sorted(rknn)}"
+
+
+def test_the_toolkit_package_uses_only_common():
+    assert _graph()["converter.toolkit"] <= {"converter.common"}

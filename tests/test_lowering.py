@@ -9,12 +9,13 @@ from dataclasses import replace
 import pytest
 from rich.console import Console
 
-from converter.build.pipeline import build
-from converter.build.request import BuildRequest, CalibSettings
+from converter.pipeline.build import build
+from converter.pipeline.request import BuildRequest, CalibSettings
 from converter.common.errors import UserError
 from converter.common.progress import Progress
 from converter.models.model_source import resolve
-from targets import get_chip, rknn_backend
+from converter.toolkit import driver
+from targets import get_chip
 from tests.conftest import error_lines, rkconvert
 
 # float16 is exact up to fp16 rounding, and so is w8a16 on a W8A16 checkpoint (its int8 weights are kept:
@@ -52,9 +53,9 @@ def test_lowering_builds_and_meets_its_gate(target, dtype, w8a16_folder, tmp_pat
     assert ("pad_conv_channels" in [p["pass"] for p in report["passes"]]) == (built == "w8a16")
     dtypes = {r["dtype"] for r in report["placement"] if r["op"] not in ("InputOperator", "OutputOperator")}
     assert ACTIVATIONS[built] in dtypes, dtypes
-    # The artifact's own account (targets/rknn_file.py) agrees with the build and its layer table.
+    # The artifact's own account (converter/toolkit/rknn_file.py) agrees with the build and its layer table.
     declared = report["rknn_file"]
-    assert (declared["target"], declared["toolkit_version"]) == (target, rknn_backend.toolkit_version())
+    assert (declared["target"], declared["toolkit_version"]) == (target, driver.toolkit_version())
     assert {t["dtype"] for t in declared["inputs"] + declared["outputs"]} == {ACTIVATIONS[built].lower()}
     assert {t["name"]: t["shape"] for t in declared["inputs"]} == {k: v["shape"] for k, v in report["inputs"].items()}
     assert declared["op_counts"] == dict(Counter(r["op"] for r in report["placement"]))

@@ -91,7 +91,7 @@ def _kill_once(out: Path, stop: threading.Event, killed: list) -> None:
         for proc in psutil.process_iter(["cmdline"]):
             try:
                 if "build" in (proc.info["cmdline"] or []) and str(out) in proc.info["cmdline"]:
-                    toolkit = [c for c in proc.children() if "targets.rknn_worker" in c.cmdline()]
+                    toolkit = [c for c in proc.children() if "converter.toolkit.worker" in c.cmdline()]
                     if toolkit:
                         proc.kill()
                         killed.append(psutil.wait_procs(toolkit, timeout=30)[1])

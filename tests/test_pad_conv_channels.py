@@ -7,8 +7,8 @@ import onnx
 import pytest
 from rich.console import Console
 
-from converter.build.pipeline import build
-from converter.build.request import BuildRequest, CalibSettings
+from converter.pipeline.build import build
+from converter.pipeline.request import BuildRequest, CalibSettings
 from converter.common import onnx_runtime
 from converter.common.errors import BuildFailed
 from converter.common.progress import Progress

@@ -15,7 +15,7 @@ from PIL import Image
 from converter.common import onnx_runtime
 from converter.release import tarball
 from converter.release.board.run import chain
-from targets import rknn_file
+from converter.toolkit import rknn_file
 from tests.conftest import (
     SAME_WEIGHTS_ATOL,
     SAME_WEIGHTS_RTOL,

@@ -1,4 +1,4 @@
-"""targets/rknn_file.py refuses what is not an .rknn, naming the file and what is wrong.
+"""converter/toolkit/rknn_file.py refuses what is not an .rknn, naming the file and what is wrong.
 (Its reading of real artifacts of every chip and dtype is checked beside their builds, in test_lowering.)"""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from converter.common.errors import UserError
-from targets.rknn_file import HEADER_BYTES, read
+from converter.toolkit.rknn_file import HEADER_BYTES, read
 
 
 def test_a_real_artifact_reads_as_its_build_made_it(tiny_artifact_build):

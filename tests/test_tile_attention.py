@@ -11,7 +11,7 @@ from converter.common import onnx_runtime
 from converter.models.attention_block import trace_attention
 from graph_passes import CATALOGUE
 from graph_passes.tile_attention import TileAttention, tile_sizes
-from targets.layer_table import largest_buffers, memory, placement
+from converter.toolkit.layer_table import largest_buffers, memory, placement
 from tests.conftest import TINY_RESOLUTION, tiny_unet, unet_inputs
 from tests.rknn_helpers import rknn_psnr, simulate
 

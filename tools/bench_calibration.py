@@ -23,15 +23,16 @@ from pathlib import Path
 import numpy as np
 
 from calib_data.check_inputs import check_inputs
-from converter.build.build_dir import StageResult, finished_stage
+from converter.pipeline.build_dir import StageResult, finished_stage
 from converter.common.accuracy import compare
 from converter.models.unet_interface import specs_from_json
-from targets import get_chip, rknn_backend
+from converter.toolkit import driver
+from targets import get_chip
 
 
 def gaussian_dataset(out: Path, folder: Path, count: int, seed: int) -> Path:
     """`count` Gaussian stand-ins, as the rewritten graph takes them, in RKNN's dataset format."""
-    from converter.build.host_programs import GraphFeeder
+    from converter.pipeline.host_programs import GraphFeeder
 
     export, passes = finished_stage(out, "export").meta, finished_stage(out, "passes")
     to_graph = GraphFeeder([passes.path / p for p in passes.meta["host_programs"]], list(passes.meta["inputs"]))
@@ -51,7 +52,7 @@ def _gaussian_images(out: Path, report: dict, rebuilt: Path, result: dict, datas
     from PIL import Image
     from rich.console import Console
 
-    from converter.build.stages.images import draw_both
+    from converter.pipeline.stages.images import draw_both
     from converter.common.progress import Progress
     from converter.imaging.evaluation import compare_images, eval_set, judge_for
 
@@ -96,7 +97,7 @@ def main() -> int:
         samples = [{k: reference.path / v for k, v in s.items()} for s in reference.meta["samples"]]
         rebuilt = Path(tmp) / "rknn-gaussian"
         rebuilt.mkdir()
-        _, result = rknn_backend.build_and_simulate(
+        _, result = driver.build_and_simulate(
             passes.path / passes.meta["onnx"], get_chip(args.target), rebuilt, samples, list(passes.meta["inputs"]),
             passes.meta["outputs"], Path(tmp) / "gaussian.log", dtype="w8a8", dataset=dataset)
         ref = np.concatenate([np.load(reference.path / o[n]).ravel() for o in reference.meta["outputs"]

@@ -34,9 +34,10 @@ from converter.common.errors import BuildFailed
 from converter.models.attention_block import trace_attention
 from converter.models.tracing import TEXT_TOKENS
 from graph_passes.tile_attention import TileAttention
-from targets import get_chip, rknn_backend
+from converter.toolkit import driver
+from targets import get_chip
 from targets.attention_traffic import tiled_traffic
-from targets.layer_table import largest_buffers, memory, placement
+from converter.toolkit.layer_table import largest_buffers, memory, placement
 
 # SD 1.5 at 512²: (tokens, channels, cross-attention width or None); 8 heads throughout.
 SD15_BLOCKS = ((4096, 320, None), (4096, 320, 768), (1024, 640, None), (1024, 640, 768), (256, 1280, None),
@@ -72,7 +73,7 @@ def build_block(tokens: int, dim: int, context: int | None, tiles: int, chip, fo
     model, feed = trace_attention(folder / "whole.onnx", tokens, dim, HEADS, context)
     tiled, _, _ = TileAttention(tiles).run(model)
     start = time.monotonic()
-    result, _ = rknn_backend.simulate_model(folder, tiled, feed, chip,
+    result, _ = driver.simulate_model(folder, tiled, feed, chip,
                                             toolkit_config={"enable_flash_attention": True} if flash else None)
     seconds = time.monotonic() - start
     log = (folder / "rknn.log").read_text(errors="replace")

@@ -11,7 +11,7 @@ class BuildFailed(Exception):
     """The input was fine but the build did not produce a usable artifact. Exit code 1.
 
     `details` holds extra lines (toolkit log tail, layer names) shown under the one-line message.
-    `ending` says how a child process ended, for a program to read (child_process.Ending), or None.
+    `ending` says how a child process ended, for a program to read (converter.toolkit.child.Ending), or None.
     """
 
     exit_code = 1

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from converter.diagnose import probe
-from converter.diagnose.failure import Failure
+from converter.toolkit.failure import Failure
 
 
 def main(probe_json: str, wanted_json: str, candidate: str) -> int:

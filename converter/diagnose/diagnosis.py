@@ -22,20 +22,21 @@ import onnx
 from onnx import TensorProto, helper
 
 from calib_data.dataset_writer import read_samples
-from converter.build.build_dir import BuildDir, StageResult
-from converter.build.pipeline import AUTO_LAYER_DUMP_LIMIT, convert, layer_rows, toolkit_inputs
-from converter.build.stage_run import run_stage
-from converter.build.request import BuildRequest
-from converter.build.stages import reference as reference_stage
-from converter.build.stages.rknn import toolkit_config
-from converter.common.child_process import log_lines
+from converter.pipeline.build_dir import BuildDir, StageResult
+from converter.pipeline.build import AUTO_LAYER_DUMP_LIMIT, convert, layer_rows, toolkit_inputs
+from converter.pipeline.stage_run import run_stage
+from converter.pipeline.request import BuildRequest
+from converter.pipeline.stages import reference as reference_stage
+from converter.pipeline.stages.rknn import toolkit_config
+from converter.toolkit.child import log_lines
 from converter.common.progress import Progress
-from converter.diagnose import locate, probe, repro_script
-from converter.diagnose.failure import KINDS, Failure, rules
+from converter.diagnose import locate, probe
+from converter.toolkit import repro_script
+from converter.toolkit.failure import KINDS, Failure, rules
 from converter.diagnose.reduce import reduce
 from converter.reports.layer_report import estimated_dump_bytes
 from converter.reports.report import write_html, write_json
-from targets import known_failures, rknn_backend
+from converter.toolkit import driver, known_failures
 
 DIAGNOSIS_DIR = "diagnosis"
 DIAGNOSIS_FILE = "diagnosis.json"
@@ -92,7 +93,7 @@ def diagnose(req: BuildRequest, names: list[str], progress: Progress, budget_s: 
                                 f"smallest subgraph that fails the same way: {failure.describe()}", {}, [whole],
                                 lambda tmp: _reduce(settings, failure, tmp, progress))
     diagnosis = {"model": req.source.spec, "target": req.chip.name, "dtype": req.dtype, "passes": names,
-                 "toolkit_version": rknn_backend.toolkit_version(), "budget_s": round(budget),
+                 "toolkit_version": driver.toolkit_version(), "budget_s": round(budget),
                  "catalogue": str(catalogue), "status": "failed" if failure else "no failure",
                  "failure": _described(failure) if failure else None}
 
@@ -211,13 +212,13 @@ def _explain(failure: Failure, whole: StageResult, reduced: StageResult | None, 
     ops = [n.op_type for n in onnx.load(str(folder / REPRO), load_external_data=False).graph.node]
     log_text = (folder / REPRO_LOG).read_text(errors="replace")
     seen = known_failures.Seen(repro_failure.kind, repro_failure.phase, repro_failure.detail, settings.target,
-                               rknn_backend.toolkit_version(), rules(log_text), ops)
+                               driver.toolkit_version(), rules(log_text), ops)
     entry = known_failures.match(seen, known)
     dataset = settings.dtype != "float16" and bool(feeds)
     if feeds:
         _repro_inputs(feeds, folder, dataset)
     repro_script.write(folder, repro_failure, entry.title if entry else f"Unknown failure: {failure.describe()}",
-                       settings.source, reduction.get("nodes_before", 0), len(ops), rknn_backend.toolkit_version(),
+                       settings.source, reduction.get("nodes_before", 0), len(ops), driver.toolkit_version(),
                        settings.target, settings.dtype, settings.toolkit_config, dataset)
     return {"reduction": reduction,
             "repro": {"onnx": REPRO, "script": "repro.py", "command": f"cd {folder.with_name(DIAGNOSIS_DIR)} && "

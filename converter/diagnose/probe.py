@@ -18,8 +18,9 @@ import onnx
 from converter.common import onnx_runtime
 from converter.common.accuracy import compare
 from converter.common.errors import BuildFailed
-from converter.diagnose.failure import Failure, accuracy, classify
-from targets import get_chip, rknn_backend
+from converter.toolkit.failure import Failure, accuracy, classify
+from converter.toolkit import driver
+from targets import get_chip
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def run(onnx_path: Path, probe: Probe, folder: Path) -> Failure | None:
         dataset.write_text("".join(" ".join(str(p) for p in s.values()) + "\n" for s in samples[1:] or samples))
     start = time.monotonic()
     try:
-        _, result = rknn_backend.build_and_simulate(
+        _, result = driver.build_and_simulate(
             onnx_path, get_chip(probe.target), folder / "rknn", samples[:1] if probe.min_psnr is not None else [],
             inputs, outputs, folder / "toolkit.log", dtype=probe.dtype, dataset=dataset,
             toolkit_config=probe.toolkit_config, budget_s=probe.budget_s)

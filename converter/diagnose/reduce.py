@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from converter.common.child_process import run_module
+from converter.toolkit.child import run_module
 
 _ITERATION = re.compile(r"(PASSED|FAILED) \| Iteration \d+")
 MODES = ("bisect", "linear")

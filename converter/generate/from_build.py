@@ -8,8 +8,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from converter.build.build_dir import finished_stage
-from converter.build.stages.images import CALIBRATION, draw_both, save_trio
+from converter.pipeline.build_dir import finished_stage
+from converter.pipeline.stages.images import CALIBRATION, draw_both, save_trio
 from converter.common.errors import UserError
 from converter.common.progress import Progress
 from converter.imaging.evaluation import eval_set, psnr, ssim

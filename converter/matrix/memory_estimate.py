@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converter.build import graph_cut
+from converter.pipeline import graph_cut
 
 PEAK_PER_WEIGHT_BYTE = 4.4
 EXPORT_PER_WEIGHT_BYTE = 1.4

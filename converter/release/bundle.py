@@ -6,13 +6,13 @@ import json
 import shutil
 from pathlib import Path
 
-from converter.build.build_dir import finished_stage
+from converter.pipeline.build_dir import finished_stage
 from converter.common.errors import UserError
 from converter.imaging.evaluation import eval_set
 from converter.models import cpu_parts
 from converter.release import manifest, tarball
 from converter.reports.compare_builds import load_report
-from targets import rknn_file
+from converter.toolkit import rknn_file
 
 SUFFIX = ".tar.gz"
 BOARD = Path(__file__).with_name("board")

@@ -40,7 +40,7 @@ def rknn_names(count: int) -> list[str]:
 
 
 def make(report: dict, declared: list[dict], files: dict[str, Path | bytes], check: dict, pipeline: dict | None) -> dict:
-    """The manifest for a build's `report`, the artifacts' own accounts `declared` (targets/rknn_file.py; one
+    """The manifest for a build's `report`, the artifacts' own accounts `declared` (converter/toolkit/rknn_file.py; one
     per .rknn, in run order), the bundle's other `files` (name in the bundle -> file or bytes), the check
     tensors' names and, for a model that draws, what the board's text-to-image loop needs (`pipeline`).
     A model in parts lists them under `parts`, each with the tensors it takes and hands on by name."""

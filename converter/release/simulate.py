@@ -11,8 +11,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from converter.build.build_dir import finished_stage
-from converter.build.stages.images import CALIBRATION, rebuilt_simulator
+from converter.pipeline.build_dir import finished_stage
+from converter.pipeline.stages.images import CALIBRATION, rebuilt_simulator
 from converter.common.errors import UserError
 from converter.release.manifest import file_chunks, runs, sha256
 from converter.reports.compare_builds import load_report

@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 
 from converter.common.errors import UserError
 from converter.release import manifest, tarball
-from targets import rknn_file
+from converter.toolkit import rknn_file
 
 # Manifest keys each .rknn file itself must agree with: the bundle's, and its own run's.
 BUNDLE_WIDE = ("target", "toolkit_version", "compiler_version")

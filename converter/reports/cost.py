@@ -15,7 +15,7 @@ from collections import defaultdict
 
 from targets.attention_traffic import layer_traffic
 from targets.chip import Chip
-from targets.layer_table import IO_OPS
+from converter.toolkit.layer_table import IO_OPS
 
 LABEL = "estimate from rknn-toolkit2's compiler, not measured on a board"
 ATTENTION_OPS = ("exSDPAttention",)
@@ -47,7 +47,7 @@ def attention_traffic(row: dict, sram_bytes: int) -> dict | None:
 
 
 def cost(rows: list[dict], memory: dict, chip: Chip) -> dict | None:
-    """report.json `cost` from the layer table rows (targets.layer_table.placement) and memory totals."""
+    """report.json `cost` from the layer table rows (converter.toolkit.layer_table.placement) and memory totals."""
     layers = [r for r in rows if r["op"] not in IO_OPS and "total_cycles" in r]
     if not layers:
         return None

@@ -44,7 +44,7 @@ import onnx
 
 from converter.common import onnx_runtime
 from converter.common.accuracy import compare
-from converter.reports.toolkit_snapshot import SnapshotLayer, load_dump, read_layers
+from converter.toolkit.snapshot import SnapshotLayer, load_dump, read_layers
 
 _SUFFIX = re.compile(r"[_\-#][A-Za-z0-9]+$")
 _PARTIAL_SUM = re.compile(r"_tile\d+_conv")

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from converter.reports.layer_report import worst_first
 from converter.reports.report_html import render
-from targets.layer_table import IO_OPS, cpu_ops
+from converter.toolkit.layer_table import IO_OPS, cpu_ops
 
 WORST_SHOWN = 10
 
@@ -82,7 +82,7 @@ def cost_summary(c: dict) -> str:
 
 
 def file_summary(f: dict) -> str:
-    """What the .rknn itself declares (targets/rknn_file.py), not what the build asked for."""
+    """What the .rknn itself declares (converter/toolkit/rknn_file.py), not what the build asked for."""
     io = ", ".join(f"{t['name']} {t['dtype']}" for t in f["inputs"] + f["outputs"])
     if len(f["inputs"]) + len(f["outputs"]) > 4:  # a part's handed-over tensors: long names, one line
         io = ", ".join(f"{len(f[k])} {k if len(f[k]) > 1 else k[:-1]}" for k in ("inputs", "outputs"))

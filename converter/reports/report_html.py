@@ -12,7 +12,7 @@ import math
 
 from converter.reports.cost_html import cost_section
 from converter.reports.layer_report import worst_first
-from targets.layer_table import cpu_ops
+from converter.toolkit.layer_table import cpu_ops
 
 COLUMNS = (  # (key, heading, decimals or None for text)
     ("index", "#", 0),
@@ -145,7 +145,7 @@ def _images(images: dict | None) -> str:
 
 
 def _declared(f: dict | None) -> str:
-    """What the .rknn file itself declares (targets/rknn_file.py): the facts a board runtime will see."""
+    """What the .rknn file itself declares (converter/toolkit/rknn_file.py): the facts a board runtime will see."""
     if not f:
         return ""
     io = "".join(f"<tr><td class=t>{kind}</td><td class=t>{html.escape(t['name'])}</td>"

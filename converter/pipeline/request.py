@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from converter.build.build_dir import StageResult
+from converter.pipeline.build_dir import StageResult
 from converter.models.model_source import ModelSource
 from targets.chip import Chip
 
@@ -54,8 +54,8 @@ class BuildRequest:
     passes: str | None = None  # explicit "a,b,c", replacing the target's list
     enable_passes: tuple[str, ...] = ()
     skip_passes: tuple[str, ...] = ()
-    attention_tiles: str = "auto"  # auto, off, or a tile count (converter/build/pass_selection.py)
-    # the graph as this many .rknn files, built one after another (converter/build/graph_cut.py); None: auto
+    attention_tiles: str = "auto"  # auto, off, or a tile count (converter/pipeline/pass_selection.py)
+    # the graph as this many .rknn files, built one after another (converter/pipeline/graph_cut.py); None: auto
     parts: int | None = 1
     rebuild: bool = False
     image_check: str = "auto"  # auto: when the model brings an evaluation set (a pipeline folder's rkconvert.json)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converter.build.build_dir import StageResult
+from converter.pipeline.build_dir import StageResult
 from converter.common import onnx_runtime
 from converter.common.progress import Progress
 

@@ -1,6 +1,6 @@
 """Parent side of the RKNN backend: prepared ONNX in, `.rknn` and simulator outputs out.
 
-The toolkit runs in a child process (targets/rknn_worker.py) in a throw-away scratch directory;
+The toolkit runs in a child process (converter/toolkit/worker.py) in a throw-away scratch directory;
 only finished files are moved into `out_dir`.
 """
 
@@ -18,10 +18,10 @@ from typing import Callable, Iterator
 import numpy as np
 import onnx
 
-from converter.common.child_process import Child, ChildRun
+from converter.toolkit.child import Child, ChildRun
 from converter.common.errors import BuildFailed
 
-from .chip import Chip
+from targets.chip import Chip
 
 RKNN_NAME = "model.rknn"
 SNAPSHOT_DIR = "snapshot"
@@ -65,7 +65,7 @@ def _job(onnx_path: Path, chip: Chip, scratch: Path, out_dir: Path, samples: lis
 def _start(job: dict, scratch: Path, log: Path) -> Child:
     job_file = scratch / "job.json"
     job_file.write_text(json.dumps(job, indent=1))
-    return Child("targets.rknn_worker", [str(job_file)], scratch, log, f"rknn-toolkit2 {toolkit_version()}")
+    return Child("converter.toolkit.worker", [str(job_file)], scratch, log, f"rknn-toolkit2 {toolkit_version()}")
 
 
 def build_and_simulate(onnx_path: Path, chip: Chip, out_dir: Path, samples: list[dict[str, Path]],
@@ -81,7 +81,7 @@ def build_and_simulate(onnx_path: Path, chip: Chip, out_dir: Path, samples: list
     `float16_layers` (toolkit tensor names) stay float16 in a quantized build (hybrid quantization).
     `toolkit_config`: more keyword arguments for the toolkit's `config()` (e.g. enable_flash_attention).
     With `layer_dumps`, the toolkit also dumps every layer for the first sample into `out_dir`/snapshot
-    (converter/reports/toolkit_snapshot.py reads it). `budget_s`: stop the toolkit after this long.
+    (converter/toolkit/snapshot.py reads it). `budget_s`: stop the toolkit after this long.
     Returns the child's run record and {"phases": {call: seconds}, "outputs": [[npy per output]]}.
     Raises converter.common.errors.BuildFailed when the toolkit fails or dies.
     """

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from converter.build.build_dir import StageResult
-from converter.build.stages import reference as reference_stage
+from converter.pipeline.build_dir import StageResult
+from converter.pipeline.stages import reference as reference_stage
 from converter.reports.layer_report import analyse
 
 ROWS = "layers.json"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converter.build.build_dir import StageResult
+from converter.pipeline.build_dir import StageResult
 from converter.common import onnx_files
 from converter.models.unet_interface import graph_inputs, specs_of, specs_to_json
 from graph_passes import GraphPass

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
-from converter.common.child_process import Ending, log_lines
-from targets.known_failures import same_kind
+from converter.toolkit.child import Ending, log_lines
+from converter.toolkit.known_failures import same_kind
 
 KINDS = {
     "crash": "the toolkit died by a signal",
@@ -67,7 +67,7 @@ def rules(log_text: str) -> list[str]:
 
 
 def classify(ending: Ending) -> Failure:
-    """The class of a toolkit child that failed (child_process.Ending)."""
+    """The class of a toolkit child that failed (converter.toolkit.child.Ending)."""
     text = ending.log.read_text(errors="replace") if ending.log.exists() else ""
     applied = rules(text)
     last_rule = applied[-1] if applied else None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converter.build.build_dir import BuildDir, StageResult
-from converter.build.request import BuildRequest
+from converter.pipeline.build_dir import BuildDir, StageResult
+from converter.pipeline.request import BuildRequest
 from converter.common import memory
 from converter.common.progress import Progress
 

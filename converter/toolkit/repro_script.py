@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converter.diagnose.failure import Failure
+from converter.toolkit.failure import Failure
 
 _TEMPLATE = '''"""{title}
 

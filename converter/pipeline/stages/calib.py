@@ -10,9 +10,9 @@ from calib_data.dataset_writer import DATASET, STATS, DatasetWriter
 from calib_data.prompts import load_prompts
 from calib_data.recorder import UnetCall, choose, pipeline, record, timesteps_of
 from calib_data.schedules import get_schedule
-from converter.build.build_dir import StageResult
-from converter.build.request import BuildRequest
-from converter.build.stages.reference import feeder
+from converter.pipeline.build_dir import StageResult
+from converter.pipeline.request import BuildRequest
+from converter.pipeline.stages.reference import feeder
 from converter.common import onnx_runtime
 from converter.common.errors import UserError
 from converter.common.progress import Progress

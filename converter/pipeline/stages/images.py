@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from converter.build.build_dir import StageResult
-from converter.build.request import BuildRequest
-from converter.build.stages import rknn as rknn_stage
-from converter.build.stages.reference import feed, feeder
+from converter.pipeline.build_dir import StageResult
+from converter.pipeline.request import BuildRequest
+from converter.pipeline.stages import rknn as rknn_stage
+from converter.pipeline.stages.reference import feed, feeder
 from converter.common import onnx_runtime
 from converter.common.errors import BuildFailed
 from converter.common.progress import Progress
@@ -27,7 +27,7 @@ from converter.imaging.evaluation import EvalSet, compare_images, judge_for
 from converter.imaging.pictures import comparison_grid, difference, save_png
 from converter.imaging.runtime_unet import RuntimeUNet
 from converter.imaging.text_to_image import generate, pipeline
-from targets import rknn_backend
+from converter.toolkit import driver
 from targets.chip import Chip
 
 GRID = "grid.png"
@@ -94,7 +94,7 @@ def rebuilt_simulator(chip: Chip, dtype: str, passes: StageResult, split: StageR
     with ExitStack() as serving:
         parts = []
         for i, model in enumerate(models, start=1):
-            parts.append(serving.enter_context(rknn_backend.serving_simulator(
+            parts.append(serving.enter_context(driver.serving_simulator(
                 model["onnx"], chip, scratch / f"simulator-build-{i}", model["inputs"], model["outputs"],
                 rknn_stage.part_log(log, i, len(models)),
                 on_tick, dtype, model["dataset"], rknn.meta["float16_layers"], rknn.meta.get("toolkit_config"))))

@@ -1,6 +1,6 @@
 """Child-process side of the RKNN backend: the only code that imports `rknn`.
 
-Run as `python -m targets.rknn_worker job.json` from a scratch directory (the toolkit writes
+Run as `python -m converter.toolkit.worker job.json` from a scratch directory (the toolkit writes
 `check*.onnx` files into its working directory). Builds the `.rknn`, then runs every check sample
 in the toolkit's simulator and saves the outputs; optionally dumps every layer (accuracy_analysis).
 With `serve` in the job it then connects to the parent and runs the inputs it sends until told to
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converter.common.child_process import ERROR, PHASE
+from converter.toolkit.child import ERROR, PHASE
 
 
 # Peak resident memory per toolkit call, to see which one a large model's memory goes to: Linux

@@ -13,9 +13,9 @@ import numpy as np
 
 from calib_data.check_inputs import check_inputs, check_timesteps
 from calib_data.dataset_writer import read_samples
-from converter.build.build_dir import StageResult
-from converter.build.host_programs import GraphFeeder
-from converter.build.request import BuildRequest
+from converter.pipeline.build_dir import StageResult
+from converter.pipeline.host_programs import GraphFeeder
+from converter.pipeline.request import BuildRequest
 from converter.common import onnx_runtime
 from converter.common.errors import BuildFailed
 from converter.models.unet_interface import specs_from_json

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converter.build.request import BuildRequest
+from converter.pipeline.request import BuildRequest
 from converter.common import onnx_files
 from converter.common.errors import UserError
 from converter.models.unet_interface import check_unet, specs_to_json

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from converter.common.child_process import log_lines
+from converter.toolkit.child import log_lines
 
 _HEADER = "Network Layer Information Table"
 # The columns after OutputShape vary by chip (rk3576 adds SparseRatio, empty on some rows), and layers

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from converter.build.build_dir import StageResult
-from converter.build.pass_selection import toolkit_attention
-from converter.build.request import BuildRequest
+from converter.pipeline.build_dir import StageResult
+from converter.pipeline.pass_selection import toolkit_attention
+from converter.pipeline.request import BuildRequest
 from converter.common.accuracy import compare
 from converter.common.progress import Progress
-from targets import rknn_backend, rknn_file
-from targets.layer_table import cpu_ops, largest_buffers, memory, placement
+from converter.toolkit import driver, rknn_file
+from converter.toolkit.layer_table import cpu_ops, largest_buffers, memory, placement
 
 PLACEMENT = "placement.json"
 
@@ -54,7 +54,7 @@ def run(req: BuildRequest, passes: StageResult, split: StageResult | None, refer
         out_dir, model_log = (tmp if whole else tmp / f"part{i}"), part_log(log, i, len(models))
         if not whole:
             progress.note(f"part {i} of {len(models)}: {len(model['inputs'])} inputs, {len(model['outputs'])} outputs")
-        run_, result = rknn_backend.build_and_simulate(
+        run_, result = driver.build_and_simulate(
             model["onnx"], req.chip, out_dir, [{n: s[n] for n in model["inputs"]} for s in samples], model["inputs"],
             model["outputs"], model_log, progress.tick, layer_dumps, req.dtype, model["dataset"], float16_layers,
             config)
@@ -75,7 +75,7 @@ def run(req: BuildRequest, passes: StageResult, split: StageResult | None, refer
     peaks = {named(i, call): peak for i, (_, _, _, r) in enumerate(built, start=1)
              for call, peak in r["phase_peak_rss_bytes"].items()}
     return {
-        "rknn": [str((out_dir / rknn_backend.RKNN_NAME).relative_to(tmp)) for out_dir, _, _, _ in built],
+        "rknn": [str((out_dir / driver.RKNN_NAME).relative_to(tmp)) for out_dir, _, _, _ in built],
         "part_io": [{"inputs": m["inputs"], "outputs": m["outputs"]} for m in models],
         "placement": PLACEMENT,
         "cpu_ops": len(cpu_ops(rows)),
@@ -84,8 +84,8 @@ def run(req: BuildRequest, passes: StageResult, split: StageResult | None, refer
         "float16_layers": float16_layers or [],
         "toolkit_config": config,
         "float16_layers_applied": sum(r["float16_layers_applied"] for _, _, _, r in built),
-        "snapshot": rknn_backend.SNAPSHOT_DIR if layer_dumps else None,
-        "toolkit_version": rknn_backend.toolkit_version(),
+        "snapshot": driver.SNAPSHOT_DIR if layer_dumps else None,
+        "toolkit_version": driver.toolkit_version(),
         "phases": phases,
         "phase_peak_rss_bytes": peaks,
         # wait4() sees only the child's last call's peak (the child resets it per call: rknn_worker.PEAKS).

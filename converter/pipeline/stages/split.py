@@ -1,12 +1,12 @@
 """Stage `split` (--parts N): the passes' graph cut into N consecutive parts, each saved as an ONNX model
-with its own weights, for one toolkit build each (converter/build/graph_cut.py)."""
+with its own weights, for one toolkit build each (converter/pipeline/graph_cut.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from converter.build import graph_cut
-from converter.build.build_dir import StageResult
+from converter.pipeline import graph_cut
+from converter.pipeline.build_dir import StageResult
 from converter.common import onnx_files
 from converter.common.errors import BuildFailed
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from converter.build.build_dir import BuildDir, StageResult
-from converter.build.request import BuildRequest
-from converter.build.stage_run import run_stage
-from converter.build.stages import rknn as rknn_stage
+from converter.pipeline.build_dir import BuildDir, StageResult
+from converter.pipeline.request import BuildRequest
+from converter.pipeline.stage_run import run_stage
+from converter.pipeline.stages import rknn as rknn_stage
 from converter.common import ray_cluster
 from converter.common.errors import BuildFailed
 from converter.common.progress import Progress

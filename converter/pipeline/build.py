@@ -1,6 +1,6 @@
 """`rkconvert build`: model -> ONNX -> graph passes -> ONNX Runtime reference -> .rknn -> layers -> report.
 
-Each stage (converter/build/stages/) runs through BuildDir, reused when its inputs are unchanged. The
+Each stage (converter/pipeline/stages/) runs through BuildDir, reused when its inputs are unchanged. The
 toolkit runs in a child process; ONNX Runtime runs here, before it, and memory is handed back
 between stages, so the two never hold a large model at the same time.
 """
@@ -13,27 +13,27 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from converter.build import graph_cut, hybrid
-from converter.build.build_dir import BuildDir, StageResult
-from converter.build.pass_selection import TILE_ATTENTION, instances, select
-from converter.build.request import BuildRequest
-from converter.build.stage_run import run_stage
-from converter.build.stages import calib as calib_stage
-from converter.build.stages import export as export_stage
-from converter.build.stages import images as images_stage
-from converter.build.stages import layers as layers_stage
-from converter.build.stages import passes as passes_stage
-from converter.build.stages import reference as reference_stage
-from converter.build.stages import rknn as rknn_stage
-from converter.build.stages import split as split_stage
-from converter.build.stages import split_calib as split_calib_stage
+from converter.pipeline import graph_cut, hybrid
+from converter.pipeline.build_dir import BuildDir, StageResult
+from converter.pipeline.pass_selection import TILE_ATTENTION, instances, select
+from converter.pipeline.request import BuildRequest
+from converter.pipeline.stage_run import run_stage
+from converter.pipeline.stages import calib as calib_stage
+from converter.pipeline.stages import export as export_stage
+from converter.pipeline.stages import images as images_stage
+from converter.pipeline.stages import layers as layers_stage
+from converter.pipeline.stages import passes as passes_stage
+from converter.pipeline.stages import reference as reference_stage
+from converter.pipeline.stages import rknn as rknn_stage
+from converter.pipeline.stages import split as split_stage
+from converter.pipeline.stages import split_calib as split_calib_stage
 from converter.common.errors import BuildFailed, UserError
 from converter.common.progress import Progress
 from converter.imaging.evaluation import SPEC_FILE, EvalSet, eval_set
 from converter.reports.cost import cost
 from converter.reports.layer_report import estimated_dump_bytes, first_below
 from converter.reports.report import print_images, print_layers, write_html, write_json
-from targets import rknn_backend
+from converter.toolkit import driver
 
 IMAGES_DIR = "images/evaluation"  # `rkconvert generate` writes beside it, into images/
 # --layer-report auto: dump every layer only when the toolkit's text dumps stay under this.
@@ -55,7 +55,7 @@ def build(req: BuildRequest, progress: Progress) -> dict:
     for stale in (req.artifact, *req.out.glob(f"{req.artifact.stem}.part*.rknn"), req.report_path, req.html_path):
         stale.unlink(missing_ok=True)
     report = {"status": "failed", "target": req.chip.name, "model": req.source.spec, "dtype": req.dtype,
-              "toolkit_version": rknn_backend.toolkit_version(), "min_psnr": req.min_psnr,
+              "toolkit_version": driver.toolkit_version(), "min_psnr": req.min_psnr,
               "min_layer_cos": req.min_layer_cos, "command": req.command}
     try:
         _run_stages(req, names, evaluation, BuildDir(req.out, req.rebuild), progress, report)
