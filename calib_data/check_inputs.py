@@ -1,7 +1,8 @@
-"""Deterministic UNet inputs for comparing a converted model with ONNX Runtime.
+"""Deterministic UNet inputs for comparing a converted model with ONNX Runtime: `--check-inputs gaussian`.
 
-Stand-ins until trajectory recording lands: a unit-Gaussian latent (what the sampler starts from),
-unit-Gaussian text states, and timesteps spread over the training range (1000 steps).
+A unit-Gaussian latent (what the sampler starts from), unit-Gaussian text states, and timesteps spread
+over the training range (1000 steps). Cheap and model-agnostic, which suits a float16 build; a quantized
+build is judged on held-out inputs recorded along the sampler's trajectories instead (recorder.py).
 """
 
 from __future__ import annotations

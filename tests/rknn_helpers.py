@@ -16,7 +16,7 @@ from targets import get_chip
 def simulate(folder: Path, model: onnx.ModelProto, feed: dict[str, np.ndarray], layer_dumps: bool = False,
              chip: str = "rk3588", toolkit_config: dict | None = None):
     """(first output of the .rknn in the simulator, the folder holding model.rknn and any snapshot)."""
-    result, out_dir = driver.simulate_model(folder, model, feed, get_chip(chip), layer_dumps, toolkit_config)
+    result, out_dir = driver.simulate_model(folder, model, feed, get_chip(chip).name, layer_dumps, toolkit_config)
     return np.load(result["outputs"][0][0]), out_dir
 
 

@@ -19,6 +19,7 @@ from converter.diagnose import locate, probe
 from converter.toolkit.failure import Failure, classify
 from converter.diagnose.remedy import remedied
 from converter.toolkit import known_failures
+from converter.toolkit.job import ToolkitSettings
 
 # The flip crash reduces in ~25 toolkit builds, ~1 min on 2 cores.
 DIAGNOSE_HANG_GUARD_SECONDS = 900
@@ -171,7 +172,7 @@ def test_a_livelock_is_ended_by_the_budget_and_classified(fused_qkv, tmp_path):
                     weight_type=QuantType.QInt8, extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
     np.savez(tmp_path / "feed.npz", **feed)
     budget = 24.0  # the loop is under way by then (it starts within seconds of build(); twice that on a loaded machine)
-    failure = probe.run(qdq, probe.Probe("rk3588", "float16", budget, str(qdq), [str(tmp_path / "feed.npz")]),
+    failure = probe.run(qdq, probe.Probe(ToolkitSettings("rk3588"), budget, str(qdq), [str(tmp_path / "feed.npz")]),
                         tmp_path / "run")
     assert failure.kind == "no_progress" and failure.phase == "build()"
     assert budget <= failure.seconds < 3 * budget
@@ -192,21 +193,25 @@ def test_departure_is_the_first_layer_the_gate_cannot_take():
     assert locate.departure(rows, 10)["index"] == 4  # none alone fails the gate: the noisiest
 
 
-def test_a_remedy_changes_only_the_options_it_needs():
+def test_a_remedy_changes_only_the_options_it_needs(tmp_path):
+    from dataclasses import replace
+
+    from converter.models.model_source import resolve
+    from converter.pipeline.request import BuildRequest, PassChoice
     from targets import get_chip
 
-    rk3588 = get_chip("rk3588")
-    base = {"passes": None, "enable_passes": ("simplify",), "skip_passes": ("host_time_projection", "tile_attention"),
-            "dtype": "auto"}
-    assert remedied(base, {"pass": "host_time_projection"}, rk3588)["skip_passes"] == ("tile_attention",)
-    assert remedied(base, {"pass": "simplify"}, rk3588)["enable_passes"] == ("simplify",)
-    assert remedied({**base, "enable_passes": ()}, {"pass": "simplify"}, rk3588)["enable_passes"] == ("simplify",)
-    explicit = {**base, "passes": "simplify,group_norm_as_conv"}
-    assert remedied(explicit, {"pass": "host_time_projection"}, rk3588)["passes"] == \
+    base = BuildRequest(resolve("sd15:mini"), get_chip("rk3588"), tmp_path, dtype="auto",
+                        passes=PassChoice(enable=("simplify",), skip=("host_time_projection", "tile_attention")))
+    assert remedied(base, {"pass": "host_time_projection"}).passes.skip == ("tile_attention",)
+    assert remedied(base, {"pass": "simplify"}).passes.enable == ("simplify",)
+    assert remedied(replace(base, passes=replace(base.passes, enable=())), {"pass": "simplify"}).passes.enable == \
+        ("simplify",)
+    explicit = replace(base, passes=replace(base.passes, explicit="simplify,group_norm_as_conv"))
+    assert remedied(explicit, {"pass": "host_time_projection"}).passes.explicit == \
         "host_time_projection,simplify,group_norm_as_conv"
-    assert remedied(explicit, {"pass": "split_fused_qkv_projection"}, rk3588)["passes"] == \
+    assert remedied(explicit, {"pass": "split_fused_qkv_projection"}).passes.explicit == \
         "simplify,split_fused_qkv_projection,group_norm_as_conv"
-    assert remedied(base, {"dtypes": ["float16", "w8a8"]}, rk3588) == {**base, "dtype": "float16"}
+    assert remedied(base, {"dtypes": ["float16", "w8a8"]}) == replace(base, dtype="float16")
 
 
 def _ending(tmp_path, log: str, **fields) -> Ending:

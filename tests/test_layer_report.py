@@ -16,8 +16,10 @@ from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 
 from converter.pipeline.build import build
-from converter.pipeline.request import BuildRequest
-from converter.pipeline.stages import layers as layers_stage
+from converter.pipeline.request import BuildRequest, Gates
+from converter.pipeline.build_dir import finished_stage
+from converter.pipeline.stages.layers import LayerRows
+from converter.pipeline.stages.reference import Reference
 from converter.common import onnx_runtime
 from converter.common.accuracy import compare
 from converter.common.progress import Progress
@@ -33,12 +35,11 @@ STAGES = Path("stages")
 
 
 def _rows(out: Path) -> list[dict]:
-    return json.loads((out / STAGES / "layers" / layers_stage.ROWS).read_text())
+    return LayerRows.read(finished_stage(out, "layers")).rows
 
 
 def _feed(out: Path) -> dict[str, np.ndarray]:
-    meta = json.loads((out / STAGES / "reference" / "stage.json").read_text())["meta"]
-    return {k: np.load(out / STAGES / "reference" / v) for k, v in meta["samples"][0].items()}
+    return Reference.read(finished_stage(out, "reference")).feed(0)
 
 
 def test_metrics_of_one_layer_recomputed_by_hand(tiny_build, tmp_path):
@@ -169,11 +170,11 @@ def test_compare_puts_the_cost_estimates_side_by_side():
 
 
 def test_large_graphs_skip_layer_dumps_unless_asked(tmp_path, monkeypatch, tiny_folder):
-    from converter.pipeline import pipeline as build_pipeline
     from converter.common.errors import BuildFailed
+    from converter.pipeline import plan
 
-    monkeypatch.setattr(build_pipeline, "AUTO_LAYER_DUMP_LIMIT", 0)
-    req = BuildRequest(resolve(str(tiny_folder)), get_chip("rk3588"), tmp_path / "out", min_layer_cos=0.5)
+    monkeypatch.setattr(plan, "AUTO_LAYER_DUMP_LIMIT", 0)
+    req = BuildRequest(resolve(str(tiny_folder)), get_chip("rk3588"), tmp_path / "out", gates=Gates(min_layer_cos=0.5))
     with pytest.raises(BuildFailed, match="--min-layer-cos needs the per-layer report"):
         build(req, Progress(Console(file=open(tmp_path / "log.txt", "w"))))
     report = json.loads((tmp_path / "out" / "report.json").read_text())

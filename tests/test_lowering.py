@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from converter.pipeline.build import build
-from converter.pipeline.request import BuildRequest, CalibSettings
+from converter.pipeline.request import BuildRequest, CalibSettings, Checks, Gates, HybridSettings
 from converter.common.errors import UserError
 from converter.common.progress import Progress
 from converter.models.model_source import resolve
@@ -43,8 +43,8 @@ def w8a16_folder(tiny_build, tmp_path_factory):
 def test_lowering_builds_and_meets_its_gate(target, dtype, w8a16_folder, tmp_path):
     built = BUILT_AS.get((target, dtype), dtype)
     req = BuildRequest(resolve(str(w8a16_folder)), get_chip(target), tmp_path / "out", dtype=dtype,
-                       min_psnr=GATES[built], layer_report="off", hybrid=False, check_samples=2,
-                       calib=CalibSettings(samples=6, trajectories=2))
+                       gates=Gates(min_psnr=GATES[built]), checks=Checks(samples=2, layer_report="off"),
+                       hybrid=HybridSettings(enabled=False), calib=CalibSettings(samples=6, trajectories=2))
     report = build(req, Progress(Console(file=open(tmp_path / "progress.txt", "w"))))
     assert report["status"] == "ok" and report["target"] == target and report["dtype"] == built
     assert report["output_psnr_db"] >= GATES[built]

@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 
 from converter.pipeline.build import build
-from converter.pipeline.request import BuildRequest, CalibSettings
+from converter.pipeline.request import BuildRequest, CalibSettings, Checks, HybridSettings, PassChoice
 from converter.common import onnx_runtime
 from converter.common.errors import BuildFailed
 from converter.common.progress import Progress
@@ -48,8 +48,8 @@ def test_runs_for_rk3562_w8a16_only():
 def test_without_it_rk3562s_w8a16_compiler_dies_on_the_tiny_unet(tiny_folder, tmp_path):
     """The failure the pass is for, still there in the toolkit (the passing build: test_lowering's rk3562)."""
     req = BuildRequest(resolve(str(tiny_folder)), get_chip("rk3562"), tmp_path / "out", dtype="w8a16",
-                       skip_passes=(PASS.name,), layer_report="off", hybrid=False, check_samples=2,
-                       calib=CalibSettings(samples=4, trajectories=1))
+                       passes=PassChoice(skip=(PASS.name,)), checks=Checks(samples=2, layer_report="off"),
+                       hybrid=HybridSettings(enabled=False), calib=CalibSettings(samples=4, trajectories=1))
     with pytest.raises(BuildFailed) as failed:
         build(req, Progress(Console(file=open(tmp_path / "progress.txt", "w"))))
     assert failed.value.ending.signal in ("SIGSEGV", "SIGABRT"), str(failed.value)

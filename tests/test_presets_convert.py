@@ -8,7 +8,7 @@ from rich.console import Console
 from safetensors.torch import save_file
 
 from converter.pipeline.build import build
-from converter.pipeline.request import BuildRequest
+from converter.pipeline.request import BuildRequest, Checks, Gates, PassChoice
 from converter.common.progress import Progress
 from converter.models.model_source import resolve
 from targets import get_chip
@@ -37,8 +37,8 @@ BUILDS = [("sd21:mini", False), ("bk-sdm-tiny:mini", False), ("pruned", True)]
 @pytest.mark.parametrize("model, simplify", BUILDS, ids=[f"{m}-{'simplified' if s else 'exported'}" for m, s in BUILDS])
 def test_builds_reach_60_db(model, simplify, pruned_folder, tmp_path):
     source = resolve(str(pruned_folder) if model == "pruned" else model)
-    req = BuildRequest(source, get_chip("rk3588"), tmp_path / "out", resolution=RESOLUTION, min_psnr=60,
-                       layer_report="off", enable_passes=("simplify",) if simplify else ())
+    req = BuildRequest(source, get_chip("rk3588"), tmp_path / "out", resolution=RESOLUTION, gates=Gates(min_psnr=60),
+                       checks=Checks(layer_report="off"), passes=PassChoice(enable=("simplify",) if simplify else ()))
     report = build(req, Progress(Console(file=open(tmp_path / "progress.txt", "w"))))
     assert report["output_psnr_db"] >= 60
     applied = [p["pass"] for p in report["passes"]]

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper
 from converter.toolkit.child import log_lines, run_module
 from converter.common.errors import BuildFailed
 from converter.toolkit import driver
-from targets import get_chip
+from converter.toolkit.job import ToolkitJob
 
 
 def flip_reproducer(channels: int = 160) -> onnx.ModelProto:
@@ -37,7 +37,7 @@ def test_three_node_reproducer_kills_the_toolkit_not_us(tmp_path):
     out = tmp_path / "out"
     log = tmp_path / "logs" / "rknn.log"
     with pytest.raises(BuildFailed) as failure:
-        driver.build_and_simulate(path, get_chip("rk3588"), out, [], ["x"], ["y"], log)
+        driver.build_and_simulate(ToolkitJob(path, "rk3588", ("x",), ("y",)), out, [], log)
     message = str(failure.value)
     assert "rknn-toolkit2 2.5.0 died with SIGSEGV during build()" in message
     assert "\n" not in message

@@ -23,21 +23,22 @@ from pathlib import Path
 import numpy as np
 
 from calib_data.check_inputs import check_inputs
-from converter.pipeline.build_dir import StageResult, finished_stage
 from converter.common.accuracy import compare
 from converter.models.unet_interface import specs_from_json
+from converter.pipeline.build_dir import finished_stage
+from converter.pipeline.finished import FinishedBuild
+from converter.pipeline.simulator import BuiltModel
+from converter.pipeline.stages.export import Exported
 from converter.toolkit import driver
-from targets import get_chip
+from converter.toolkit.job import ToolkitSettings
 
 
-def gaussian_dataset(out: Path, folder: Path, count: int, seed: int) -> Path:
+def gaussian_dataset(build: FinishedBuild, folder: Path, count: int, seed: int) -> Path:
     """`count` Gaussian stand-ins, as the rewritten graph takes them, in RKNN's dataset format."""
-    from converter.pipeline.host_programs import GraphFeeder
-
-    export, passes = finished_stage(out, "export").meta, finished_stage(out, "passes")
-    to_graph = GraphFeeder([passes.path / p for p in passes.meta["host_programs"]], list(passes.meta["inputs"]))
+    exported = Exported.read(finished_stage(build.folder, "export"))
+    to_graph = build.passes.feeder()
     lines = []
-    for i, feed in enumerate(check_inputs(specs_from_json(export["inputs"]), count, seed)):
+    for i, feed in enumerate(check_inputs(specs_from_json(exported.inputs), count, seed)):
         files = []
         for name, value in to_graph(feed).items():
             np.save(folder / f"{i:05d}-{name}.npy", value)
@@ -47,27 +48,25 @@ def gaussian_dataset(out: Path, folder: Path, count: int, seed: int) -> Path:
     return folder / "dataset.txt"
 
 
-def _gaussian_images(out: Path, report: dict, rebuilt: Path, result: dict, dataset_dir: Path, tmp: Path) -> dict:
+def _gaussian_images(build: FinishedBuild, model: BuiltModel, tmp: Path) -> dict:
     """The build's evaluation set drawn through the Gaussian-calibrated .rknn, against the build's reference images."""
     from PIL import Image
     from rich.console import Console
 
-    from converter.pipeline.stages.images import draw_both
     from converter.common.progress import Progress
     from converter.imaging.evaluation import compare_images, eval_set, judge_for
+    from converter.pipeline.stages.images import Drawing, draw_both
 
-    evaluation = eval_set(Path(report["pipeline"]))
-    prompts, seeds = [p.prompt for p in evaluation.prompts], [p.seed for p in evaluation.prompts]
-    rknn = StageResult("rknn-gaussian", rebuilt, "", {"simulator": result["outputs"], "float16_layers": []}, 0, False)
-    calib = StageResult("calib-gaussian", dataset_dir, "", {"dataset": "dataset.txt"}, 0, False)
-    _, converted = draw_both(Path(report["pipeline"]), get_chip(report["target"]), "w8a8",
-                             finished_stage(out, "passes"), finished_stage(out, "reference"), rknn, calib, prompts,
-                             seeds, evaluation.steps, evaluation.guidance_scale, report["resolution"],
-                             tmp / "gaussian-images.log", Progress(Console(stderr=True)), tmp)
-    folder = out / report["images"]["grid"].rsplit("/", 1)[0]
+    report = build.report
+    evaluation = eval_set(build.pipeline)
+    drawing = Drawing([p.prompt for p in evaluation.prompts], [p.seed for p in evaluation.prompts], evaluation.steps,
+                      evaluation.guidance_scale, report["resolution"])
+    _, converted = draw_both(build.pipeline, model, drawing, tmp / "gaussian-images.log",
+                             Progress(Console(stderr=True)), tmp)
+    folder = build.folder / report["images"]["grid"].rsplit("/", 1)[0]
     reference = np.stack([np.asarray(Image.open(folder / r["reference"]).convert("RGB"))
                           for r in report["images"]["rows"]])
-    return compare_images(reference, converted, prompts, judge_for(evaluation.judge))["summary"]
+    return compare_images(reference, converted, drawing.prompts, judge_for(evaluation.judge))["summary"]
 
 
 def main() -> int:
@@ -88,24 +87,23 @@ def main() -> int:
                         "--dtype", "w8a8", "--samples", str(args.samples), "--trajectories", str(args.trajectories),
                         "--check-samples", str(args.check_samples), "--seed", str(args.seed), "--min-psnr", "0",
                         "--layer-report", "off", "--out", str(out)], check=True)
-        report = json.loads((out / "report.json").read_text())
+        build = FinishedBuild.open(out)
+        report = build.report
 
         folder = Path(tmp) / "gaussian"
         folder.mkdir()
-        dataset = gaussian_dataset(out, folder, args.samples, args.seed)
-        passes, reference = finished_stage(out, "passes"), finished_stage(out, "reference")
-        samples = [{k: reference.path / v for k, v in s.items()} for s in reference.meta["samples"]]
+        dataset = gaussian_dataset(build, folder, args.samples, args.seed)
+        passes, reference = build.passes, build.reference
+        job = ToolkitSettings(args.target, "w8a8").job(passes.onnx, passes.input_names, passes.outputs, dataset)
         rebuilt = Path(tmp) / "rknn-gaussian"
         rebuilt.mkdir()
-        _, result = driver.build_and_simulate(
-            passes.path / passes.meta["onnx"], get_chip(args.target), rebuilt, samples, list(passes.meta["inputs"]),
-            passes.meta["outputs"], Path(tmp) / "gaussian.log", dtype="w8a8", dataset=dataset)
-        ref = np.concatenate([np.load(reference.path / o[n]).ravel() for o in reference.meta["outputs"]
-                              for n in passes.meta["outputs"]])
+        _, result = driver.build_and_simulate(job, rebuilt, reference.samples, Path(tmp) / "gaussian.log")
+        ref = np.concatenate([np.load(path).ravel() for outputs in reference.outputs for path in outputs.values()])
         sim = np.concatenate([np.load(p).ravel() for outs in result["outputs"] for p in outs])
         gaussian = compare(sim, ref)
         images = report.get("images")
-        gaussian_images = _gaussian_images(out, report, rebuilt, result, folder, Path(tmp)) if images else None
+        model = BuiltModel(passes, reference, [job], Path(result["outputs"][0][0]))
+        gaussian_images = _gaussian_images(build, model, Path(tmp)) if images else None
 
     summary = {
         "benchmark": "calibration",

@@ -73,8 +73,8 @@ def build_block(tokens: int, dim: int, context: int | None, tiles: int, chip, fo
     model, feed = trace_attention(folder / "whole.onnx", tokens, dim, HEADS, context)
     tiled, _, _ = TileAttention(tiles).run(model)
     start = time.monotonic()
-    result, _ = driver.simulate_model(folder, tiled, feed, chip,
-                                            toolkit_config={"enable_flash_attention": True} if flash else None)
+    result, _ = driver.simulate_model(folder, tiled, feed, chip.name,
+                                      options={"enable_flash_attention": True} if flash else None)
     seconds = time.monotonic() - start
     log = (folder / "rknn.log").read_text(errors="replace")
     rows, buffers = placement(log), largest_buffers(log)

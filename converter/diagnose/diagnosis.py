@@ -22,12 +22,15 @@ import onnx
 from onnx import TensorProto, helper
 
 from calib_data.dataset_writer import read_samples
+from converter.pipeline.build import convert, layer_rows, toolkit_inputs
 from converter.pipeline.build_dir import BuildDir, StageResult
-from converter.pipeline.build import AUTO_LAYER_DUMP_LIMIT, convert, layer_rows, toolkit_inputs
-from converter.pipeline.stage_run import run_stage
+from converter.pipeline.outcome import Outcome
+from converter.pipeline.plan import AUTO_LAYER_DUMP_LIMIT
 from converter.pipeline.request import BuildRequest
-from converter.pipeline.stages import reference as reference_stage
-from converter.pipeline.stages.rknn import toolkit_config
+from converter.pipeline.stage_run import StageRunner
+from converter.pipeline.stages.calib import Calibration
+from converter.pipeline.stages.reference import Reference
+from converter.pipeline.toolkit_inputs import ToolkitInputs
 from converter.toolkit.child import log_lines
 from converter.common.progress import Progress
 from converter.diagnose import locate, probe
@@ -46,7 +49,7 @@ TAIL_LINES = 12
 NOT_REDUCED = {"refusal": "config() refuses before it reads the graph",
                "out_of_memory": "a smaller graph needs less memory, so it would not fail the same way",
                "accuracy": "no layer the simulator dumped maps to an ONNX tensor"}  # else located (locate.py)
-REPRO, REPRO_LOG, REPRO_DATA = "repro.onnx", "repro-toolkit.log", "repro-data"
+REPRO, REPRO_LOG, REPRO_DATA, REPRO_DATASET = "repro.onnx", "repro-toolkit.log", "repro-data", "repro-dataset.txt"
 DEPARTURE_FIELDS = ("index", "layer", "op", "onnx_tensor", "onnx_nodes", "module", "cosine", "golden_cosine",
                     "added_noise_db", "psnr_db")
 
@@ -55,44 +58,39 @@ def default_budget(onnx_bytes: int) -> float:
     return BUDGET_BASE_S + BUDGET_PER_GB_S * onnx_bytes / 1e9
 
 
-def diagnose(req: BuildRequest, names: list[str], progress: Progress, budget_s: float | None = None,
+def diagnose(req: BuildRequest, progress: Progress, budget_s: float | None = None,
              catalogue: Path = known_failures.CATALOGUE) -> dict:
-    """Diagnose the build `req` describes (passes `names`); returns diagnosis.json's content."""
+    """Diagnose the build `req` describes; returns diagnosis.json's content."""
     known = known_failures.load(catalogue)
-    build_dir = BuildDir(req.out, req.rebuild)
-    report: dict = {}
-    _, passes, reference, calib = toolkit_inputs(req, names, build_dir, progress, report)
+    runner = StageRunner(BuildDir(req.out, req.rebuild), progress)
+    plan, _, passes, reference, calib = toolkit_inputs(req, None, runner, Outcome(req))
     inputs = [passes, reference] + ([calib] if calib else [])
-    budget = budget_s or default_budget(report["onnx_bytes"])
+    budget = budget_s or default_budget(passes.onnx_bytes)
     with tempfile.TemporaryDirectory(prefix="feeds-", dir=req.out) as feeds:
-        settings = probe.Probe(req.chip.name, req.dtype, budget, str((passes.path / passes.meta["onnx"]).resolve()),
-                               _save_feeds(reference, calib, Path(feeds)), toolkit_config(req), req.min_psnr)
-        key = {"target": req.chip.name, "dtype": req.dtype, "budget_s": budget, "min_psnr": req.min_psnr,
-               **settings.toolkit_config}
-        whole = run_stage(req, build_dir, progress, "toolkit-probe",
-                          f"{req.dtype} build for {req.chip.name}, budget {budget:.0f} s", key, inputs,
-                          lambda tmp: _probe_whole(settings, tmp))
+        settings = probe.Probe(plan.toolkit, budget, str(passes.onnx.resolve()),
+                               _save_feeds(reference, calib, Path(feeds)), req.gates.min_psnr)
+        key = {"target": plan.chip.name, "dtype": plan.dtype, "budget_s": budget, "min_psnr": req.gates.min_psnr,
+               **plan.toolkit.options}
+        whole = runner.run("toolkit-probe", f"{plan.dtype} build for {plan.chip.name}, budget {budget:.0f} s", key,
+                           inputs, lambda tmp: _probe_whole(settings, tmp))
         failure = whole.meta["failure"] and Failure.from_json(whole.meta["failure"])
         reduced = departed = None
         skipped = failure and NOT_REDUCED.get(failure.kind)
         if failure and failure.kind == "accuracy":
-            dumps = estimated_dump_bytes(passes.path / passes.meta["onnx"])
+            dumps = estimated_dump_bytes(passes.onnx)
             if dumps > AUTO_LAYER_DUMP_LIMIT:
                 skipped = f"locating it needs every layer dumped, ~{dumps / 2**30:.0f} GiB of text for this graph"
             else:
-                rknn = convert(req, passes, None, reference, calib, True, build_dir, progress)
-                departed = locate.departure(layer_rows(req, passes, reference, rknn, build_dir, progress),
-                                            req.min_psnr)
+                rknn = convert(plan, ToolkitInputs(passes, None, reference, calib), True, runner)
+                departed = locate.departure(layer_rows(passes, reference, rknn, runner), req.gates.min_psnr)
         if departed:
-            reduced = run_stage(req, build_dir, progress, "locate",
-                                f"subgraph around layer {departed['layer']} that fails the gate alone",
-                                {"layer": departed["layer"], "nodes": departed["onnx_nodes"]}, [whole, rknn],
-                                lambda tmp: _locate(settings, failure, departed, tmp, progress))
+            reduced = runner.run("locate", f"subgraph around layer {departed['layer']} that fails the gate alone",
+                                 {"layer": departed["layer"], "nodes": departed["onnx_nodes"]}, [whole, rknn],
+                                 lambda tmp: _locate(settings, failure, departed, tmp, progress))
         elif failure and failure.kind not in NOT_REDUCED:
-            reduced = run_stage(req, build_dir, progress, "reduce",
-                                f"smallest subgraph that fails the same way: {failure.describe()}", {}, [whole],
-                                lambda tmp: _reduce(settings, failure, tmp, progress))
-    diagnosis = {"model": req.source.spec, "target": req.chip.name, "dtype": req.dtype, "passes": names,
+            reduced = runner.run("reduce", f"smallest subgraph that fails the same way: {failure.describe()}", {},
+                                 [whole], lambda tmp: _reduce(settings, failure, tmp, progress))
+    diagnosis = {"model": req.source.spec, "target": req.chip.name, "dtype": plan.dtype, "passes": list(plan.passes),
                  "toolkit_version": driver.toolkit_version(), "budget_s": round(budget),
                  "catalogue": str(catalogue), "status": "failed" if failure else "no failure",
                  "failure": _described(failure) if failure else None}
@@ -137,9 +135,9 @@ def _write(final: Path, fill) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _save_feeds(reference: StageResult, calib: StageResult | None, folder: Path) -> list[str]:
+def _save_feeds(reference: Reference, calib: Calibration | None, folder: Path) -> list[str]:
     """The check input, then each calibration sample, as .npz of the graph's inputs."""
-    feeds = [reference_stage.feed(reference, 0)] + (read_samples(calib.path)[0] if calib else [])
+    feeds = [reference.feed(0)] + (read_samples(calib.path)[0] if calib else [])
     paths = []
     for i, feed in enumerate(feeds):
         paths.append(str((folder / f"{i}.npz").resolve()))
@@ -214,12 +212,12 @@ def _explain(failure: Failure, whole: StageResult, reduced: StageResult | None, 
     seen = known_failures.Seen(repro_failure.kind, repro_failure.phase, repro_failure.detail, settings.target,
                                driver.toolkit_version(), rules(log_text), ops)
     entry = known_failures.match(seen, known)
-    dataset = settings.dtype != "float16" and bool(feeds)
+    dataset = settings.toolkit.quantized and bool(feeds)
     if feeds:
         _repro_inputs(feeds, folder, dataset)
     repro_script.write(folder, repro_failure, entry.title if entry else f"Unknown failure: {failure.describe()}",
-                       settings.source, reduction.get("nodes_before", 0), len(ops), driver.toolkit_version(),
-                       settings.target, settings.dtype, settings.toolkit_config, dataset)
+                       settings.source, reduction.get("nodes_before", 0), len(ops),
+                       settings.toolkit.job(Path(REPRO), [], [], Path(REPRO_DATASET) if dataset else None))
     return {"reduction": reduction,
             "repro": {"onnx": REPRO, "script": "repro.py", "command": f"cd {folder.with_name(DIAGNOSIS_DIR)} && "
                       "python repro.py", "ops": dict(Counter(ops)), "failure": _described(repro_failure),
@@ -243,7 +241,7 @@ def _repro_inputs(feeds: list[Path], folder: Path, dataset: bool) -> None:
                 files.append(f"{REPRO_DATA}/{i}-{j}.npy")
                 np.save(folder / files[-1], data[name])
         lines.append(" ".join(files))
-    (folder / "repro-dataset.txt").write_text("\n".join(lines) + "\n")
+    (folder / REPRO_DATASET).write_text("\n".join(lines) + "\n")
 
 
 def _described(failure: Failure) -> dict:

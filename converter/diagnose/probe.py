@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,18 +20,20 @@ from converter.common.accuracy import compare
 from converter.common.errors import BuildFailed
 from converter.toolkit.failure import Failure, accuracy, classify
 from converter.toolkit import driver
-from targets import get_chip
+from converter.toolkit.job import ToolkitSettings
 
 
 @dataclass(frozen=True)
 class Probe:
-    target: str
-    dtype: str
+    toolkit: ToolkitSettings  # target, dtype and further config() keywords of every toolkit run
     budget_s: float
     source: str  # the full graph's ONNX
     feeds: list[str]  # .npz of the full graph's inputs: [0] the check input, then calibration inputs
-    toolkit_config: dict = field(default_factory=dict)
     min_psnr: float | None = None  # set: also run the simulator and judge the output
+
+    @property
+    def target(self) -> str:
+        return self.toolkit.target
 
     def save(self, path: Path) -> Path:
         path.write_text(json.dumps(asdict(self), indent=1))
@@ -39,7 +41,8 @@ class Probe:
 
     @classmethod
     def load(cls, path: Path) -> Probe:
-        return cls(**json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        return cls(**{**data, "toolkit": ToolkitSettings(**data["toolkit"])})
 
 
 def feeds_for(model: onnx.ModelProto, probe: Probe, scratch: Path) -> list[dict[str, np.ndarray]]:
@@ -71,18 +74,17 @@ def run(onnx_path: Path, probe: Probe, folder: Path) -> Failure | None:
     folder.mkdir(parents=True, exist_ok=True)
     model = onnx.load(str(onnx_path), load_external_data=False)
     inputs, outputs = [i.name for i in model.graph.input], [o.name for o in model.graph.output]
-    feeds = feeds_for(model, probe, folder) if probe.min_psnr is not None or probe.dtype != "float16" else []
+    feeds = feeds_for(model, probe, folder) if probe.min_psnr is not None or probe.toolkit.quantized else []
     samples = _write_samples(feeds, folder)
     dataset = None
-    if probe.dtype != "float16":
+    if probe.toolkit.quantized:
         dataset = folder / "dataset.txt"
         dataset.write_text("".join(" ".join(str(p) for p in s.values()) + "\n" for s in samples[1:] or samples))
     start = time.monotonic()
     try:
-        _, result = driver.build_and_simulate(
-            onnx_path, get_chip(probe.target), folder / "rknn", samples[:1] if probe.min_psnr is not None else [],
-            inputs, outputs, folder / "toolkit.log", dtype=probe.dtype, dataset=dataset,
-            toolkit_config=probe.toolkit_config, budget_s=probe.budget_s)
+        _, result = driver.build_and_simulate(probe.toolkit.job(onnx_path, inputs, outputs, dataset), folder / "rknn",
+                                              samples[:1] if probe.min_psnr is not None else [],
+                                              folder / "toolkit.log", budget_s=probe.budget_s)
     except BuildFailed as e:
         if e.ending is None:
             raise

@@ -1,31 +1,29 @@
-"""The build options a catalogue remedy changes: what `diagnose` prints as the fix and `--apply` runs."""
+"""The build a catalogue remedy asks for: what `diagnose` prints as the fix and `--apply` runs."""
 
 from __future__ import annotations
 
-from targets.chip import Chip
+from dataclasses import replace
+
+from converter.pipeline.request import BuildRequest
 
 
-def remedied(params: dict, remedy: dict, chip: Chip) -> dict:
-    """`params` (the build's parsed options) with `remedy` applied: its pass run, or its first dtype."""
-    fixed = dict(params)
+def remedied(req: BuildRequest, remedy: dict) -> BuildRequest:
+    """`req` with `remedy` applied: its pass run, or its first dtype."""
     if "dtypes" in remedy:
-        fixed["dtype"] = remedy["dtypes"][0]
-        return fixed
-    name = remedy["pass"]
-    if fixed.get("passes") is not None:
-        fixed["passes"] = ",".join(_inserted([n.strip() for n in fixed["passes"].split(",") if n.strip()], name, chip))
-        return fixed
-    fixed["skip_passes"] = tuple(n for n in fixed.get("skip_passes", ()) if n != name)
-    if name in chip.off_by_default and name not in fixed.get("enable_passes", ()):
-        fixed["enable_passes"] = (*fixed.get("enable_passes", ()), name)
-    return fixed
+        return replace(req, dtype=remedy["dtypes"][0])
+    name, choice, chip = remedy["pass"], req.passes, req.chip
+    if choice.explicit is not None:
+        listed = [n.strip() for n in choice.explicit.split(",") if n.strip()]
+        return replace(req, passes=replace(choice, explicit=",".join(_inserted(listed, name, chip.passes))))
+    enable = choice.enable + (name,) if name in chip.off_by_default and name not in choice.enable else choice.enable
+    return replace(req, passes=replace(choice, skip=tuple(n for n in choice.skip if n != name), enable=enable))
 
 
-def _inserted(listed: list[str], name: str, chip: Chip) -> list[str]:
-    """`name` added to an explicit pass list where the target's own order puts it (passes depend on
+def _inserted(listed: list[str], name: str, order: tuple[str, ...]) -> list[str]:
+    """`name` added to an explicit pass list where the target's own `order` puts it (passes depend on
     the ones before them: host_time_projection comes first, tile_attention last)."""
     if name in listed:
         return listed
-    rank = {n: i for i, n in enumerate(chip.passes)}
+    rank = {n: i for i, n in enumerate(order)}
     after = next((i for i, n in enumerate(listed) if rank.get(n, len(rank)) > rank.get(name, len(rank))), len(listed))
     return listed[:after] + [name] + listed[after:]

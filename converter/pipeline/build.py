@@ -1,8 +1,9 @@
 """`rkconvert build`: model -> ONNX -> graph passes -> ONNX Runtime reference -> .rknn -> layers -> report.
 
-Each stage (converter/pipeline/stages/) runs through BuildDir, reused when its inputs are unchanged. The
-toolkit runs in a child process; ONNX Runtime runs here, before it, and memory is handed back
-between stages, so the two never hold a large model at the same time.
+Each stage (converter/pipeline/stages/) runs through the build folder, reused when its inputs are
+unchanged. The toolkit runs in a child process; ONNX Runtime runs here, before it, and memory is handed
+back between stages, so the two never hold a large model at the same time. The choices the request
+leaves open are settled once, in a plan (plan.py), after the stages that show the model.
 """
 
 from __future__ import annotations
@@ -13,11 +14,17 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from converter.pipeline import graph_cut, hybrid
-from converter.pipeline.build_dir import BuildDir, StageResult
-from converter.pipeline.pass_selection import TILE_ATTENTION, instances, select
-from converter.pipeline.request import BuildRequest
-from converter.pipeline.stage_run import run_stage
+from converter.common.errors import BuildFailed, UserError
+from converter.common.progress import Progress
+from converter.imaging.evaluation import EvalSet
+from converter.pipeline import hybrid, plan as planning
+from converter.pipeline.build_dir import BuildDir, StageOutput
+from converter.pipeline.outcome import IMAGES_DIR, Delivery, Outcome
+from converter.pipeline.pass_selection import instances
+from converter.pipeline.plan import BuildPlan
+from converter.pipeline.request import BuildRequest, CalibSettings
+from converter.pipeline.simulator import BuiltModel
+from converter.pipeline.stage_run import StageRunner
 from converter.pipeline.stages import calib as calib_stage
 from converter.pipeline.stages import export as export_stage
 from converter.pipeline.stages import images as images_stage
@@ -27,17 +34,18 @@ from converter.pipeline.stages import reference as reference_stage
 from converter.pipeline.stages import rknn as rknn_stage
 from converter.pipeline.stages import split as split_stage
 from converter.pipeline.stages import split_calib as split_calib_stage
-from converter.common.errors import BuildFailed, UserError
-from converter.common.progress import Progress
-from converter.imaging.evaluation import SPEC_FILE, EvalSet, eval_set
-from converter.reports.cost import cost
-from converter.reports.layer_report import estimated_dump_bytes, first_below
+from converter.pipeline.stages.calib import Calibration
+from converter.pipeline.stages.export import Exported
+from converter.pipeline.stages.images import Images
+from converter.pipeline.stages.layers import LayerRows
+from converter.pipeline.stages.passes import Rewritten
+from converter.pipeline.stages.reference import Reference
+from converter.pipeline.stages.rknn import Converted
+from converter.pipeline.stages.split import Split
+from converter.pipeline.stages.split_calib import PartCalibration
+from converter.pipeline.toolkit_inputs import ToolkitInputs
+from converter.reports.layer_report import first_below
 from converter.reports.report import print_images, print_layers, write_html, write_json
-from converter.toolkit import driver
-
-IMAGES_DIR = "images/evaluation"  # `rkconvert generate` writes beside it, into images/
-# --layer-report auto: dump every layer only when the toolkit's text dumps stay under this.
-AUTO_LAYER_DUMP_LIMIT = 2 * 2**30
 
 
 def build(req: BuildRequest, progress: Progress) -> dict:
@@ -46,263 +54,196 @@ def build(req: BuildRequest, progress: Progress) -> dict:
     Bad input (UserError) leaves nothing behind that this run created; a failed build leaves its
     completed stages (for reuse and diagnosis) and reports with status "failed", never a .rknn.
     """
-    names = select(req.chip, req.passes, req.enable_passes, req.skip_passes, req.attention_tiles)
-    check_dtype(req)
-    _check_parts(req)
-    evaluation = _evaluation(req)
+    evaluation = planning.check(req)
     created = _first_missing(req.out)
     req.out.mkdir(parents=True, exist_ok=True)
     for stale in (req.artifact, *req.out.glob(f"{req.artifact.stem}.part*.rknn"), req.report_path, req.html_path):
         stale.unlink(missing_ok=True)
-    report = {"status": "failed", "target": req.chip.name, "model": req.source.spec, "dtype": req.dtype,
-              "toolkit_version": driver.toolkit_version(), "min_psnr": req.min_psnr,
-              "min_layer_cos": req.min_layer_cos, "command": req.command}
+    runner = StageRunner(BuildDir(req.out, req.rebuild), progress)
+    outcome = Outcome(req, stages=runner.ran)
+    status = "failed"
     try:
-        _run_stages(req, names, evaluation, BuildDir(req.out, req.rebuild), progress, report)
-        report["status"] = "ok"
+        _run_stages(req, evaluation, runner, outcome)
+        status = "ok"
     except UserError:
         if created:
             shutil.rmtree(created, ignore_errors=True)
         raise
     except BuildFailed as e:
-        report["error"] = str(e)
+        outcome.error = str(e)
         raise
     finally:
+        report = outcome.report(status)
         if req.out.exists():
-            report["stages"] = [s.summary() for s in req.stages]
             write_json(req.report_path, report)
             write_html(req.html_path, report)
     return report
 
 
-def _check_parts(req: BuildRequest) -> None:
-    if req.parts in (1, None):
-        return
-    if req.layer_report == "on" or req.min_layer_cos is not None:
-        raise UserError(f"--parts {req.parts}: the per-layer report (--layer-report on, --min-layer-cos) covers a "
-                        "model built whole")
-
-
-def _auto_parts(req: BuildRequest, passes: StageResult) -> tuple[int, str]:
-    """--parts auto: (count, why). Whole when the per-layer report is asked for, else as many parts as keep
-    each under graph_cut.AUTO_PART_BYTES of float32 weights."""
-    if req.layer_report == "on" or req.min_layer_cos is not None:
-        return 1, "the per-layer report needs the model whole"
-    count = graph_cut.auto_count(passes.meta["onnx_bytes"])
-    return count, f"{passes.meta['onnx_bytes'] / 2**30:.1f} GiB of weights, at most " \
-                  f"{graph_cut.AUTO_PART_BYTES / 2**30:.0f} GiB per toolkit build"
-
-
-def _layer_dumps(req: BuildRequest, passes: StageResult, report: dict) -> bool:
-    if req.layer_report != "auto":
-        return req.layer_report == "on"
-    if req.parts > 1:
-        report["layers_skipped"] = "the per-layer report covers a model built whole, not --parts"
-        return False
-    estimate = estimated_dump_bytes(passes.path / passes.meta["onnx"])
-    if estimate > AUTO_LAYER_DUMP_LIMIT:
-        report["layers_skipped"] = (f"per-layer dumps would take ~{estimate / 2**30:.0f} GiB; "
-                                    "pass --layer-report on to make them anyway")
-        return False
-    return True
-
-
-def export_model(req: BuildRequest, build_dir: BuildDir, progress: Progress) -> StageResult:
+def export_model(req: BuildRequest, runner: StageRunner) -> Exported:
     """The model as ONNX (stage `export`), reused from an earlier run when unchanged."""
-    return run_stage(req, build_dir, progress, "export", f"{req.source.spec} to ONNX",
-                     {"source": req.source.fingerprint(), "resolution": req.resolution}, [],
-                     lambda tmp: export_stage.run(req, tmp))
+    return Exported.read(runner.run("export", f"{req.source.spec} to ONNX",
+                                    {"source": req.source.fingerprint(), "resolution": req.resolution}, [],
+                                    lambda tmp: export_stage.run(req.source, req.resolution, tmp)))
 
 
-def prepare(req: BuildRequest, names: list[str], build_dir: BuildDir, progress: Progress,
-            report: dict | None = None) -> tuple[StageResult, StageResult]:
-    """Stages `export` and `passes`: the graph the toolkit will get. Settles --dtype auto in between (the
-    exported weights say whether the model is a W8A16 checkpoint; some passes run for one dtype only)."""
-    export = export_model(req, build_dir, progress)
-    if req.dtype == "auto":
-        req.dtype, choice = req.chip.auto_dtype(export.meta["w8a16_layers"] > 0)
-        progress.note(f"--dtype auto: {req.dtype} ({choice})")
-        if report is not None:
-            report.update(dtype=req.dtype, dtype_choice=choice)
-    if req.passes is None:  # a list given with --passes runs as given
-        names = req.chip.passes_for(names, req.dtype)
-    key = {"passes": names, "attention_tiles": req.attention_tiles if TILE_ATTENTION in names else None}
-    passes = run_stage(req, build_dir, progress, "passes", ", ".join(names) or "none", key, [export],
-                       lambda tmp: passes_stage.run(export, instances(names, req.chip, req.attention_tiles), tmp))
-    return export, passes
+def prepare(req: BuildRequest, evaluation: EvalSet | None, runner: StageRunner,
+            outcome: Outcome | None = None) -> tuple[BuildPlan, Exported, Rewritten]:
+    """Stages `export` and `passes`, and the plan they settle: --dtype auto reads the exported weights (a
+    W8A16 checkpoint?), the pass list follows the dtype, --parts auto the rewritten graph's weight."""
+    outcome = outcome or Outcome(req)
+    outcome.exported = exported = export_model(req, runner)
+    chosen = planning.dtype(req, exported)
+    if chosen[1]:
+        runner.progress.note(f"--dtype auto: {chosen[0]} ({chosen[1]})")
+    names = planning.pass_names(req, chosen[0])
+    outcome.rewritten = rewritten = Rewritten.read(runner.run(
+        "passes", ", ".join(names) or "none", planning.passes_key(req, names), [exported],
+        lambda tmp: passes_stage.run(exported.onnx, instances(names, req.chip, req.passes.attention_tiles), tmp)))
+    outcome.plan = plan = planning.settle(req, evaluation, chosen, names, rewritten)
+    if plan.parts_choice:
+        runner.progress.note(f"--parts auto: {plan.parts} ({plan.parts_choice})")
+    return plan, exported, rewritten
 
 
-def check_dtype(req: BuildRequest) -> None:
-    if req.dtype != "auto" and req.dtype not in req.chip.dtypes:
-        why = req.chip.refused_dtypes.get(req.dtype, "not an RKNN dtype rkconvert builds")
-        raise UserError(f"--dtype {req.dtype} for {req.chip.name}: {why}; "
-                        f"{req.chip.name} builds {', '.join(req.chip.dtypes)}")
+def record(req: BuildRequest, settings: CalibSettings, seed: int, exported: Exported, rewritten: Rewritten,
+           runner: StageRunner, name: str = "calib") -> Calibration:
+    """Stage `calib` (or another name): UNet inputs recorded along the sampler's trajectories, in RKNN's
+    dataset format."""
+    what = f"{settings.samples} inputs along {settings.schedule} trajectories"
+    return Calibration.read(runner.run(
+        name, what, {"calib": settings.fingerprint(), "seed": seed}, [exported, rewritten],
+        lambda tmp: calib_stage.run(req.source, settings, seed, exported, rewritten, runner.progress, tmp)))
 
 
-def calibration(req: BuildRequest, export: StageResult, passes: StageResult, build_dir: BuildDir,
-                progress: Progress, name: str = "calib") -> StageResult:
-    """Stage `calib` (or another name): recorded UNet inputs in RKNN's dataset format."""
-    what = f"{req.calib.samples} inputs along {req.calib.schedule} trajectories"
-    return run_stage(req, build_dir, progress, name, what, {"calib": req.calib.fingerprint(), "seed": req.seed},
-                     [export, passes], lambda tmp: calib_stage.run(req, export, passes, progress, tmp))
+def calibrate(req: BuildRequest, progress: Progress) -> Calibration:
+    """`rkconvert calib`: the build's stages up to the graph the toolkit gets, and the calibration set
+    recorded on it as --samples / --schedule ask (whatever the dtype)."""
+    runner = StageRunner(BuildDir(req.out, req.rebuild), progress)
+    _, exported, rewritten = prepare(req, None, runner)
+    return record(req, req.calib, req.seed, exported, rewritten, runner)
 
 
-def _checkset(req: BuildRequest, export: StageResult, passes: StageResult, build_dir: BuildDir,
-              progress: Progress) -> StageResult:
-    """Held-out trajectory inputs to judge the build on: other prompts and noise than the calibration's."""
-    held_out = replace(req, seed=req.seed + 1, calib=replace(req.calib, samples=req.check_samples,
-                                                             trajectories=req.check_samples))
-    return calibration(held_out, export, passes, build_dir, progress, name="checkset")
+def toolkit_inputs(req: BuildRequest, evaluation: EvalSet | None, runner: StageRunner,
+                   outcome: Outcome) -> tuple[BuildPlan, Exported, Rewritten, Reference, Calibration | None]:
+    """Stages export, passes, (checkset,) reference and (quantized builds) calib: everything the toolkit is
+    handed but the graph's parts, and the plan."""
+    plan, exported, rewritten = prepare(req, evaluation, runner, outcome)
+    checkset = None
+    if plan.check_inputs == "trajectories":  # held out: other prompts and noise than the calibration's
+        samples = req.checks.samples
+        checkset = record(req, replace(req.calib, samples=samples, trajectories=samples), req.seed + 1, exported,
+                          rewritten, runner, "checkset")
+    outcome.reference = reference = Reference.read(runner.run(
+        "reference", "ONNX Runtime on check inputs", {"samples": req.checks.samples, "seed": req.seed},
+        [rewritten] + ([checkset] if checkset else []),
+        lambda tmp: reference_stage.run(exported, rewritten, checkset, req.checks.samples, req.seed, tmp)))
+    outcome.calibration = calib = record(req, plan.calibration, req.seed, exported, rewritten, runner) \
+        if plan.quantized else None
+    return plan, exported, rewritten, reference, calib
 
 
-def toolkit_inputs(req: BuildRequest, names: list[str], build_dir: BuildDir, progress: Progress,
-                   report: dict) -> tuple[StageResult, StageResult, StageResult, StageResult | None]:
-    """Stages export, passes, reference and (quantized builds) calib: everything the toolkit is handed.
-    Settles --dtype auto; notes what it learns in `report`."""
-    export, passes = prepare(req, names, build_dir, progress, report)
-    report.update(resolution=export.meta["resolution"], weights=export.meta["weights"])
-    report.update(onnx_bytes=passes.meta["onnx_bytes"], passes=passes.meta["passes"],
-                  inputs=passes.meta["inputs"])
-    if req.parts is None:
-        req.parts, report["parts_choice"] = _auto_parts(req, passes)
-        progress.note(f"--parts auto: {req.parts} ({report['parts_choice']})")
-    checkset = _checkset(req, export, passes, build_dir, progress) if req.trajectory_checks else None
-    reference = run_stage(req, build_dir, progress, "reference", "ONNX Runtime on check inputs",
-                          {"samples": req.check_samples, "seed": req.seed},
-                          [passes] + ([checkset] if checkset else []),
-                          lambda tmp: reference_stage.run(req, export, passes, checkset, tmp))
-    calib = calibration(req, export, passes, build_dir, progress) if req.quantized else None
-    return export, passes, reference, calib
-
-
-def _run_stages(req: BuildRequest, names: list[str], evaluation: EvalSet | None, build_dir: BuildDir,
-                progress: Progress, report: dict) -> None:
-    export, passes, reference, calib = toolkit_inputs(req, names, build_dir, progress, report)
-    dumps = _layer_dumps(req, passes, report)
-    report["toolkit_config"] = rknn_stage.toolkit_config(req)
-    split = split_model(req, passes, build_dir, progress)
-    given = part_calibration(req, passes, split, calib, build_dir, progress)  # what each toolkit build calibrates on
-    rknn = convert(req, passes, split, reference, given, dumps, build_dir, progress)
-    metrics = rknn_stage.output_accuracy(passes, reference, rknn)
-    report.update(output_psnr_db=metrics["psnr_db"], output_cosine=metrics["cosine"],
-                  output_max_abs=metrics["max_abs"], output_mean_abs=metrics["mean_abs"],
-                  check_inputs=reference.meta["check_inputs"], check_timesteps=reference.meta["timesteps"],
-                  calibration=calib.meta if calib else None, toolkit_phases=rknn.meta["phases"],
-                  toolkit_phase_peak_rss_bytes=rknn.meta["phase_peak_rss_bytes"],
-                  placement=rknn_stage.placement_rows(rknn), cpu_ops=rknn.meta["cpu_ops"])
-    if dumps:
-        report["layers"] = layer_rows(req, passes, reference, rknn, build_dir, progress)
-        print_layers(progress.console, report["layers"])
-    if req.quantized and req.hybrid and metrics["psnr_db"] < req.min_psnr:
-        rknn = hybrid.fewest_float16(req, passes, split, reference, given, report.get("layers"),
-                                     rknn.meta["peak_rss_bytes"],
-                                     build_dir, progress, report)
-        metrics = rknn_stage.output_accuracy(passes, reference, rknn)
-        report.update(output_psnr_db=metrics["psnr_db"], output_cosine=metrics["cosine"],
-                      output_max_abs=metrics["max_abs"], output_mean_abs=metrics["mean_abs"],
-                      placement=rknn_stage.placement_rows(rknn), cpu_ops=rknn.meta["cpu_ops"])
-    report.update(float16_layers=rknn.meta["float16_layers"], rknn_stage=rknn.name,
-                  rknn_file=rknn_stage.file_facts(rknn)[0],
-                  cost=cost(rknn_stage.placement_rows(rknn), rknn.meta["memory"], req.chip),
-                  pipeline=str(req.source.pipeline.resolve()) if req.source.pipeline else None)
+def _run_stages(req: BuildRequest, evaluation: EvalSet | None, runner: StageRunner, outcome: Outcome) -> None:
+    plan, exported, rewritten, reference, calib = toolkit_inputs(req, evaluation, runner, outcome)
+    split = split_model(plan, rewritten, runner)
+    # what each toolkit build calibrates on
+    given = ToolkitInputs(rewritten, split, reference, part_calibration(rewritten, split, calib, runner))
+    outcome.plain = rknn = convert(plan, given, plan.layer_dumps, runner)
+    outcome.accuracy = rknn.accuracy(reference)
+    if plan.layer_dumps:
+        outcome.layers = layer_rows(rewritten, reference, rknn, runner)
+        print_layers(runner.progress.console, outcome.layers)
+    if plan.quantized and req.hybrid.enabled and outcome.accuracy["psnr_db"] < req.gates.min_psnr:
+        outcome.hybrid = found = hybrid.search(plan, given, outcome.layers, rknn.peak_rss_bytes, runner)
+        if found.found is None:
+            raise BuildFailed(found.shortfall(req.gates.min_psnr, req.hybrid.builds))
+        rknn = found.found.converted
+        outcome.accuracy = rknn.accuracy(reference)
+    outcome.rknn_files = rknn.file_facts()
+    outcome.final = rknn
     shutil.rmtree(req.out / IMAGES_DIR, ignore_errors=True)
-    images = _images(req, evaluation, export, passes, split, reference, rknn, given, build_dir, progress)
-    if images is not None:
+    if plan.evaluation is not None:
+        model = BuiltModel(rewritten, reference, given.jobs(plan.toolkit, rknn.float16_layers), rknn.simulator[0][0])
+        outcome.images = images = draw(plan, exported, model, [*given.stages, rknn], runner)
         # Placed before the gates: a build that fails on its images shows them.
-        for png in sorted(images.path.glob("*.png")):
+        for png in images.pngs:
             _place(png, req.out / IMAGES_DIR / png.name)
-        report["images"] = {**images.meta, "grid": f"{IMAGES_DIR}/{images.meta['grid']}"}
-        print_images(progress.console, images.meta)
-    report["peak_rss_bytes"] = {"rkconvert": _self_peak_rss(), "toolkit": rknn.meta["peak_rss_bytes"]}
-    _gate(req, metrics, report.get("layers"), report.get("images"))
-    _deliver(req, passes, rknn, report)
+        print_images(runner.progress.console, images.figures)
+    outcome.peak_rss_bytes = {"rkconvert": _self_peak_rss(), "toolkit": rknn.peak_rss_bytes}
+    _gate(req, outcome.accuracy, outcome.layers, images.figures if outcome.images else None)
+    outcome.delivery = _deliver(plan, rewritten, rknn)
 
 
-def split_model(req: BuildRequest, passes: StageResult, build_dir: BuildDir, progress: Progress) -> StageResult | None:
+def split_model(plan: BuildPlan, rewritten: Rewritten, runner: StageRunner) -> Split | None:
     """Stage `split` under --parts N (N > 1): the graph the toolkit gets, as N parts; None for a whole model."""
-    if req.parts == 1:
+    if plan.parts == 1:
         return None
-    return run_stage(req, build_dir, progress, "split", f"the graph cut into {req.parts} parts of about equal weight",
-                     {"parts": req.parts}, [passes], lambda tmp: split_stage.run(passes, req.parts, tmp))
+    return Split.read(runner.run("split", f"the graph cut into {plan.parts} parts of about equal weight",
+                                 {"parts": plan.parts}, [rewritten],
+                                 lambda tmp: split_stage.run(rewritten.onnx, plan.parts, tmp)))
 
 
-def part_calibration(req: BuildRequest, passes: StageResult, split: StageResult | None, calib: StageResult | None,
-                     build_dir: BuildDir, progress: Progress) -> StageResult | None:
+def part_calibration(rewritten: Rewritten, split: Split | None, calib: Calibration | None,
+                     runner: StageRunner) -> Calibration | PartCalibration | None:
     """Stage `split-calib` for a quantized build in parts: each part's calibration inputs; else `calib` as it is."""
     if split is None or calib is None:
         return calib
-    return run_stage(req, build_dir, progress, "split-calib", "each part's calibration inputs (ONNX Runtime on the "
-                     "parts before it)", {}, [passes, split, calib],
-                     lambda tmp: split_calib_stage.run(passes, split, calib, progress, tmp))
+    return PartCalibration.read(runner.run(
+        "split-calib", "each part's calibration inputs (ONNX Runtime on the parts before it)", {},
+        [rewritten, split, calib],
+        lambda tmp: split_calib_stage.run(rewritten.input_names, split, calib, runner.progress, tmp)))
 
 
-def convert(req: BuildRequest, passes: StageResult, split: StageResult | None, reference: StageResult,
-            calib: StageResult | None, dumps: bool, build_dir: BuildDir, progress: Progress) -> StageResult:
-    """Stage `rknn`: the toolkit's build (of each part, in turn, with `split`), simulated on the check inputs
-    (and every layer dumped if `dumps`)."""
-    what = f"rknn-toolkit2 {req.dtype} build for {req.chip.name} + simulator"
-    what += f", {req.parts} parts" if split else ""
-    return run_stage(req, build_dir, progress, "rknn", what,
-                     {"target": req.chip.name, "dtype": req.dtype, "layer_dumps": dumps, **rknn_stage.toolkit_config(req)},
-                     [passes, reference] + ([calib] if calib else []) + ([split] if split else []),
-                     lambda tmp: rknn_stage.run(req, passes, split, reference, calib, dumps,
-                                                build_dir.logs / "rknn.log", progress, tmp))
+def convert(plan: BuildPlan, given: ToolkitInputs, dumps: bool, runner: StageRunner) -> Converted:
+    """Stage `rknn`: the toolkit's build (of each part, in turn), simulated on the check inputs (and every
+    layer dumped if `dumps`)."""
+    what = f"rknn-toolkit2 {plan.dtype} build for {plan.chip.name} + simulator"
+    what += f", {plan.parts} parts" if given.split else ""
+    return Converted.read(runner.run(
+        "rknn", what, {"target": plan.chip.name, "dtype": plan.dtype, "layer_dumps": dumps, **plan.toolkit.options},
+        given.stages, lambda tmp: rknn_stage.run(given.jobs(plan.toolkit), given.reference, dumps,
+                                                 runner.logs / "rknn.log", runner.progress, tmp)))
 
 
-def layer_rows(req: BuildRequest, passes: StageResult, reference: StageResult, rknn: StageResult,
-               build_dir: BuildDir, progress: Progress) -> list[dict]:
+def layer_rows(rewritten: Rewritten, reference: Reference, rknn: Converted, runner: StageRunner) -> list[dict]:
     """Stage `layers`: the per-layer report's rows of a `convert` with dumps."""
-    layers = run_stage(req, build_dir, progress, "layers", "every layer against ONNX Runtime", {},
-                       [passes, reference, rknn], lambda tmp: layers_stage.run(passes, reference, rknn, tmp))
-    return layers_stage.rows(layers)
+    return LayerRows.read(runner.run("layers", "every layer against ONNX Runtime", {}, [rewritten, reference, rknn],
+                                     lambda tmp: layers_stage.run(rewritten, reference, rknn, tmp))).rows
 
 
-def _evaluation(req: BuildRequest) -> EvalSet | None:
-    """The evaluation set the image check draws (None: no image check); UserError when a flag needs one
-    the model does not bring."""
-    evaluation = eval_set(req.source.pipeline) if req.source.pipeline and req.image_check != "off" else None
-    if evaluation is None and req.image_check == "on":
-        raise UserError(f"--image-check on: {req.source.spec} is not a text-to-image pipeline folder with an "
-                        f"evaluation set ({SPEC_FILE})")
-    if req.min_prompt_accuracy is not None and (evaluation is None or evaluation.judge is None):
-        raise UserError(f"--min-prompt-accuracy: {req.source.spec} brings no judge of its images (a pipeline "
-                        f"folder's {SPEC_FILE} names one; the demo's does)")
-    return evaluation
-
-
-def _images(req: BuildRequest, evaluation: EvalSet | None, export: StageResult, passes: StageResult,
-            split: StageResult | None, reference: StageResult, rknn: StageResult, calib: StageResult | None,
-            build_dir: BuildDir, progress: Progress) -> StageResult | None:
-    """Stage `images` when the model brings an evaluation set (and --image-check is not off)."""
-    if evaluation is None:
-        return None
+def draw(plan: BuildPlan, exported: Exported, model: BuiltModel, made_by: list[StageOutput],
+         runner: StageRunner) -> Images:
+    """Stage `images`: the plan's evaluation set, drawn through ONNX Runtime and through the .rknn of
+    `model` (which stages `made_by` made)."""
+    evaluation = plan.evaluation
     what = f"{len(evaluation.prompts)} prompts, {evaluation.steps} steps, ONNX Runtime vs the .rknn in the simulator"
-    return run_stage(req, build_dir, progress, "images", what,
-                     {"evaluation": evaluation.fingerprint(), "dtype": req.dtype, "target": req.chip.name},
-                     [export, passes, reference, rknn] + ([calib] if calib else []) + ([split] if split else []),
-                     lambda tmp: images_stage.run(req, export, passes, split, reference, rknn, calib, evaluation,
-                                                  build_dir.logs / "rknn-images.log", progress, tmp))
+    return Images.read(runner.run(
+        "images", what, {"evaluation": evaluation.fingerprint(), "dtype": plan.dtype, "target": plan.chip.name},
+        [exported, *made_by],
+        lambda tmp: images_stage.run(plan.request.source.pipeline, model, evaluation, exported.resolution,
+                                     runner.logs / "rknn-images.log", runner.progress, tmp)))
 
 
 def _gate(req: BuildRequest, metrics: dict, rows: list[dict] | None, images: dict | None) -> None:
-    if metrics["psnr_db"] < req.min_psnr:
+    gates = req.gates
+    if metrics["psnr_db"] < gates.min_psnr:
         raise BuildFailed(f"output PSNR {metrics['psnr_db']:.1f} dB against ONNX Runtime is under "
-                          f"--min-psnr {req.min_psnr:g} (cosine {metrics['cosine']:.6f})")
-    if req.min_prompt_accuracy is not None:
+                          f"--min-psnr {gates.min_psnr:g} (cosine {metrics['cosine']:.6f})")
+    if gates.min_prompt_accuracy is not None:
         accuracy = images["summary"]["rknn_prompt_accuracy"]
-        if accuracy < req.min_prompt_accuracy:
+        if accuracy < gates.min_prompt_accuracy:
             raise BuildFailed(f"prompt accuracy of the .rknn's images {accuracy:.0%} is under --min-prompt-accuracy "
-                              f"{req.min_prompt_accuracy:.0%} (reference "
+                              f"{gates.min_prompt_accuracy:.0%} (reference "
                               f"{images['summary']['reference_prompt_accuracy']:.0%})")
-    if req.min_layer_cos is None:
+    if gates.min_layer_cos is None:
         return
     if rows is None:
         raise BuildFailed("--min-layer-cos needs the per-layer report, which this build skipped "
                           "(see layers_skipped in report.json)")
-    row = first_below(rows, req.min_layer_cos)
+    row = first_below(rows, gates.min_layer_cos)
     if row is not None:
         raise BuildFailed(f"layer {row['layer']} ({row['module'] or row['onnx_tensor']}) has cosine "
-                          f"{row['cosine']:.6f} against ONNX Runtime, under --min-layer-cos {req.min_layer_cos:g}")
+                          f"{row['cosine']:.6f} against ONNX Runtime, under --min-layer-cos {gates.min_layer_cos:g}")
 
 
 def _first_missing(path: Path) -> Path | None:
@@ -315,20 +256,13 @@ def _first_missing(path: Path) -> Path | None:
     return missing
 
 
-def _deliver(req: BuildRequest, passes: StageResult, rknn: StageResult, report: dict) -> None:
+def _deliver(plan: BuildPlan, rewritten: Rewritten, rknn: Converted) -> Delivery:
     """Place the .rknn (or its parts) and its host programs beside report.json (temp name, then rename)."""
-    host_dir = req.out / "host"
-    shutil.rmtree(host_dir, ignore_errors=True)
-    host = []
-    for rel in passes.meta["host_programs"]:
-        host.append(str(_place(passes.path / rel, req.out / rel).relative_to(req.out)))
-    artifacts = [_place(rknn.path / rel, dst) for rel, dst in zip(rknn.meta["rknn"], req.artifacts)]
-    total = sum(a.stat().st_size for a in artifacts)
-    report.update(artifact=artifacts[0].name, artifact_bytes=total, host_programs=host,
-                  artifact_to_onnx=round(total / report["onnx_bytes"], 4))
-    if len(artifacts) > 1:
-        report["parts"] = [{"artifact": a.name, "bytes": a.stat().st_size, **io, "rknn_file": facts}
-                           for a, io, facts in zip(artifacts, rknn.meta["part_io"], rknn_stage.file_facts(rknn))]
+    out = plan.request.out
+    shutil.rmtree(out / "host", ignore_errors=True)
+    host = [str(_place(rewritten.path / rel, out / rel).relative_to(out)) for rel in rewritten.host_programs]
+    artifacts = [_place(src, dst) for src, dst in zip(rknn.rknn, plan.artifacts)]
+    return Delivery([a.name for a in artifacts], [a.stat().st_size for a in artifacts], host)
 
 
 def _place(src: Path, dst: Path) -> Path:

@@ -51,9 +51,25 @@ class StageResult:
         return {"name": self.name, "seconds": round(self.seconds, 2), "reused": self.reused}
 
 
+@dataclass(frozen=True)
+class StageOutput:
+    """A stage's result as its typed fields (each stage module has one, read from the stage's meta),
+    with the record of the stage that made it: a later stage's key chains on it."""
+
+    record: StageResult
+
+    @property
+    def key(self) -> str:
+        return self.record.key
+
+    @property
+    def path(self) -> Path:
+        return self.record.path
+
+
 def finished_stage(build_dir: Path, name: str) -> StageResult:
-    """Stage `name` of a finished build, for the verbs that work on a build folder (generate, benchmarks)."""
-    folder = build_dir / "stages" / name
+    """Stage `name` of a finished build (pipeline/finished.py reopens a whole build with it)."""
+    folder = build_dir.resolve() / "stages" / name
     try:
         saved = json.loads((folder / STAGE_FILE).read_text())
     except (OSError, ValueError):
@@ -63,18 +79,18 @@ def finished_stage(build_dir: Path, name: str) -> StageResult:
 
 class BuildDir:
     def __init__(self, root: Path, rebuild: bool = False):
-        self.root = root
+        self.root = root.resolve()  # stage paths hold wherever they are read from (a Ray node, another cwd)
         self.rebuild = rebuild
-        self.stages_dir = root / "stages"
-        self.logs = root / "logs"
+        self.stages_dir = self.root / "stages"
+        self.logs = self.root / "logs"
         self._code = code_fingerprint()
 
-    def key(self, name: str, material: dict, after: list[StageResult]) -> str:
+    def key(self, name: str, material: dict, after: list[StageResult | StageOutput]) -> str:
         blob = json.dumps({"stage": name, "code": self._code, "after": [s.key for s in after],
                            **material}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def run(self, name: str, material: dict, after: list[StageResult],
+    def run(self, name: str, material: dict, after: list[StageResult | StageOutput],
             produce: Callable[[Path], dict]) -> StageResult:
         """Reuse stage `name` if its key matches, else call `produce(tmp_dir)` -> meta and commit it."""
         key = self.key(name, material, after)

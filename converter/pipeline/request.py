@@ -1,11 +1,11 @@
-"""What one `rkconvert build` was asked to do, and where its results go."""
+"""What one command was asked to do, as the option groups parsed it: never changed while it runs
+(what a build settles from it is its plan: plan.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from converter.pipeline.build_dir import StageResult
 from converter.models.model_source import ModelSource
 from targets.chip import Chip
 
@@ -34,54 +34,70 @@ class CalibSettings:
                 "weighting": self.weighting, **files}
 
 
-@dataclass
+@dataclass(frozen=True)
+class PassChoice:
+    """Which graph passes to run: the target's list (converter/pipeline/pass_selection.py) as adjusted."""
+
+    explicit: str | None = None  # "a,b,c" replacing the target's list
+    enable: tuple[str, ...] = ()
+    skip: tuple[str, ...] = ()
+    attention_tiles: str = "auto"  # auto, off, or a tile count
+
+
+@dataclass(frozen=True)
+class Checks:
+    """How the `.rknn` is compared with ONNX Runtime."""
+
+    samples: int = 1
+    inputs: str = "auto"  # auto: gaussian for float16, trajectories when the build is quantized
+    layer_report: str = "auto"  # auto: when the toolkit's per-layer dumps stay small
+    image_check: str = "auto"  # auto: when the model brings an evaluation set (a pipeline folder's rkconvert.json)
+
+
+@dataclass(frozen=True)
+class Gates:
+    """What a build must reach to pass."""
+
+    min_psnr: float = 40.0
+    min_layer_cos: float | None = None
+    min_prompt_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class HybridSettings:
+    """The search for the fewest layers a quantized build keeps in float16 to reach --min-psnr."""
+
+    enabled: bool = True
+    builds: int = 12  # at most this many toolkit builds
+    parallel: int = 1  # that many of them at once (rounds of a k-ary search)
+    ray_address: str | None = None  # trials as tasks on this Ray cluster
+
+
+def default_out(source: ModelSource, chip: Chip) -> Path:
+    """The build folder when --out is not given."""
+    return Path("build") / f"{source.name}-{chip.name}"
+
+
+@dataclass(frozen=True)
 class BuildRequest:
     source: ModelSource
     chip: Chip
     out: Path
     resolution: int | None = None
-    min_psnr: float = 40.0
-    min_layer_cos: float | None = None
-    layer_report: str = "auto"
-    dtype: str = "float16"
-    check_samples: int = 1
-    hybrid: bool = True  # quantized builds under --min-psnr keep their noisiest layers in float16
-    hybrid_builds: int = 12  # at most this many toolkit builds in the hybrid search
-    hybrid_parallel: int = 1  # that many of them at once (rounds of a k-ary search)
-    ray_address: str | None = None  # hybrid trials as tasks on this Ray cluster
-    check_inputs: str = "auto"  # auto: gaussian for float16, trajectories when activations are quantized
     seed: int = 0
-    passes: str | None = None  # explicit "a,b,c", replacing the target's list
-    enable_passes: tuple[str, ...] = ()
-    skip_passes: tuple[str, ...] = ()
-    attention_tiles: str = "auto"  # auto, off, or a tile count (converter/pipeline/pass_selection.py)
-    # the graph as this many .rknn files, built one after another (converter/pipeline/graph_cut.py); None: auto
-    parts: int | None = 1
+    dtype: str = "float16"  # an RKNN dtype, or "auto"
+    parts: int | None = 1  # the graph as this many .rknn files (converter/pipeline/graph_cut.py); None: auto
+    passes: PassChoice = PassChoice()
+    calib: CalibSettings = CalibSettings()
+    checks: Checks = Checks()
+    gates: Gates = Gates()
+    hybrid: HybridSettings = HybridSettings()
     rebuild: bool = False
-    image_check: str = "auto"  # auto: when the model brings an evaluation set (a pipeline folder's rkconvert.json)
-    min_prompt_accuracy: float | None = None
-    calib: CalibSettings = field(default_factory=CalibSettings)
     command: str | None = None  # the command line that asked for this build, for the report and releases
-    stages: list[StageResult] = field(default_factory=list)
-
-    @property
-    def quantized(self) -> bool:
-        return self.dtype != "float16"
-
-    @property
-    def trajectory_checks(self) -> bool:
-        return self.check_inputs == "trajectories" or (self.check_inputs == "auto" and self.quantized)
 
     @property
     def artifact(self) -> Path:
         return self.out / f"{self.source.name}-{self.chip.name}.rknn"
-
-    @property
-    def artifacts(self) -> list[Path]:
-        """The .rknn files a build delivers, in run order: the artifact, or its parts."""
-        if self.parts in (1, None):
-            return [self.artifact]
-        return [self.artifact.with_suffix(f".part{i}.rknn") for i in range(1, self.parts + 1)]
 
     @property
     def report_path(self) -> Path:

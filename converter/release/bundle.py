@@ -6,12 +6,11 @@ import json
 import shutil
 from pathlib import Path
 
-from converter.pipeline.build_dir import finished_stage
 from converter.common.errors import UserError
 from converter.imaging.evaluation import eval_set
 from converter.models import cpu_parts
+from converter.pipeline.finished import FinishedBuild
 from converter.release import manifest, tarball
-from converter.reports.compare_builds import load_report
 from converter.toolkit import rknn_file
 
 SUFFIX = ".tar.gz"
@@ -23,24 +22,13 @@ def default_out(build_dir: Path) -> Path:
     return build_dir.resolve().parent / f"{build_dir.resolve().name}{SUFFIX}"
 
 
-def _finished(build_dir: Path) -> dict:
-    report = load_report(build_dir)
-    if report.get("status") != "ok":
-        raise UserError(f"{build_dir / 'report.json'}: the build did not finish (status {report.get('status')!r}); "
-                        "only a finished build can be released")
-    return report
-
-
-def _check_files(build_dir: Path, report: dict) -> tuple[dict[str, Path], dict]:
+def _check_files(build: FinishedBuild) -> tuple[dict[str, Path], dict]:
     """The build's check sample 0: its inputs, ONNX Runtime's output and the simulator's, so the runner
     can check one UNet step against both."""
-    reference, rknn = finished_stage(build_dir, "reference"), finished_stage(build_dir, report["rknn_stage"])
-    inputs = reference.meta["samples"][0]
-    outputs = reference.meta["outputs"][0]
-    files = {f"check/input-{name}.npy": reference.path / rel for name, rel in inputs.items()}
-    files.update({f"check/reference-{name}.npy": reference.path / rel for name, rel in outputs.items()})
-    files.update({f"check/simulator-{name}.npy": rknn.path / rel
-                  for name, rel in zip(outputs, rknn.meta["simulator"][0])})
+    inputs, outputs = build.reference.samples[0], build.reference.outputs[0]
+    files = {f"check/input-{name}.npy": path for name, path in inputs.items()}
+    files.update({f"check/reference-{name}.npy": path for name, path in outputs.items()})
+    files.update({f"check/simulator-{name}.npy": path for name, path in zip(outputs, build.rknn.simulator[0])})
     return files, {"inputs": list(inputs), "outputs": list(outputs)}
 
 
@@ -79,14 +67,14 @@ def _cpu_key(folder: Path, resolution: int) -> dict:
 
 def contents(build_dir: Path) -> tuple[dict, dict[str, Path | bytes]]:
     """(manifest, bundle files by name) for a finished build; UserError naming what is missing."""
-    report = _finished(build_dir)
-    artifacts = [build_dir / p["artifact"] for p in report.get("parts") or [report]]
+    build = FinishedBuild.open(build_dir, "only a finished build can be released")
+    report, artifacts = build.report, build.artifacts
     declared = [rknn_file.read(a).to_json() for a in artifacts]
     files: dict[str, Path | bytes] = dict(zip(manifest.rknn_names(len(artifacts)), artifacts))
     files.update({"report.json": build_dir / "report.json", "report.html": build_dir / "report.html"})
     files.update({program: build_dir / program for program in report.get("host_programs", [])})
     files.update({f"board/{p.name}": p for p in sorted(BOARD.glob("*.py")) if p.name != "__init__.py"})
-    check_files, check = _check_files(build_dir, report)
+    check_files, check = _check_files(build)
     pipeline_files, pipeline = _pipeline_files(build_dir, report)
     files.update(check_files)
     files.update(pipeline_files)

@@ -11,28 +11,23 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from converter.pipeline.build_dir import finished_stage
-from converter.pipeline.stages.images import CALIBRATION, rebuilt_simulator
 from converter.common.errors import UserError
+from converter.pipeline.finished import FinishedBuild
+from converter.pipeline.simulator import rebuilt_simulator
 from converter.release.manifest import file_chunks, runs, sha256
-from converter.reports.compare_builds import load_report
-from targets import get_chip
 
 
 @contextmanager
 def in_simulator(build_dir: Path, manifest: dict):
     """unet(feed) -> output, the feed holding the graph's inputs by name."""
-    report = load_report(build_dir)
-    artifacts = [build_dir / p.get("artifact", "") for p in report.get("parts") or [report]]
+    build = FinishedBuild.open(build_dir, "simulate with the build folder the bundle was released from")
+    artifacts = build.artifacts
     names = [run["rknn"] for run in runs(manifest)]
     if len(artifacts) != len(names) or any(not a.is_file() or sha256(file_chunks(a)) != manifest["files"][n]["sha256"]
                                            for a, n in zip(artifacts, names)):
         raise UserError(f"{build_dir}: its .rknn {'files are' if len(names) > 1 else 'is'} not this bundle's "
                         f"{', '.join(names)}; simulate with the build folder the bundle was released from")
-    calib = finished_stage(build_dir, CALIBRATION[bool(report.get("parts"))]) if report["dtype"] != "float16" else None
-    split = finished_stage(build_dir, "split") if report.get("parts") else None
     with tempfile.TemporaryDirectory(prefix="rkconvert-simulate-") as scratch, \
-            rebuilt_simulator(get_chip(report["target"]), report["dtype"], finished_stage(build_dir, "passes"), split,
-                              finished_stage(build_dir, "reference"), finished_stage(build_dir, report["rknn_stage"]),
-                              calib, build_dir / "logs" / "rknn-board-simulate.log", None, Path(scratch)) as infer:
+            rebuilt_simulator(build.model(), build_dir / "logs" / "rknn-board-simulate.log", None,
+                              Path(scratch)) as infer:
         yield lambda feed: infer([feed])[0][0]

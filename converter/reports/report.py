@@ -145,9 +145,10 @@ def print_summary(console: Console, report: dict, report_path: Path) -> None:
     console.print(table)
 
 
-def print_calibration(console: Console, calib) -> None:
-    """Summary of a calibration stage: where it is and what its inputs span."""
-    stats = json.loads((calib.path / calib.meta["stats"]).read_text())
+def print_calibration(console: Console, dataset: Path, stats_path: Path) -> None:
+    """Summary of a calibration set (RKNN's `dataset` file, the statistics beside it): where it is and what
+    its inputs span."""
+    stats = json.loads(stats_path.read_text())
     table = Table(title=f"{stats['count']} samples, {stats['schedule']} ({stats['weighting']} weighting), "
                         f"text encoder: {stats['text_encoder']}", title_justify="left")
     for heading in ("input", "min", "p0.1", "p50", "p99.9", "max", "std"):
@@ -156,4 +157,4 @@ def print_calibration(console: Console, calib) -> None:
         p = s["percentiles"]
         table.add_row(name, *(f"{v:.4g}" for v in (s["min"], p["0.1"], p["50"], p["99.9"], s["max"], s["std"])))
     console.print(table)
-    console.print(f"dataset: {calib.path / calib.meta['dataset']}  statistics: {calib.path / calib.meta['stats']}")
+    console.print(f"dataset: {dataset}  statistics: {stats_path}")

@@ -1,4 +1,4 @@
-"""Parent side of the RKNN backend: prepared ONNX in, `.rknn` and simulator outputs out.
+"""Parent side of the toolkit: a ToolkitJob in, `.rknn` and simulator outputs out.
 
 The toolkit runs in a child process (converter/toolkit/worker.py) in a throw-away scratch directory;
 only finished files are moved into `out_dir`.
@@ -10,6 +10,7 @@ import json
 import socket
 import tempfile
 from contextlib import contextmanager
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -19,9 +20,8 @@ import numpy as np
 import onnx
 
 from converter.toolkit.child import Child, ChildRun
+from converter.toolkit.job import ToolkitJob
 from converter.common.errors import BuildFailed
-
-from targets.chip import Chip
 
 RKNN_NAME = "model.rknn"
 SNAPSHOT_DIR = "snapshot"
@@ -43,43 +43,32 @@ def _absolute_dataset(dataset: Path, scratch: Path) -> Path:
     return path
 
 
-def _job(onnx_path: Path, chip: Chip, scratch: Path, out_dir: Path, samples: list[dict[str, Path]],
-         input_names: list[str], output_names: list[str], layer_dumps: bool, dtype: str, dataset: Path | None,
-         float16_layers: list[str] | None, toolkit_config: dict | None = None) -> dict:
+def _worker_spec(job: ToolkitJob, scratch: Path, out_dir: Path, samples: list[dict[str, Path]],
+                 layer_dumps: bool) -> dict:
+    """The worker's instructions: the job with paths it can open from its scratch folder, and where to
+    put what it makes."""
+    dataset = _absolute_dataset(job.dataset, scratch) if job.quantized else None
     return {
-        "onnx": str(onnx_path.resolve()),
-        "target": chip.name,
+        "job": replace(job, onnx=job.onnx.resolve(), dataset=dataset).to_json(),
         "rknn": str((scratch / RKNN_NAME).resolve()),
-        "inputs": input_names,
-        "outputs": output_names,
         "samples": [{k: str(Path(v).resolve()) for k, v in s.items()} for s in samples],
         "outputs_dir": str((out_dir / "simulator").resolve()),
         "result": str((scratch / "result.json").resolve()),
         "snapshot_dir": str((out_dir / SNAPSHOT_DIR).resolve()) if layer_dumps and samples else None,
-        "config": ({} if dtype == "float16" else {"quantized_dtype": dtype}) | (toolkit_config or {}),
-        "dataset": str(_absolute_dataset(dataset, scratch)) if dtype != "float16" else None,
-        "float16_layers": float16_layers or [],
     }
 
 
-def _start(job: dict, scratch: Path, log: Path) -> Child:
-    job_file = scratch / "job.json"
-    job_file.write_text(json.dumps(job, indent=1))
-    return Child("converter.toolkit.worker", [str(job_file)], scratch, log, f"rknn-toolkit2 {toolkit_version()}")
+def _start(spec: dict, scratch: Path, log: Path) -> Child:
+    spec_file = scratch / "job.json"
+    spec_file.write_text(json.dumps(spec, indent=1))
+    return Child("converter.toolkit.worker", [str(spec_file)], scratch, log, f"rknn-toolkit2 {toolkit_version()}")
 
 
-def build_and_simulate(onnx_path: Path, chip: Chip, out_dir: Path, samples: list[dict[str, Path]],
-                       input_names: list[str], output_names: list[str], log: Path,
+def build_and_simulate(job: ToolkitJob, out_dir: Path, samples: list[dict[str, Path]], log: Path,
                        on_tick: Callable | None = None, layer_dumps: bool = False,
-                       dtype: str = "float16", dataset: Path | None = None,
-                       float16_layers: list[str] | None = None,
-                       toolkit_config: dict | None = None, budget_s: float | None = None) -> tuple[ChildRun, dict]:
-    """Build `onnx_path` for `chip` into `out_dir`/model.rknn and run `samples` in the simulator.
+                       budget_s: float | None = None) -> tuple[ChildRun, dict]:
+    """Build `job` into `out_dir`/model.rknn and run `samples` (input name -> .npy) in the simulator.
 
-    `dtype` is RKNN's name: "float16" (no quantization) or "w8a8", which needs `dataset` (RKNN's
-    dataset file: a line per sample, the .npy of each input in input order, NCHW for 4-D inputs).
-    `float16_layers` (toolkit tensor names) stay float16 in a quantized build (hybrid quantization).
-    `toolkit_config`: more keyword arguments for the toolkit's `config()` (e.g. enable_flash_attention).
     With `layer_dumps`, the toolkit also dumps every layer for the first sample into `out_dir`/snapshot
     (converter/toolkit/snapshot.py reads it). `budget_s`: stop the toolkit after this long.
     Returns the child's run record and {"phases": {call: seconds}, "outputs": [[npy per output]]}.
@@ -87,21 +76,21 @@ def build_and_simulate(onnx_path: Path, chip: Chip, out_dir: Path, samples: list
     """
     (out_dir / "simulator").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="scratch-", dir=out_dir.resolve()) as scratch:
-        job = _job(onnx_path, chip, Path(scratch), out_dir, samples, input_names, output_names, layer_dumps, dtype,
-                   dataset, float16_layers, toolkit_config)
-        run = _start(job, Path(scratch), log).wait(on_tick, budget_s)
-        result = json.loads(Path(job["result"]).read_text())
-        Path(job["rknn"]).replace(out_dir / RKNN_NAME)
+        spec = _worker_spec(job, Path(scratch), out_dir, samples, layer_dumps)
+        run = _start(spec, Path(scratch), log).wait(on_tick, budget_s)
+        result = json.loads(Path(spec["result"]).read_text())
+        Path(spec["rknn"]).replace(out_dir / RKNN_NAME)
     return run, result
 
 
 Infer = Callable[[list[dict[str, np.ndarray]]], list[list[np.ndarray]]]
 
 
-def simulate_model(folder: Path, model: onnx.ModelProto, feed: dict[str, np.ndarray], chip: Chip,
-                   layer_dumps: bool = False, toolkit_config: dict | None = None) -> tuple[dict, Path]:
-    """An in-memory `model` and one `feed` written into `folder`, built and simulated as build_and_simulate
-    does (log in `folder`/rknn.log): its result, and the folder holding model.rknn (and any snapshot)."""
+def simulate_model(folder: Path, model: onnx.ModelProto, feed: dict[str, np.ndarray], target: str,
+                   layer_dumps: bool = False, options: dict | None = None) -> tuple[dict, Path]:
+    """An in-memory float16 `model` and one `feed` written into `folder`, built and simulated as
+    build_and_simulate does (log in `folder`/rknn.log): its result, and the folder holding model.rknn
+    (and any snapshot)."""
     folder.mkdir(parents=True, exist_ok=True)
     onnx_path = folder / "model.onnx"
     onnx.save(model, str(onnx_path))
@@ -110,18 +99,15 @@ def simulate_model(folder: Path, model: onnx.ModelProto, feed: dict[str, np.ndar
         samples[name] = folder / f"input-{j}.npy"
         np.save(samples[name], value)
     out_dir = folder / "rknn"
-    _, result = build_and_simulate(onnx_path, chip, out_dir, [samples], [i.name for i in model.graph.input],
-                                   [o.name for o in model.graph.output], folder / "rknn.log", layer_dumps=layer_dumps,
-                                   toolkit_config=toolkit_config)
+    job = ToolkitJob(onnx_path, target, tuple(i.name for i in model.graph.input),
+                     tuple(o.name for o in model.graph.output), options=options or {})
+    _, result = build_and_simulate(job, out_dir, [samples], folder / "rknn.log", layer_dumps=layer_dumps)
     return result, out_dir
 
 
 @contextmanager
-def serving_simulator(onnx_path: Path, chip: Chip, out_dir: Path, input_names: list[str], output_names: list[str],
-                      log: Path, on_tick: Callable | None = None, dtype: str = "float16",
-                      dataset: Path | None = None, float16_layers: list[str] | None = None,
-                      toolkit_config: dict | None = None) -> Iterator[Infer]:
-    """Build as build_and_simulate does, then keep the simulator up: yields infer([feed, ...]) ->
+def serving_simulator(job: ToolkitJob, out_dir: Path, log: Path, on_tick: Callable | None = None) -> Iterator[Infer]:
+    """Build `job` as build_and_simulate does, then keep the simulator up: yields infer([feed, ...]) ->
     [[output, ...], ...] (graph inputs by name, outputs in graph order). The built model lands in
     `out_dir`/model.rknn when the block ends without error. BuildFailed if the toolkit fails or dies."""
     (out_dir / "simulator").mkdir(parents=True, exist_ok=True)
@@ -129,13 +115,12 @@ def serving_simulator(onnx_path: Path, chip: Chip, out_dir: Path, input_names: l
     with tempfile.TemporaryDirectory(prefix="scratch-", dir=out_dir.resolve()) as scratch, \
             tempfile.TemporaryDirectory(prefix="rkconvert-") as sockets:
         address = str(Path(sockets) / "simulator.sock")
-        job = {**_job(onnx_path, chip, Path(scratch), out_dir, [], input_names, output_names, False, dtype, dataset,
-                      float16_layers, toolkit_config), "serve": address}
+        spec = {**_worker_spec(job, Path(scratch), out_dir, [], False), "serve": address}
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
             server.bind(address)
             server.listen(1)
             server.settimeout(0.5)
-            child = _start(job, Path(scratch), log)
+            child = _start(spec, Path(scratch), log)
             try:
                 conn = _accept(server, child, on_tick)
             except BaseException:
@@ -156,7 +141,7 @@ def serving_simulator(onnx_path: Path, chip: Chip, out_dir: Path, input_names: l
                 child.kill()
                 raise
         child.wait(on_tick)
-        Path(job["rknn"]).replace(out_dir / RKNN_NAME)
+        Path(spec["rknn"]).replace(out_dir / RKNN_NAME)
 
 
 def _accept(server: socket.socket, child: Child, on_tick: Callable | None) -> Connection:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from converter.toolkit.driver import toolkit_version
 from converter.toolkit.failure import Failure
+from converter.toolkit.job import ToolkitJob
 
 _TEMPLATE = '''"""{title}
 
@@ -41,14 +43,14 @@ for got, want in zip(outputs, expected):
 '''
 
 
-def write(folder: Path, failure: Failure, title: str, source: str, before: int, after: int, toolkit: str,
-          target: str, dtype: str, toolkit_config: dict, dataset: bool) -> Path:
-    """repro.py in `folder` (repro.onnx, and repro-dataset.txt / repro-input.npz when needed, beside it)."""
-    config = ({} if dtype == "float16" else {"quantized_dtype": dtype}) | toolkit_config
+def write(folder: Path, failure: Failure, title: str, source: str, before: int, after: int, job: ToolkitJob) -> Path:
+    """repro.py in `folder`: the toolkit's calls for `job` (its graph is repro.onnx; repro-dataset.txt and
+    repro-input.npz beside it when needed)."""
     text = _TEMPLATE.format(
-        title=title, source=source, before=before, after=after, toolkit=toolkit, expected=failure.describe(),
-        target=target, config="".join(f", {k}={v!r}" for k, v in config.items()), quantized=dtype != "float16",
-        dataset=', dataset="repro-dataset.txt"' if dataset else "",
+        title=title, source=source, before=before, after=after, toolkit=toolkit_version(),
+        expected=failure.describe(), target=job.target,
+        config="".join(f", {k}={v!r}" for k, v in job.config().items()), quantized=job.quantized,
+        dataset=f', dataset="{job.dataset.name}"' if job.dataset else "",
         inference=_INFERENCE if failure.kind == "accuracy" else "")
     path = folder / "repro.py"
     path.write_text(text)

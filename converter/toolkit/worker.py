@@ -1,7 +1,7 @@
-"""Child-process side of the RKNN backend: the only code that imports `rknn`.
+"""Child-process side of the toolkit driver: the only module that imports `rknn`.
 
-Run as `python -m converter.toolkit.worker job.json` from a scratch directory (the toolkit writes
-`check*.onnx` files into its working directory). Builds the `.rknn`, then runs every check sample
+Run as `python -m converter.toolkit.worker job.json` (a ToolkitJob, and where to put what it makes)
+from a scratch directory (the toolkit writes `check*.onnx` files into its working directory). Builds the `.rknn`, then runs every check sample
 in the toolkit's simulator and saves the outputs; optionally dumps every layer (accuracy_analysis).
 With `serve` in the job it then connects to the parent and runs the inputs it sends until told to
 stop: the simulator cannot run a `.rknn` loaded from a file, only the model it has just built, so a
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from converter.toolkit.child import ERROR, PHASE
+from converter.toolkit.job import ToolkitJob
 
 
 # Peak resident memory per toolkit call, to see which one a large model's memory goes to: Linux
@@ -78,39 +79,39 @@ def keep_float16(cfg: Path, layers: list[str]) -> int:
     return len(known)
 
 
-def _build(job: dict, phases: dict):
+def _build(job: ToolkitJob, phases: dict, verbose: bool = True):
     """The RKNN object holding the built model: plain build, or hybrid quantization when layers stay float16."""
     from rknn.api import RKNN
 
-    rknn = RKNN(verbose=job.get("verbose", True))
-    _call(phases, "config", rknn.config, target_platform=job["target"], **job["config"])
-    _call(phases, "load_onnx", rknn.load_onnx, model=job["onnx"])
-    dataset, float16 = job.get("dataset"), job.get("float16_layers")
-    if not float16:
-        _call(phases, "build", rknn.build, do_quantization=dataset is not None, dataset=dataset)
+    rknn = RKNN(verbose=verbose)
+    _call(phases, "config", rknn.config, target_platform=job.target, **job.config())
+    _call(phases, "load_onnx", rknn.load_onnx, model=str(job.onnx))
+    dataset = str(job.dataset) if job.quantized else None
+    if not job.float16_layers:
+        _call(phases, "build", rknn.build, do_quantization=job.quantized, dataset=dataset)
         return rknn, 0
     # step1 writes <stem>.model / .data / .quantization.cfg into the working (scratch) folder.
     _call(phases, "hybrid_quantization_step1", rknn.hybrid_quantization_step1, dataset=dataset)
-    stem = Path(job["onnx"]).stem
-    applied = keep_float16(Path(f"{stem}.quantization.cfg"), float16)
+    stem = job.onnx.stem
+    applied = keep_float16(Path(f"{stem}.quantization.cfg"), list(job.float16_layers))
     rknn.release()
-    hybrid = RKNN(verbose=job.get("verbose", True))
-    _call(phases, "config", hybrid.config, target_platform=job["target"], **job["config"])
+    hybrid = RKNN(verbose=verbose)
+    _call(phases, "config", hybrid.config, target_platform=job.target, **job.config())
     _call(phases, "hybrid_quantization_step2", hybrid.hybrid_quantization_step2, model_input=f"{stem}.model",
           data_input=f"{stem}.data", model_quantization_cfg=f"{stem}.quantization.cfg")
     return hybrid, applied
 
 
-def _infer(phases: dict, label: str, rknn, job: dict, feed: dict) -> list:
-    feeds = [feed[name] for name in job["inputs"]]
+def _infer(phases: dict, label: str, rknn, job: ToolkitJob, feed: dict) -> list:
+    feeds = [feed[name] for name in job.inputs]
     return _call(phases, label, rknn.inference, inputs=feeds, data_format=["nchw"] * len(feeds))
 
 
-def _serve(rknn, job: dict) -> None:
+def _serve(rknn, job: ToolkitJob, address: str) -> None:
     """Answer ("infer", [feed, ...]) with [[output, ...], ...] until ("close",)."""
     from multiprocessing.connection import Client
 
-    with Client(job["serve"], family="AF_UNIX") as conn:
+    with Client(address, family="AF_UNIX") as conn:
         served = 0
         while True:
             message = conn.recv()
@@ -123,34 +124,35 @@ def _serve(rknn, job: dict) -> None:
             conn.send(outputs)
 
 
-def main(job_path: str) -> None:
-    job = json.loads(Path(job_path).read_text())
+def main(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    job = ToolkitJob.from_json(spec["job"])
     phases: dict[str, float] = {}
     rknn, float16_applied = _build(job, phases)
-    _call(phases, "export_rknn", rknn.export_rknn, job["rknn"])
+    _call(phases, "export_rknn", rknn.export_rknn, spec["rknn"])
     outputs = []
-    if job["samples"] or job.get("serve"):
+    if spec["samples"] or spec.get("serve"):
         _call(phases, "init_runtime", rknn.init_runtime)
-    if job["samples"]:
-        out_dir = Path(job["outputs_dir"])
-        for i, sample in enumerate(job["samples"]):
-            result = _infer(phases, f"inference[{i}]", rknn, job, {name: np.load(sample[name]) for name in job["inputs"]})
+    if spec["samples"]:
+        out_dir = Path(spec["outputs_dir"])
+        for i, sample in enumerate(spec["samples"]):
+            result = _infer(phases, f"inference[{i}]", rknn, job, {name: np.load(sample[name]) for name in job.inputs})
             names = []
             for j, value in enumerate(result):  # by position: tensor names may hold '/'
                 path = out_dir / f"{i}-{j}.npy"
                 np.save(path, value)
                 names.append(str(path))
             outputs.append(names)
-    if job.get("snapshot_dir"):
+    if spec.get("snapshot_dir"):
         # Per-layer dumps of the first sample: 'golden' (the toolkit's own float run of its rewritten
         # graph) and 'simulator', plus its error table.
-        paths = [job["samples"][0][name] for name in job["inputs"]]
-        _call(phases, "accuracy_analysis", rknn.accuracy_analysis, inputs=paths, output_dir=job["snapshot_dir"])
-    if job.get("serve"):
-        _serve(rknn, job)
+        paths = [spec["samples"][0][name] for name in job.inputs]
+        _call(phases, "accuracy_analysis", rknn.accuracy_analysis, inputs=paths, output_dir=spec["snapshot_dir"])
+    if spec.get("serve"):
+        _serve(rknn, job, spec["serve"])
     rknn.release()
-    Path(job["result"]).write_text(json.dumps({"phases": phases, "phase_peak_rss_bytes": PEAKS, "outputs": outputs,
-                                               "float16_layers_applied": float16_applied}))
+    Path(spec["result"]).write_text(json.dumps({"phases": phases, "phase_peak_rss_bytes": PEAKS, "outputs": outputs,
+                                                "float16_layers_applied": float16_applied}))
 
 
 if __name__ == "__main__":

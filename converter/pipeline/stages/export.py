@@ -3,32 +3,49 @@ copied); W8A16 weights, from either form, arrive dequantized exactly (int8 x sca
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from converter.pipeline.request import BuildRequest
 from converter.common import onnx_files
 from converter.common.errors import UserError
+from converter.models.model_source import ModelSource
 from converter.models.unet_interface import check_unet, specs_to_json
+from converter.pipeline.build_dir import StageOutput, StageResult
 from converter.quantization import weight_dequantize
 
 
-def run(req: BuildRequest, tmp: Path) -> dict:
+@dataclass(frozen=True)
+class Exported(StageOutput):
+    onnx: Path
+    resolution: int
+    inputs: dict  # input name -> {"shape", "dtype"} (unet_interface.specs_to_json)
+    w8a16_layers: int  # int8 layers of a W8A16 checkpoint, dequantized exactly
+    weights: str  # what the weights are, in words
+
+    @classmethod
+    def read(cls, record: StageResult) -> Exported:
+        meta = record.meta
+        return cls(record, record.path / meta["onnx"], meta["resolution"], meta["inputs"], meta["w8a16_layers"],
+                   meta["weights"])
+
+
+def run(source: ModelSource, resolution: int | None, tmp: Path) -> dict:
     path = tmp / "model.onnx"
-    source = req.source
     if source.kind == "onnx":
         model, int8 = weight_dequantize.fold(onnx_files.load_lazy(source.path), source.path)
         w8a16_layers = len(int8)
         specs = check_unet(model, source.path)
-        resolution = specs["sample"][0][-1] * 8
-        if req.resolution not in (None, resolution):
-            raise UserError(f"{source.path}: shapes are fixed at {resolution} px; drop --resolution or re-export")
+        traced_at = specs["sample"][0][-1] * 8
+        if resolution not in (None, traced_at):
+            raise UserError(f"{source.path}: shapes are fixed at {traced_at} px; drop --resolution or re-export")
+        resolution = traced_at
         onnx_files.save(model, path)
     else:
         from converter.models import tracing
 
         unet = source.load_unet()
         w8a16_layers = getattr(unet, "rkconvert_w8a16_layers", 0)
-        resolution = req.resolution or unet.config.sample_size * tracing.VAE_SCALE
+        resolution = resolution or unet.config.sample_size * tracing.VAE_SCALE
         tracing.trace(unet, resolution, path)
         del unet
         specs = check_unet(onnx_files.load(path, with_weights=False), path)

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from converter.pipeline.build_dir import StageResult
-from converter.pipeline.stages import reference as reference_stage
+from converter.pipeline.build_dir import StageOutput, StageResult
+from converter.pipeline.stages.passes import Rewritten
+from converter.pipeline.stages.reference import Reference
+from converter.pipeline.stages.rknn import Converted
 from converter.reports.layer_report import analyse
 
 ROWS = "layers.json"
 
 
-def run(passes: StageResult, reference: StageResult, rknn: StageResult, tmp: Path) -> dict:
-    rows = analyse(rknn.path / rknn.meta["snapshot"], passes.path / passes.meta["onnx"],
-                   reference_stage.feed(reference, 0), tmp / "scratch")
+@dataclass(frozen=True)
+class LayerRows(StageOutput):
+    rows: list[dict]  # the per-layer report's rows, in the toolkit's execution order
+
+    @classmethod
+    def read(cls, record: StageResult) -> LayerRows:
+        return cls(record, json.loads((record.path / record.meta["rows"]).read_text()))
+
+
+def run(passes: Rewritten, reference: Reference, rknn: Converted, tmp: Path) -> dict:
+    rows = analyse(rknn.snapshot, passes.onnx, reference.feed(0), tmp / "scratch")
     (tmp / "scratch").rmdir()
     (tmp / ROWS).write_text(json.dumps(rows))
     return {"rows": ROWS, "count": len(rows), "unmapped": sum(r["mapping"] == "unmapped" for r in rows)}
-
-
-def rows(layers: StageResult) -> list[dict]:
-    return json.loads((layers.path / layers.meta["rows"]).read_text())

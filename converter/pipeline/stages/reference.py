@@ -7,51 +7,61 @@ is not what the calibrated ranges were fitted to.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from calib_data.check_inputs import check_inputs, check_timesteps
 from calib_data.dataset_writer import read_samples
-from converter.pipeline.build_dir import StageResult
-from converter.pipeline.host_programs import GraphFeeder
-from converter.pipeline.request import BuildRequest
 from converter.common import onnx_runtime
 from converter.common.errors import BuildFailed
 from converter.models.unet_interface import specs_from_json
+from converter.pipeline.build_dir import StageOutput, StageResult
+from converter.pipeline.stages.calib import Calibration
+from converter.pipeline.stages.export import Exported
+from converter.pipeline.stages.passes import Rewritten
 
 
-def run(req: BuildRequest, export: StageResult, passes: StageResult, checkset: StageResult | None, tmp: Path) -> dict:
-    onnx_path = passes.path / passes.meta["onnx"]
+@dataclass(frozen=True)
+class Reference(StageOutput):
+    check_inputs: str  # gaussian | trajectories
+    timesteps: list[float]
+    samples: list[dict[str, Path]]  # per check sample: graph input name -> .npy
+    outputs: list[dict[str, Path]]  # per check sample: graph output name -> ONNX Runtime's .npy
+
+    @classmethod
+    def read(cls, record: StageResult) -> Reference:
+        meta, root = record.meta, record.path
+        return cls(record, meta["check_inputs"], meta["timesteps"],
+                   [{k: root / v for k, v in s.items()} for s in meta["samples"]],
+                   [{k: root / v for k, v in o.items()} for o in meta["outputs"]])
+
+    def feed(self, index: int = 0) -> dict[str, np.ndarray]:
+        """The graph inputs of check sample `index`."""
+        return {name: np.load(path) for name, path in self.samples[index].items()}
+
+
+def run(export: Exported, passes: Rewritten, checkset: Calibration | None, samples: int, seed: int,
+        tmp: Path) -> dict:
     for sub in ("inputs", "outputs"):
         (tmp / sub).mkdir()
-    samples, outputs = [], []
+    saved, outputs = [], []
     try:
         if checkset is not None:
             graph_feeds, timesteps = read_samples(checkset.path)
         else:
-            to_graph = feeder(passes)
-            graph_feeds = [to_graph(f) for f in check_inputs(specs_from_json(export.meta["inputs"]),
-                                                             req.check_samples, req.seed)]
-            timesteps = check_timesteps(req.check_samples)
-        session = onnx_runtime.session(onnx_path)
+            to_graph = passes.feeder()
+            graph_feeds = [to_graph(f) for f in check_inputs(specs_from_json(export.inputs), samples, seed)]
+            timesteps = check_timesteps(samples)
+        session = onnx_runtime.session(passes.onnx)
         for i, graph in enumerate(graph_feeds):
-            samples.append(_save(tmp, "inputs", i, graph))
+            saved.append(_save(tmp, "inputs", i, graph))
             outputs.append(_save(tmp, "outputs", i, onnx_runtime.run(session, graph)))
     except Exception as e:  # onnxruntime raises its own Fail / InvalidGraph / RuntimeException types
-        raise BuildFailed(f"ONNX Runtime cannot run {onnx_path}: {str(e).splitlines()[0]}") from None
+        raise BuildFailed(f"ONNX Runtime cannot run {passes.onnx}: {str(e).splitlines()[0]}") from None
     return {"check_inputs": "trajectories" if checkset else "gaussian", "timesteps": timesteps,
-            "samples": samples, "outputs": outputs}
-
-
-def feeder(passes: StageResult) -> GraphFeeder:
-    """Model-level inputs (sample, timestep, ...) -> the rewritten graph's inputs."""
-    return GraphFeeder([passes.path / p for p in passes.meta["host_programs"]], list(passes.meta["inputs"]))
-
-
-def feed(reference: StageResult, index: int = 0) -> dict[str, np.ndarray]:
-    """The graph inputs of check sample `index`, as saved by this stage."""
-    return {name: np.load(reference.path / rel) for name, rel in reference.meta["samples"][index].items()}
+            "samples": saved, "outputs": outputs}
 
 
 def _save(root: Path, sub: str, index: int, arrays: dict[str, np.ndarray]) -> dict[str, str]:

@@ -3,17 +3,36 @@ with its own weights, for one toolkit build each (converter/pipeline/graph_cut.p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from converter.pipeline import graph_cut
-from converter.pipeline.build_dir import StageResult
 from converter.common import onnx_files
 from converter.common.errors import BuildFailed
+from converter.pipeline import graph_cut
+from converter.pipeline.build_dir import StageOutput, StageResult
 
 
-def run(passes: StageResult, count: int, tmp: Path) -> dict:
+@dataclass(frozen=True)
+class Part:
+    onnx: Path
+    inputs: list[str]  # the graph's inputs and earlier parts' outputs, by name
+    outputs: list[str]
+    weight_bytes: int
+
+
+@dataclass(frozen=True)
+class Split(StageOutput):
+    parts: list[Part]  # in run order
+
+    @classmethod
+    def read(cls, record: StageResult) -> Split:
+        return cls(record, [Part(record.path / p["onnx"], p["inputs"], p["outputs"], p["weight_bytes"])
+                            for p in record.meta["parts"]])
+
+
+def run(onnx_path: Path, count: int, tmp: Path) -> dict:
     try:
-        parts = graph_cut.parts(onnx_files.load_lazy(passes.path / passes.meta["onnx"]), count)
+        parts = graph_cut.parts(onnx_files.load_lazy(onnx_path), count)
     except ValueError as e:
         raise BuildFailed(f"--parts {count}: {e}") from None
     described = []

@@ -9,36 +9,46 @@ inputs. Part 1's set is the recorded one.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from converter.pipeline.build_dir import StageResult
 from converter.common import onnx_runtime
 from converter.common.progress import Progress
+from converter.pipeline.build_dir import StageOutput, StageResult
+from converter.pipeline.stages.calib import Calibration
+from converter.pipeline.stages.split import Split
 
 DATASET = "dataset-part{}.txt"
 
 
-def run(passes: StageResult, split: StageResult, calib: StageResult, progress: Progress, tmp: Path) -> dict:
-    recorded = calib.path / calib.meta["dataset"]
-    names = list(passes.meta["inputs"])
+@dataclass(frozen=True)
+class PartCalibration(StageOutput):
+    datasets: list[Path]  # what each part's toolkit build calibrates on, in run order
+    count: int
+
+    @classmethod
+    def read(cls, record: StageResult) -> PartCalibration:
+        return cls(record, [record.path / d for d in record.meta["datasets"]], record.meta["count"])
+
+
+def run(input_names: list[str], split: Split, calib: Calibration, progress: Progress, tmp: Path) -> dict:
     # paths relative to this stage's folder: ../calib/... holds before and after the folder's rename
-    samples = [dict(zip(names, (os.path.relpath(recorded.parent / f, tmp) for f in line.split())))
-               for line in recorded.read_text().splitlines() if line.strip()]
-    parts = split.meta["parts"]
-    for i, part in enumerate(parts[:-1], start=1):
-        session = onnx_runtime.session(split.path / part["onnx"])
+    samples = [dict(zip(input_names, (os.path.relpath(calib.dataset.parent / f, tmp) for f in line.split())))
+               for line in calib.dataset.read_text().splitlines() if line.strip()]
+    for i, part in enumerate(split.parts[:-1], start=1):
+        session = onnx_runtime.session(part.onnx)
         for j, sample in enumerate(samples):
             progress.note(f"part {i}: calibration sample {j + 1}/{len(samples)}")
-            out = onnx_runtime.run(session, {name: np.load(tmp / sample[name]) for name in part["inputs"]})
-            for k, name in enumerate(part["outputs"]):
+            out = onnx_runtime.run(session, {name: np.load(tmp / sample[name]) for name in part.inputs})
+            for k, name in enumerate(part.outputs):
                 sample[name] = f"{j:05d}-part{i}-{k}.npy"
                 np.save(tmp / sample[name], out[name])
         del session
     datasets = []
-    for i, part in enumerate(parts, start=1):
+    for i, part in enumerate(split.parts, start=1):
         datasets.append(DATASET.format(i))
-        lines = [" ".join(sample[name] for name in part["inputs"]) for sample in samples]
+        lines = [" ".join(sample[name] for name in part.inputs) for sample in samples]
         (tmp / datasets[-1]).write_text("\n".join(lines) + "\n")
     return {"datasets": datasets, "count": len(samples)}

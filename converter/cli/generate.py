@@ -1,0 +1,41 @@
+"""`rkconvert generate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+
+@click.command(epilog="Exit status: 0 images written, 1 the toolkit failed, 2 bad input.")
+@click.argument("build_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--prompt", "prompts", multiple=True, required=True,
+              help="What to draw (repeatable: the prompts are denoised together).")
+@click.option("--steps", type=click.IntRange(1), default=None,
+              help="Denoising steps (default: the model's evaluation setting, else 20).")
+@click.option("--guidance-scale", type=click.FloatRange(0), default=None,
+              help="Classifier-free guidance (default: the model's evaluation setting, else 7.5).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Noise seed of the first prompt (then +1 each).")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder for the PNGs (default: BUILD_DIR/images/).")
+def generate(build_dir, prompts, steps, guidance_scale, seed, out):
+    """Draw --prompt with a finished build's model, once with the reference UNet (ONNX Runtime on the
+    final ONNX) and once with its .rknn in rknn-toolkit2's simulator.
+
+    The tokenizer, text encoder, scheduler (with classifier-free guidance) and VAE run on the host; the
+    toolkit rebuilds the .rknn in a child process (its simulator only runs a model it has just built)
+    and checks the rebuild against the build's own check output first. Writes NN-reference.png,
+    NN-rknn.png, NN-difference.png (x4) per prompt and grid.png.
+    """
+    from converter.common.progress import Progress
+    from converter.generate.from_build import generate as run_generate
+
+    out = out or build_dir / "images"
+    rows = run_generate(build_dir, list(prompts), seed, steps, guidance_scale, out,
+                        Progress(Console(stderr=True, highlight=False)))
+    console = Console(highlight=False)
+    for i, row in enumerate(rows):
+        console.print(f"{out / row['rknn']}  seed {row['seed']}  vs reference: PSNR {row['psnr_db']:.1f} dB, "
+                      f"SSIM {row['ssim']:.4f}  {row['prompt']!r}", markup=False)
+    console.print(f"grid (reference | .rknn | difference x4): {out / 'grid.png'}", markup=False)

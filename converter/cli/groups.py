@@ -1,0 +1,205 @@
+"""The option groups of rkconvert's commands, each turning its options into fields of a BuildRequest (and
+back: cli/options.py). A command names the groups it takes; an option is declared here once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from converter.cli.options import Group
+from converter.models import presets
+from converter.pipeline.request import (CHECK_INPUT_CHOICES, IMAGE_CHECK_CHOICES, LAYER_REPORT_CHOICES, CalibSettings,
+                                        Checks, Gates, HybridSettings, PassChoice, default_out)
+
+
+def _model(values: dict) -> dict:
+    from converter.models.model_source import resolve
+
+    return {"source": resolve(values["model_spec"], values["config_path"], values["trust_pickle"], values["seed"]),
+            "seed": values["seed"]}
+
+
+MODEL = Group("model", (
+    click.option("--model", "model_spec", required=True, metavar="MODEL",
+                 help="A built-in model (" + ", ".join(presets.names()) + "; presets carry seeded random "
+                      "weights), a diffusers UNet folder (config.json + diffusion_pytorch_model.safetensors), "
+                      "a weights file (.safetensors / .pt / .pth / .bin state dict, pruned or not), "
+                      "or a UNet .onnx (inputs sample, timestep, encoder_hidden_states)."),
+    click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                 help="UNet config.json for a bare weights file (default: config.json beside it)."),
+    click.option("--trust-pickle", is_flag=True,
+                 help="Allow a .pt/.pth that pickles a whole module (torch-pruning's torch.save(model)). "
+                      "Unpickling runs code from the file: only for files you trust."),
+    click.option("--seed", type=int, default=0, show_default=True,
+                 help="Seed for preset weights, check inputs and calibration."),
+), _model, lambda req: {"model_spec": req.source.spec, "config_path": req.source.config_path,
+                        "trust_pickle": req.source.trust_pickle, "seed": req.seed})
+
+
+def _target(values: dict) -> dict:
+    from targets import get_chip
+
+    return {"chip": get_chip(values["target"])}
+
+
+TARGET = Group("target", (
+    click.option("--target", required=True, metavar="CHIP",
+                 help="RKNN target_platform to build for: rk3588, rk3576, rk3562."),
+), _target, lambda req: {"target": req.chip.name})
+
+RESOLUTION = Group("resolution", (
+    click.option("--resolution", type=int, default=None,
+                 help="Image size in pixels (latent = size/8), static in the graph. "
+                      "Default: the model's own (sample_size x 8: 512 for the SD presets, 128 for demo)."),
+), lambda values: {"resolution": values["resolution"]}, lambda req: {"resolution": req.resolution})
+
+
+OUTPUT = Group("output", (
+    click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+                 help="Build folder (default: build/<model>-<target>/). Stages found there with unchanged "
+                      "inputs are reused, by every command that runs them."),
+    click.option("--rebuild", is_flag=True, help="Ignore stages kept from earlier runs."),
+), lambda values: {"out": values["out"], "rebuild": values["rebuild"]},
+    lambda req: {"out": None if req.out == default_out(req.source, req.chip) else req.out, "rebuild": req.rebuild})
+
+
+class PartsCount(click.ParamType):
+    """--parts: None for auto, else a count from 1 to 8."""
+
+    name = "auto|N"
+
+    def convert(self, value, param, ctx) -> int | None:
+        if value in (None, "auto"):
+            return None
+        if not str(value).isdigit() or not 1 <= int(value) <= 8:
+            self.fail(f"{value!r}: auto or a count from 1 to 8", param, ctx)
+        return int(value)
+
+
+TOOLKIT = Group("toolkit", (
+    click.option("--dtype", default="auto", show_default=True, metavar="DTYPE",
+                 help="RKNN dtype. float16: no quantization (a W8A16 checkpoint's weights dequantized exactly); "
+                      "w8a8: int8 weights and activations, calibrated on recorded sampler trajectories (see the "
+                      "calibration options); w8a16 (rk3562): int8 weights, float16 activations; w4a16 (rk3576): "
+                      "4-bit weights. auto: what keeps the model's own precision on the target (a W8A16 "
+                      "checkpoint: w8a16 on rk3562, float16 elsewhere; report.json 'dtype_choice' says why). "
+                      "`build` refuses a dtype the target cannot build, naming what it can; `diagnose` still "
+                      "tries it, to see how the toolkit answers."),
+    click.option("--parts", type=PartsCount(), default="auto", show_default=True, metavar="auto|N",
+                 help="Build the graph as N .rknn files run one after another, each a consecutive piece with about "
+                      "1/N of the weights, cut where the fewest activations cross: the toolkit builds one piece at a "
+                      "time and holds about 1/N of the memory (SD 1.5 at 512 px: 15.0 GB peak built whole, 8.4 GB "
+                      "in 2 parts, this machine). The checks, generate, release and the board runner chain the parts; "
+                      "a quantized part calibrates on what reaches it. auto: at most 2 GiB of float32 weights per "
+                      "part (SD 1.5: 2; the demo: 1); whole for the per-layer report (it maps the whole graph)."),
+), lambda values: {"dtype": values["dtype"], "parts": values["parts"]},
+    lambda req: {"dtype": req.dtype, "parts": "auto" if req.parts is None else req.parts})
+
+
+PASSES = Group("passes", (
+    click.option("--passes", "passes", default=None, metavar="A,B,...",
+                 help="Run exactly these graph passes, in this order, instead of the target's list."),
+    click.option("--enable-pass", "enable_passes", multiple=True, metavar="PASS",
+                 help="Turn on a pass the target lists but leaves off by default (rk3588: simplify). Repeatable."),
+    click.option("--skip-pass", "skip_passes", multiple=True, metavar="PASS",
+                 help="Leave out a pass (repeatable), e.g. to reproduce a toolkit failure."),
+    click.option("--attention-tiles", "attention_tiles", default="auto", show_default=True, metavar="auto|off|N",
+                 help="Split each attention along its queries into tiles (pass tile_attention; exact). auto: per "
+                      "attention, the count with the least modelled DRAM traffic on the target (1 where its scores "
+                      "fit on chip); on rk3576 and rk3562 instead the toolkit's own flash attention, which shrinks "
+                      "float16 attention more; N: N tiles everywhere; off: leave attention whole."),
+), lambda values: {"passes": PassChoice(values["passes"], tuple(values["enable_passes"]), tuple(values["skip_passes"]),
+                                        values["attention_tiles"])},
+    lambda req: {"passes": req.passes.explicit, "enable_passes": req.passes.enable, "skip_passes": req.passes.skip,
+                 "attention_tiles": req.passes.attention_tiles})
+
+
+CALIB = Group("calib", (
+    click.option("--schedule", default="sd15-20step", show_default=True, metavar="NAME",
+                 help="Sampler the UNet is deployed with: sd15-20step (DDIM, CFG 7.5), sd15-20step-euler, "
+                      "turbo-4step (Euler ancestral, no CFG), lcm-2step, lcm-4step."),
+    click.option("--samples", type=click.IntRange(1), default=32, show_default=True,
+                 help="UNet inputs to keep (with CFG each step gives an uncond and a cond input)."),
+    click.option("--trajectories", type=click.IntRange(1), default=4, show_default=True,
+                 help="Prompts to run the sampler on (each a full denoising run on the host)."),
+    click.option("--weighting", type=click.Choice(["schedule", "uniform"]), default="schedule", show_default=True,
+                 help="How steps are sampled: uniform, or by how much noise (log sigma) each step removes."),
+    click.option("--prompts", "prompts_path", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                 default=None, help="Prompt file (one per line, optionally 'category<TAB>prompt'); "
+                                    "default: the built-in 60 prompts in 10 categories."),
+    click.option("--text-encoder", "text_encoder_path", type=click.Path(path_type=Path, file_okay=False, exists=True),
+                 default=None, help="CLIP tokenizer + text encoder folder (a diffusers pipeline folder works); "
+                                    "default: a tiny seeded CLIP, whose states are not the real model's."),
+), lambda values: {"calib": CalibSettings(values["schedule"], values["samples"], values["trajectories"],
+                                          values["weighting"], values["prompts_path"], values["text_encoder_path"])},
+    lambda req: {"schedule": req.calib.schedule, "samples": req.calib.samples, "trajectories": req.calib.trajectories,
+                 "weighting": req.calib.weighting, "prompts_path": req.calib.prompts,
+                 "text_encoder_path": req.calib.text_encoder})
+
+
+CHECKS = Group("checks", (
+    click.option("--layer-report", type=click.Choice(LAYER_REPORT_CHOICES), default="auto", show_default=True,
+                 help="Compare every layer with ONNX Runtime (report.json 'layers', report.html). auto: only "
+                      "when the toolkit's per-layer text dumps stay under 2 GiB (small models and resolutions)."),
+    click.option("--check-samples", type=click.IntRange(1), default=1, show_default=True,
+                 help="How many inputs to compare the .rknn with ONNX Runtime on."),
+    click.option("--check-inputs", type=click.Choice(CHECK_INPUT_CHOICES), default="auto", show_default=True,
+                 help="gaussian: unit-Gaussian latent and text states, timesteps spread over 0-999; trajectories: "
+                      "held-out inputs recorded along the sampler's trajectories (other prompts and noise than the "
+                      "calibration set). auto: trajectories for quantized builds, gaussian for float16."),
+    click.option("--image-check", type=click.Choice(IMAGE_CHECK_CHOICES), default="auto", show_default=True,
+                 help="Draw the model's evaluation set (a pipeline folder's rkconvert.json; the demo has one) with "
+                      "ONNX Runtime and with the .rknn in the simulator, and compare the images (report.json "
+                      "'images', images/grid.png). auto: when the model brings an evaluation set."),
+), lambda values: {"checks": Checks(values["check_samples"], values["check_inputs"], values["layer_report"],
+                                    values["image_check"])},
+    lambda req: {"check_samples": req.checks.samples, "check_inputs": req.checks.inputs,
+                 "layer_report": req.checks.layer_report, "image_check": req.checks.image_check})
+
+
+GATES = Group("gates", (
+    click.option("--min-psnr", type=float, default=40.0, show_default=True,
+                 help="Output PSNR against ONNX Runtime (dB) the .rknn must reach: `build` fails under it, "
+                      "`diagnose` calls a build that completes under it an accuracy failure."),
+    click.option("--min-layer-cos", type=click.FloatRange(-1, 1), default=None,
+                 help="Fail the build naming the first layer (execution order) whose output cosine against "
+                      "ONNX Runtime is lower. Needs the per-layer report."),
+    click.option("--min-prompt-accuracy", type=click.FloatRange(0, 1), default=None,
+                 help="Fail the build when fewer of the .rknn's images show what their prompt asked for, as the "
+                      "model's judge sees it (0-1; the demo has a judge)."),
+), lambda values: {"gates": Gates(values["min_psnr"], values["min_layer_cos"], values["min_prompt_accuracy"])},
+    lambda req: {"min_psnr": req.gates.min_psnr, "min_layer_cos": req.gates.min_layer_cos,
+                 "min_prompt_accuracy": req.gates.min_prompt_accuracy})
+
+
+RAY = click.option(
+    "--ray", "ray_address", default=None, metavar="auto|ADDRESS",
+    help="Run toolkit builds as tasks on this Ray cluster (auto: the one started on this machine with `ray start`; "
+         "or its HOST:PORT), each asking for its estimated memory: the hybrid search's trials (--hybrid-parallel at "
+         "once, each the plain build's toolkit memory +25%), or a matrix's entries. --out must be a path every "
+         "node sees.")
+
+HYBRID = Group("hybrid", (
+    click.option("--hybrid/--no-hybrid", default=True, show_default=True,
+                 help="When a quantized build is under --min-psnr, keep the fewest of its noisiest layers (per-layer "
+                      "report) in float16 that reach it; each try is a toolkit build."),
+    click.option("--hybrid-builds", type=click.IntRange(1), default=12, show_default=True,
+                 help="At most this many toolkit builds in the hybrid search (doubling, then bisection); when they "
+                      "run out, the fewest float16 layers found reaching --min-psnr are kept."),
+    click.option("--hybrid-parallel", type=click.IntRange(1), default=1, show_default=True,
+                 help="Toolkit builds at once in the hybrid search (each a child process holding the model: mind "
+                      "memory, ~4.4x the float32 weights each). N at once cut its rounds from log2 to log_(N+1)."),
+    RAY,
+), lambda values: {"hybrid": HybridSettings(values["hybrid"], values["hybrid_builds"], values["hybrid_parallel"],
+                                            values["ray_address"])},
+    lambda req: {"hybrid": req.hybrid.enabled, "hybrid_builds": req.hybrid.builds,
+                 "hybrid_parallel": req.hybrid.parallel, "ray_address": req.hybrid.ray_address})
+
+
+# What each command that works on a build takes; a failed build names its diagnose, and diagnose the
+# build with its fix, through these.
+BUILD_GROUPS = (MODEL, TARGET, RESOLUTION, OUTPUT, TOOLKIT, GATES, HYBRID, CHECKS, CALIB, PASSES)
+DIAGNOSE_GROUPS = (MODEL, TARGET, RESOLUTION, OUTPUT, TOOLKIT.only("dtype"), GATES.only("min_psnr"), CALIB, PASSES)
+LINT_GROUPS = (MODEL, TARGET, RESOLUTION, OUTPUT, PASSES)
+CALIB_GROUPS = (MODEL, TARGET, RESOLUTION, OUTPUT, CALIB, PASSES)

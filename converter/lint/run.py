@@ -1,0 +1,20 @@
+"""`rkconvert lint` on a request: the model exported as `build` exports it (the stage is shared), then
+checked against the target's pass list."""
+
+from __future__ import annotations
+
+from converter.common import onnx_files
+from converter.common.progress import Progress
+from converter.lint.check import LintResult, lint
+from converter.pipeline import plan
+from converter.pipeline.build import export_model
+from converter.pipeline.build_dir import BuildDir
+from converter.pipeline.request import BuildRequest
+from converter.pipeline.stage_run import StageRunner
+
+
+def lint_model(req: BuildRequest, progress: Progress) -> tuple[LintResult, list[str]]:
+    """The findings, and the passes they were checked against."""
+    names = plan.pass_names(req)
+    exported = export_model(req, StageRunner(BuildDir(req.out, req.rebuild), progress))
+    return lint(onnx_files.load_lazy(exported.onnx), req.chip, names), names

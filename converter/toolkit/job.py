@@ -1,0 +1,68 @@
+"""What the toolkit is asked to build, and the one place that says what a dtype means to it.
+
+A ToolkitJob is everything one toolkit build depends on: the ONNX, its inputs and outputs by name, the
+target, the dtype, the calibration dataset, the layers kept in float16 and any further `config()`
+keywords. The build stage, the hybrid search, the rebuilt simulator, diagnose's probe and repro.py all
+hand the toolkit a job; the worker turns it into the toolkit's calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+FLOAT16 = "float16"  # RKNN's name for a build without quantization
+
+
+def quantized(dtype: str) -> bool:
+    """Whether the toolkit quantizes a `dtype` build (it then calibrates on a dataset): every RKNN
+    dtype but float16."""
+    return dtype != FLOAT16
+
+
+@dataclass(frozen=True)
+class ToolkitJob:
+    onnx: Path
+    target: str  # RKNN's target_platform
+    inputs: tuple[str, ...]  # the graph's input names, in the order the toolkit is fed
+    outputs: tuple[str, ...]
+    dtype: str = FLOAT16
+    # RKNN's dataset file: a line per sample, the .npy of each input in input order (quantized builds).
+    dataset: Path | None = None
+    float16_layers: tuple[str, ...] = ()  # toolkit tensor names kept float16 in a quantized build (hybrid)
+    options: dict = field(default_factory=dict)  # further config() keywords, e.g. enable_flash_attention
+
+    @property
+    def quantized(self) -> bool:
+        return quantized(self.dtype)
+
+    def config(self) -> dict:
+        """The keywords of the toolkit's config() besides target_platform."""
+        return ({"quantized_dtype": self.dtype} if self.quantized else {}) | self.options
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "onnx": str(self.onnx), "dataset": self.dataset and str(self.dataset)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> ToolkitJob:
+        return cls(**{**data, "onnx": Path(data["onnx"]), "dataset": data["dataset"] and Path(data["dataset"]),
+                      "inputs": tuple(data["inputs"]), "outputs": tuple(data["outputs"]),
+                      "float16_layers": tuple(data["float16_layers"])})
+
+
+@dataclass(frozen=True)
+class ToolkitSettings:
+    """What every toolkit build of one model shares: the target, the dtype and further config() keywords."""
+
+    target: str
+    dtype: str = FLOAT16
+    options: dict = field(default_factory=dict)
+
+    @property
+    def quantized(self) -> bool:
+        return quantized(self.dtype)
+
+    def job(self, onnx: Path, inputs: list[str], outputs: list[str], dataset: Path | None = None,
+            float16_layers: list[str] = ()) -> ToolkitJob:
+        return ToolkitJob(onnx, self.target, tuple(inputs), tuple(outputs), self.dtype,
+                          dataset if self.quantized else None, tuple(float16_layers), self.options)
