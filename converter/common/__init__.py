@@ -1,2 +1,2 @@
-"""Shared pieces every other part of rkconvert uses: errors, child processes, ONNX files and ONNX
-Runtime, memory hand-back, progress, accuracy metrics. Imports nothing else from converter."""
+"""Shared pieces every other part of rkconvert uses: errors, ONNX files and ONNX Runtime, memory
+hand-back, progress, accuracy metrics, joining a Ray cluster. Imports nothing else from converter."""
