@@ -17,6 +17,7 @@ import numpy as np
 from safetensors.torch import save_file
 
 from converter.common import onnx_files
+from converter.common.errors import UserError
 from converter.models import tracing
 from converter.models.model_source import ModelSource
 from converter.quantization import weight_dequantize
@@ -27,6 +28,9 @@ ONNX_NAME = "unet-w8a16.onnx"
 
 def quantize(source: ModelSource, out: Path, resolution: int | None) -> dict:
     """Write the quantized forms of `source` into `out` (atomically: a temp folder, then a rename)."""
+    if source.kind == "onnx":
+        raise UserError(f"{source.path}: quantize reads a UNet into torch (a diffusers folder or pipeline, a weights "
+                        "file, a preset), not an ONNX graph: quantize the model it was exported from")
     unet = source.load_unet()
     state, rows = quantize_unet(unet)
     resolution = resolution or unet.config.sample_size * tracing.VAE_SCALE

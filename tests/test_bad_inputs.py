@@ -21,6 +21,26 @@ def _fails_cleanly(tmp_path, *args, expect: str):
     return lines[0]
 
 
+def test_quantize_refuses_an_onnx_unet_in_one_line(tmp_path):
+    import onnx
+
+    onnx.save(flip_reproducer(), str(tmp_path / "unet.onnx"))
+    result = rkconvert("quantize", "--model", "unet.onnx", "--out", "q", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == error_lines(result), result.stderr
+    assert "unet.onnx: quantize reads a UNet into torch" in error_lines(result)[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unet.onnx"]
+
+
+def test_a_refused_diagnose_writes_nothing(tmp_path):
+    """Refused after the model was exported into --out (the pass list is checked against the dtype the
+    export settles): the folder goes again."""
+    tiny_unet().save_pretrained(tmp_path / "tiny-unet")
+    result = rkconvert("diagnose", "--target", "rk3588", "--model", "tiny-unet", "--skip-pass", "nope", "--out", "d",
+                       cwd=tmp_path)
+    assert result.returncode == 2 and "--skip-pass nope: no such pass" in error_lines(result)[0], result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-unet"]
+
+
 def test_missing_path(tmp_path):
     _fails_cleanly(tmp_path, "--model", "no/such/unet", expect="--model 'no/such/unet': no such file or directory")
 

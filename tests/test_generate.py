@@ -71,6 +71,19 @@ def test_a_pipeline_build_draws_its_evaluation_set_with_both_unets(tiny_pipeline
     assert report["pipeline"] == str((work / "tiny-pipeline").resolve())
 
 
+# What transformers and diffusers print on their own when torchvision or accelerate is missing (neither is
+# needed), and their weight-loading progress bars.
+THIRD_PARTY = ("requires torchvision", "accelerate", "low cpu memory usage", "Loading weights", "[transformers]")
+
+
+def test_a_pipeline_build_shows_no_third_party_noise(tiny_pipeline_build):
+    _, result, _ = tiny_pipeline_build
+    assert result.returncode == 0, result.stderr
+    assert "images" in result.stdout  # the image check ran: the pipeline's text encoder and VAE were loaded
+    for text in THIRD_PARTY:
+        assert text not in result.stdout and text not in result.stderr, text
+
+
 def test_generate_draws_with_both_unets_and_agrees_with_the_build(tiny_pipeline_build, tmp_path):
     _, _, out = tiny_pipeline_build
     report = json.loads((out / "report.json").read_text())
@@ -79,6 +92,7 @@ def test_generate_draws_with_both_unets_and_agrees_with_the_build(tiny_pipeline_
                        "--seed", str(first["seed"]), "--out", str(tmp_path / "gen"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "grid.png" in result.stdout and result.stdout.count("PSNR") == 2
+    assert not [text for text in THIRD_PARTY if text in result.stdout + result.stderr]
     for name in ("00-reference.png", "00-rknn.png", "00-difference.png", "01-rknn.png", "grid.png"):
         assert (tmp_path / "gen" / name).is_file(), name
     # Same prompt, seed and steps as the build's first evaluation image: the same picture, up to the float

@@ -237,17 +237,25 @@ def test_layers_the_toolkit_renamed_pair_by_onnx_tensor():
 
 
 def test_the_worst_layers_show_their_numbers_in_a_log_80_columns_wide(tiny_build):
-    """`make demo` writes into a pipe: no TTY, 80 columns. Every row keeps its numbers there."""
+    """`make demo` writes into a pipe: no TTY, 80 columns. Every row keeps its numbers there, on one line,
+    and its module's head and tail (report.json keeps the whole name)."""
     from io import StringIO
 
-    from converter.reports.report import WORST_SHOWN, print_layers
+    from converter.reports.report import WORST_SHOWN, print_layers, shortened
 
     _, _, _, report = tiny_build
     out = StringIO()
     print_layers(Console(file=out, width=80, force_terminal=False), report["layers"])
-    text = out.getvalue()
-    assert max(len(line) for line in text.splitlines()) <= 80
-    for row in worst_first(report["layers"])[:WORST_SHOWN]:
-        line = next(line for line in text.splitlines() if line.lstrip().startswith(f"{row['index']} "))
+    lines = [line for line in out.getvalue().splitlines() if line.strip()]
+    worst = worst_first(report["layers"])[:WORST_SHOWN]
+    assert max(len(line) for line in lines) <= 80
+    assert len(lines) == 3 + len(worst)  # title, headings, rule, then one line per layer
+    for line, row in zip(lines[3:], worst):
+        assert line.lstrip().startswith(f"{row['index']} ")
         for value in (f"{row['added_noise_db']:.1f}", f"{row['cosine']:.6f}", f"{row['sqnr_db']:.1f}", row["op"]):
             assert value in line, (value, line)
+        name = line.split()[-1]
+        assert name == shortened(row["module"] or row["layer"], len(name))
+    assert any("…" in line for line in lines[3:])  # diffusers' module paths do not fit whole at 80 columns
+    assert shortened("up_blocks.1.attentions.1.transformer_blocks.0.ff.net.0", 22) == "up_blocks.1…0.ff.net.0"
+

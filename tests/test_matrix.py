@@ -228,15 +228,42 @@ def test_a_missing_matrix_file_is_one_line(tmp_path):
 
 
 def test_a_refused_entry_does_not_show_an_earlier_runs_report(tmp_path):
-    (tmp_path / "m.toml").write_text("[[entry]]\nname = 'gone'\nmodel = 'no-such-unet'\ntarget = 'rk3588'\n")
+    """A UNet folder whose weights turn out unreadable only when its build reads them: bad input found
+    late, after an earlier run's report of the same name."""
+    tiny_unet().save_pretrained(tmp_path / "broken-unet")
+    weights = tmp_path / "broken-unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    (tmp_path / "m.toml").write_text("[[entry]]\nname = 'gone'\nmodel = 'broken-unet'\ntarget = 'rk3588'\n")
     earlier = tmp_path / "out" / "gone"
     earlier.mkdir(parents=True)
     (earlier / "report.json").write_text(json.dumps({"status": "ok", "output_psnr_db": 70.0}))
     result = rkconvert("matrix", "m.toml", "--out", "out", cwd=tmp_path)
     assert result.returncode == 1
     (row,) = json.loads((tmp_path / "out" / "summary.json").read_text())["entries"]
-    assert row["status"] == "bad input" and "no-such-unet" in row["error"]
-    assert row["output_psnr_db"] is None and row["report"] is None
+    assert row["status"] == "bad input" and "not a readable safetensors file" in row["error"]
+    assert row["output_psnr_db"] is None
+    assert json.loads((earlier / "report.json").read_text())["status"] == "failed"  # this run's, not the earlier
+
+
+def test_every_entry_is_checked_before_the_first_build_and_all_problems_named(tmp_path):
+    (tmp_path / "m.toml").write_text(
+        "[defaults]\nresolution = 64\n"
+        "[[entry]]\nmodel = 'sd15:mini'\ntarget = 'rk3588'\n"  # fine, and first: it must not be built
+        "[[entry]]\nname = 'chip'\nmodel = 'sd15:mini'\ntarget = 'rk9999'\n"
+        "[[entry]]\nname = 'size'\nmodel = 'sd15:mini'\ntarget = 'rk3588'\nresolution = 'big'\n"
+        "[[entry]]\nname = 'dtype'\nmodel = 'sd15:mini'\ntarget = 'rk3588'\ndtype = 'w8a16'\n"
+        "[[entry]]\nname = 'pass'\nmodel = 'sd15:mini'\ntarget = 'rk3576'\nskip-pass = ['nope']\n"
+        "[[entry]]\nname = 'file'\nmodel = 'no/such/unet'\ntarget = 'rk3588'\n")
+    result = rkconvert("matrix", "m.toml", cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = error_lines(result)
+    assert line == "rkconvert: error: m.toml: 5 of 6 entries cannot be built (nothing was built)"
+    named = result.stderr.splitlines()[1:]
+    assert [row.split(":")[0] for row in named] == ["chip", "size", "dtype", "pass", "file"]
+    assert "unknown target 'rk9999'" in named[0] and "'big' is not a valid integer" in named[1]
+    assert "w8a16 for rk3588" in named[2] and "--skip-pass nope: no such pass" in named[3]
+    assert "no/such/unet" in named[4]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.toml"]
 
 
 def test_a_ray_address_nobody_answers_at_is_one_line_and_writes_nothing(tmp_path):

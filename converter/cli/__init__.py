@@ -3,7 +3,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
+
+# transformers' and diffusers' own warnings (a missing torchvision or accelerate: neither is needed here)
+# and their weight-loading progress bars would bury rkconvert's output; an environment that sets these
+# keeps its own choice.
+for _name, _value in (("TRANSFORMERS_VERBOSITY", "error"), ("DIFFUSERS_VERBOSITY", "error"),
+                      ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
+    os.environ.setdefault(_name, _value)
 
 import click
 from rich.console import Console

@@ -9,8 +9,9 @@ import click
 from rich.console import Console
 
 from converter.cli.build import build
-from converter.cli.groups import RAY
-from converter.cli.options import option_kinds
+from converter.cli.groups import BUILD_GROUPS, RAY
+from converter.cli.options import option_kinds, parse_request
+from converter.common.errors import UserError
 
 
 @click.command(epilog="Exit status: 0 every entry built within its gates, 1 some entry did not, 2 bad input "
@@ -38,5 +39,21 @@ def matrix(matrix_path, out, ray_address):
     """
     from converter.matrix.command import run_matrix
 
-    rows = run_matrix(matrix_path, out, option_kinds(build), Console(highlight=False, soft_wrap=True), ray_address)
+    rows = run_matrix(matrix_path, out, option_kinds(build), _problem, Console(highlight=False, soft_wrap=True),
+                      ray_address)
     sys.exit(0 if all(r["status"] == "ok" for r in rows) else 1)
+
+
+def _problem(arguments: list[str]) -> str | None:
+    """What keeps `rkconvert build ARGUMENTS` from starting, or None: its option values, its model and
+    target, and what the build refuses before it writes anything (passes, the dtype for the target, ...)."""
+    from converter.pipeline import plan
+
+    try:
+        context = build.make_context("build", list(arguments))
+        plan.check(parse_request(BUILD_GROUPS, context.params))
+    except click.UsageError as e:
+        return e.format_message()
+    except UserError as e:
+        return str(e)
+    return None

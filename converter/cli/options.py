@@ -4,7 +4,6 @@ another on the same request (a failed build names its diagnose; diagnose names t
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -38,41 +37,46 @@ class Group:
                      lambda req: {k: v for k, v in self.render(req).items() if k in names})
 
 
+def parsed(groups: tuple[Group, ...], values: dict) -> dict[str, Any]:
+    """The fields `groups` parse their options' `values` into."""
+    fields: dict[str, Any] = {}
+    for group in groups:
+        fields.update(group.parse({p.name: values[p.name] for p in group.params}))
+    return fields
+
+
+def parse_request(groups: tuple[Group, ...], values: dict, command: str | None = None) -> BuildRequest:
+    """The BuildRequest `groups` parse their options' `values` into (UserError for a bad model or target)."""
+    fields = parsed(groups, values)
+    if fields.get("out") is None:
+        fields["out"] = default_out(fields["source"], fields["chip"])
+    return BuildRequest(**fields, command=command)
+
+
 def group_options(*groups: Group):
     """Declare the groups' options on a command, whose function gets the fields they parse into, and its
     own options as they are, by name."""
-    def decorate(fn):
-        names = {p.name for g in groups for p in g.params}
-
-        @functools.wraps(fn)
-        def callback(**values):
-            fields: dict[str, Any] = {}
-            for group in groups:
-                fields.update(group.parse({k: values[k] for k in (p.name for p in group.params)}))
-            return fn(**fields, **{k: v for k, v in values.items() if k not in names})
-
-        for group in reversed(groups):
-            for option in reversed(group.options):
-                callback = option(callback)
-        return callback
-
-    return decorate
+    return _declaring(groups, lambda values: parsed(groups, values))
 
 
 def request_options(*groups: Group):
     """Declare the groups' options on a command, whose function gets the BuildRequest they parse into as
     `request` (with the command line), and its own options as they are."""
+    return _declaring(groups, lambda values: {"request": parse_request(groups, values, _command_line())})
+
+
+def _declaring(groups: tuple[Group, ...], parse: Callable[[dict], dict]):
     def decorate(fn):
-        fields = {f.name for f in dataclasses.fields(BuildRequest)}
+        names = {p.name for g in groups for p in g.params}
 
-        def with_request(**values):
-            given = {k: v for k, v in values.items() if k in fields}
-            if given.get("out") is None:
-                given["out"] = default_out(given["source"], given["chip"])
-            own = {k: v for k, v in values.items() if k not in fields}
-            return fn(request=BuildRequest(**given, command=_command_line()), **own)
+        @functools.wraps(fn)
+        def callback(**values):
+            return fn(**parse(values), **{k: v for k, v in values.items() if k not in names})
 
-        return group_options(*groups)(functools.wraps(fn)(with_request))
+        for group in reversed(groups):
+            for option in reversed(group.options):
+                callback = option(callback)
+        return callback
 
     return decorate
 

@@ -23,7 +23,7 @@ from onnx import TensorProto, helper
 
 from calib_data.dataset_writer import read_samples
 from converter.pipeline.build import convert, layer_rows, toolkit_inputs
-from converter.pipeline.build_dir import BuildDir, StageResult
+from converter.pipeline.build_dir import BuildDir, StageResult, undone_on_bad_input
 from converter.pipeline.outcome import Outcome
 from converter.pipeline.plan import AUTO_LAYER_DUMP_LIMIT
 from converter.pipeline.request import BuildRequest
@@ -62,6 +62,11 @@ def diagnose(req: BuildRequest, progress: Progress, budget_s: float | None = Non
              catalogue: Path = known_failures.CATALOGUE) -> dict:
     """Diagnose the build `req` describes; returns diagnosis.json's content."""
     known = known_failures.load(catalogue)
+    with undone_on_bad_input(req.out):
+        return _diagnosed(req, known, progress, budget_s, catalogue)
+
+
+def _diagnosed(req: BuildRequest, known: list, progress: Progress, budget_s: float | None, catalogue: Path) -> dict:
     runner = StageRunner(BuildDir(req.out, req.rebuild), progress)
     plan, _, passes, reference, calib = toolkit_inputs(req, None, runner, Outcome(req))
     inputs = [passes, reference] + ([calib] if calib else [])

@@ -8,7 +8,7 @@ from converter.common.progress import Progress
 from converter.lint.check import LintResult, lint
 from converter.pipeline import plan
 from converter.pipeline.build import export_model
-from converter.pipeline.build_dir import BuildDir
+from converter.pipeline.build_dir import BuildDir, undone_on_bad_input
 from converter.pipeline.request import BuildRequest
 from converter.pipeline.stage_run import StageRunner
 
@@ -16,5 +16,6 @@ from converter.pipeline.stage_run import StageRunner
 def lint_model(req: BuildRequest, progress: Progress) -> tuple[LintResult, list[str]]:
     """The findings, and the passes they were checked against."""
     names = plan.pass_names(req)
-    exported = export_model(req, StageRunner(BuildDir(req.out, req.rebuild), progress))
+    with undone_on_bad_input(req.out):
+        exported = export_model(req, StageRunner(BuildDir(req.out, req.rebuild), progress))
     return lint(onnx_files.load_lazy(exported.onnx), req.chip, names), names

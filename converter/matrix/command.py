@@ -6,7 +6,9 @@ the others go on. Only a matrix file that cannot be read stops everything.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Callable
 
 from rich.console import Console
 
@@ -23,13 +25,21 @@ def default_out(matrix: Path) -> Path:
     return Path("build") / f"matrix-{matrix.stem}"
 
 
-def run_matrix(matrix: Path, out: Path | None, known: dict[str, str], console: Console,
-               ray_address: str | None = None) -> list[dict]:
+def run_matrix(matrix: Path, out: Path | None, known: dict[str, str], problem: Callable[[list[str]], str | None],
+               console: Console, ray_address: str | None = None) -> list[dict]:
     """Build every entry (here, or on the Ray cluster at `ray_address`); write summary.json /
-    summary.html into `out`; the summary rows, in the file's order."""
+    summary.html into `out`; the summary rows, in the file's order. Before the first build, every entry
+    is checked as its build would check it (`problem`: what keeps `rkconvert build ARGUMENTS` from
+    starting, or None), and all that is wrong is refused at once."""
     if not matrix.is_file():
         raise UserError(f"{matrix}: no such matrix file")
     entries = spec.load(matrix, known)
+    with contextlib.chdir(matrix.parent.resolve()):  # where the builds run: relative paths start there
+        problems = [f"{entry.name}: {found}" for entry in entries if (found := problem(entry.arguments()))]
+    if problems:
+        error = UserError(f"{matrix}: {len(problems)} of {len(entries)} entries cannot be built (nothing was built)")
+        error.details = tuple(problems)
+        raise error
     if ray_address:
         ray_cluster.check_reachable(ray_address)  # before anything is written
     out = (out or default_out(matrix)).resolve()

@@ -14,11 +14,11 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from converter.common.errors import BuildFailed, UserError
+from converter.common.errors import BuildFailed
 from converter.common.progress import Progress
 from converter.imaging.evaluation import EvalSet
 from converter.pipeline import hybrid, plan as planning
-from converter.pipeline.build_dir import BuildDir, StageOutput
+from converter.pipeline.build_dir import BuildDir, StageOutput, undone_on_bad_input
 from converter.pipeline.outcome import IMAGES_DIR, Delivery, Outcome
 from converter.pipeline.pass_selection import instances
 from converter.pipeline.plan import BuildPlan
@@ -55,28 +55,25 @@ def build(req: BuildRequest, progress: Progress) -> dict:
     completed stages (for reuse and diagnosis) and reports with status "failed", never a .rknn.
     """
     evaluation = planning.check(req)
-    created = _first_missing(req.out)
-    req.out.mkdir(parents=True, exist_ok=True)
-    for stale in (req.artifact, *req.out.glob(f"{req.artifact.stem}.part*.rknn"), req.report_path, req.html_path):
-        stale.unlink(missing_ok=True)
-    runner = StageRunner(BuildDir(req.out, req.rebuild), progress)
-    outcome = Outcome(req, stages=runner.ran)
-    status = "failed"
-    try:
-        _run_stages(req, evaluation, runner, outcome)
-        status = "ok"
-    except UserError:
-        if created:
-            shutil.rmtree(created, ignore_errors=True)
-        raise
-    except BuildFailed as e:
-        outcome.error = str(e)
-        raise
-    finally:
-        report = outcome.report(status)
-        if req.out.exists():
-            write_json(req.report_path, report)
-            write_html(req.html_path, report)
+    with undone_on_bad_input(req.out):
+        req.out.mkdir(parents=True, exist_ok=True)
+        for stale in (req.artifact, *req.out.glob(f"{req.artifact.stem}.part*.rknn"), req.report_path,
+                      req.html_path):
+            stale.unlink(missing_ok=True)
+        runner = StageRunner(BuildDir(req.out, req.rebuild), progress)
+        outcome = Outcome(req, stages=runner.ran)
+        status = "failed"
+        try:
+            _run_stages(req, evaluation, runner, outcome)
+            status = "ok"
+        except BuildFailed as e:
+            outcome.error = str(e)
+            raise
+        finally:
+            report = outcome.report(status)
+            if req.out.exists():
+                write_json(req.report_path, report)
+                write_html(req.html_path, report)
     return report
 
 
@@ -119,9 +116,10 @@ def record(req: BuildRequest, settings: CalibSettings, seed: int, exported: Expo
 def calibrate(req: BuildRequest, progress: Progress) -> Calibration:
     """`rkconvert calib`: the build's stages up to the graph the toolkit gets, and the calibration set
     recorded on it as --samples / --schedule ask (whatever the dtype)."""
-    runner = StageRunner(BuildDir(req.out, req.rebuild), progress)
-    _, exported, rewritten = prepare(req, None, runner)
-    return record(req, req.calib, req.seed, exported, rewritten, runner)
+    with undone_on_bad_input(req.out):
+        runner = StageRunner(BuildDir(req.out, req.rebuild), progress)
+        _, exported, rewritten = prepare(req, None, runner)
+        return record(req, req.calib, req.seed, exported, rewritten, runner)
 
 
 def toolkit_inputs(req: BuildRequest, evaluation: EvalSet | None, runner: StageRunner,
@@ -244,16 +242,6 @@ def _gate(req: BuildRequest, metrics: dict, rows: list[dict] | None, images: dic
     if row is not None:
         raise BuildFailed(f"layer {row['layer']} ({row['module'] or row['onnx_tensor']}) has cosine "
                           f"{row['cosine']:.6f} against ONNX Runtime, under --min-layer-cos {gates.min_layer_cos:g}")
-
-
-def _first_missing(path: Path) -> Path | None:
-    """The outermost folder of `path` that does not exist yet (what this run would create)."""
-    missing = None
-    for p in (path, *path.parents):
-        if p.exists():
-            break
-        missing = p
-    return missing
 
 
 def _deliver(plan: BuildPlan, rewritten: Rewritten, rknn: Converted) -> Delivery:

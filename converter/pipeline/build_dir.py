@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -36,6 +37,23 @@ def code_fingerprint() -> str:
         digest.update(path.relative_to(_ROOT).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+@contextmanager
+def undone_on_bad_input(folder: Path):
+    """Bad input (UserError) found while a command writes into `folder` leaves nothing behind that the
+    command created: the outermost of `folder`'s parents it made goes again."""
+    created = None
+    for p in (folder, *folder.parents):
+        if p.exists():
+            break
+        created = p
+    try:
+        yield
+    except UserError:
+        if created:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
 
 
 @dataclass

@@ -49,17 +49,43 @@ def _num(value, fmt: str) -> str:
     return "" if value is None else format(value, fmt)
 
 
+def shortened(name: str, width: int) -> str:
+    """A diffusers module path cut to `width` in its middle, keeping where it sits (its first two parts,
+    "up_blocks.1", or its first) and what it is (as much of the tail as fits, "ff.net.0"):
+    up_blocks.1…ff.net.0. Anything else is cut at its end."""
+    if len(name) <= width:
+        return name
+    parts = name.split(".")
+    for kept in (2, 1):
+        head, tail = ".".join(parts[:kept]), []
+        for part in reversed(parts[kept:]):
+            if len(head) + 1 + len(".".join([part, *tail])) > width:
+                break
+            tail.insert(0, part)
+        if tail:
+            return f"{head}…{'.'.join(tail)}"
+    return name[:max(1, width - 1)] + "…"
+
+
 def print_layers(console: Console, rows: list[dict], shown: int = WORST_SHOWN) -> None:
-    """The layers adding the most noise. The numbers never wrap or shrink (a log or an 80-column
-    terminal squeezed them to nothing before); the name takes what width is left, folded."""
+    """The layers adding the most noise, one line each: the numbers never wrap or shrink (a log or an
+    80-column terminal squeezed them to nothing before) and the module's name is cut in its middle to
+    the width left (report.json and report.html keep it whole)."""
+    cells = [(str(r["index"]), _num(r.get("added_noise_db"), ".1f"), _num(r.get("cosine"), ".6f"),
+              _num(r.get("sqnr_db"), ".1f"), r["op"], r["module"] or r["layer"]) for r in worst_first(rows)[:shown]]
+    headings = ("#", "added dB", "cosine", "SQNR dB", "op")
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headings)]
+    # a column is padded by one on each side but at the table's edges, set one apart, and the table has an
+    # edge of one on each side: the name's column ends the line
+    left = max(12, console.width - sum(widths) - 3 * len(widths) - 2)
     table = Table(title=f"Layers adding the most noise (of {len(rows)}; all in report.html)", title_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False)
-    for heading in ("#", "added dB", "cosine", "SQNR dB", "op"):
-        table.add_column(heading, no_wrap=True, min_width=len(heading))
-    table.add_column("diffusers module (or RKNN layer)", overflow="fold", ratio=1)
-    for row in worst_first(rows)[:shown]:
-        table.add_row(str(row["index"]), _num(row.get("added_noise_db"), ".1f"), _num(row.get("cosine"), ".6f"),
-                      _num(row.get("sqnr_db"), ".1f"), row["op"], row["module"] or row["layer"])
+    for heading, width in zip(headings, widths):
+        table.add_column(heading, no_wrap=True, min_width=width)
+    name_heading = "diffusers module (or RKNN layer)"
+    table.add_column(name_heading if len(name_heading) <= left else "module", no_wrap=True, overflow="ellipsis")
+    for *numbers, name in cells:
+        table.add_row(*numbers, shortened(name, left))
     console.print(table)
 
 
