@@ -23,8 +23,8 @@ CHIP = Chip(
     refused_dtypes={
         "w4a16": "rknn-toolkit2 2.5.0 offers w4a16 for rk3576 and rv1126b only",
     },
-    passes=RK3588.passes + ("pad_conv_channels",),
-    dtype_passes={"pad_conv_channels": ("w8a16",)},
+    passes=RK3588.passes + ("pad_conv_channels", "pad_matmul_inner_dim"),
+    dtype_passes={"pad_conv_channels": ("w8a16",), "pad_matmul_inner_dim": ("w8a16",)},
     flash_attention=True,
     off_by_default=RK3588.off_by_default,
     rejected_ops=RK3588.rejected_ops,
