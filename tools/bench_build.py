@@ -1,10 +1,17 @@
 """Benchmark `rkconvert build` on a preset: wall time, peak memory, accuracy and size, as JSON.
 
-    .venv/bin/python tools/bench_build.py --model sd15 --resolution 512 [--parts 1] [--json bench-results/x.json]
+    .venv/bin/python tools/bench_build.py --model sd15 --resolution 512 [--parts 1] [--baseline bare]
+        [--json bench-results/x.json]
 
 Runs the real CLI in a child process (fresh build folder, --rebuild) and samples the resident memory
 of its whole process tree (rkconvert + the toolkit's child) twice a second, so the peak is what the
 machine had to hold. Figures depend on the machine: the JSON records which one.
+
+`--baseline bare` also builds, in the same run and one after the other, what rknn-toolkit2 used bare
+makes of the model: the export with only the time projection cut (without it every diffusers UNet kills
+the toolkit), built whole and untiled, no other rewrite (`--passes host_time_projection --parts 1
+--attention-tiles off`). Both go through the same export and ONNX Runtime reference, so the ratios
+compare the toolkit's share: rkconvert's passes, tiling and parts against none of them.
 """
 
 from __future__ import annotations
@@ -47,6 +54,34 @@ def timed_build(build_args: list[str], out: Path) -> dict:
             "report": json.loads(report_path.read_text()) if report_path.exists() else {}}
 
 
+# rknn-toolkit2 used bare: only the cut without which it dies (host_time_projection), whole and untiled.
+BARE = ["--passes", "host_time_projection", "--parts", "1", "--attention-tiles", "off"]
+
+
+def figures(run: dict) -> dict:
+    """What a benchmark row records of one timed build."""
+    report = run["report"]
+    return {
+        "parts_built": len(report.get("parts") or [None]) if report else None,
+        "exit_code": run["exit_code"],
+        "wall_seconds": run["wall_seconds"],
+        "peak_rss_bytes": run["peak_rss_bytes"],
+        "peak_rss_bytes_by_process": report.get("peak_rss_bytes"),
+        "stages": report.get("stages"),
+        "toolkit_phases": report.get("toolkit_phases"),
+        "toolkit_phase_peak_rss_bytes": report.get("toolkit_phase_peak_rss_bytes"),
+        "output_psnr_db": report.get("output_psnr_db"),
+        "output_cosine": report.get("output_cosine"),
+        "output_max_abs": report.get("output_max_abs"),
+        "artifact_bytes": report.get("artifact_bytes"),
+        "onnx_bytes": report.get("onnx_bytes"),
+        "cpu_ops": report.get("cpu_ops"),
+        "passes": report.get("passes"),
+        "error": report.get("error"),
+        "toolkit_version": report.get("toolkit_version"),
+    }
+
+
 def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
@@ -71,6 +106,8 @@ def main() -> int:
     parser.add_argument("--layer-report", default="off", help="passed on to rkconvert build (default: off)")
     parser.add_argument("--attention-tiles", default="auto", help="passed on to rkconvert build (default: auto)")
     parser.add_argument("--parts", default="auto", help="passed on to rkconvert build (default: auto)")
+    parser.add_argument("--baseline", choices=["bare"], default=None,
+                        help="also build the toolkit's bare baseline in the same run (see above)")
     parser.add_argument("--out", type=Path, default=None, help="build folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None, help="default: bench-results/build-<model>-<res>.json")
     args = parser.parse_args()
@@ -79,13 +116,13 @@ def main() -> int:
     variant += "" if args.parts == "auto" else f"+parts-{args.parts}"
     json_path = args.json or Path("bench-results") / f"build-{args.model.replace(':', '-')}-{args.resolution}{variant}.json"
 
+    common = ["--target", args.target, "--model", args.model, "--resolution", str(args.resolution),
+              "--layer-report", args.layer_report]
     with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
         out = args.out or Path(tmp) / "build"
-        run = timed_build(["--target", args.target, "--model", args.model, "--resolution", str(args.resolution),
-                           "--layer-report", args.layer_report, "--attention-tiles", args.attention_tiles,
-                           "--parts", str(args.parts),
+        run = timed_build([*common, "--attention-tiles", args.attention_tiles, "--parts", str(args.parts),
                            *(f"--enable-pass={p}" for p in args.enable_pass)], out)
-        report = run["report"]
+        baseline = timed_build([*common, *BARE], out.with_name(f"{out.name}-bare")) if args.baseline else None
 
     result = {
         "benchmark": "build",
@@ -95,31 +132,24 @@ def main() -> int:
         "enabled_passes": args.enable_pass,
         "attention_tiles": args.attention_tiles,
         "parts": args.parts,
-        "parts_built": len(report.get("parts") or [None]) if report else None,
-        "exit_code": run["exit_code"],
-        "wall_seconds": run["wall_seconds"],
-        "peak_rss_bytes": run["peak_rss_bytes"],
-        "peak_rss_bytes_by_process": report.get("peak_rss_bytes"),
-        "stages": report.get("stages"),
-        "toolkit_phases": report.get("toolkit_phases"),
-        "toolkit_phase_peak_rss_bytes": report.get("toolkit_phase_peak_rss_bytes"),
-        "output_psnr_db": report.get("output_psnr_db"),
-        "output_cosine": report.get("output_cosine"),
-        "output_max_abs": report.get("output_max_abs"),
-        "artifact_bytes": report.get("artifact_bytes"),
-        "onnx_bytes": report.get("onnx_bytes"),
-        "cpu_ops": report.get("cpu_ops"),
-        "passes": report.get("passes"),
-        "error": report.get("error"),
-        "toolkit_version": report.get("toolkit_version"),
+        **figures(run),
         "rkconvert_commit": git_commit(),
         "machine": machine(),
     }
+    if baseline:
+        result["baseline"] = {"kind": "bare", "options": BARE, **figures(baseline)}
+        result["versus_baseline"] = {
+            "wall_seconds": round(run["wall_seconds"] / baseline["wall_seconds"], 3),
+            "peak_rss_bytes": round(run["peak_rss_bytes"] / baseline["peak_rss_bytes"], 3),
+            "output_psnr_db": (None if None in (result["output_psnr_db"], result["baseline"]["output_psnr_db"])
+                               else round(result["output_psnr_db"] - result["baseline"]["output_psnr_db"], 2))}
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("wall_seconds", "peak_rss_bytes", "output_psnr_db", "artifact_bytes")}))
+    if baseline:
+        print(json.dumps({"versus_baseline": result["versus_baseline"]}))
     print(f"wrote {json_path}")
-    return run["exit_code"]
+    return run["exit_code"] or (baseline or {}).get("exit_code", 0)
 
 
 if __name__ == "__main__":
