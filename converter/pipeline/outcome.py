@@ -64,6 +64,7 @@ class Outcome:
             report.update(onnx_bytes=self.rewritten.onnx_bytes, passes=self.rewritten.passes,
                           inputs=self.rewritten.inputs)
         if plan:
+            report["graph"] = plan.graph
             if plan.parts_choice:
                 report["parts_choice"] = plan.parts_choice
             if plan.layers_skipped:
