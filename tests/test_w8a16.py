@@ -18,7 +18,7 @@ from converter.models.model_source import resolve
 from converter.quantization import weight_dequantize
 from converter.quantization.w8a16 import QMAX, dequantize, quantize
 from converter.quantization.w8a16_checkpoint import FORMAT, SCALE_SUFFIX
-from converter.quantize_command import ONNX_NAME
+from converter.quantize.command import ONNX_NAME
 from tests.conftest import as_numpy, error_lines, rkconvert, tiny_unet, torch_output, unet_inputs
 
 

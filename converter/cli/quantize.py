@@ -25,7 +25,7 @@ def quantize(source: ModelSource, seed: int, resolution: int | None, out: Path):
     ONNX with weight-only DequantizeLinear (unet-w8a16.onnx), and quantize.json. Both forms build
     with `rkconvert build --model OUT` (or OUT/unet-w8a16.onnx).
     """
-    from converter.quantize_command import quantize as run_quantize
+    from converter.quantize.command import quantize as run_quantize
 
     with Console(stderr=True).status(f"quantizing {source.spec}"):
         summary = run_quantize(source, out, resolution)
