@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+from io import StringIO
+
+from rich.console import Console
 
 from converter.reports.layer_report import quantization_suspects
+from converter.reports.report import print_summary
 from tests.conftest import error_lines, rkconvert
 
 QUANTIZED = ("--dtype", "w8a8", "--samples", "6", "--trajectories", "2", "--check-samples", "2")
@@ -53,6 +57,16 @@ def test_hybrid_search_reaches_the_gate_with_the_fewest_float16_layers(tiny_buil
     assert kept == 1 or trials[kept - 1] < gate  # one layer fewer was tried and fell short
     assert _fp16_layers(report) > _fp16_layers(base)
     assert "kept float16" in result.stdout
+    compiled = [r for r in report["placement"] if r["op"] not in ("InputOperator", "OutputOperator")]
+    share = report["cost"]["float16_share"]
+    assert share["layers"] == round(_fp16_layers(report) / len(compiled), 4) and 0 < share["layers"] < 0.5
+    assert 0 <= share["cycles"] <= 1 and base["cost"]["float16_share"]["layers"] < share["layers"]
+    assert "float16 share" in result.stdout and f"{share['layers']:.0%} of the layers" in result.stdout
+    assert "mostly float16" not in result.stdout
+    mostly = {**report, "cost": {**report["cost"], "float16_share": {"layers": 0.73, "cycles": 0.61}}}
+    shown = StringIO()
+    print_summary(Console(file=shown, width=200), mostly, work / "w8a8" / "report.json")
+    assert "73% of the layers, 61% of the estimated cycles; mostly float16, a w8a8 build in name" in shown.getvalue()
 
     # Two builds at a time (k-ary rounds), everything built again: the same layers kept, the same
     # PSNR for every count both searches tried (the builds are deterministic).

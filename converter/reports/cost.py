@@ -60,6 +60,7 @@ def cost(rows: list[dict], memory: dict, chip: Chip) -> dict | None:
         m["layers"] += 1
     attention = [r for r in layers if r["op"] in ATTENTION_OPS]
     traffic = [t for t in (attention_traffic(r, chip.sram_bytes) for r in attention) if t]
+    float16 = [r for r in layers if r["dtype"] == "FLOAT16"]
     return {
         "label": LABEL,
         "leaves_out": f"{len(attention)} attention layers ({', '.join(ATTENTION_OPS)}) that the compiler gives "
@@ -76,6 +77,10 @@ def cost(rows: list[dict], memory: dict, chip: Chip) -> dict | None:
         "top_layers": [{"layer": r["layer"], "op": r["op"], "total_cycles": r["total_cycles"], "rw_kb": r["rw_kb"],
                         "largest_buffer_bytes": r.get("largest_buffer_bytes")}
                        for r in sorted(layers, key=lambda r: -r["total_cycles"])[:TOP]],
+        # what share of the compiled layers, and of the estimated cycles, runs in float16: what a quantized
+        # build really is once the hybrid search has kept layers in float16
+        "float16_share": {"layers": round(len(float16) / len(layers), 4),
+                          "cycles": round(sum(r["total_cycles"] for r in float16) / total, 4) if total else None},
         "attention_layers": len(attention),
         "largest_attention_buffer_bytes": max((r.get("largest_buffer_bytes") or 0 for r in attention), default=0),
         "attention_traffic": {

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from converter.reports.layer_report import worst_first
 from converter.reports.report_html import render
+from converter.toolkit.job import quantized
 from converter.toolkit.layer_table import IO_OPS, cpu_ops
 
 WORST_SHOWN = 10
@@ -154,6 +155,11 @@ def print_summary(console: Console, report: dict, report_path: Path) -> None:
     if report.get("hybrid_trials"):
         tried = ", ".join(f"{t['float16_layers']}: {t['psnr_db']:.1f} dB" for t in report["hybrid_trials"])
         rows.append(("kept float16", f"{len(report['float16_layers'])} layers (tried {tried})"))
+    share = (report.get("cost") or {}).get("float16_share")
+    if share and quantized(report["dtype"]):
+        cycles = "" if share["cycles"] is None else f", {share['cycles']:.0%} of the estimated cycles"
+        mostly = f"; mostly float16, a {report['dtype']} build in name" if share["layers"] > 0.5 else ""
+        rows.append(("float16 share", f"{share['layers']:.0%} of the layers{cycles}{mostly}"))
     if report.get("layers_skipped"):
         rows.append(("layers", report["layers_skipped"]))
     if report.get("toolkit_config", {}).get("enable_flash_attention"):
