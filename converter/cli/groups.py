@@ -20,7 +20,7 @@ def _model(values: dict) -> dict:
             "seed": values["seed"]}
 
 
-MODEL = Group("model", (
+MODEL = Group((
     click.option("--model", "model_spec", required=True, metavar="MODEL",
                  help="A built-in model (" + ", ".join(presets.names()) + "; presets carry seeded random "
                       "weights), a diffusers UNet folder (config.json + diffusion_pytorch_model.safetensors), "
@@ -43,19 +43,19 @@ def _target(values: dict) -> dict:
     return {"chip": get_chip(values["target"])}
 
 
-TARGET = Group("target", (
+TARGET = Group((
     click.option("--target", required=True, metavar="CHIP",
                  help="RKNN target_platform to build for: rk3588, rk3576, rk3562."),
 ), _target, lambda req: {"target": req.chip.name})
 
-RESOLUTION = Group("resolution", (
+RESOLUTION = Group((
     click.option("--resolution", type=int, default=None,
                  help="Image size in pixels (latent = size/8), static in the graph. "
                       "Default: the model's own (sample_size x 8: 512 for the SD presets, 128 for demo)."),
 ), lambda values: {"resolution": values["resolution"]}, lambda req: {"resolution": req.resolution})
 
 
-OUTPUT = Group("output", (
+OUTPUT = Group((
     click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
                  help="Build folder (default: build/<model>-<target>/). Stages found there with unchanged "
                       "inputs are reused, by every command that runs them."),
@@ -77,7 +77,7 @@ class PartsCount(click.ParamType):
         return int(value)
 
 
-TOOLKIT = Group("toolkit", (
+TOOLKIT = Group((
     click.option("--dtype", default="auto", show_default=True, metavar="DTYPE",
                  help="RKNN dtype. float16: no quantization (a W8A16 checkpoint's weights dequantized exactly); "
                       "w8a8: int8 weights and activations, calibrated on recorded sampler trajectories (see the "
@@ -97,7 +97,7 @@ TOOLKIT = Group("toolkit", (
     lambda req: {"dtype": req.dtype, "parts": "auto" if req.parts is None else req.parts})
 
 
-PASSES = Group("passes", (
+PASSES = Group((
     click.option("--passes", "passes", default=None, metavar="A,B,...",
                  help="Run exactly these graph passes, in this order, instead of the target's list."),
     click.option("--enable-pass", "enable_passes", multiple=True, metavar="PASS",
@@ -115,7 +115,7 @@ PASSES = Group("passes", (
                  "attention_tiles": req.passes.attention_tiles})
 
 
-CALIB = Group("calib", (
+CALIB = Group((
     click.option("--schedule", default="sd15-20step", show_default=True, metavar="NAME",
                  help="Sampler the UNet is deployed with: sd15-20step (DDIM, CFG 7.5), sd15-20step-euler, "
                       "turbo-4step (Euler ancestral, no CFG), lcm-2step, lcm-4step."),
@@ -138,7 +138,7 @@ CALIB = Group("calib", (
                  "text_encoder_path": req.calib.text_encoder})
 
 
-CHECKS = Group("checks", (
+CHECKS = Group((
     click.option("--layer-report", type=click.Choice(LAYER_REPORT_CHOICES), default="auto", show_default=True,
                  help="Compare every layer with ONNX Runtime (report.json 'layers', report.html). auto: only "
                       "when the toolkit's per-layer text dumps stay under 2 GiB (small models and resolutions)."),
@@ -158,7 +158,7 @@ CHECKS = Group("checks", (
                  "layer_report": req.checks.layer_report, "image_check": req.checks.image_check})
 
 
-GATES = Group("gates", (
+GATES = Group((
     click.option("--min-psnr", type=float, default=40.0, show_default=True,
                  help="Output PSNR against ONNX Runtime (dB) the .rknn must reach: `build` fails under it, "
                       "`diagnose` calls a build that completes under it an accuracy failure."),
@@ -180,7 +180,7 @@ RAY = click.option(
          "once, each the plain build's toolkit memory +25%), or a matrix's entries. --out must be a path every "
          "node sees.")
 
-HYBRID = Group("hybrid", (
+HYBRID = Group((
     click.option("--hybrid/--no-hybrid", default=True, show_default=True,
                  help="When a quantized build is under --min-psnr, keep the fewest of its noisiest layers (per-layer "
                       "report) in float16 that reach it; each try is a toolkit build."),

@@ -15,7 +15,6 @@ from converter.pipeline.request import BuildRequest, default_out
 
 @dataclass(frozen=True)
 class Group:
-    name: str
     options: tuple[Callable, ...]  # click.option decorators
     parse: Callable[[dict], dict]  # option values -> BuildRequest fields
     render: Callable[[BuildRequest], dict]  # BuildRequest -> option values (parse's inverse)
@@ -33,7 +32,7 @@ class Group:
         ctx = click.Context(click.Command("holder"))
         kept = tuple(o for o, p in zip(self.options, self.params) if p.name in names)
         defaults = {p.name: p.type_cast_value(ctx, p.get_default(ctx)) for p in self.params if p.name not in names}
-        return Group(self.name, kept, lambda values: self.parse({**defaults, **values}),
+        return Group(kept, lambda values: self.parse({**defaults, **values}),
                      lambda req: {k: v for k, v in self.render(req).items() if k in names})
 
 

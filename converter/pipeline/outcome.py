@@ -70,12 +70,14 @@ class Outcome:
             if plan.layers_skipped:
                 report["layers_skipped"] = plan.layers_skipped
             report["toolkit_config"] = plan.toolkit.options
+        delivered = self.final or self.plain
+        placement = delivered.placement_rows() if delivered else None  # read once: `cost` reads it too
         if self.plain:
             report.update(self._accuracy(), check_inputs=self.reference.check_inputs,
                           check_timesteps=self.reference.timesteps,
                           calibration=self.calibration.summary() if self.calibration else None,
                           toolkit_phases=self.plain.phases, toolkit_phase_peak_rss_bytes=self.plain.phase_peak_rss_bytes,
-                          placement=(self.final or self.plain).placement_rows(), cpu_ops=(self.final or self.plain).cpu_ops)
+                          placement=placement, cpu_ops=delivered.cpu_ops)
         if self.layers is not None:
             report["layers"] = self.layers
         if self.hybrid:
@@ -83,7 +85,7 @@ class Outcome:
         if self.final:
             report.update(float16_layers=self.final.float16_layers, rknn_stage=self.final.record.name,
                           rknn_file=self.rknn_files[0],
-                          cost=cost(self.final.placement_rows(), self.final.memory, req.chip),
+                          cost=cost(placement, self.final.memory, req.chip),
                           pipeline=str(req.source.pipeline.resolve()) if req.source.pipeline else None)
         if self.images:
             report["images"] = {**self.images.figures, "grid": f"{IMAGES_DIR}/{self.images.figures['grid']}"}

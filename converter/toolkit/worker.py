@@ -79,11 +79,11 @@ def keep_float16(cfg: Path, layers: list[str]) -> int:
     return len(known)
 
 
-def _build(job: ToolkitJob, phases: dict, verbose: bool = True):
+def _build(job: ToolkitJob, phases: dict):
     """The RKNN object holding the built model: plain build, or hybrid quantization when layers stay float16."""
     from rknn.api import RKNN
 
-    rknn = RKNN(verbose=verbose)
+    rknn = RKNN(verbose=True)
     _call(phases, "config", rknn.config, target_platform=job.target, **job.config())
     _call(phases, "load_onnx", rknn.load_onnx, model=str(job.onnx))
     dataset = str(job.dataset) if job.quantized else None
@@ -95,7 +95,7 @@ def _build(job: ToolkitJob, phases: dict, verbose: bool = True):
     stem = job.onnx.stem
     applied = keep_float16(Path(f"{stem}.quantization.cfg"), list(job.float16_layers))
     rknn.release()
-    hybrid = RKNN(verbose=verbose)
+    hybrid = RKNN(verbose=True)
     _call(phases, "config", hybrid.config, target_platform=job.target, **job.config())
     _call(phases, "hybrid_quantization_step2", hybrid.hybrid_quantization_step2, model_input=f"{stem}.model",
           data_input=f"{stem}.data", model_quantization_cfg=f"{stem}.quantization.cfg")
