@@ -89,3 +89,5 @@ def test_bad_flags(tmp_path):
     result = rkconvert("build", "--model", "demo", cwd=tmp_path)
     assert result.returncode == 2
     assert error_lines(result) == ["rkconvert: error: Missing option '--target'."]
+    _fails_cleanly(tmp_path, "--model", "demo", "--dtype", "float16", "--quant-algorithm", "mmse",
+                   expect="--quant-algorithm mmse picks int8 ranges: --dtype float16 quantizes nothing")

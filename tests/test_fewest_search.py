@@ -54,3 +54,25 @@ def test_rounds_of_several_find_what_one_at_a_time_finds_in_fewer_rounds(width):
             # growth reaches the limit in ceil(log2(limit) / width) + 1 rounds, each bisection round
             # shrinks the interval (width + 1) times
             assert len(rounds) <= math.ceil(math.log2(limit) / width) + 1 + math.ceil(math.log(limit, width + 1)) + 1
+
+
+@pytest.mark.parametrize("start, threshold, asked_first", [(30, 27, [30, 15, 22, 26, 28, 27]),
+                                                           (30, 45, [30, 60, 45, 37, 41, 43, 44]),
+                                                           (500, 37, [100])])
+def test_growth_starts_at_the_guess(start, threshold, asked_first):
+    """A guess near the answer (the emulation's) asks around it instead of from 1; a guess past the limit asks
+    the limit."""
+    asked = []
+    result = fewest_in_rounds(100, lambda ks: [asked.append(k) or k >= threshold for k in ks], 1, start=start)
+    assert result == threshold
+    assert asked[:len(asked_first)] == asked_first and len(asked) == len(set(asked))
+
+
+def test_a_floor_is_taken_to_fail_unasked():
+    asked = []
+    result = fewest_in_rounds(100, lambda ks: [asked.append(k) or k >= 34 for k in ks], 1, start=36, floor=32)
+    assert result == 34 and asked == [36, 34, 33]
+    # a floor at or past the answer: the smallest passing value above it
+    asked.clear()
+    assert fewest_in_rounds(100, lambda ks: [asked.append(k) or k >= 20 for k in ks], 1, start=8, floor=40) == 41
+    assert min(asked) > 40

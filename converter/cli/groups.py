@@ -11,6 +11,7 @@ from converter.cli.options import Group
 from converter.models import presets
 from converter.pipeline.request import (CHECK_INPUT_CHOICES, IMAGE_CHECK_CHOICES, LAYER_REPORT_CHOICES, CalibSettings,
                                         Checks, Gates, HybridSettings, PassChoice, default_out)
+from converter.toolkit.job import QUANT_ALGORITHMS
 
 
 def _model(values: dict) -> dict:
@@ -93,8 +94,13 @@ TOOLKIT = Group((
                       "in 2 parts, this machine). The checks, generate, release and the board runner chain the parts; "
                       "a quantized part calibrates on what reaches it. auto: at most 2 GiB of float32 weights per "
                       "part (SD 1.5: 2; the demo: 1); whole for the per-layer report (it maps the whole graph)."),
-), lambda values: {"dtype": values["dtype"], "parts": values["parts"]},
-    lambda req: {"dtype": req.dtype, "parts": "auto" if req.parts is None else req.parts})
+    click.option("--quant-algorithm", type=click.Choice(QUANT_ALGORITHMS), default=None,
+                 help="How the toolkit picks each activation's int8 range from the calibration set (its "
+                      "quantized_algorithm): normal (min/max, the toolkit's default), mmse (clipped where the error "
+                      "is least), kl_divergence. Quantized builds only."),
+), lambda values: {"dtype": values["dtype"], "parts": values["parts"], "quant_algorithm": values["quant_algorithm"]},
+    lambda req: {"dtype": req.dtype, "parts": "auto" if req.parts is None else req.parts,
+                 "quant_algorithm": req.quant_algorithm})
 
 
 PASSES = Group((
@@ -182,19 +188,25 @@ RAY = click.option(
 
 HYBRID = Group((
     click.option("--hybrid/--no-hybrid", default=True, show_default=True,
-                 help="When a quantized build is under --min-psnr, keep the fewest of its noisiest layers (per-layer "
-                      "report) in float16 that reach it; each try is a toolkit build."),
+                 help="When a quantized build is under --min-psnr, keep the fewest of its costliest layers in float16 "
+                      "that reach it: each layer's cost is measured by quantizing it alone (ONNX Runtime's emulation "
+                      "of the toolkit's int8), and each try is a toolkit build."),
+    click.option("--hybrid-max-float16", type=click.FloatRange(0, 1), default=0.25, show_default=True,
+                 help="Search only when the emulation predicts the gate needs at most this share of the layers in "
+                      "float16; past it the build stops before any try and says what the gate would take."),
     click.option("--hybrid-builds", type=click.IntRange(1), default=12, show_default=True,
-                 help="At most this many toolkit builds in the hybrid search (doubling, then bisection); when they "
-                      "run out, the fewest float16 layers found reaching --min-psnr are kept."),
+                 help="At most this many toolkit builds in the hybrid search (from the emulation's guess: doubling, "
+                      "then bisection); when they run out, the fewest float16 layers found reaching --min-psnr are "
+                      "kept."),
     click.option("--hybrid-parallel", type=click.IntRange(1), default=1, show_default=True,
                  help="Toolkit builds at once in the hybrid search (each a child process holding the model: mind "
                       "memory, ~4.4x the float32 weights each). N at once cut its rounds from log2 to log_(N+1)."),
     RAY,
 ), lambda values: {"hybrid": HybridSettings(values["hybrid"], values["hybrid_builds"], values["hybrid_parallel"],
-                                            values["ray_address"])},
+                                            values["ray_address"], values["hybrid_max_float16"])},
     lambda req: {"hybrid": req.hybrid.enabled, "hybrid_builds": req.hybrid.builds,
-                 "hybrid_parallel": req.hybrid.parallel, "ray_address": req.hybrid.ray_address})
+                 "hybrid_parallel": req.hybrid.parallel, "ray_address": req.hybrid.ray_address,
+                 "hybrid_max_float16": req.hybrid.max_float16})
 
 
 # What each command that works on a build takes; a failed build names its diagnose, and diagnose the

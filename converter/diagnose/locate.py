@@ -21,7 +21,8 @@ from typing import Callable
 import onnx
 from onnx.utils import Extractor
 
-from converter.reports.layer_report import GOLDEN_FAITHFUL_COS, Graph, worst_first
+from converter.common.onnx_graph import Graph
+from converter.reports.layer_report import GOLDEN_FAITHFUL_COS, worst_first
 
 MAX_RINGS = 12
 CAUSES = {

@@ -32,6 +32,7 @@ from converter.pipeline.stages import layers as layers_stage
 from converter.pipeline.stages import passes as passes_stage
 from converter.pipeline.stages import reference as reference_stage
 from converter.pipeline.stages import rknn as rknn_stage
+from converter.pipeline.stages import sensitivity as sensitivity_stage
 from converter.pipeline.stages import split as split_stage
 from converter.pipeline.stages import split_calib as split_calib_stage
 from converter.pipeline.stages.calib import Calibration
@@ -41,6 +42,7 @@ from converter.pipeline.stages.layers import LayerRows
 from converter.pipeline.stages.passes import Rewritten
 from converter.pipeline.stages.reference import Reference
 from converter.pipeline.stages.rknn import Converted
+from converter.pipeline.stages.sensitivity import Sensitivities
 from converter.pipeline.stages.split import Split
 from converter.pipeline.stages.split_calib import PartCalibration
 from converter.pipeline.toolkit_inputs import ToolkitInputs
@@ -152,7 +154,8 @@ def _run_stages(req: BuildRequest, evaluation: EvalSet | None, runner: StageRunn
         outcome.layers = layer_rows(rewritten, reference, rknn, runner)
         print_layers(runner.progress.console, outcome.layers)
     if plan.quantized and req.hybrid.enabled and outcome.accuracy["psnr_db"] < req.gates.min_psnr:
-        outcome.hybrid = found = hybrid.search(plan, given, outcome.layers, rknn.peak_rss_bytes, runner)
+        outcome.sensitivity = measured = sensitivity(rewritten, calib, reference, rknn, runner)
+        outcome.hybrid = found = hybrid.search(plan, given, measured, rknn, outcome.accuracy["psnr_db"], runner)
         if found.found is None:
             raise BuildFailed(found.shortfall(req.gates.min_psnr, req.hybrid.builds))
         rknn = found.found.converted
@@ -161,7 +164,8 @@ def _run_stages(req: BuildRequest, evaluation: EvalSet | None, runner: StageRunn
     outcome.final = rknn
     shutil.rmtree(req.out / IMAGES_DIR, ignore_errors=True)
     if plan.evaluation is not None:
-        model = BuiltModel(rewritten, reference, given.jobs(plan.toolkit, rknn.float16_layers), rknn.simulator[0][0])
+        model = BuiltModel(rewritten, reference, given.jobs(plan.toolkit, rknn.float16_layers, rknn.step1),
+                           rknn.simulator[0][0])
         outcome.images = images = draw(plan, exported, model, [*given.stages, rknn], runner)
         # Placed before the gates: a build that fails on its images shows them.
         for png in images.pngs:
@@ -201,6 +205,15 @@ def convert(plan: BuildPlan, given: ToolkitInputs, dumps: bool, runner: StageRun
         "rknn", what, {"target": plan.chip.name, "dtype": plan.dtype, "layer_dumps": dumps, **plan.toolkit.options},
         given.stages, lambda tmp: rknn_stage.run(given.jobs(plan.toolkit), given.reference, dumps,
                                                  runner.logs / "rknn.log", runner.progress, tmp)))
+
+
+def sensitivity(rewritten: Rewritten, calib: Calibration, reference: Reference, rknn: Converted,
+                runner: StageRunner) -> Sensitivities:
+    """Stage `sensitivity`: each tensor the plain build quantized, quantized alone in ONNX Runtime's emulation."""
+    return Sensitivities.read(runner.run(
+        "sensitivity", "each quantized tensor alone, in ONNX Runtime's emulation of the toolkit's int8", {},
+        [rewritten, calib, reference, rknn],
+        lambda tmp: sensitivity_stage.run(rewritten, calib, reference, rknn, runner.progress, tmp)))
 
 
 def layer_rows(rewritten: Rewritten, reference: Reference, rknn: Converted, runner: StageRunner) -> list[dict]:

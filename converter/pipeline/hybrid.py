@@ -1,6 +1,11 @@
-"""The hybrid search: a quantized build under --min-psnr keeps the fewest of its noisiest layers in
-float16 that reach it. Each try is a toolkit build (stage `hybrid-<k>`): one at a time, --hybrid-parallel
-at once in their own toolkit processes, or as tasks on a Ray cluster (--ray)."""
+"""The hybrid search: a quantized build under --min-psnr keeps the fewest of its costliest layers in
+float16 that reach it. The order is measured (stage `sensitivity`: each layer quantized alone in ONNX
+Runtime's emulation), and so is the first guess: the emulated output PSNR with the first k left float,
+shifted by how far the emulation of the plain build sits from the simulator's, says where the gate
+lies; the search starts there instead of at one layer, does not build what it puts well under the gate,
+and stops before any build when the guess is over --hybrid-max-float16 of the layers. Each try is a
+toolkit build from the plain build's quantization (stage `hybrid-<k>`, step2 only): one at a time,
+--hybrid-parallel at once in their own toolkit processes, or as tasks on a Ray cluster (--ray)."""
 
 from __future__ import annotations
 
@@ -19,11 +24,14 @@ from converter.pipeline.stage_run import StageRunner
 from converter.pipeline.stages import rknn as rknn_stage
 from converter.pipeline.stages.rknn import Converted
 from converter.pipeline.toolkit_inputs import ToolkitInputs
+from converter.pipeline.stages.sensitivity import Sensitivities
 from converter.quantization.fewest_search import fewest_in_rounds
-from converter.reports.layer_report import quantization_suspects
 
 # A trial on Ray asks for the plain build's toolkit peak and this much more (its float16 layers).
 TRIAL_MEMORY_MARGIN = 1.25
+# Trials the emulation puts this far under the gate are not built (it agrees with the simulator within
+# ~1 dB on the plain build: the tiny sensitive UNet 39.3 against 39.5 dB, the demo 28.8 against 28.3).
+FLOOR_MARGIN_DB = 2.0
 
 
 @dataclass(frozen=True)
@@ -38,10 +46,13 @@ class HybridSearch:
     trials: list[Trial]  # by float16 layer count
     found: Trial | None  # the fewest float16 layers that reached the gate
     candidates: int  # layers the search could keep in float16
+    predicted: int  # where the emulation put the gate: the first try
+    floor: int  # at most this many the emulation put well under the gate: not built
 
     def rows(self) -> list[dict]:
         """report.json `hybrid_trials`."""
-        return [{"float16_layers": t.float16_layers, "psnr_db": t.psnr_db} for t in self.trials]
+        return [{"float16_layers": t.float16_layers, "toolkit_tensors": len(t.converted.float16_layers),
+                 "psnr_db": t.psnr_db} for t in self.trials]
 
     def shortfall(self, min_psnr: float, budget: int) -> str:
         """Why none reached the gate, in one line."""
@@ -52,25 +63,38 @@ class HybridSearch:
                 f"{best.float16_layers} layers in float16")
 
 
-def search(plan: BuildPlan, given: ToolkitInputs, rows: list[dict] | None, toolkit_peak_bytes: int,
-           runner: StageRunner) -> HybridSearch:
-    """Quantized builds with more and more layers in float16, in the order of the noise they add (per-layer
-    report `rows` of the plain build); fewest_search asks for as few builds as it can, at most
-    --hybrid-builds, --hybrid-parallel of them at once."""
+def guess(sensitivities: Sensitivities, plain_psnr: float, min_psnr: float, max_share: float) -> tuple[int, int]:
+    """Where the emulation puts the gate: the first build to try, and the most layers it says fall
+    FLOOR_MARGIN_DB short (taken to fail unbuilt). Raises BuildFailed when the gate is out of reach or
+    needs over `max_share` of the layers (a build mostly float16 is a float16 build in all but name)."""
+    shift = sensitivities.curve[0] - plain_psnr  # the emulation's error against the simulator's
+    k, total = sensitivities.predicted(min_psnr + shift), len(sensitivities.ranking)
+    if k is None or k > max_share * total:
+        needs = (f"it stays under the gate even with all {total} layers float" if k is None else
+                 f"reaching it needs about {k} of {total} layers ({k / total:.0%}) in float16, over "
+                 f"--hybrid-max-float16 {max_share:g}")
+        raise BuildFailed(f"output PSNR {plain_psnr:.1f} dB is under --min-psnr {min_psnr:g}, and the emulation "
+                          f"(stage sensitivity) predicts {needs}; lower --min-psnr, or build --dtype float16")
+    short = [n for n, db in sensitivities.curve.items() if n < k and db - shift < min_psnr - FLOOR_MARGIN_DB]
+    return max(k, 1), max(short, default=0)
+
+
+def search(plan: BuildPlan, given: ToolkitInputs, sensitivities: Sensitivities, plain: Converted,
+           plain_psnr: float, runner: StageRunner) -> HybridSearch:
+    """Quantized builds with more and more of the costliest layers in float16, from the emulation's guess;
+    fewest_search asks for as few builds as it can, at most --hybrid-builds, --hybrid-parallel at once.
+    Each starts from the `plain` build's step1 (its quantization; only step2 runs)."""
     settings, min_psnr = plan.request.hybrid, plan.request.gates.min_psnr
-    if rows is None:
-        raise BuildFailed(f"output PSNR is under --min-psnr {min_psnr:g} and choosing layers to keep in "
-                          "float16 needs the per-layer report, which this build skipped (--layer-report on; a build "
-                          "in parts has none: --parts 1)")
-    ranked = quantization_suspects(rows)
+    start, floor = guess(sensitivities, plain_psnr, min_psnr, settings.max_float16)
+    ranked = sensitivities.ranking
     trials: dict[int, Trial] = {}
     with ray_cluster.joined(settings.ray_address) if settings.ray_address else nullcontext() as ray:
         if ray is not None:  # a trial holds what the plain build's toolkit child held, give or take
-            on_node = ray.remote(num_cpus=1, memory=int(TRIAL_MEMORY_MARGIN * toolkit_peak_bytes))(
+            on_node = ray.remote(num_cpus=1, memory=int(TRIAL_MEMORY_MARGIN * plain.peak_rss_bytes))(
                 rknn_stage.run_unattended)
 
         def produce(k: int, shown: Progress, tmp: Path) -> dict:
-            jobs = given.jobs(plan.toolkit, ranked[:k])
+            jobs = given.jobs(plan.toolkit, sensitivities.float16_names(k), plain.step1)
             log = runner.logs / ("rknn.log" if settings.parallel == 1 else f"rknn-hybrid-{k}.log")
             if ray is None:
                 return rknn_stage.run(jobs, given.reference, False, log, shown, tmp)
@@ -81,9 +105,10 @@ def search(plan: BuildPlan, given: ToolkitInputs, rows: list[dict] | None, toolk
                     f"hybrid trial with {k} float16 layers on Ray: {e.cause!r}") from None
 
         def trial(k: int, shown: Progress) -> None:
-            record = runner.run(f"hybrid-{k}", f"{plan.dtype} with the {k} noisiest layers in float16",
-                                {"target": plan.chip.name, "dtype": plan.dtype, "float16": ranked[:k],
-                                 **plan.toolkit.options}, given.stages, lambda tmp: produce(k, shown, tmp), shown)
+            record = runner.run(f"hybrid-{k}", f"{plan.dtype} with the {k} costliest layers in float16",
+                                {"target": plan.chip.name, "dtype": plan.dtype,
+                                 "float16": sensitivities.float16_names(k), **plan.toolkit.options},
+                                [*given.stages, plain], lambda tmp: produce(k, shown, tmp), shown)
             converted = Converted.read(record)
             trials[k] = Trial(k, converted, converted.accuracy(given.reference)["psnr_db"])
 
@@ -98,5 +123,7 @@ def search(plan: BuildPlan, given: ToolkitInputs, rows: list[dict] | None, toolk
                     list(pool.map(lambda k: trial(k, Progress(Console(quiet=True))), ks))
             return [trials[k].psnr_db >= min_psnr for k in ks]
 
-        k = fewest_in_rounds(len(ranked), reach_gate, settings.parallel, budget=settings.builds)
-    return HybridSearch([trials[n] for n in sorted(trials)], trials[k] if k is not None else None, len(ranked))
+        k = fewest_in_rounds(len(ranked), reach_gate, settings.parallel, budget=settings.builds, start=start,
+                             floor=floor)
+    return HybridSearch([trials[n] for n in sorted(trials)], trials[k] if k is not None else None, len(ranked),
+                        start, floor)

@@ -15,6 +15,7 @@ from converter.pipeline.stages.images import Images
 from converter.pipeline.stages.passes import Rewritten
 from converter.pipeline.stages.reference import Reference
 from converter.pipeline.stages.rknn import Converted
+from converter.pipeline.stages.sensitivity import Sensitivities
 from converter.reports.cost import cost
 from converter.toolkit.driver import toolkit_version
 
@@ -41,6 +42,7 @@ class Outcome:
     plain: Converted | None = None  # the toolkit's build as planned
     accuracy: dict | None = None  # the delivered build's output against ONNX Runtime
     layers: list[dict] | None = None
+    sensitivity: Sensitivities | None = None
     hybrid: HybridSearch | None = None
     final: Converted | None = None  # what is delivered: the plain build, or the hybrid search's
     rknn_files: list[dict] | None = None  # what each delivered .rknn declares about itself
@@ -80,8 +82,12 @@ class Outcome:
                           placement=placement, cpu_ops=delivered.cpu_ops)
         if self.layers is not None:
             report["layers"] = self.layers
+        if self.sensitivity:
+            report["sensitivity"] = self.sensitivity.summary()
         if self.hybrid:
-            report["hybrid_trials"] = self.hybrid.rows()
+            found = self.hybrid.found
+            report.update(hybrid_trials=self.hybrid.rows(), hybrid_guess=self.hybrid.predicted,
+                          hybrid_floor=self.hybrid.floor, hybrid_kept=found.float16_layers if found else None)
         if self.final:
             report.update(float16_layers=self.final.float16_layers, rknn_stage=self.final.record.name,
                           rknn_file=self.rknn_files[0],

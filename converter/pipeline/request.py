@@ -71,6 +71,7 @@ class HybridSettings:
     builds: int = 12  # at most this many toolkit builds
     parallel: int = 1  # that many of them at once (rounds of a k-ary search)
     ray_address: str | None = None  # trials as tasks on this Ray cluster
+    max_float16: float = 0.25  # no search when the emulation says the gate needs more of the layers float16
 
 
 def default_out(source: ModelSource, chip: Chip) -> Path:
@@ -87,6 +88,7 @@ class BuildRequest:
     seed: int = 0
     dtype: str = "float16"  # an RKNN dtype, or "auto"
     parts: int | None = 1  # the graph as this many .rknn files (converter/pipeline/graph_cut.py); None: auto
+    quant_algorithm: str | None = None  # the toolkit's quantized_algorithm for a quantized build; None: normal
     passes: PassChoice = PassChoice()
     calib: CalibSettings = CalibSettings()
     checks: Checks = Checks()

@@ -22,8 +22,10 @@ def fewest(limit: int, passes: Callable[[int], bool], budget: int | None = None)
 
 
 def fewest_in_rounds(limit: int, passes_all: Callable[[list[int]], list[bool]], width: int,
-                     budget: int | None = None) -> int | None:
-    """As `fewest`, asking `passes_all` up to `width` values per round (the caller may check them at once)."""
+                     budget: int | None = None, start: int = 1, floor: int = 0) -> int | None:
+    """As `fewest`, asking `passes_all` up to `width` values per round (the caller may check them at once).
+    Growth starts at `start` (a guess of where passing begins) instead of 1; values up to `floor` are
+    taken to fail without asking (the caller knows, or has estimated, that they do)."""
     seen: dict[int, bool] = {}
 
     def ask(ks: list[int]) -> bool:
@@ -35,9 +37,10 @@ def fewest_in_rounds(limit: int, passes_all: Callable[[list[int]], list[bool]], 
             seen.update(zip(new, passes_all(new)))
         return bool(new)
 
-    low, high, power = 0, None, 1  # passes(low) is known to fail (k = 0: nothing changed)
+    # passes(low) is known to fail (k = 0: nothing changed)
+    low, high, power = min(floor, limit - 1), None, max(1, min(start, limit))
     while high is None:
-        ks = [min(power << i, limit) for i in range(width)]
+        ks = [min(max(power << i, low + 1), limit) for i in range(width)]
         if not ask(ks):
             break
         low = max([low] + [k for k in ks if k in seen and not seen[k]])

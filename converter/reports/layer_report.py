@@ -36,7 +36,6 @@ from __future__ import annotations
 import itertools
 import re
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,61 +43,14 @@ import onnx
 
 from converter.common import onnx_runtime
 from converter.common.accuracy import compare
+from converter.common.onnx_graph import Graph
+from converter.toolkit.naming import named_tensor
 from converter.toolkit.snapshot import SnapshotLayer, load_dump, read_layers
 
-_SUFFIX = re.compile(r"[_\-#][A-Za-z0-9]+$")
 _PARTIAL_SUM = re.compile(r"_tile\d+_conv")
 MATCH_COS = 0.9
 SCALE_TOLERANCE = 1e-3
 SEARCH_DEPTH = 8  # nodes downstream of the named tensor to look for the dumped values
-
-
-@dataclass
-class Graph:
-    """What the matcher needs of the ONNX graph (structure only, no weights)."""
-
-    model: onnx.ModelProto
-    tensors: set[str]
-    node_output: dict[str, str]
-    producer: dict[str, onnx.NodeProto]
-    consumers: dict[str, list[onnx.NodeProto]]
-    inputs: set[str]
-
-    @classmethod
-    def load(cls, path: Path) -> "Graph":
-        model = onnx.load(str(path), load_external_data=False)
-        nodes = model.graph.node
-        producer = {o: n for n in nodes for o in n.output}
-        consumers: dict[str, list[onnx.NodeProto]] = {}
-        for n in nodes:
-            for i in n.input:
-                consumers.setdefault(i, []).append(n)
-        inputs = {i.name for i in model.graph.input}
-        return cls(model, set(producer) | inputs, {n.name: n.output[0] for n in nodes if n.output},
-                   producer, consumers, inputs)
-
-    def downstream(self, tensor: str, depth: int) -> list[str]:
-        """`tensor` and the tensors up to `depth` nodes after it, nearest first."""
-        found, frontier = [tensor], [tensor]
-        for _ in range(depth):
-            frontier = [o for t in frontier for n in self.consumers.get(t, []) for o in n.output if o not in found]
-            found.extend(dict.fromkeys(frontier))
-        return found
-
-
-def named_tensor(layer_name: str, graph: Graph) -> str | None:
-    """The ONNX tensor a toolkit tensor name was derived from (suffixes stripped one by one)."""
-    name = layer_name
-    while name:
-        if name in graph.tensors:
-            return name
-        if name in graph.node_output:
-            return graph.node_output[name]
-        stripped = _SUFFIX.sub("", name)
-        if stripped == name:
-            return None
-        name = stripped
-    return None
 
 
 def module_path(node_name: str) -> str:
@@ -248,25 +200,8 @@ def worst_first(rows: list[dict]) -> list[dict]:
 
 
 # The toolkit's float run of a layer it converted faithfully agrees with ONNX Runtime to cosine
-# 0.99999+; below this, the row's error is not quantization noise (see quantization_suspects).
+# 0.99999+; below this, the row's error is not quantization noise: float16 cannot help it.
 GOLDEN_FAITHFUL_COS = 0.99
-
-
-def quantization_suspects(rows: list[dict]) -> list[str]:
-    """Layers whose quantization adds the most noise, worst first: the candidates to keep in float16.
-
-    Left out: unmapped rows and inputs, and rows whose error is there in the toolkit's float run
-    too (golden_cosine low: a rewrite that changed what the model computes, or a tensor matched
-    to one that only resembles it). Float16 cannot help those. Before partial sums of tiled
-    convolutions were unmapped, 12 such rows of the SD 1.5 UNet (golden cosine 0.79-0.94) ranked
-    worst of all and took the first hybrid tries.
-    """
-    def candidate(r: dict) -> bool:
-        golden = r.get("golden_cosine")
-        return (r["mapping"] != "unmapped" and r["op"] != "Input"
-                and (golden is None or golden >= GOLDEN_FAITHFUL_COS))
-
-    return [r["layer"] for r in worst_first(rows) if candidate(r)]
 
 
 def first_below(rows: list[dict], min_cos: float) -> dict | None:

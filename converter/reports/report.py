@@ -154,7 +154,12 @@ def print_summary(console: Console, report: dict, report_path: Path) -> None:
             rows.insert(len(report["parts"]) + 1, ("parts auto", report["parts_choice"]))
     if report.get("hybrid_trials"):
         tried = ", ".join(f"{t['float16_layers']}: {t['psnr_db']:.1f} dB" for t in report["hybrid_trials"])
-        rows.append(("kept float16", f"{len(report['float16_layers'])} layers (tried {tried})"))
+        kept, guess = report.get("hybrid_kept"), f"emulation's guess {report['hybrid_guess']}"
+        if report.get("hybrid_floor"):
+            guess += f", {report['hybrid_floor']} or fewer not built"
+        rows.append(("kept float16", f"{kept} layers, {len(report.get('float16_layers') or [])} toolkit tensors "
+                                     f"({guess}; tried {tried})" if kept else
+                     f"none reached the gate ({guess}; tried {tried})"))
     share = (report.get("cost") or {}).get("float16_share")
     if share and quantized(report["dtype"]):
         cycles = "" if share["cycles"] is None else f", {share['cycles']:.0%} of the estimated cycles"

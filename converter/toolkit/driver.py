@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from converter.toolkit.child import Child, ChildRun
-from converter.toolkit.job import ToolkitJob
+from converter.toolkit.job import STEP1_DIR, ToolkitJob
 from converter.common.errors import BuildFailed
 
 RKNN_NAME = "model.rknn"
@@ -47,10 +47,11 @@ def _worker_spec(job: ToolkitJob, scratch: Path, out_dir: Path, samples: list[di
                  layer_dumps: bool) -> dict:
     """The worker's instructions: the job with paths it can open from its scratch folder, and where to
     put what it makes."""
-    dataset = _absolute_dataset(job.dataset, scratch) if job.quantized else None
+    dataset = _absolute_dataset(job.dataset, scratch) if job.quantized and not job.step1 else None
     return {
         "job": replace(job, onnx=job.onnx.resolve(), dataset=dataset).to_json(),
         "rknn": str((scratch / RKNN_NAME).resolve()),
+        "step1_dir": str((scratch / STEP1_DIR).resolve()) if job.quantized and not job.step1 else None,
         "samples": [{k: str(Path(v).resolve()) for k, v in s.items()} for s in samples],
         "outputs_dir": str((out_dir / "simulator").resolve()),
         "result": str((scratch / "result.json").resolve()),
@@ -69,6 +70,7 @@ def build_and_simulate(job: ToolkitJob, out_dir: Path, samples: list[dict[str, P
                        budget_s: float | None = None) -> tuple[ChildRun, dict]:
     """Build `job` into `out_dir`/model.rknn and run `samples` (input name -> .npy) in the simulator.
 
+    A quantized build not started from another's step1 also leaves its step1 files in `out_dir`/step1.
     With `layer_dumps`, the toolkit also dumps every layer for the first sample into `out_dir`/snapshot
     (converter/toolkit/snapshot.py reads it). `budget_s`: stop the toolkit after this long.
     Returns the child's run record and {"phases": {call: seconds}, "outputs": [[npy per output]]}.
@@ -80,6 +82,8 @@ def build_and_simulate(job: ToolkitJob, out_dir: Path, samples: list[dict[str, P
         run = _start(spec, Path(scratch), log).wait(on_tick, budget_s)
         result = json.loads(Path(spec["result"]).read_text())
         Path(spec["rknn"]).replace(out_dir / RKNN_NAME)
+        if spec["step1_dir"]:
+            Path(spec["step1_dir"]).replace(out_dir / STEP1_DIR)
     return run, result
 
 

@@ -12,6 +12,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 FLOAT16 = "float16"  # RKNN's name for a build without quantization
+# What a quantized build keeps of hybrid_quantization_step1 (in `<build>/step1`): the quantized model and
+# its config (every quantized tensor's range: converter/toolkit/quant_config.py).
+STEP1_DIR, STEP1_MODEL, STEP1_DATA, QUANT_CONFIG = "step1", "model.model", "model.data", "quantization.cfg"
+# config(quantized_algorithm=...): how the toolkit picks each tensor's int8 range from the calibration set
+# (normal: min/max; mmse and kl_divergence: clipped to minimise the error or the distributions' distance).
+QUANT_ALGORITHMS = ("normal", "mmse", "kl_divergence")
 
 
 def quantized(dtype: str) -> bool:
@@ -31,6 +37,9 @@ class ToolkitJob:
     dataset: Path | None = None
     float16_layers: tuple[str, ...] = ()  # toolkit tensor names kept float16 in a quantized build (hybrid)
     options: dict = field(default_factory=dict)  # further config() keywords, e.g. enable_flash_attention
+    # A folder with hybrid_quantization_step1's files for this graph and dataset (a plain build's `step1`):
+    # a build keeping layers float16 then only runs step2.
+    step1: Path | None = None
 
     @property
     def quantized(self) -> bool:
@@ -41,13 +50,14 @@ class ToolkitJob:
         return ({"quantized_dtype": self.dtype} if self.quantized else {}) | self.options
 
     def to_json(self) -> dict:
-        return {**asdict(self), "onnx": str(self.onnx), "dataset": self.dataset and str(self.dataset)}
+        return {**asdict(self), "onnx": str(self.onnx), "dataset": self.dataset and str(self.dataset),
+                "step1": self.step1 and str(self.step1)}
 
     @classmethod
     def from_json(cls, data: dict) -> ToolkitJob:
         return cls(**{**data, "onnx": Path(data["onnx"]), "dataset": data["dataset"] and Path(data["dataset"]),
                       "inputs": tuple(data["inputs"]), "outputs": tuple(data["outputs"]),
-                      "float16_layers": tuple(data["float16_layers"])})
+                      "float16_layers": tuple(data["float16_layers"]), "step1": data["step1"] and Path(data["step1"])})
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,6 @@ class ToolkitSettings:
         return quantized(self.dtype)
 
     def job(self, onnx: Path, inputs: list[str], outputs: list[str], dataset: Path | None = None,
-            float16_layers: list[str] = ()) -> ToolkitJob:
+            float16_layers: list[str] = (), step1: Path | None = None) -> ToolkitJob:
         return ToolkitJob(onnx, self.target, tuple(inputs), tuple(outputs), self.dtype,
-                          dataset if self.quantized else None, tuple(float16_layers), self.options)
+                          dataset if self.quantized else None, tuple(float16_layers), self.options, step1)

@@ -13,7 +13,9 @@ parent reports.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from converter.toolkit.child import ERROR, PHASE
-from converter.toolkit.job import ToolkitJob
+from converter.toolkit.job import QUANT_CONFIG, STEP1_DATA, STEP1_MODEL, ToolkitJob
 
 
 # Peak resident memory per toolkit call, to see which one a large model's memory goes to: Linux
@@ -70,7 +72,8 @@ def keep_float16(cfg: Path, layers: list[str]) -> int:
     from ruamel.yaml import YAML
 
     text = cfg.read_text()
-    known = [name for name in layers if name in YAML(typ="safe").load(text)["quantize_parameters"]]
+    parameters = YAML(typ="safe").load(text)["quantize_parameters"]  # once: ~1 s for the demo's config
+    known = [name for name in layers if name in parameters]
     head, sep, rest = text.partition("\n")
     if not head.startswith("custom_quantize_layers:"):
         raise ValueError(f"{cfg}: expected custom_quantize_layers on the first line, found {head[:60]!r}")
@@ -79,26 +82,36 @@ def keep_float16(cfg: Path, layers: list[str]) -> int:
     return len(known)
 
 
-def _build(job: ToolkitJob, phases: dict):
-    """The RKNN object holding the built model: plain build, or hybrid quantization when layers stay float16."""
+def _build(job: ToolkitJob, phases: dict, step1_dir: str | None):
+    """The RKNN object holding the built model, and how many float16 layers it applied. A quantized build
+    goes through hybrid quantization's two steps even with no layer kept float16, and moves step1's
+    files to `step1_dir` (its config has every quantized tensor's range, for the sensitivity measurement;
+    a later build keeping layers float16 starts from them: `job.step1`)."""
     from rknn.api import RKNN
 
-    rknn = RKNN(verbose=True)
-    _call(phases, "config", rknn.config, target_platform=job.target, **job.config())
-    _call(phases, "load_onnx", rknn.load_onnx, model=str(job.onnx))
-    dataset = str(job.dataset) if job.quantized else None
-    if not job.float16_layers:
-        _call(phases, "build", rknn.build, do_quantization=job.quantized, dataset=dataset)
-        return rknn, 0
-    # step1 writes <stem>.model / .data / .quantization.cfg into the working (scratch) folder.
-    _call(phases, "hybrid_quantization_step1", rknn.hybrid_quantization_step1, dataset=dataset)
-    stem = job.onnx.stem
-    applied = keep_float16(Path(f"{stem}.quantization.cfg"), list(job.float16_layers))
-    rknn.release()
+    source = job.step1
+    if not (job.quantized and source):
+        rknn = RKNN(verbose=True)
+        _call(phases, "config", rknn.config, target_platform=job.target, **job.config())
+        _call(phases, "load_onnx", rknn.load_onnx, model=str(job.onnx))
+        if not job.quantized:
+            _call(phases, "build", rknn.build, do_quantization=False)
+            return rknn, 0
+        # step1 writes <stem>.model / .data / .quantization.cfg into the working (scratch) folder.
+        _call(phases, "hybrid_quantization_step1", rknn.hybrid_quantization_step1, dataset=str(job.dataset))
+        rknn.release()
+        source, stem = Path(step1_dir), job.onnx.stem
+        source.mkdir()
+        for made, kept in ((f"{stem}.model", STEP1_MODEL), (f"{stem}.data", STEP1_DATA),
+                           (f"{stem}.quantization.cfg", QUANT_CONFIG)):
+            os.replace(made, source / kept)
+    edited = Path("hybrid.quantization.cfg")
+    shutil.copyfile(source / QUANT_CONFIG, edited)
+    applied = keep_float16(edited, list(job.float16_layers))
     hybrid = RKNN(verbose=True)
     _call(phases, "config", hybrid.config, target_platform=job.target, **job.config())
-    _call(phases, "hybrid_quantization_step2", hybrid.hybrid_quantization_step2, model_input=f"{stem}.model",
-          data_input=f"{stem}.data", model_quantization_cfg=f"{stem}.quantization.cfg")
+    _call(phases, "hybrid_quantization_step2", hybrid.hybrid_quantization_step2, model_input=str(source / STEP1_MODEL),
+          data_input=str(source / STEP1_DATA), model_quantization_cfg=str(edited))
     return hybrid, applied
 
 
@@ -128,7 +141,7 @@ def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     job = ToolkitJob.from_json(spec["job"])
     phases: dict[str, float] = {}
-    rknn, float16_applied = _build(job, phases)
+    rknn, float16_applied = _build(job, phases, spec["step1_dir"])
     _call(phases, "export_rknn", rknn.export_rknn, spec["rknn"])
     outputs = []
     if spec["samples"] or spec.get("serve"):

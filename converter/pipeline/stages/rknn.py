@@ -14,7 +14,7 @@ from converter.common.progress import Progress
 from converter.pipeline.build_dir import StageOutput, StageResult
 from converter.pipeline.stages.reference import Reference
 from converter.toolkit import driver, rknn_file
-from converter.toolkit.job import ToolkitJob
+from converter.toolkit.job import QUANT_CONFIG, STEP1_DIR, ToolkitJob
 from converter.toolkit.layer_table import cpu_ops, largest_buffers, memory, placement
 
 PLACEMENT = "placement.json"
@@ -31,6 +31,9 @@ class Converted(StageOutput):
     float16_layers_applied: int
     toolkit_config: dict  # the further config() keywords it was built with
     snapshot: Path | None  # the toolkit's per-layer dumps, when asked for
+    # A quantized build's hybrid_quantization_step1 folder (its own, or the plain build's it started from),
+    # of the graph or of each part: its config has every quantized tensor's range.
+    step1: list[Path]
     toolkit_version: str
     phases: dict  # toolkit call -> seconds
     phase_peak_rss_bytes: dict
@@ -42,8 +45,13 @@ class Converted(StageOutput):
         m, root = record.meta, record.path
         return cls(record, [root / r for r in m["rknn"]], m["part_io"], root / m["placement"], m["cpu_ops"],
                    m["memory"], m["float16_layers"], m["float16_layers_applied"], m["toolkit_config"],
-                   root / m["snapshot"] if m["snapshot"] else None, m["toolkit_version"], m["phases"],
+                   root / m["snapshot"] if m["snapshot"] else None, [root / c for c in m["step1"]],
+                   m["toolkit_version"], m["phases"],
                    m["phase_peak_rss_bytes"], m["peak_rss_bytes"], [[root / p for p in s] for s in m["simulator"]])
+
+    @property
+    def quant_configs(self) -> list[Path]:
+        return [folder / QUANT_CONFIG for folder in self.step1]
 
     def placement_rows(self) -> list[dict]:
         return json.loads(self.placement.read_text())
@@ -103,6 +111,8 @@ def run(jobs: list[ToolkitJob], reference: Reference, layer_dumps: bool, log: Pa
         "toolkit_config": jobs[0].options,
         "float16_layers_applied": sum(r["float16_layers_applied"] for _, _, _, r in built),
         "snapshot": driver.SNAPSHOT_DIR if layer_dumps else None,
+        "step1": [str(job.step1) if job.step1 else str((out_dir / STEP1_DIR).relative_to(tmp))
+                  for job, (out_dir, _, _, _) in zip(jobs, built) if job.quantized],
         "toolkit_version": driver.toolkit_version(),
         "phases": phases,
         "phase_peak_rss_bytes": peaks,

@@ -1,0 +1,82 @@
+"""Stage `sensitivity` (a quantized build under --min-psnr): each tensor the toolkit quantized, quantized
+alone in ONNX Runtime's emulation of its int8 (converter/quantization/sensitivity.py) on calibration
+inputs. Gives the order in which the hybrid search keeps layers in float16, and the emulated output PSNR
+on the check inputs (the gate's measure) when the first k of them stay float, from which the search
+predicts where the gate lies."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from calib_data.dataset_writer import read_samples
+from converter.common.progress import Progress
+from converter.pipeline.build_dir import StageOutput, StageResult
+from converter.pipeline.stages.calib import Calibration
+from converter.pipeline.stages.passes import Rewritten
+from converter.pipeline.stages.reference import Reference
+from converter.pipeline.stages.rknn import Converted
+from converter.common.onnx_graph import Graph
+from converter.quantization.sensitivity import measure
+from converter.toolkit import quant_config
+
+RANKING = "ranking.json"
+FEEDS = 4  # calibration inputs measured on, spread over the recorded trajectories
+REPORTED = 20  # costliest tensors in report.json
+# The emulated curve is measured at every k up to DENSE, then at CURVE_STEPS steps to the end.
+DENSE, CURVE_STEPS = 64, 64
+
+
+@dataclass(frozen=True)
+class Sensitivities(StageOutput):
+    ranking: list[dict]  # {"tensor", "names", "alone_db"}, the costliest first
+    curve: dict[int, float]  # k -> emulated output PSNR on the check inputs, the first k of `ranking` left float
+    unmatched: int  # toolkit tensors no ONNX tensor agrees with (not emulated, not ranked)
+
+    @classmethod
+    def read(cls, record: StageResult) -> Sensitivities:
+        data = json.loads((record.path / record.meta["ranking"]).read_text())
+        return cls(record, data["ranking"], {int(k): v for k, v in data["curve"].items()}, record.meta["unmatched"])
+
+    def summary(self) -> dict:
+        """report.json `sensitivity`: the costliest tensors and the emulated curve."""
+        return {"tensors": len(self.ranking), "unmatched": self.unmatched, "emulated_psnr_db": self.curve,
+                "costliest": [{"tensor": r["tensor"], "alone_db": round(r["alone_db"], 2)}
+                              for r in self.ranking[:REPORTED]]}
+
+    def float16_names(self, k: int) -> list[str]:
+        """The toolkit's names of the first `k` ranked tensors: what a trial keeps float16."""
+        return [name for row in self.ranking[:k] for name in row["names"]]
+
+    def predicted(self, gate_db: float) -> int | None:
+        """The fewest leading tensors left float for which the emulation reaches `gate_db`."""
+        return next((k for k in sorted(self.curve) if self.curve[k] >= gate_db), None)
+
+
+def curve_points(count: int) -> list[int]:
+    return sorted(set(range(min(count, DENSE) + 1)) | set(range(0, count + 1, max(1, count // CURVE_STEPS))) | {count})
+
+
+def run(passes: Rewritten, calib: Calibration, reference: Reference, rknn: Converted, progress: Progress,
+        tmp: Path) -> dict:
+    graph = Graph.load(passes.onnx)
+    quantized = [q for cfg in rknn.quant_configs for q in quant_config.read(cfg, graph)]
+    calibration, _ = read_samples(calib.path)
+    with tempfile.TemporaryDirectory(prefix="scratch-", dir=tmp) as scratch:
+        emulation, ranking = measure(passes.onnx, quantized, calibration, FEEDS, Path(scratch), progress.note)
+        order, checks = [s.tensor for s in ranking], [reference.feed(i) for i in range(len(reference.samples))]
+        curve = {}
+        for k in curve_points(len(order)):
+            curve[k] = emulation.psnr(checks, set(order[:k]))
+            progress.note(f"emulated output with the {k} costliest left float")
+    rows = [{"tensor": s.tensor, "names": list(s.names), "alone_db": _finite(s.alone_db)} for s in ranking]
+    (tmp / RANKING).write_text(json.dumps({"ranking": rows, "curve": {k: _finite(v) for k, v in curve.items()}}))
+    return {"ranking": RANKING, "tensors": len(rows), "feeds": len(emulation.feeds),
+            "unmatched": len(quantized) - sum(len(r["names"]) for r in rows)}
+
+
+def _finite(db: float) -> float:
+    return db if math.isfinite(db) else 999.0

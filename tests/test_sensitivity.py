@@ -1,0 +1,98 @@
+"""The emulation behind the measured sensitivity: ONNX Runtime with one tensor fake-quantized at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from converter.common import onnx_runtime
+from converter.common.onnx_graph import Graph
+from converter.quantization.sensitivity import measure
+from converter.toolkit.naming import named_tensor
+from converter.toolkit.quant_config import QuantizedTensor
+
+
+def _chain() -> onnx.ModelProto:
+    """x -> Conv -> Relu -> Conv -> y, with the first Conv's output also an output of the graph."""
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.normal(size=(8, 3, 3, 3)).astype(np.float32), rng.normal(size=(2, 8, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["/a/Conv_output_0"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["/a/Conv_output_0"], ["/a/Relu_output_0"]),
+             helper.make_node("Conv", ["/a/Relu_output_0", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 6, 6]),
+                               helper.make_tensor_value_info("/a/Conv_output_0", TensorProto.FLOAT, [1, 8, 6, 6])],
+                              [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _fake_quant(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    q = np.clip(np.round(x / scale) + zero_point, -128, 127)  # ONNX's QuantizeLinear rounds half to even, as np
+    return ((q - zero_point) * scale).astype(np.float32)
+
+
+def test_the_probe_graph_computes_the_model_and_quantizes_only_the_tensor_asked_for(tmp_path):
+    model = _chain()
+    path = tmp_path / "chain.onnx"
+    onnx.save(model, str(path))
+    feed = {"x": np.random.default_rng(1).normal(size=(1, 3, 6, 6)).astype(np.float32)}
+    float_out = onnx_runtime.run(onnx_runtime.session(path), feed)
+    conv, relu = float_out["/a/Conv_output_0"], np.maximum(float_out["/a/Conv_output_0"], 0)
+    # As the toolkit's config has them: its names (the node's; a layout suffix; a fused Relu's output named
+    # after the Conv, as `_sw` names a SiLU after a GroupNorm), and the ranges it observed.
+    start = "/a/Conv_output_0"
+    quantized = [QuantizedTensor("x_int8", "x", 0.05, 3, float(feed["x"].min()), float(feed["x"].max())),
+                 QuantizedTensor("/a/Conv_output_0_relu", start, 0.09, -128, 0.0, float(relu.max())),
+                 QuantizedTensor("/a/Conv_output_0_rs", start, 0.2, -7, float(conv.min()), float(conv.max())),
+                 QuantizedTensor("/a/Conv_output_0_tp", start, 0.2, -7, -99.0, 99.0)]  # holds no tensor
+    emulation, ranking = measure(path, quantized, [feed], 1, tmp_path / "scratch")
+    assert [(p.tensor, p.names) for p in emulation.points] == [
+        ("x", ("x_int8",)), ("/a/Relu_output_0", ("/a/Conv_output_0_relu",)),
+        ("/a/Conv_output_0", ("/a/Conv_output_0_rs",))]
+
+    nothing = emulation.outputs(feed, np.zeros(3, np.float32))
+    assert np.array_equal(nothing, np.concatenate([float_out["y"].ravel(), float_out["/a/Conv_output_0"].ravel()]))
+    assert emulation.noise(np.zeros(3, np.float32)) == 0.0
+
+    # Only the Relu's output quantized: the second Conv reads its fake-quantized values, the first
+    # Conv's output (a graph output too) stays exact.
+    w2 = numpy_helper.to_array(model.graph.initializer[1])
+    expected_y = np.einsum("oc,bchw->bohw", w2[:, :, 0, 0], _fake_quant(relu, 0.09, -128))
+    out = emulation.outputs(feed, np.array([0, 1, 0], np.float32))
+    np.testing.assert_allclose(out[:expected_y.size], expected_y.ravel(), rtol=1e-5, atol=1e-5)
+    assert np.array_equal(out[expected_y.size:], float_out["/a/Conv_output_0"].ravel())
+
+    # A graph input quantized: every reader takes the quantized copy.
+    out = emulation.outputs(feed, np.array([1, 0, 0], np.float32))
+    quantized_input = onnx_runtime.run(onnx_runtime.session(path), {"x": _fake_quant(feed["x"], 0.05, 3)})
+    np.testing.assert_allclose(out[:expected_y.size], quantized_input["y"].ravel(), rtol=1e-5, atol=1e-5)
+
+    assert sorted(s.tensor for s in ranking) == sorted(p.tensor for p in emulation.points)
+    assert [s.noise for s in ranking] == sorted((s.noise for s in ranking), reverse=True) and ranking[-1].noise > 0
+    assert emulation.noise(np.ones(3, np.float32)) > max(s.noise for s in ranking)
+    assert emulation.psnr([feed], {"x", "/a/Relu_output_0", "/a/Conv_output_0"}) == float("inf")
+
+
+def test_toolkit_names_lead_to_the_onnx_tensor_they_start_from(tmp_path):
+    nodes = [helper.make_node("MatMul", ["q", "k"], ["/b/attn1/MatMul_output_0"], name="/b/attn1/MatMul"),
+             helper.make_node("Softmax", ["/b/attn1/MatMul_output_0"], ["/b/attn1/Softmax_output_0"],
+                              name="/b/attn1/Softmax"),
+             helper.make_node("MatMul", ["/b/attn1/Softmax_output_0", "k"], ["/b/attn1/MatMul_1_output_0"],
+                              name="/b/attn1/MatMul_1"),
+             helper.make_node("LayerNormalization", ["/b/attn1/MatMul_1_output_0", "k"], ["/b/norm1/ln"],
+                              name="/b/norm1/LayerNormalization")]
+    value = helper.make_tensor_value_info
+    inputs = [value("q", TensorProto.FLOAT, [4, 4]), value("k", TensorProto.FLOAT, [4, 4])]
+    graph = helper.make_graph(nodes, "names", inputs, [value("/b/norm1/ln", TensorProto.FLOAT, [4, 4])])
+    path = tmp_path / "names.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    g = Graph.load(path)
+    assert named_tensor("/b/attn1/MatMul_output_0_mm_tp_sw", g) == "/b/attn1/MatMul_output_0"
+    assert named_tensor("/b/norm1/LayerNormalization#1", g) == "/b/norm1/ln"
+    assert named_tensor("q_int8", g) == "q"
+    # exSDPAttention's own tensors: the scores and the softmax of the same attention module
+    assert named_tensor("/b/attn1/MatMul_1_2sdpa_q_softmax", g) == "/b/attn1/Softmax_output_0"
+    assert named_tensor("/b/attn1/MatMul_1_2sdpa_q_matmul", g) == "/b/attn1/MatMul_output_0"
+    assert named_tensor("/b/attn1/MatMul_1_output_0_sdpa", g) == "/b/attn1/MatMul_1_output_0"
+    assert named_tensor("/c/Conv_output_0_rs", g) is None
