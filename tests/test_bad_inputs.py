@@ -90,4 +90,6 @@ def test_bad_flags(tmp_path):
     assert result.returncode == 2
     assert error_lines(result) == ["rkconvert: error: Missing option '--target'."]
     _fails_cleanly(tmp_path, "--model", "demo", "--dtype", "float16", "--quant-algorithm", "mmse",
-                   expect="--quant-algorithm mmse picks int8 ranges: --dtype float16 quantizes nothing")
+                   expect="--quant-algorithm mmse is about int8: --dtype float16 quantizes nothing")
+    _fails_cleanly(tmp_path, "--model", "demo", "--dtype", "float16", "--toolkit-auto-hybrid", "0.99",
+                   expect="--toolkit-auto-hybrid 0.99 is about int8: --dtype float16 quantizes nothing")

@@ -127,3 +127,16 @@ def test_the_quant_algorithm_reaches_the_toolkit(sensitive):
     assert "--quant-algorithm mmse" in report["command"]
     assert clipped("mmse") > 5 * max(clipped("w8a8"), 10)  # (normal leaves a few: the softmax's, ...)
     assert report["output_psnr_db"] != base["output_psnr_db"]
+
+
+def test_the_toolkits_own_auto_hybrid_runs_as_a_baseline(sensitive):
+    """--toolkit-auto-hybrid COS: build(auto_hybrid=True) moves layers to float16 by itself; no search, no
+    sensitivity stage after it."""
+    work, base = sensitive
+    result = _build(work, "--min-psnr", "0", "--toolkit-auto-hybrid", "0.999", out="auto-hybrid")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((work / "auto-hybrid" / "report.json").read_text())
+    assert report["toolkit_config"] == {"auto_hybrid_cos_thresh": 0.999}
+    assert "sensitivity" not in report and "hybrid_trials" not in report and report["float16_layers"] == []
+    assert _fp16_layers(report) > _fp16_layers(base) == 0
+    assert report["output_psnr_db"] > base["output_psnr_db"]

@@ -1,123 +1,137 @@
-"""A W8A16 UNet lowered for rk3588 three ways: float16, w8a8, w8a8 + hybrid. Size and accuracy, as JSON.
+"""w8a8 on rk3588, side by side: the toolkit's range algorithms x three ways to mix in float16. JSON and a table.
 
-    .venv/bin/python tools/bench_quantized.py --model sd15 --resolution 256 [--min-psnr 40] [--variants float16,w8a8]
-    .venv/bin/python tools/bench_quantized.py --model demo --resolution 128
+    .venv/bin/python tools/bench_quantized.py --model demo
+    .venv/bin/python tools/bench_quantized.py --model sd15 --resolution 512 --algorithms normal \
+        --methods plain,rkconvert
 
-`rkconvert quantize` makes the W8A16 checkpoint; each build is judged on the same held-out inputs
-recorded along the sampler's trajectories (--check-inputs trajectories) against ONNX Runtime on the
-float32 (dequantized) model. The hybrid build needs the per-layer report (--layer-report on), which
-for large models and resolutions means large text dumps on disk.
-
-A model that can draw (the demo) is also judged by its images: each build's image check (image PSNR
-and SSIM of the .rknn's images against the dequantized model's, prompt accuracy), and the .rknn's
-images against the float model's own (a float16 build of the unquantized model, made first).
+Rows: --algorithms (the toolkit's quantized_algorithm: normal, mmse, kl_divergence) x --methods:
+- plain: every layer int8 (--no-hybrid);
+- toolkit: the toolkit's own build(auto_hybrid=True), layers under --toolkit-cos to float16;
+- rkconvert: the measured search (stage sensitivity) under --min-psnr (default: that algorithm's plain
+  build + --gain dB; the plain row is built first).
+Columns: float16 share of the compiled layers and of the toolkit's estimated cycles (an estimate, not a
+board measurement), output PSNR against ONNX Runtime on the held-out check inputs, for a model that draws
+its images against the float16 build's images (PSNR mean and min) and prompt accuracy, the .rknn's size,
+wall time and the process tree's peak memory (this machine; every row built from scratch).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from bench_build import git_commit, machine  # tools/ is on sys.path when a tool runs as a script
+from bench_build import git_commit, machine, timed_build  # tools/ is on sys.path when a tool runs as a script
+
+METHODS = ("plain", "toolkit", "rkconvert")
 
 
-def rkconvert(*args: str) -> int:
-    return subprocess.run([sys.executable, "-m", "converter.cli", *args]).returncode
-
-
-def _float_reference(args, out: Path) -> dict[str, Path] | None:
-    """Prompt -> the unquantized model's own image (ONNX Runtime), when the model can draw."""
-    if rkconvert("build", "--target", "rk3588", "--model", args.model, "--resolution", str(args.resolution),
-                 "--layer-report", "off", "--min-psnr", "0", "--out", str(out)):
-        return None
-    images = json.loads((out / "report.json").read_text()).get("images")
-    folder = out / images["grid"].rsplit("/", 1)[0] if images else None
-    return {r["prompt"]: folder / r["reference"] for r in images["rows"]} if images else None
-
-
-def _against(float_images: dict[str, Path] | None, out: Path, report: dict) -> dict | None:
-    """Image PSNR / SSIM and prompt accuracy of a build's .rknn images against the float model's images."""
+def _images(out: Path, report: dict) -> dict[str, Path]:
+    """Prompt -> the build's own (.rknn) image."""
     images = report.get("images")
-    if not float_images or not images:
+    if not images:
+        return {}
+    folder = out / images["grid"].rsplit("/", 1)[0]
+    return {r["prompt"]: folder / r["rknn"] for r in images["rows"]}
+
+
+def _against(images: dict[str, Path], float16: dict[str, Path]) -> dict | None:
+    """Image PSNR of a build's images against the float16 build's, mean and min."""
+    if not images or not float16:
         return None
     from PIL import Image
 
-    from converter.imaging.evaluation import psnr, ssim
+    from converter.imaging.evaluation import psnr
 
-    folder = out / images["grid"].rsplit("/", 1)[0]
-    pairs = [(np.asarray(Image.open(folder / r["rknn"]).convert("RGB")),
-              np.asarray(Image.open(float_images[r["prompt"]]).convert("RGB"))) for r in images["rows"]]
-    return {"psnr_db_mean": float(np.mean([psnr(a, b) for a, b in pairs])),
-            "ssim_mean": float(np.mean([ssim(a, b) for a, b in pairs]))}
+    values = [psnr(np.asarray(Image.open(images[p]).convert("RGB")), np.asarray(Image.open(float16[p]).convert("RGB")))
+              for p in images]
+    return {"psnr_db_mean": round(float(np.mean(values)), 2), "psnr_db_min": round(float(np.min(values)), 2)}
+
+
+def _row(run: dict, out: Path, float16: dict[str, Path]) -> dict:
+    report = run["report"]
+    share = (report.get("cost") or {}).get("float16_share") or {}
+    summary = (report.get("images") or {}).get("summary") or {}
+    return {"exit_code": run["exit_code"], "error": report.get("error"),
+            "float16_layers_share": share.get("layers"), "float16_cycles_share_estimated": share.get("cycles"),
+            "output_psnr_db": report.get("output_psnr_db"),
+            "images_vs_float16": _against(_images(out, report), float16),
+            "prompt_accuracy": summary.get("rknn_prompt_accuracy"), "artifact_bytes": report.get("artifact_bytes"),
+            "hybrid_kept": report.get("hybrid_kept"), "hybrid_trials": len(report.get("hybrid_trials") or []),
+            "wall_seconds": run["wall_seconds"], "peak_rss_bytes": run["peak_rss_bytes"],
+            "stages": [(s["name"], round(s.get("seconds", 0), 1)) for s in report.get("stages") or []]}
+
+
+def _table(results: dict) -> str:
+    """The rows as a Markdown table."""
+    def pct(v):
+        return "—" if v is None else f"{v:.1%}"
+
+    def db(v):
+        return "—" if v is None else f"{v:.1f} dB"
+
+    lines = ["| algorithm | method | float16 layers | float16 cycles (est.) | output PSNR | images vs float16 "
+             "(mean / min) | prompt acc. | .rknn | wall |", "|---" * 9 + "|"]
+    for name, row in results["rows"].items():
+        algorithm, method = name.split("/")
+        images = row["images_vs_float16"]
+        shown = f"{images['psnr_db_mean']:.1f} / {images['psnr_db_min']:.1f} dB" if images else "—"
+        size = "—" if row["artifact_bytes"] is None else f"{row['artifact_bytes'] / 2**20:.1f} MiB"
+        lines.append(f"| {algorithm} | {method} | {pct(row['float16_layers_share'])} | "
+                     f"{pct(row['float16_cycles_share_estimated'])} | {db(row['output_psnr_db'])} | {shown} | "
+                     f"{pct(row['prompt_accuracy'])} | {size} | {row['wall_seconds']:.0f} s |")
+    return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="sd15")
-    parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--samples", type=int, default=32)
-    parser.add_argument("--trajectories", type=int, default=4)
-    parser.add_argument("--check-samples", type=int, default=2)
-    parser.add_argument("--min-psnr", type=float, default=None,
-                        help="the hybrid build's gate (default: the plain w8a8 build's PSNR + --hybrid-gain)")
-    parser.add_argument("--hybrid-gain", type=float, default=6.0)
-    parser.add_argument("--hybrid-builds", type=int, default=12, help="passed on to rkconvert build")
-    parser.add_argument("--variants", default="float16,w8a8,w8a8+hybrid",
-                        help="which builds (comma-separated); w8a8+hybrid without w8a8 needs --min-psnr")
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--resolution", type=int, default=None)
+    parser.add_argument("--algorithms", default="normal,mmse,kl_divergence")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--min-psnr", type=float, default=None, help="rkconvert's gate (default: plain + --gain)")
+    parser.add_argument("--gain", type=float, default=6.0)
+    parser.add_argument("--toolkit-cos", type=float, default=0.98, help="the toolkit's auto_hybrid_cos_thresh")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    if "w8a8+hybrid" in args.variants and "w8a8" not in args.variants.split(",") and args.min_psnr is None:
-        parser.error("w8a8+hybrid without the plain w8a8 build needs --min-psnr")
-    json_path = args.json or Path("bench-results") / f"quantized-{args.model.replace(':', '-')}-{args.resolution}.json"
+    methods = args.methods.split(",")
+    if "rkconvert" in methods and "plain" not in methods and args.min_psnr is None:
+        parser.error("the rkconvert method without the plain one needs --min-psnr")
+    resolution = ["--resolution", str(args.resolution)] if args.resolution else []
+    json_path = args.json or Path("bench-results") / f"quantized-{args.model.replace(':', '-')}.json"
+    model = ["--target", "rk3588", "--model", args.model, *resolution]
 
     results = {"benchmark": "quantized", "model": args.model, "resolution": args.resolution, "target": "rk3588",
-               "samples": args.samples, "machine": machine(), "commit": git_commit(), "builds": {}}
+               "machine": machine(), "commit": git_commit(), "rows": {}}
     with tempfile.TemporaryDirectory(prefix="bench-quantized-") as tmp:
-        float_images = _float_reference(args, Path(tmp) / "float")
-        folder = Path(tmp) / "w8a16"
-        start = time.monotonic()
-        if rkconvert("quantize", "--model", args.model, "--resolution", str(args.resolution), "--out", str(folder)):
-            return 1
-        results["quantize_seconds"] = round(time.monotonic() - start, 1)
-        results["quantize"] = {k: v for k, v in json.loads((folder / "quantize.json").read_text()).items()
-                               if k != "per_layer"}
-        variants = [("float16", "float16", ["--min-psnr", "0"]), ("w8a8", "w8a8", ["--min-psnr", "0", "--no-hybrid"]),
-                    ("w8a8+hybrid", "w8a8", None)]
-        variants = [v for v in variants if v[0] in args.variants.split(",")]
-        out = Path(tmp) / "build"  # one folder: the export, passes, calibration and check stages are shared
-        for name, dtype, extra in variants:
-            if extra is None:
-                gate = args.min_psnr or results["builds"]["w8a8"]["output_psnr_db"] + args.hybrid_gain
-                results["hybrid_min_psnr"] = round(gate, 2)
-                extra = ["--min-psnr", str(gate), "--layer-report", "on", "--hybrid-builds", str(args.hybrid_builds)]
-            start = time.monotonic()
-            code = rkconvert("build", "--target", "rk3588", "--model", str(folder), "--resolution", str(args.resolution),
-                             "--dtype", dtype, "--check-inputs", "trajectories", "--check-samples", str(args.check_samples),
-                             "--samples", str(args.samples), "--trajectories", str(args.trajectories),
-                             "--layer-report", "off", *extra, "--out", str(out))
-            report = json.loads((out / "report.json").read_text())
-            results["builds"][name] = {
-                "exit_code": code, "seconds": round(time.monotonic() - start, 1),
-                "output_psnr_db": report.get("output_psnr_db"), "output_cosine": report.get("output_cosine"),
-                "artifact_bytes": report.get("artifact_bytes"), "fp32_onnx_bytes": report.get("onnx_bytes"),
-                "artifact_to_fp32_onnx": report.get("artifact_to_onnx"),
-                "float16_layers": len(report.get("float16_layers") or []),
-                "compiled_layer_dtypes": dict(Counter(row["dtype"] for row in report.get("placement") or []
-                                                      if row["op"] != "InputOperator")),
-                "hybrid_trials": report.get("hybrid_trials"), "error": report.get("error"),
-                "images": (report.get("images") or {}).get("summary"),
-                "vs_float_model_images": _against(float_images, out, report),
-            }
+        out = Path(tmp) / "float16"
+        run = timed_build([*model, "--dtype", "float16", "--min-psnr", "0", "--layer-report", "off"], out)
+        float16 = _images(out, run["report"])
+        results["float16"] = {key: run["report"].get(key) for key in ("output_psnr_db", "artifact_bytes")}
+        for algorithm in args.algorithms.split(","):
+            quantized = [*model, "--dtype", "w8a8", "--quant-algorithm", algorithm, "--layer-report", "off"]
+            plain_psnr = None
+            for method in methods:
+                extra = {"plain": ["--no-hybrid", "--min-psnr", "0"],
+                         "toolkit": ["--toolkit-auto-hybrid", str(args.toolkit_cos), "--min-psnr", "0"],
+                         "rkconvert": ["--min-psnr", str(args.min_psnr or (plain_psnr or 0) + args.gain)]}[method]
+                out = Path(tmp) / f"{algorithm}-{method}"
+                run = timed_build([*quantized, *extra], out)
+                row = _row(run, out, float16)
+                if method == "plain":
+                    plain_psnr = row["output_psnr_db"]
+                if method == "rkconvert":
+                    row["min_psnr"] = float(extra[1])
+                results["rows"][f"{algorithm}/{method}"] = row
+                shown = {k: v for k, v in row.items() if k != "stages"}
+                print(f"{algorithm}/{method}: {json.dumps(shown)}", flush=True)
+    results["table"] = _table(results)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results["builds"]))
+    print(results["table"])
     return 0
 
 

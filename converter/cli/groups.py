@@ -194,6 +194,10 @@ HYBRID = Group((
     click.option("--hybrid-max-float16", type=click.FloatRange(0, 1), default=0.25, show_default=True,
                  help="Search only when the emulation predicts the gate needs at most this share of the layers in "
                       "float16; past it the build stops before any try and says what the gate would take."),
+    click.option("--toolkit-auto-hybrid", type=click.FloatRange(-1, 1), default=None, metavar="COS",
+                 help="Instead of rkconvert's search, the toolkit's own: build(auto_hybrid=True), every layer whose "
+                      "output cosine is under COS (its auto_hybrid_cos_thresh; 0.98 is its default) in float16. A "
+                      "baseline: no search follows it (--min-psnr still judges it)."),
     click.option("--hybrid-builds", type=click.IntRange(1), default=12, show_default=True,
                  help="At most this many toolkit builds in the hybrid search (from the emulation's guess: doubling, "
                       "then bisection); when they run out, the fewest float16 layers found reaching --min-psnr are "
@@ -203,10 +207,11 @@ HYBRID = Group((
                       "memory, ~4.4x the float32 weights each). N at once cut its rounds from log2 to log_(N+1)."),
     RAY,
 ), lambda values: {"hybrid": HybridSettings(values["hybrid"], values["hybrid_builds"], values["hybrid_parallel"],
-                                            values["ray_address"], values["hybrid_max_float16"])},
+                                            values["ray_address"], values["hybrid_max_float16"],
+                                            values["toolkit_auto_hybrid"])},
     lambda req: {"hybrid": req.hybrid.enabled, "hybrid_builds": req.hybrid.builds,
                  "hybrid_parallel": req.hybrid.parallel, "ray_address": req.hybrid.ray_address,
-                 "hybrid_max_float16": req.hybrid.max_float16})
+                 "hybrid_max_float16": req.hybrid.max_float16, "toolkit_auto_hybrid": req.hybrid.toolkit_cos})
 
 
 # What each command that works on a build takes; a failed build names its diagnose, and diagnose the

@@ -153,7 +153,9 @@ def _run_stages(req: BuildRequest, evaluation: EvalSet | None, runner: StageRunn
     if plan.layer_dumps:
         outcome.layers = layer_rows(rewritten, reference, rknn, runner)
         print_layers(runner.progress.console, outcome.layers)
-    if plan.quantized and req.hybrid.enabled and outcome.accuracy["psnr_db"] < req.gates.min_psnr:
+    # (the toolkit's own mixed precision, --toolkit-auto-hybrid, is a baseline: no search after it)
+    searching = plan.quantized and req.hybrid.enabled and not plan.toolkit.auto_hybrid
+    if searching and outcome.accuracy["psnr_db"] < req.gates.min_psnr:
         outcome.sensitivity = measured = sensitivity(rewritten, calib, reference, rknn, runner)
         outcome.hybrid = found = hybrid.search(plan, given, measured, rknn, outcome.accuracy["psnr_db"], runner)
         if found.found is None:

@@ -71,6 +71,7 @@ class FinishedBuild:
 
     def model(self) -> BuiltModel:
         """What the simulator rebuilds: the delivered build's jobs, with its float16 layers and options."""
-        settings = ToolkitSettings(self.report["target"], self.report["dtype"], self.rknn.toolkit_config)
+        settings = ToolkitSettings(self.report["target"], self.report["dtype"], self.rknn.toolkit_config,
+                                   self.rknn.auto_hybrid)
         jobs = self.toolkit_inputs.jobs(settings, self.rknn.float16_layers, self.rknn.step1)
         return BuiltModel(self.passes, self.reference, jobs, self.rknn.simulator[0][0])

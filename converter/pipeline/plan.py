@@ -81,9 +81,15 @@ def check_dtype(req: BuildRequest) -> None:
         why = req.chip.refused_dtypes.get(req.dtype, "not an RKNN dtype rkconvert builds")
         raise UserError(f"--dtype {req.dtype} for {req.chip.name}: {why}; "
                         f"{req.chip.name} builds {', '.join(req.chip.dtypes)}")
-    if req.quant_algorithm and req.dtype != "auto" and not quantized(req.dtype):
-        raise UserError(f"--quant-algorithm {req.quant_algorithm} picks int8 ranges: --dtype {req.dtype} quantizes "
-                        "nothing (ask for a quantized dtype, such as w8a8)")
+    for option, given in _int8_options(req):
+        if given is not None and req.dtype != "auto" and not quantized(req.dtype):
+            raise UserError(f"{option} {given} is about int8: --dtype {req.dtype} quantizes nothing (ask for a "
+                            "quantized dtype, such as w8a8)")
+
+
+def _int8_options(req: BuildRequest) -> tuple[tuple[str, object], ...]:
+    """The options that only mean something to a quantized build, and their values."""
+    return ("--quant-algorithm", req.quant_algorithm), ("--toolkit-auto-hybrid", req.hybrid.toolkit_cos)
 
 
 def pass_names(req: BuildRequest, dtype: str | None = None) -> list[str]:
@@ -106,16 +112,18 @@ def settle(req: BuildRequest, evaluation: EvalSet | None, chosen: tuple[str, str
     """The plan, once the graph the toolkit gets is known: `rewritten` by the passes `names`, for the dtype
     `chosen` (and why)."""
     dtype_, dtype_choice = chosen
-    if req.quant_algorithm and not quantized(dtype_):
-        raise UserError(f"--quant-algorithm {req.quant_algorithm} picks int8 ranges, and --dtype auto chose "
-                        f"{dtype_} ({dtype_choice}): ask for a quantized dtype, such as w8a8")
+    for option, given in _int8_options(req):
+        if given is not None and not quantized(dtype_):
+            raise UserError(f"{option} {given} is about int8, and --dtype auto chose {dtype_} ({dtype_choice}): ask "
+                            "for a quantized dtype, such as w8a8")
     parts, parts_choice = _parts(req, rewritten)
     dumps, skipped = _layer_dumps(req, parts, rewritten)
     is_quantized = quantized(dtype_)
     trajectories = req.checks.inputs == "trajectories" or (req.checks.inputs == "auto" and is_quantized)
     return BuildPlan(
         request=req, graph=UNET,
-        toolkit=ToolkitSettings(req.chip.name, dtype_, _toolkit_options(req, dtype_)),
+        toolkit=ToolkitSettings(req.chip.name, dtype_, _toolkit_options(req, dtype_),
+                                auto_hybrid=req.hybrid.toolkit_cos is not None),
         dtype_choice=dtype_choice, passes=tuple(names), parts=parts, parts_choice=parts_choice,
         calibration=req.calib if is_quantized else None,
         check_inputs="trajectories" if trajectories else "gaussian",
@@ -132,6 +140,8 @@ def _toolkit_options(req: BuildRequest, dtype_: str) -> dict:
     options = toolkit_attention(req.chip, dtype_, req.passes.attention_tiles)
     if req.quant_algorithm and quantized(dtype_):
         options = {**options, "quantized_algorithm": req.quant_algorithm}
+    if req.hybrid.toolkit_cos is not None and quantized(dtype_):
+        options = {**options, "auto_hybrid_cos_thresh": req.hybrid.toolkit_cos}
     return options
 
 

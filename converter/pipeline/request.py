@@ -72,6 +72,8 @@ class HybridSettings:
     parallel: int = 1  # that many of them at once (rounds of a k-ary search)
     ray_address: str | None = None  # trials as tasks on this Ray cluster
     max_float16: float = 0.25  # no search when the emulation says the gate needs more of the layers float16
+    # Instead of the search, the toolkit's build(auto_hybrid=True) with this auto_hybrid_cos_thresh (a baseline)
+    toolkit_cos: float | None = None
 
 
 def default_out(source: ModelSource, chip: Chip) -> Path:

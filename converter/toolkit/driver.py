@@ -51,7 +51,8 @@ def _worker_spec(job: ToolkitJob, scratch: Path, out_dir: Path, samples: list[di
     return {
         "job": replace(job, onnx=job.onnx.resolve(), dataset=dataset).to_json(),
         "rknn": str((scratch / RKNN_NAME).resolve()),
-        "step1_dir": str((scratch / STEP1_DIR).resolve()) if job.quantized and not job.step1 else None,
+        "step1_dir": str((scratch / STEP1_DIR).resolve()) if job.quantized and not (job.step1 or job.auto_hybrid)
+        else None,
         "samples": [{k: str(Path(v).resolve()) for k, v in s.items()} for s in samples],
         "outputs_dir": str((out_dir / "simulator").resolve()),
         "result": str((scratch / "result.json").resolve()),

@@ -40,6 +40,9 @@ class ToolkitJob:
     # A folder with hybrid_quantization_step1's files for this graph and dataset (a plain build's `step1`):
     # a build keeping layers float16 then only runs step2.
     step1: Path | None = None
+    # build(auto_hybrid=True): the toolkit itself moves the layers under config's auto_hybrid_cos_thresh to
+    # float16 (a baseline for rkconvert's search; it keeps no step1).
+    auto_hybrid: bool = False
 
     @property
     def quantized(self) -> bool:
@@ -67,6 +70,7 @@ class ToolkitSettings:
     target: str
     dtype: str = FLOAT16
     options: dict = field(default_factory=dict)
+    auto_hybrid: bool = False
 
     @property
     def quantized(self) -> bool:
@@ -75,4 +79,5 @@ class ToolkitSettings:
     def job(self, onnx: Path, inputs: list[str], outputs: list[str], dataset: Path | None = None,
             float16_layers: list[str] = (), step1: Path | None = None) -> ToolkitJob:
         return ToolkitJob(onnx, self.target, tuple(inputs), tuple(outputs), self.dtype,
-                          dataset if self.quantized else None, tuple(float16_layers), self.options, step1)
+                          dataset if self.quantized else None, tuple(float16_layers), self.options, step1,
+                          self.auto_hybrid)

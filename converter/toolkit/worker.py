@@ -94,8 +94,9 @@ def _build(job: ToolkitJob, phases: dict, step1_dir: str | None):
         rknn = RKNN(verbose=True)
         _call(phases, "config", rknn.config, target_platform=job.target, **job.config())
         _call(phases, "load_onnx", rknn.load_onnx, model=str(job.onnx))
-        if not job.quantized:
-            _call(phases, "build", rknn.build, do_quantization=False)
+        if not job.quantized or job.auto_hybrid:
+            _call(phases, "build", rknn.build, do_quantization=job.quantized,
+                  dataset=str(job.dataset) if job.quantized else None, auto_hybrid=job.auto_hybrid)
             return rknn, 0
         # step1 writes <stem>.model / .data / .quantization.cfg into the working (scratch) folder.
         _call(phases, "hybrid_quantization_step1", rknn.hybrid_quantization_step1, dataset=str(job.dataset))

@@ -30,6 +30,7 @@ class Converted(StageOutput):
     float16_layers: list[str]  # kept float16 in a quantized build (hybrid)
     float16_layers_applied: int
     toolkit_config: dict  # the further config() keywords it was built with
+    auto_hybrid: bool  # built with the toolkit's own auto_hybrid (--toolkit-auto-hybrid)
     snapshot: Path | None  # the toolkit's per-layer dumps, when asked for
     # A quantized build's hybrid_quantization_step1 folder (its own, or the plain build's it started from),
     # of the graph or of each part: its config has every quantized tensor's range.
@@ -44,7 +45,7 @@ class Converted(StageOutput):
     def read(cls, record: StageResult) -> Converted:
         m, root = record.meta, record.path
         return cls(record, [root / r for r in m["rknn"]], m["part_io"], root / m["placement"], m["cpu_ops"],
-                   m["memory"], m["float16_layers"], m["float16_layers_applied"], m["toolkit_config"],
+                   m["memory"], m["float16_layers"], m["float16_layers_applied"], m["toolkit_config"], m["auto_hybrid"],
                    root / m["snapshot"] if m["snapshot"] else None, [root / c for c in m["step1"]],
                    m["toolkit_version"], m["phases"],
                    m["phase_peak_rss_bytes"], m["peak_rss_bytes"], [[root / p for p in s] for s in m["simulator"]])
@@ -109,6 +110,7 @@ def run(jobs: list[ToolkitJob], reference: Reference, layer_dumps: bool, log: Pa
         "memory": {key: sum(m.get(key, 0) for m in memories) for key in set().union(*memories)},
         "float16_layers": list(jobs[0].float16_layers),
         "toolkit_config": jobs[0].options,
+        "auto_hybrid": jobs[0].auto_hybrid,
         "float16_layers_applied": sum(r["float16_layers_applied"] for _, _, _, r in built),
         "snapshot": driver.SNAPSHOT_DIR if layer_dumps else None,
         "step1": [str(job.step1) if job.step1 else str((out_dir / STEP1_DIR).relative_to(tmp))
