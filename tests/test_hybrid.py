@@ -140,3 +140,9 @@ def test_the_toolkits_own_auto_hybrid_runs_as_a_baseline(sensitive):
     assert "sensitivity" not in report and "hybrid_trials" not in report and report["float16_layers"] == []
     assert _fp16_layers(report) > _fp16_layers(base) == 0
     assert report["output_psnr_db"] > base["output_psnr_db"]
+    # What a rebuilt simulator (image check, generate, release --simulate) builds: auto_hybrid again, from
+    # no step1 (it keeps none).
+    from converter.pipeline.finished import FinishedBuild
+
+    jobs = FinishedBuild.open(work / "auto-hybrid").model().jobs
+    assert [(job.auto_hybrid, job.step1) for job in jobs] == [(True, None)]

@@ -83,37 +83,52 @@ def keep_float16(cfg: Path, layers: list[str]) -> int:
 
 
 def _build(job: ToolkitJob, phases: dict, step1_dir: str | None):
-    """The RKNN object holding the built model, and how many float16 layers it applied. A quantized build
-    goes through hybrid quantization's two steps even with no layer kept float16, and moves step1's
-    files to `step1_dir` (its config has every quantized tensor's range, for the sensitivity measurement;
-    a later build keeping layers float16 starts from them: `job.step1`)."""
+    """The RKNN object holding the built model, and how many float16 layers it applied."""
+    if job.quantized and not job.auto_hybrid:
+        return _hybrid_quantization(job, phases, step1_dir)
+    rknn = _loaded(job, phases)
+    _call(phases, "build", rknn.build, do_quantization=job.quantized,
+          dataset=str(job.dataset) if job.quantized else None, auto_hybrid=job.auto_hybrid)
+    return rknn, 0
+
+
+def _loaded(job: ToolkitJob, phases: dict):
     from rknn.api import RKNN
 
-    source = job.step1
-    if not (job.quantized and source):
-        rknn = RKNN(verbose=True)
-        _call(phases, "config", rknn.config, target_platform=job.target, **job.config())
-        _call(phases, "load_onnx", rknn.load_onnx, model=str(job.onnx))
-        if not job.quantized or job.auto_hybrid:
-            _call(phases, "build", rknn.build, do_quantization=job.quantized,
-                  dataset=str(job.dataset) if job.quantized else None, auto_hybrid=job.auto_hybrid)
-            return rknn, 0
-        # step1 writes <stem>.model / .data / .quantization.cfg into the working (scratch) folder.
-        _call(phases, "hybrid_quantization_step1", rknn.hybrid_quantization_step1, dataset=str(job.dataset))
-        rknn.release()
-        source, stem = Path(step1_dir), job.onnx.stem
-        source.mkdir()
-        for made, kept in ((f"{stem}.model", STEP1_MODEL), (f"{stem}.data", STEP1_DATA),
-                           (f"{stem}.quantization.cfg", QUANT_CONFIG)):
-            os.replace(made, source / kept)
+    rknn = RKNN(verbose=True)
+    _call(phases, "config", rknn.config, target_platform=job.target, **job.config())
+    _call(phases, "load_onnx", rknn.load_onnx, model=str(job.onnx))
+    return rknn
+
+
+def _hybrid_quantization(job: ToolkitJob, phases: dict, step1_dir: str | None):
+    """A quantized build in hybrid quantization's two steps, even with no layer kept float16 (the same
+    model as build()): step1's files (its config has every quantized tensor's range, for the sensitivity
+    measurement) go to `step1_dir`, unless the job starts from another build's (`job.step1`: step2 only)."""
+    from rknn.api import RKNN
+
+    source = job.step1 or _step1(job, phases, Path(step1_dir))
     edited = Path("hybrid.quantization.cfg")
     shutil.copyfile(source / QUANT_CONFIG, edited)
     applied = keep_float16(edited, list(job.float16_layers))
-    hybrid = RKNN(verbose=True)
-    _call(phases, "config", hybrid.config, target_platform=job.target, **job.config())
-    _call(phases, "hybrid_quantization_step2", hybrid.hybrid_quantization_step2, model_input=str(source / STEP1_MODEL),
+    rknn = RKNN(verbose=True)
+    _call(phases, "config", rknn.config, target_platform=job.target, **job.config())
+    _call(phases, "hybrid_quantization_step2", rknn.hybrid_quantization_step2, model_input=str(source / STEP1_MODEL),
           data_input=str(source / STEP1_DATA), model_quantization_cfg=str(edited))
-    return hybrid, applied
+    return rknn, applied
+
+
+def _step1(job: ToolkitJob, phases: dict, folder: Path) -> Path:
+    rknn = _loaded(job, phases)
+    # step1 writes <stem>.model / .data / .quantization.cfg into the working (scratch) folder.
+    _call(phases, "hybrid_quantization_step1", rknn.hybrid_quantization_step1, dataset=str(job.dataset))
+    rknn.release()
+    folder.mkdir()
+    stem = job.onnx.stem
+    for made, kept in ((f"{stem}.model", STEP1_MODEL), (f"{stem}.data", STEP1_DATA),
+                       (f"{stem}.quantization.cfg", QUANT_CONFIG)):
+        os.replace(made, folder / kept)
+    return folder
 
 
 def _infer(phases: dict, label: str, rknn, job: ToolkitJob, feed: dict) -> list:

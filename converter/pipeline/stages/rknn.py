@@ -114,7 +114,7 @@ def run(jobs: list[ToolkitJob], reference: Reference, layer_dumps: bool, log: Pa
         "float16_layers_applied": sum(r["float16_layers_applied"] for _, _, _, r in built),
         "snapshot": driver.SNAPSHOT_DIR if layer_dumps else None,
         "step1": [str(job.step1) if job.step1 else str((out_dir / STEP1_DIR).relative_to(tmp))
-                  for job, (out_dir, _, _, _) in zip(jobs, built) if job.quantized],
+                  for job, (out_dir, _, _, _) in zip(jobs, built) if job.quantized and not job.auto_hybrid],
         "toolkit_version": driver.toolkit_version(),
         "phases": phases,
         "phase_peak_rss_bytes": peaks,
