@@ -10,6 +10,7 @@ import pytest
 import torch
 from rich.console import Console
 
+from converter.pipeline.finished import FinishedBuild
 from converter.reports.report import print_summary
 from tests.conftest import error_lines, rkconvert, tiny_unet
 
@@ -64,6 +65,9 @@ def test_the_layer_made_sensitive_ranks_first_and_the_search_starts_at_the_emula
     assert kept - 1 <= report["hybrid_floor"] or trials[kept - 1] < gate
     assert min(trials) > report["hybrid_floor"] >= 0 and len(trials) <= 6, trials  # from the guess, not from 1
     assert SENSITIVE in report["float16_layers"]
+    # the delivered try, as a rebuild makes it again: step2 from the plain build's step1
+    assert [job.step1 for job in FinishedBuild.open(work / "w8a8").model().jobs] == [
+        work.resolve() / "w8a8" / "stages" / "rknn" / "step1"]
     assert _fp16_layers(report) > _fp16_layers(base)
     assert "kept float16" in result.stdout and f"emulation's guess {guess}" in result.stdout
     compiled = [r for r in report["placement"] if r["op"] not in ("InputOperator", "OutputOperator")]
@@ -127,6 +131,9 @@ def test_the_quant_algorithm_reaches_the_toolkit(sensitive):
     assert "--quant-algorithm mmse" in report["command"]
     assert clipped("mmse") > 5 * max(clipped("w8a8"), 10)  # (normal leaves a few: the softmax's, ...)
     assert report["output_psnr_db"] != base["output_psnr_db"]
+    # A rebuild (image check, generate, the search's tries) of an mmse build runs step1 itself (a normal
+    # one starts from the plain build's step1: the first test).
+    assert [job.step1 for job in FinishedBuild.open(work / "mmse").model().jobs] == [None]
 
 
 def test_the_toolkits_own_auto_hybrid_runs_as_a_baseline(sensitive):
@@ -142,7 +149,5 @@ def test_the_toolkits_own_auto_hybrid_runs_as_a_baseline(sensitive):
     assert report["output_psnr_db"] > base["output_psnr_db"]
     # What a rebuilt simulator (image check, generate, release --simulate) builds: auto_hybrid again, from
     # no step1 (it keeps none).
-    from converter.pipeline.finished import FinishedBuild
-
     jobs = FinishedBuild.open(work / "auto-hybrid").model().jobs
     assert [(job.auto_hybrid, job.step1) for job in jobs] == [(True, None)]

@@ -4,7 +4,8 @@ Runtime's emulation), and so is the first guess: the emulated output PSNR with t
 shifted by how far the emulation of the plain build sits from the simulator's, says where the gate
 lies; the search starts there instead of at one layer, does not build what it puts well under the gate,
 and stops before any build when the guess is over --hybrid-max-float16 of the layers. Each try is a
-toolkit build from the plain build's quantization (stage `hybrid-<k>`, step2 only): one at a time,
+toolkit build (stage `hybrid-<k>`; from the plain build's quantization, step2 only, where the range
+algorithm allows it: ToolkitSettings.step1_reusable): one at a time,
 --hybrid-parallel at once in their own toolkit processes, or as tasks on a Ray cluster (--ray)."""
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def search(plan: BuildPlan, given: ToolkitInputs, sensitivities: Sensitivities, 
            plain_psnr: float, runner: StageRunner) -> HybridSearch:
     """Quantized builds with more and more of the costliest layers in float16, from the emulation's guess;
     fewest_search asks for as few builds as it can, at most --hybrid-builds, --hybrid-parallel at once.
-    Each starts from the `plain` build's step1 (its quantization; only step2 runs)."""
+    Each starts from the `plain` build's step1 where it can (its quantization; only step2 runs)."""
     settings, min_psnr = plan.request.hybrid, plan.request.gates.min_psnr
     start, floor = guess(sensitivities, plain_psnr, min_psnr, settings.max_float16)
     ranked = sensitivities.ranking
