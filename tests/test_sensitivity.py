@@ -7,6 +7,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from converter.common import onnx_runtime
+from converter.common.accuracy import compare
 from converter.common.onnx_graph import Graph
 from converter.quantization.sensitivity import measure
 from converter.toolkit.naming import named_tensor
@@ -71,7 +72,11 @@ def test_the_probe_graph_computes_the_model_and_quantizes_only_the_tensor_asked_
     assert sorted(s.tensor for s in ranking) == sorted(p.tensor for p in emulation.points)
     assert [s.noise for s in ranking] == sorted((s.noise for s in ranking), reverse=True) and ranking[-1].noise > 0
     assert emulation.noise(np.ones(3, np.float32)) > max(s.noise for s in ranking)
-    assert emulation.psnr([feed], {"x", "/a/Relu_output_0", "/a/Conv_output_0"}) == float("inf")
+    # The curve: the first k of an order left float; k = 0 is everything quantized, k = 3 nothing.
+    curve = emulation.curve([feed], [s.tensor for s in ranking], [0, 3])
+    ones, zeros = np.ones(3, np.float32), np.zeros(3, np.float32)
+    everything = compare(emulation.outputs(feed, ones), emulation.outputs(feed, zeros))
+    assert curve == {0: everything["psnr_db"], 3: float("inf")} and curve[0] < 60
 
 
 def test_toolkit_names_lead_to_the_onnx_tensor_they_start_from(tmp_path):

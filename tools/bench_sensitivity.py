@@ -111,14 +111,14 @@ def main() -> int:
 
         results = {"benchmark": "sensitivity", "model": args.model, "target": "rk3588", "machine": machine(),
                    "commit": git_commit(), "plain_psnr_db": report["output_psnr_db"],
-                   "emulated_plain_psnr_db": emulation.psnr(checks), "tensors": len(measured),
+                   "emulated_plain_psnr_db": emulation.curve(checks, [], [0])[0], "tensors": len(measured),
                    "named_tensors": len(named), "orderings": {}}
         for label, order in orderings.items():
-            row = {"emulated_psnr_db": {k: round(emulation.psnr(checks, set(order[:k])), 2) for k in ks},
+            emulated = emulation.curve(checks, order, ks + ([len(named)] if label == "named" else []))
+            row = {"emulated_psnr_db": {k: round(db, 2) for k, db in emulated.items()},
                    "built_psnr_db": {k: round(built_psnr(order[:k]), 2) for k in built}, "first": order[:10]}
             if label == "named":
                 row["built_psnr_db"][len(named)] = round(built_psnr(named), 2)
-                row["emulated_psnr_db"][len(named)] = round(emulation.psnr(checks, set(named)), 2)
             results["orderings"][label] = row
             print(label, row["emulated_psnr_db"], row["built_psnr_db"], flush=True)
         spearman = {}

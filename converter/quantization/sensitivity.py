@@ -22,14 +22,13 @@ is not emulated (its own rewrite computes something the graph has no name for) a
 An emulation runs every candidate in one ONNX Runtime session: the fake quantization of every tensor is
 in the graph, gated by one input vector (1 quantizes that tensor, 0 leaves it float), so a measurement is
 one inference per tensor per input. Weights are not emulated: the toolkit quantizes them per channel,
-which costs little next to per-tensor activations (what "all quantized" reaches against the simulator's
-w8a8 output says how much is left out: `Emulation.all_quantized_db`).
+which costs little next to per-tensor activations (`Emulation.curve` at k = 0, everything quantized,
+against the simulator's w8a8 output says how much is left out).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -98,10 +97,9 @@ def _holding(q: QuantizedTensor, graph: Graph, ranges: dict[str, tuple[float, fl
 def observed_ranges(onnx_path: Path, tensors: set[str], feeds: list[dict[str, np.ndarray]],
                     scratch: Path) -> dict[str, tuple[float, float]]:
     """Each of `tensors`' (min, max) over `feeds`, in ONNX Runtime."""
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    present = {o.name for o in model.graph.output}
-    model.graph.output.extend(onnx.ValueInfoProto(name=t) for t in sorted(tensors) if t not in present)
-    session = onnx_runtime.session(_beside_weights(model, onnx_path, scratch / "ranges"))
+    marked = onnx_runtime.beside_weights(onnx_runtime.with_outputs(onnx_path, sorted(tensors)), onnx_path,
+                                         scratch / "ranges")
+    session = onnx_runtime.session(marked)
     ranges: dict[str, tuple[float, float]] = {}
     for feed in feeds:
         for name, value in onnx_runtime.run(session, feed).items():
@@ -110,16 +108,6 @@ def observed_ranges(onnx_path: Path, tensors: set[str], feeds: list[dict[str, np
                 seen = ranges.get(name, (low, high))
                 ranges[name] = (min(seen[0], low), max(seen[1], high))
     return ranges
-
-
-def _beside_weights(model: onnx.ModelProto, onnx_path: Path, folder: Path) -> Path:
-    """`model` saved into `folder` under `onnx_path`'s name, its external weights hard-linked (not copied)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for data in onnx_path.parent.glob(onnx_path.name + ".data"):
-        os.link(data, folder / data.name)
-    path = folder / onnx_path.name
-    onnx.save(model, str(path))
-    return path
 
 
 def float_tensors(model: onnx.ModelProto) -> set[str]:
@@ -187,7 +175,8 @@ class Emulation:
     def __init__(self, onnx_path: Path, where: list[Point], feeds: list[dict[str, np.ndarray]], scratch: Path):
         self.points = where
         model = onnx.load(str(onnx_path), load_external_data=False)
-        self.session = onnx_runtime.session(_beside_weights(probe_model(model, where), onnx_path, scratch / "probe"))
+        probe = onnx_runtime.beside_weights(probe_model(model, where), onnx_path, scratch / "probe")
+        self.session = onnx_runtime.session(probe)
         self.feeds = feeds
         self.reference = [self.outputs(f, np.zeros(len(where), np.float32)) for f in feeds]
 
@@ -204,13 +193,17 @@ class Emulation:
             total += float(np.sum((out - ref) ** 2) / max(np.sum(ref ** 2), 1e-30))
         return total / len(self.feeds)
 
-    def psnr(self, feeds: list[dict[str, np.ndarray]], keep_float: set[str] = frozenset()) -> float:
-        """Output PSNR over `feeds` (as the build's gate measures the simulator: compare() over the outputs
-        of every feed) with every point quantized but the tensors of `keep_float`."""
-        mask = np.array([0.0 if p.tensor in keep_float else 1.0 for p in self.points], np.float32)
+    def curve(self, feeds: list[dict[str, np.ndarray]], order: list[str], ks: list[int]) -> dict[int, float]:
+        """k -> output PSNR over `feeds` (as the build's gate measures the simulator: compare() over the
+        outputs of every feed) with every point quantized but the first k tensors of `order`."""
         nothing = np.zeros(len(self.points), np.float32)
-        quantized = np.concatenate([self.outputs(f, mask) for f in feeds])
-        return compare(quantized, np.concatenate([self.outputs(f, nothing) for f in feeds]))["psnr_db"]
+        reference = np.concatenate([self.outputs(f, nothing) for f in feeds])
+        curve = {}
+        for k in ks:
+            kept = set(order[:k])
+            mask = np.array([0.0 if p.tensor in kept else 1.0 for p in self.points], np.float32)
+            curve[k] = compare(np.concatenate([self.outputs(f, mask) for f in feeds]), reference)["psnr_db"]
+        return curve
 
     def ranking(self, on_step: Callable[[int, int], None] | None = None) -> list[Sensitivity]:
         """Every point quantized alone, most costly first."""

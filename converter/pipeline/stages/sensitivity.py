@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from calib_data.dataset_writer import read_samples
+from converter.common.onnx_graph import Graph
 from converter.common.progress import Progress
 from converter.pipeline.build_dir import StageOutput, StageResult
 from converter.pipeline.stages.calib import Calibration
 from converter.pipeline.stages.passes import Rewritten
 from converter.pipeline.stages.reference import Reference
 from converter.pipeline.stages.rknn import Converted
-from converter.common.onnx_graph import Graph
 from converter.quantization.sensitivity import measure
 from converter.toolkit import quant_config
 
@@ -57,7 +57,8 @@ class Sensitivities(StageOutput):
 
 
 def curve_points(count: int) -> list[int]:
-    return sorted(set(range(min(count, DENSE) + 1)) | set(range(0, count + 1, max(1, count // CURVE_STEPS))) | {count})
+    spread = range(0, count + 1, max(1, count // CURVE_STEPS))
+    return sorted(set(range(min(count, DENSE) + 1)) | set(spread) | {count})
 
 
 def run(passes: Rewritten, calib: Calibration, reference: Reference, rknn: Converted, progress: Progress,
@@ -67,11 +68,10 @@ def run(passes: Rewritten, calib: Calibration, reference: Reference, rknn: Conve
     calibration, _ = read_samples(calib.path)
     with tempfile.TemporaryDirectory(prefix="scratch-", dir=tmp) as scratch:
         emulation, ranking = measure(passes.onnx, quantized, calibration, FEEDS, Path(scratch), progress.note)
-        order, checks = [s.tensor for s in ranking], [reference.feed(i) for i in range(len(reference.samples))]
-        curve = {}
-        for k in curve_points(len(order)):
-            curve[k] = emulation.psnr(checks, set(order[:k]))
-            progress.note(f"emulated output with the {k} costliest left float")
+        ks = curve_points(len(ranking))
+        progress.note(f"emulated output on the check inputs, the costliest left float, at {len(ks)} counts")
+        checks = [reference.feed(i) for i in range(len(reference.samples))]
+        curve = emulation.curve(checks, [s.tensor for s in ranking], ks)
     rows = [{"tensor": s.tensor, "names": list(s.names), "alone_db": _finite(s.alone_db)} for s in ranking]
     (tmp / RANKING).write_text(json.dumps({"ranking": rows, "curve": {k: _finite(v) for k, v in curve.items()}}))
     return {"ranking": RANKING, "tensors": len(rows), "feeds": len(emulation.feeds),
