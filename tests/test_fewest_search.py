@@ -76,3 +76,30 @@ def test_a_floor_is_taken_to_fail_unasked():
     asked.clear()
     assert fewest_in_rounds(100, lambda ks: [asked.append(k) or k >= 20 for k in ks], 1, start=8, floor=40) == 41
     assert min(asked) > 40
+
+
+def test_a_good_guide_asks_the_answer_and_the_value_under_it():
+    asked = []
+    result = fewest_in_rounds(1000, lambda ks: [asked.append(k) or k >= 372 for k in ks], 1,
+                              guide=lambda low, high: 372 if high is None else high - 1)
+    assert result == 372 and asked == [372, 371]
+
+
+@pytest.mark.parametrize("threshold", [1, 2, 37, 372, 999])
+def test_a_guide_that_is_off_costs_at_most_every_other_round(threshold):
+    """The worst guide for bisection (one past the largest failure) still finds the answer, in at most
+    twice the engine's own rounds and a few."""
+    alone, guided = [], []
+    assert fewest(1000, lambda k: alone.append(k) or k >= threshold) == threshold
+    assert fewest_in_rounds(1000, lambda ks: [guided.append(k) or k >= threshold for k in ks], 1,
+                            guide=lambda low, high: low + 1) == threshold
+    assert len(guided) <= 2 * len(alone) + 2 and len(guided) == len(set(guided))
+
+
+@pytest.mark.parametrize("threshold", [10, 64, 100, 372, 999])
+def test_slack_stops_within_its_fraction_of_the_fewest_in_fewer_asks(threshold):
+    exact, slack = [], []
+    assert fewest(1000, lambda k: exact.append(k) or k >= threshold) == threshold
+    found = fewest_in_rounds(1000, lambda ks: [slack.append(k) or k >= threshold for k in ks], 1, slack=0.05)
+    assert threshold <= found <= max(threshold + 1, 1.06 * threshold)
+    assert len(slack) < len(exact) if threshold > 40 else len(slack) <= len(exact)

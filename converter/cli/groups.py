@@ -199,9 +199,10 @@ HYBRID = Group((
                       "output cosine is under COS (its auto_hybrid_cos_thresh; 0.98 is its default) in float16. A "
                       "baseline: no search follows it (--min-psnr still judges it)."),
     click.option("--hybrid-builds", type=click.IntRange(1), default=12, show_default=True,
-                 help="At most this many toolkit builds in the hybrid search (from the emulation's guess: doubling, "
-                      "then bisection); when they run out, the fewest float16 layers found reaching --min-psnr are "
-                      "kept."),
+                 help="At most this many toolkit builds in the hybrid search (from the emulation's guess, each next "
+                      "try where the emulation corrected by the tries so far puts the gate, doubling and bisection "
+                      f"where it is off; it stops within {HybridSettings.slack:.0%} of the fewest); when they run "
+                      "out, the fewest float16 layers found reaching --min-psnr are kept."),
     click.option("--hybrid-parallel", type=click.IntRange(1), default=1, show_default=True,
                  help="Toolkit builds at once in the hybrid search (each a child process holding the model: mind "
                       "memory, ~4.4x the float32 weights each). N at once cut its rounds from log2 to log_(N+1)."),

@@ -3,7 +3,9 @@ float16 that reach it. The order is measured (stage `sensitivity`: each layer qu
 Runtime's emulation), and so is the first guess: the emulated output PSNR with the first k left float,
 shifted by how far the emulation of the plain build sits from the simulator's, says where the gate
 lies; the search starts there instead of at one layer, does not build what it puts well under the gate,
-and stops before any build when the guess is over --hybrid-max-float16 of the layers. Each try is a
+and stops before any build when the guess is over --hybrid-max-float16 of the layers. Each try's
+PSNR corrects the emulation where it was built, and the corrected curve names the next try; the search
+stops within HybridSettings.slack of the fewest. Each try is a
 toolkit build (stage `hybrid-<k>`; from the plain build's quantization, step2 only, where the range
 algorithm allows it: ToolkitSettings.step1_reusable): one at a time,
 --hybrid-parallel at once in their own toolkit processes, or as tasks on a Ray cluster (--ray)."""
@@ -68,14 +70,15 @@ def guess(sensitivities: Sensitivities, plain_psnr: float, min_psnr: float, max_
     """Where the emulation puts the gate: the first build to try, and the most layers it says fall
     FLOOR_MARGIN_DB short (taken to fail unbuilt). Raises BuildFailed when the gate is out of reach or
     needs over `max_share` of the layers (a build mostly float16 is a float16 build in all but name)."""
-    shift = sensitivities.curve[0] - plain_psnr  # the emulation's error against the simulator's
-    k, total = sensitivities.predicted(min_psnr + shift), len(sensitivities.ranking)
+    total = len(sensitivities.ranking)
+    k = sensitivities.predicted(min_psnr, {0: plain_psnr}, range(total + 1))
     if k is None or k > max_share * total:
         needs = (f"it stays under the gate even with all {total} layers float" if k is None else
                  f"reaching it needs about {k} of {total} layers ({k / total:.0%}) in float16, over "
                  f"--hybrid-max-float16 {max_share:g}")
         raise BuildFailed(f"output PSNR {plain_psnr:.1f} dB is under --min-psnr {min_psnr:g}, and the emulation "
                           f"(stage sensitivity) predicts {needs}; lower --min-psnr, or build --dtype float16")
+    shift = sensitivities.curve[0] - plain_psnr  # the emulation's error against the simulator's
     short = [n for n, db in sensitivities.curve.items() if n < k and db - shift < min_psnr - FLOOR_MARGIN_DB]
     return max(k, 1), max(short, default=0)
 
@@ -124,7 +127,11 @@ def search(plan: BuildPlan, given: ToolkitInputs, sensitivities: Sensitivities, 
                     list(pool.map(lambda k: trial(k, Progress(Console(quiet=True))), ks))
             return [trials[k].psnr_db >= min_psnr for k in ks]
 
+        def refit(low: int, high: int | None) -> int | None:  # the emulation, corrected by every try so far
+            measured = {0: plain_psnr, **{n: t.psnr_db for n, t in trials.items()}}
+            return sensitivities.predicted(min_psnr, measured, range(low + 1, high or len(ranked) + 1))
+
         k = fewest_in_rounds(len(ranked), reach_gate, settings.parallel, budget=settings.builds, start=start,
-                             floor=floor)
+                             floor=floor, guide=refit, slack=settings.slack)
     return HybridSearch([trials[n] for n in sorted(trials)], trials[k] if k is not None else None, len(ranked),
                         start, floor)

@@ -74,6 +74,9 @@ class HybridSettings:
     max_float16: float = 0.25  # no search when the emulation says the gate needs more of the layers float16
     # Instead of the search, the toolkit's build(auto_hybrid=True) with this auto_hybrid_cos_thresh (a baseline)
     toolkit_cos: float | None = None
+    # The search stops once its answer is within this share of the most layers that fell short: the last
+    # builds of an exact search each save a layer or two, which no board would notice.
+    slack: float = 0.05
 
 
 def default_out(source: ModelSource, chip: Chip) -> Path:

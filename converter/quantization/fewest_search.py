@@ -5,11 +5,20 @@ whole toolkit build, so the engine asks for as few k as it can and never asks tw
 checks at once (builds on W Ray workers), each round asks W values: growth tries the next W powers
 of two, bisection cuts the interval into W + 1 parts, so it takes about log_{W+1} rounds where one
 at a time takes log_2. Width 1 is the plain doubling and bisection.
+
+A caller with a model of its check (the hybrid search has the emulated PSNR curve) passes it as a
+`guide`: each round asks the guide's value first, the engine's own fill the rest of the width. A
+guided round that neither ended growth nor halved the interval is followed by one of the engine's own,
+so a guide that is off costs at most every other round.
 """
 
 from __future__ import annotations
 
 from typing import Callable
+
+# guide(low, high): the value to ask next, given the largest value known to fail and the smallest known
+# to pass (None before any passed); None when it has no better idea than the engine.
+Guide = Callable[[int, "int | None"], "int | None"]
 
 
 def fewest(limit: int, passes: Callable[[int], bool], budget: int | None = None) -> int | None:
@@ -22,10 +31,13 @@ def fewest(limit: int, passes: Callable[[int], bool], budget: int | None = None)
 
 
 def fewest_in_rounds(limit: int, passes_all: Callable[[list[int]], list[bool]], width: int,
-                     budget: int | None = None, start: int = 1, floor: int = 0) -> int | None:
+                     budget: int | None = None, start: int = 1, floor: int = 0, guide: Guide | None = None,
+                     slack: float = 0.0) -> int | None:
     """As `fewest`, asking `passes_all` up to `width` values per round (the caller may check them at once).
     Growth starts at `start` (a guess of where passing begins) instead of 1; values up to `floor` are
-    taken to fail without asking (the caller knows, or has estimated, that they do)."""
+    taken to fail without asking (the caller knows, or has estimated, that they do). With `slack`, the
+    search stops once the smallest pass is within that fraction of the largest failure below it: the
+    answer is then at most about that much over the fewest."""
     seen: dict[int, bool] = {}
 
     def ask(ks: list[int]) -> bool:
@@ -39,20 +51,23 @@ def fewest_in_rounds(limit: int, passes_all: Callable[[list[int]], list[bool]], 
 
     # passes(low) is known to fail (k = 0: nothing changed)
     low, high, power = min(floor, limit - 1), None, max(1, min(start, limit))
-    while high is None:
-        ks = [min(max(power << i, low + 1), limit) for i in range(width)]
-        if not ask(ks):
+    trusted = True
+    while high is None or high - low > max(1, slack * high):
+        if high is None:
+            own = [min(max(power << i, low + 1), limit) for i in range(width)]
+            power <<= width
+        else:
+            inside = range(low + 1, high)
+            own = list(inside) if len(inside) <= width else [
+                low + (high - low) * i // (width + 1) for i in range(1, width + 1)]
+        hint = guide(low, high) if guide is not None and trusted else None
+        guided = hint is not None and low < hint < (limit + 1 if high is None else high)
+        before = None if high is None else high - low
+        if not ask(list(dict.fromkeys([hint] * guided + own))[:width]):
             break
-        low = max([low] + [k for k in ks if k in seen and not seen[k]])
-        high = min((k for k in ks if seen.get(k)), default=None)
+        high = min((k for k, ok in seen.items() if ok), default=None)
+        low = max([low] + [k for k, ok in seen.items() if not ok and (high is None or k < high)])
         if high is None and low >= limit:
             return None
-        power <<= width
-    while high is not None and high - low > 1:
-        inside = range(low + 1, high)
-        if not ask(list(inside) if len(inside) <= width else
-                   [low + (high - low) * i // (width + 1) for i in range(1, width + 1)]):
-            break
-        low = max([low] + [k for k in seen if low < k < high and not seen[k]])
-        high = min([high] + [k for k in seen if low < k < high and seen[k]])
-    return min((k for k, ok in seen.items() if ok), default=None)
+        trusted = not guided or (high is not None and (before is None or high - low <= before / 2))
+    return high
