@@ -103,3 +103,17 @@ def test_slack_stops_within_its_fraction_of_the_fewest_in_fewer_asks(threshold):
     found = fewest_in_rounds(1000, lambda ks: [slack.append(k) or k >= threshold for k in ks], 1, slack=0.05)
     assert threshold <= found <= max(threshold + 1, 1.06 * threshold)
     assert len(slack) < len(exact) if threshold > 40 else len(slack) <= len(exact)
+
+
+def test_a_guide_that_agrees_with_the_start_keeps_guiding_after_it_fails():
+    """The hybrid search's first try is the guide's own guess: its failure is the engine's, and the next
+    value is still the guide's (the corrected emulation: 72, not the doubling's 126)."""
+    asked = []
+    result = fewest_in_rounds(700, lambda ks: [asked.append(k) or k >= 72 for k in ks], 1, start=63,
+                              guide=lambda low, high: 63 if low == 0 else 72 if high is None else None)
+    assert result == 72 and asked == [63, 72, 71]
+    # With slack, the value asked to confirm is the one whose failure ends the search.
+    asked.clear()
+    result = fewest_in_rounds(700, lambda ks: [asked.append(k) or k >= 72 for k in ks], 1, start=63, slack=0.05,
+                              guide=lambda low, high: 63 if low == 0 else 74 if high is None else None)
+    assert result == 74 and asked == [63, 74, 71]

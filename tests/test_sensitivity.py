@@ -9,6 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 from converter.common import onnx_runtime
 from converter.common.accuracy import compare
 from converter.common.onnx_graph import Graph
+from converter.pipeline.stages.sensitivity import EXACT_DB, Sensitivities
 from converter.quantization.sensitivity import measure
 from converter.toolkit.naming import named_tensor
 from converter.toolkit.quant_config import QuantizedTensor
@@ -101,3 +102,14 @@ def test_toolkit_names_lead_to_the_onnx_tensor_they_start_from(tmp_path):
     assert named_tensor("/b/attn1/MatMul_1_2sdpa_q_matmul", g) == "/b/attn1/MatMul_output_0"
     assert named_tensor("/b/attn1/MatMul_1_output_0_sdpa", g) == "/b/attn1/MatMul_1_output_0"
     assert named_tensor("/c/Conv_output_0_rs", g) is None
+
+
+def test_the_predicted_count_follows_the_curve_corrected_by_the_builds_measured():
+    """The emulated curve between its points is linear, but never towards the all-float end (EXACT_DB);
+    each measured build moves the prediction by the emulation's error there, linearly in between."""
+    found = Sensitivities(None, [{}] * 10, {0: 20.0, 1: 22.0, 5: 30.0, 10: EXACT_DB}, 0)
+    assert [found.emulated(k) for k in (0, 3, 5, 9)] == [20.0, 26.0, 30.0, 30.0]
+    assert found.predicted(29, {0: 21.0}, range(11)) == 4  # the emulation 1 dB pessimistic: 28 is enough
+    assert found.predicted(26, {0: 21.0, 3: 24.0}, range(11)) == 4  # 2 dB optimistic from k = 3 on
+    assert found.predicted(26, {0: 21.0, 3: 24.0}, range(5, 11)) == 5
+    assert found.predicted(500, {0: 21.0}, range(11)) == 10 and found.predicted(500, {0: 21.0}, range(10)) is None

@@ -7,17 +7,19 @@ of two, bisection cuts the interval into W + 1 parts, so it takes about log_{W+1
 at a time takes log_2. Width 1 is the plain doubling and bisection.
 
 A caller with a model of its check (the hybrid search has the emulated PSNR curve) passes it as a
-`guide`: each round asks the guide's value first, the engine's own fill the rest of the width. A
-guided round that neither ended growth nor halved the interval is followed by one of the engine's own,
-so a guide that is off costs at most every other round.
+`guide`: each round asks the guide's value first (or, when it takes the smallest pass for the answer,
+the value whose failure ends the search), the engine's own fill the rest of the width. A guided value
+that did not come out as the guide expected is followed by a round of the engine's own, so a guide
+that is off costs at most every other round.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-# guide(low, high): the value to ask next, given the largest value known to fail and the smallest known
-# to pass (None before any passed); None when it has no better idea than the engine.
+# guide(low, high): the smallest value it expects to pass, given the largest value known to fail and the
+# smallest known to pass (None before any passed); None when it expects none between them to pass, or,
+# before any passed, has no idea.
 Guide = Callable[[int, "int | None"], "int | None"]
 
 
@@ -60,14 +62,19 @@ def fewest_in_rounds(limit: int, passes_all: Callable[[list[int]], list[bool]], 
             inside = range(low + 1, high)
             own = list(inside) if len(inside) <= width else [
                 low + (high - low) * i // (width + 1) for i in range(1, width + 1)]
-        hint = guide(low, high) if guide is not None and trusted else None
-        guided = hint is not None and low < hint < (limit + 1 if high is None else high)
-        before = None if high is None else high - low
-        if not ask(list(dict.fromkeys([hint] * guided + own))[:width]):
+        hint, expected = None, True
+        if guide is not None and trusted:
+            hint = guide(low, high)
+            if hint is None and high is not None:  # it takes `high` for the answer: ask where failing ends it
+                hint, expected = high - max(1, int(slack * high)), False
+            if hint is not None and not low < hint < (limit + 1 if high is None else high):
+                hint = None
+        if not ask(list(dict.fromkeys([hint] * (hint is not None) + own))[:width]):
             break
         high = min((k for k, ok in seen.items() if ok), default=None)
         low = max([low] + [k for k, ok in seen.items() if not ok and (high is None or k < high)])
         if high is None and low >= limit:
             return None
-        trusted = not guided or (high is not None and (before is None or high - low <= before / 2))
+        # (a hint the engine would have asked anyway is no mark against the guide)
+        trusted = hint is None or hint in own or seen.get(hint, expected) == expected
     return high

@@ -31,6 +31,7 @@ FEEDS = 2
 REPORTED = 20  # costliest tensors in report.json
 # The emulated curve is measured at every k up to DENSE, then at CURVE_STEPS steps to the end.
 DENSE, CURVE_STEPS = 64, 64
+EXACT_DB = 999.0  # the PSNR of outputs equal to the reference (JSON has no infinity)
 
 
 @dataclass(frozen=True)
@@ -55,14 +56,15 @@ class Sensitivities(StageOutput):
         return [name for row in self.ranking[:k] for name in row["names"]]
 
     def emulated(self, k: float) -> float:
-        """The emulated output PSNR with the first `k` left float, between curve points linearly."""
+        """The emulated output PSNR with the first `k` left float: linear between curve points (up to the
+        last point before nothing is quantized: EXACT_DB is no value to interpolate towards)."""
         ks = sorted(self.curve)
-        i = bisect.bisect_left(ks, k)
-        if i < len(ks) and ks[i] == k or i == 0:
-            return self.curve[ks[i]]
-        if i == len(ks):
-            return self.curve[ks[-1]]
+        i = min(bisect.bisect_right(ks, k), len(ks) - 1)
         a, b = ks[i - 1], ks[i]
+        if k >= b:
+            return self.curve[b]
+        if self.curve[b] >= EXACT_DB:
+            return self.curve[a]
         return self.curve[a] + (self.curve[b] - self.curve[a]) * (k - a) / (b - a)
 
     def predicted(self, gate_db: float, measured: dict[int, float], within: range) -> int | None:
@@ -105,4 +107,4 @@ def run(passes: Rewritten, calib: Calibration, reference: Reference, rknn: Conve
 
 
 def _finite(db: float) -> float:
-    return db if math.isfinite(db) else 999.0
+    return db if math.isfinite(db) else EXACT_DB
