@@ -29,6 +29,17 @@ TINY_CONFIG = {
 }
 TINY_RESOLUTION = 64
 
+# Modules longest first (their time on this 2-core machine, 100-290 s each): `make test` hands whole
+# modules to its two workers (--dist loadfile) in collection order, and a long module handed out last
+# ran alone for ~150 s while the other worker idled.
+LONGEST_FIRST = ["test_matrix", "test_layer_report", "test_presets_convert", "test_diagnose", "test_parts_build",
+                 "test_lowering", "test_hybrid", "test_release", "test_generate"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
+
 
 def tiny_unet(seed: int = 0, **overrides) -> UNet2DConditionModel:
     torch.manual_seed(seed)

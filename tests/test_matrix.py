@@ -4,6 +4,7 @@ does not stop the others."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -174,8 +175,8 @@ def test_on_ray_the_same_builds_give_the_same_reports_and_a_killed_one_runs_agai
 
 def test_a_hybrid_round_on_ray_builds_what_it_builds_here(local_matrix, ray_address):
     """w8a8 under a gate: one round of two hybrid trials in threads here, then the same round as two Ray
-    tasks from an empty folder (the search itself is tested in test_hybrid.py): the same float16 counts
-    tried, the same PSNR for each (the builds are deterministic), the same outcome."""
+    tasks, both after the same plain build (the search itself is tested in test_hybrid.py): the same
+    float16 counts tried, the same PSNR for each (the builds are deterministic), the same outcome."""
     work, _, _ = local_matrix
 
     def build(out: str, *args: str):
@@ -184,6 +185,7 @@ def test_a_hybrid_round_on_ray_builds_what_it_builds_here(local_matrix, ray_addr
 
     first = build("seq", "--min-psnr", "0")
     assert first.returncode == 0, first.stderr
+    shutil.copytree(work / "seq", work / "rounds")  # the plain build's stages, reused by both searches
     gate = repr(json.loads((work / "seq" / "report.json").read_text())["output_psnr_db"] + 3)
     one_round = ("--min-psnr", gate, "--hybrid-max-float16", "1", "--hybrid-parallel", "2", "--hybrid-builds", "2")
     here = build("seq", *one_round)
