@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from io import StringIO
 
+import numpy as np
+import onnx
 import pytest
 import torch
 from rich.console import Console
@@ -144,3 +146,41 @@ def test_the_toolkits_own_auto_hybrid_runs_as_a_baseline(sensitive):
     # no step1 (it keeps none).
     jobs = FinishedBuild.open(work / "auto-hybrid").model().jobs
     assert [(job.auto_hybrid, job.step1) for job in jobs] == [(True, None)]
+
+
+def test_the_gradient_ranking_is_the_ranking_of_each_tensor_quantized_alone(sensitive):
+    """Stage sensitivity ranks from gradients (first order, every tensor in a few backward passes); the
+    emulation quantizing each tensor alone, an inference each, ranks alike: the sensitive layer first, rank
+    correlation over 0.9 (measured 0.998 on the demo). The torch evaluation it differentiates computes
+    what ONNX Runtime computes (float32 both, summed in another order: 1e-4 of the output's range)."""
+    from scipy.stats import spearmanr
+
+    from calib_data.dataset_writer import read_samples
+    from converter.common import onnx_runtime
+    from converter.common.onnx_graph import Graph
+    from converter.common.onnx_torch import TorchGraph
+    from converter.pipeline.build_dir import finished_stage
+    from converter.pipeline.stages.passes import Rewritten
+    from converter.pipeline.stages.rknn import Converted
+    from converter.quantization.sensitivity import emulate
+    from converter.toolkit import quant_config
+
+    work, _ = sensitive
+    out = work / "w8a8"
+    passes, plain = Rewritten.read(finished_stage(out, "passes")), Converted.read(finished_stage(out, "rknn"))
+    graph = Graph.load(passes.onnx)
+    quantized = [q for cfg in plain.quant_configs for q in quant_config.read(cfg, graph)]
+    calibration, _ = read_samples(finished_stage(out, "calib").path)
+    emulation = emulate(passes.onnx, quantized, calibration, 2, work / "scratch")
+    alone = [s.tensor for s in emulation.ranking()]
+    ranked = json.loads((out / "stages" / "sensitivity" / "ranking.json").read_text())["ranking"]
+    by_gradient = {row["tensor"]: i for i, row in enumerate(ranked)}
+    assert alone[0] == SENSITIVE == ranked[0]["tensor"] and set(alone) == set(by_gradient)
+    assert spearmanr(range(len(alone)), [by_gradient[t] for t in alone]).correlation > 0.9
+
+    feed = calibration[0]
+    expected = onnx_runtime.run(onnx_runtime.session(passes.onnx), feed)
+    with torch.no_grad():
+        got, _ = TorchGraph(onnx.load(str(passes.onnx))).run({k: torch.from_numpy(v) for k, v in feed.items()}, set())
+    for value, (name, reference) in zip(got, expected.items()):
+        assert abs(value.numpy() - reference).max() < 1e-4 * np.ptp(reference), name

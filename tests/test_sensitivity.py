@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from converter.common import onnx_runtime
 from converter.common.accuracy import compare
 from converter.common.onnx_graph import Graph
 from converter.pipeline.stages.sensitivity import EXACT_DB, Sensitivities
-from converter.quantization.sensitivity import measure
+from converter.quantization.sensitivity import emulate
 from converter.toolkit.naming import named_tensor
 from converter.toolkit.quant_config import QuantizedTensor
 
@@ -48,7 +49,8 @@ def test_the_probe_graph_computes_the_model_and_quantizes_only_the_tensor_asked_
                  QuantizedTensor("/a/Conv_output_0_relu", start, 0.09, -128, 0.0, float(relu.max())),
                  QuantizedTensor("/a/Conv_output_0_rs", start, 0.2, -7, float(conv.min()), float(conv.max())),
                  QuantizedTensor("/a/Conv_output_0_tp", start, 0.2, -7, -99.0, 99.0)]  # holds no tensor
-    emulation, ranking = measure(path, quantized, [feed], 1, tmp_path / "scratch")
+    emulation = emulate(path, quantized, [feed], 1, tmp_path / "scratch")
+    ranking = emulation.ranking()
     assert [(p.tensor, p.names) for p in emulation.points] == [
         ("x", ("x_int8",)), ("/a/Relu_output_0", ("/a/Conv_output_0_relu",)),
         ("/a/Conv_output_0", ("/a/Conv_output_0_rs",))]
@@ -113,3 +115,13 @@ def test_the_predicted_count_follows_the_curve_corrected_by_the_builds_measured(
     assert found.predicted(26, {0: 21.0, 3: 24.0}, range(11)) == 4  # 2 dB optimistic from k = 3 on
     assert found.predicted(26, {0: 21.0, 3: 24.0}, range(5, 11)) == 5
     assert found.predicted(500, {0: 21.0}, range(11)) == 10 and found.predicted(500, {0: 21.0}, range(10)) is None
+
+
+def test_a_graph_the_torch_evaluation_does_not_cover_is_named():
+    from converter.common.onnx_torch import TorchGraph, Unsupported
+
+    node = helper.make_node("Celu", ["x"], ["y"])
+    model = helper.make_model(helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])]))
+    with pytest.raises(Unsupported, match="Celu"):
+        TorchGraph(model)

@@ -5,7 +5,9 @@
 One plain w8a8 build (with its per-layer report) gives the toolkit's quantization; then each ordering
 keeps its first k tensors float, and its output PSNR on the check inputs is taken from the emulation
 (every k of --ks) and from real toolkit builds (every k of --built; step2 from the plain build's step1):
-- `measured`: rkconvert's, each tensor quantized alone, its cost at the model's output (stage sensitivity);
+- `measured`: each tensor quantized alone in the emulation, its cost at the model's output;
+- `gradient`: rkconvert's (stage sensitivity), the same cost to first order from gradients
+  (converter/quantization/gradient.py), its first 32 measured again as `measured` does;
 - `local`: each tensor's own quantization error (signal over noise of the tensor itself, the per-layer
   PSNR a per-layer analysis such as the toolkit's accuracy_analysis reports);
 - `added-noise`: the per-layer report's noise added per layer in one dump of the plain build (the
@@ -53,14 +55,18 @@ def main() -> int:
     ks, built = [int(k) for k in args.ks.split(",")], [int(k) for k in args.built.split(",") if k]
     json_path = args.json or Path("bench-results") / f"sensitivity-{args.model.replace(':', '-')}.json"
 
+    from rich.console import Console
+
     from calib_data.dataset_writer import read_samples
     from converter.common.onnx_graph import Graph
+    from converter.common.progress import Progress
     from converter.pipeline.build_dir import finished_stage
     from converter.pipeline.stages.layers import LayerRows
     from converter.pipeline.stages.passes import Rewritten
     from converter.pipeline.stages.reference import Reference
     from converter.pipeline.stages.rknn import Converted
-    from converter.quantization.sensitivity import measure
+    from converter.pipeline.stages.sensitivity import rank
+    from converter.quantization.sensitivity import emulate
     from converter.toolkit import driver, quant_config
     from converter.toolkit.job import ToolkitJob
     from converter.toolkit.naming import named_tensor
@@ -80,9 +86,9 @@ def main() -> int:
         graph = Graph.load(passes.onnx)
         quantized = [q for cfg in plain.quant_configs for q in quant_config.read(cfg, graph)]
         calibration, _ = read_samples(finished_stage(out, "calib").path)
-        emulation, ranking = measure(passes.onnx, quantized, calibration, 4, Path(tmp) / "scratch")
+        emulation = emulate(passes.onnx, quantized, calibration, 4, Path(tmp) / "scratch")
         points = {p.tensor: p for p in emulation.points}
-        measured = [s.tensor for s in ranking]
+        measured = [s.tensor for s in emulation.ranking()]
         checks = [reference.feed(i) for i in range(len(reference.samples))]
 
         added = []
@@ -94,6 +100,7 @@ def main() -> int:
                 added.append(holder)
         named = [t for t in measured if any(f"/{n}/" in t or t == n for n in NAMED)]
         orderings = {"measured": measured,
+                     "gradient": [s.tensor for s in rank(passes.onnx, emulation, Progress(Console()))],
                      "local": _local_order(passes.onnx, emulation.points, calibration[0], Path(tmp) / "local"),
                      "added-noise": added + [t for t in measured if t not in added],
                      "named": named + [t for t in measured if t not in named]}

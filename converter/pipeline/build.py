@@ -211,9 +211,10 @@ def convert(plan: BuildPlan, given: ToolkitInputs, dumps: bool, runner: StageRun
 
 def sensitivity(rewritten: Rewritten, calib: Calibration, reference: Reference, rknn: Converted,
                 runner: StageRunner) -> Sensitivities:
-    """Stage `sensitivity`: each tensor the plain build quantized, quantized alone in ONNX Runtime's emulation."""
+    """Stage `sensitivity`: what each tensor the plain build quantized costs at the output, quantized alone."""
     return Sensitivities.read(runner.run(
-        "sensitivity", "each quantized tensor alone, in ONNX Runtime's emulation of the toolkit's int8", {},
+        "sensitivity", "each quantized tensor's cost at the output, from gradients, with the toolkit's int8 scales",
+        {},
         [rewritten, calib, reference, rknn],
         lambda tmp: sensitivity_stage.run(rewritten, calib, reference, rknn, runner.progress, tmp)))
 

@@ -1,6 +1,6 @@
 """The hybrid search: a quantized build under --min-psnr keeps the fewest of its costliest layers in
-float16 that reach it. The order is measured (stage `sensitivity`: each layer quantized alone in ONNX
-Runtime's emulation), and so is the first guess: the emulated output PSNR with the first k left float,
+float16 that reach it. The order is measured (stage `sensitivity`: each layer's cost at the output, from
+gradients and ONNX Runtime's emulation of the toolkit's int8), and so is the first guess: the emulated output PSNR with the first k left float,
 shifted by how far the emulation of the plain build sits from the simulator's, says where the gate
 lies; the search starts there instead of at one layer, does not build what it puts well under the gate,
 and stops before any build when the guess is over --hybrid-max-float16 of the layers. Each try's

@@ -57,7 +57,6 @@ def fewest_in_rounds(limit: int, passes_all: Callable[[list[int]], list[bool]], 
     while high is None or high - low > max(1, slack * high):
         if high is None:
             own = [min(max(power << i, low + 1), limit) for i in range(width)]
-            power <<= width
         else:
             inside = range(low + 1, high)
             own = list(inside) if len(inside) <= width else [
@@ -69,8 +68,11 @@ def fewest_in_rounds(limit: int, passes_all: Callable[[list[int]], list[bool]], 
                 hint, expected = high - max(1, int(slack * high)), False
             if hint is not None and not low < hint < (limit + 1 if high is None else high):
                 hint = None
-        if not ask(list(dict.fromkeys([hint] * (hint is not None) + own))[:width]):
+        asked = list(dict.fromkeys([hint] * (hint is not None) + own))[:width]
+        if not ask(asked):
             break
+        if high is None and own[0] in asked:  # (the next doubling, unless the guide's value took its place)
+            power = own[0] << width
         high = min((k for k, ok in seen.items() if ok), default=None)
         low = max([low] + [k for k, ok in seen.items() if not ok and (high is None or k < high)])
         if high is None and low >= limit:

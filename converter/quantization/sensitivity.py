@@ -205,29 +205,29 @@ class Emulation:
             curve[k] = compare(np.concatenate([self.outputs(f, mask) for f in feeds]), reference)["psnr_db"]
         return curve
 
-    def ranking(self, on_step: Callable[[int, int], None] | None = None) -> list[Sensitivity]:
-        """Every point quantized alone, most costly first."""
+    def alone(self, tensors: list[str]) -> list[Sensitivity]:
+        """Each of `tensors` (points' tensors) quantized alone, in their order."""
+        index = {p.tensor: i for i, p in enumerate(self.points)}
         found = []
-        for i, point in enumerate(self.points):
+        for tensor in tensors:
             mask = np.zeros(len(self.points), np.float32)
-            mask[i] = 1.0
-            found.append(Sensitivity(point.tensor, point.names, self.noise(mask)))
-            if on_step:
-                on_step(i + 1, len(self.points))
-        return sorted(found, key=lambda s: -s.noise)
+            mask[index[tensor]] = 1.0
+            found.append(Sensitivity(tensor, self.points[index[tensor]].names, self.noise(mask)))
+        return found
+
+    def ranking(self) -> list[Sensitivity]:
+        """Every point quantized alone, most costly first."""
+        return sorted(self.alone([p.tensor for p in self.points]), key=lambda s: -s.noise)
 
 
-def measure(onnx_path: Path, quantized: list[QuantizedTensor], calibration: list[dict[str, np.ndarray]],
-            feeds: int, scratch: Path,
-            on_step: Callable[[str], None] | None = None) -> tuple[Emulation, list[Sensitivity]]:
+def emulate(onnx_path: Path, quantized: list[QuantizedTensor], calibration: list[dict[str, np.ndarray]],
+            feeds: int, scratch: Path, on_step: Callable[[str], None] | None = None) -> Emulation:
     """The emulation of `onnx_path` quantized as `quantized` says (its tensors matched on the `calibration`
-    set), measured on `feeds` of its inputs spread over it, and its ranking."""
+    set), on `feeds` of its inputs spread over it."""
     graph = Graph.load(onnx_path)
     floats = float_tensors(graph.model)
     starts = {t for q in quantized if q.start for t in graph.downstream(q.start, MATCH_DEPTH)} & floats
     (on_step or (lambda _: None))(f"ranges of {len(starts)} tensors on {len(calibration)} calibration inputs")
     where = points(quantized, graph, observed_ranges(onnx_path, starts, calibration, scratch))
     chosen = np.linspace(0, len(calibration) - 1, min(feeds, len(calibration))).round().astype(int)
-    emulation = Emulation(onnx_path, where, [calibration[i] for i in chosen], scratch)
-    ranking = emulation.ranking(lambda done, total: on_step and on_step(f"{done}/{total} tensors quantized alone"))
-    return emulation, ranking
+    return Emulation(onnx_path, where, [calibration[i] for i in chosen], scratch)
