@@ -30,8 +30,9 @@ TINY_CONFIG = {
 TINY_RESOLUTION = 64
 
 # Modules longest first (their time on this 2-core machine, 100-290 s each): `make test` hands whole
-# modules to its two workers (--dist loadfile) in collection order, and a long module handed out last
-# ran alone for ~150 s while the other worker idled.
+# modules to its two workers (--dist loadfile) in collection order (--no-loadscope-reorder: xdist would
+# order them by test count), and a long module handed out last ran alone for 100-150 s while the other
+# worker idled.
 LONGEST_FIRST = ["test_matrix", "test_layer_report", "test_presets_convert", "test_diagnose", "test_parts_build",
                  "test_lowering", "test_hybrid", "test_release", "test_generate"]
 
