@@ -7,7 +7,6 @@ import json
 from io import StringIO
 
 import numpy as np
-import onnx
 import pytest
 import torch
 from rich.console import Console
@@ -181,6 +180,6 @@ def test_the_gradient_ranking_is_the_ranking_of_each_tensor_quantized_alone(sens
     feed = calibration[0]
     expected = onnx_runtime.run(onnx_runtime.session(passes.onnx), feed)
     with torch.no_grad():
-        got, _ = TorchGraph(onnx.load(str(passes.onnx))).run({k: torch.from_numpy(v) for k, v in feed.items()}, set())
+        got, _ = TorchGraph.load(passes.onnx).run({k: torch.from_numpy(v) for k, v in feed.items()}, set())
     for value, (name, reference) in zip(got, expected.items()):
         assert abs(value.numpy() - reference).max() < 1e-4 * np.ptp(reference), name

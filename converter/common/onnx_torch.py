@@ -6,12 +6,15 @@ tests/test_hybrid.py (SD 1.5 at 64 px: 5.6e-7 apart on outputs of magnitude 1)."
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import onnx
 import torch
 import torch.nn.functional as F
 from onnx import helper, numpy_helper
+
+from converter.common import external_weights, onnx_files
 
 # ONNX TensorProto element types -> torch dtypes (those the graphs cast between)
 class Unsupported(ValueError):
@@ -109,16 +112,25 @@ class TorchGraph:
     """`model` (weights loaded) as a function of its inputs; `run` keeps the tensors asked for."""
 
     def __init__(self, model: onnx.ModelProto):
+        """Takes `model` over: its initializers move into torch one at a time, external ones read from their
+        file as they move (onnx_files.load_lazy), so the weights are held once (SD 1.5: 3.4 GB, not 6.8)."""
         unknown = sorted({n.op_type for n in model.graph.node} - set(OPS) - {"Constant"})
         if unknown:
             raise Unsupported(f"ONNX operator(s) {', '.join(unknown)}")
         self.model = model
-        self.weights = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in model.graph.initializer}
+        self.weights = {}
+        while model.graph.initializer:
+            tensor = model.graph.initializer.pop()
+            self.weights[tensor.name] = torch.from_numpy(external_weights.values(tensor).copy())
         for node in model.graph.node:
             if node.op_type == "Constant":
                 self.weights[node.output[0]] = torch.from_numpy(
                     numpy_helper.to_array(node.attribute[0].t).copy())
         self.outputs = [o.name for o in model.graph.output]
+
+    @classmethod
+    def load(cls, onnx_path: Path) -> TorchGraph:
+        return cls(onnx_files.load_lazy(onnx_path))
 
     def run(self, inputs: dict[str, torch.Tensor], keep: set[str]) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
         """The graph's outputs for `inputs`, and the tensors named in `keep` (graph inputs included)."""

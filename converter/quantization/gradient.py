@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import onnx
 import torch
 
 from converter.common.onnx_torch import TorchGraph
@@ -36,7 +35,7 @@ def ranking(onnx_path: Path, where: list[Point], feeds: list[dict[str, np.ndarra
             seed: int = 0, on_step: Callable[[int, int], None] | None = None) -> list[Sensitivity]:
     """Every point of `onnx_path`'s graph: its estimated noise when quantized alone (output noise power
     over output power, mean over `feeds`), most costly first."""
-    graph = TorchGraph(onnx.load(str(onnx_path)))
+    graph = TorchGraph.load(onnx_path)
     wanted = {p.tensor for p in where}
     noise = dict.fromkeys(wanted, 0.0)
     generator = torch.Generator().manual_seed(seed)
