@@ -121,7 +121,8 @@ def test_a_graph_the_torch_evaluation_does_not_cover_is_named():
     from converter.common.onnx_torch import TorchGraph, Unsupported
 
     node = helper.make_node("Celu", ["x"], ["y"])
-    model = helper.make_model(helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+    model = helper.make_model(helper.make_graph([node], "g",
+                                                [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
                                                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])]))
     with pytest.raises(Unsupported, match="Celu"):
         TorchGraph(model)

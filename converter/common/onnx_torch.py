@@ -16,11 +16,11 @@ from onnx import helper, numpy_helper
 
 from converter.common import external_weights, onnx_files
 
-# ONNX TensorProto element types -> torch dtypes (those the graphs cast between)
 class Unsupported(ValueError):
     """The graph holds an operator (or a form of one) this evaluation does not cover."""
 
 
+# ONNX TensorProto element types -> torch dtypes (those the graphs cast between)
 _DTYPES = {1: torch.float32, 6: torch.int32, 7: torch.int64, 9: torch.bool, 10: torch.float16, 11: torch.float64}
 
 
@@ -109,7 +109,7 @@ OPS: dict[str, Callable] = {
 
 
 class TorchGraph:
-    """`model` (weights loaded) as a function of its inputs; `run` keeps the tensors asked for."""
+    """`model` as a function of its inputs; `run` keeps the tensors asked for."""
 
     def __init__(self, model: onnx.ModelProto):
         """Takes `model` over: its initializers move into torch one at a time, external ones read from their
@@ -132,7 +132,8 @@ class TorchGraph:
     def load(cls, onnx_path: Path) -> TorchGraph:
         return cls(onnx_files.load_lazy(onnx_path))
 
-    def run(self, inputs: dict[str, torch.Tensor], keep: set[str]) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+    def run(self, inputs: dict[str, torch.Tensor],
+            keep: set[str]) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
         """The graph's outputs for `inputs`, and the tensors named in `keep` (graph inputs included)."""
         values = {**self.weights, **inputs}
         kept = {name: t for name, t in inputs.items() if name in keep}

@@ -1,14 +1,14 @@
 """The hybrid search: a quantized build under --min-psnr keeps the fewest of its costliest layers in
-float16 that reach it. The order is measured (stage `sensitivity`: each layer's cost at the output, from
-gradients and ONNX Runtime's emulation of the toolkit's int8), and so is the first guess: the emulated output PSNR with the first k left float,
-shifted by how far the emulation of the plain build sits from the simulator's, says where the gate
-lies; the search starts there instead of at one layer, does not build what it puts well under the gate,
-and stops before any build when the guess is over --hybrid-max-float16 of the layers. Each try's
-PSNR corrects the emulation where it was built, and the corrected curve names the next try; the search
-stops within HybridSettings.slack of the fewest. Each try is a
-toolkit build (stage `hybrid-<k>`; from the plain build's quantization, step2 only, where the range
-algorithm allows it: ToolkitSettings.step1_reusable): one at a time,
---hybrid-parallel at once in their own toolkit processes, or as tasks on a Ray cluster (--ray)."""
+float16 that reach it. The order is measured (stage `sensitivity`: each layer's cost at the output,
+from gradients and ONNX Runtime's emulation of the toolkit's int8), and so is the first guess: the
+emulated output PSNR with the first k left float, shifted by how far the emulation of the plain build
+sits from the simulator's, says where the gate lies; the search starts there instead of at one layer,
+does not build what it puts well under the gate, and stops before any build when the guess is over
+--hybrid-max-float16 of the layers. Each try's PSNR corrects the emulation where it was built, and the
+corrected curve names the next try; the search stops within HybridSettings.slack of the fewest. Each
+try is a toolkit build (stage `hybrid-<k>`; from the plain build's quantization, step2 only, where the
+range algorithm allows it: ToolkitSettings.step1_reusable): one at a time, --hybrid-parallel at once
+in their own toolkit processes, or as tasks on a Ray cluster (--ray)."""
 
 from __future__ import annotations
 

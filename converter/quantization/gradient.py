@@ -15,7 +15,6 @@ measures the costliest again."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -31,33 +30,30 @@ def _int8_error(x: torch.Tensor, point: Point) -> torch.Tensor:
     return (q - point.zero_point) * point.scale - x
 
 
-def ranking(onnx_path: Path, where: list[Point], feeds: list[dict[str, np.ndarray]], probes: int = PROBES,
-            seed: int = 0, on_step: Callable[[int, int], None] | None = None) -> list[Sensitivity]:
+def ranking(onnx_path: Path, where: list[Point], feeds: list[dict[str, np.ndarray]]) -> list[Sensitivity]:
     """Every point of `onnx_path`'s graph: its estimated noise when quantized alone (output noise power
     over output power, mean over `feeds`), most costly first."""
     graph = TorchGraph.load(onnx_path)
     wanted = {p.tensor for p in where}
     noise = dict.fromkeys(wanted, 0.0)
-    generator = torch.Generator().manual_seed(seed)
-    for done, feed in enumerate(feeds, start=1):
+    generator = torch.Generator().manual_seed(0)
+    for feed in feeds:
         inputs = {name: torch.from_numpy(value).requires_grad_(value.dtype.kind == "f") for name, value in feed.items()}
         outputs, kept = graph.run(inputs, wanted)
         for tensor in kept.values():
-            if tensor is not None and tensor.requires_grad and not tensor.is_leaf:
+            if tensor.requires_grad and not tensor.is_leaf:
                 tensor.retain_grad()
         errors = {p.tensor: _int8_error(kept[p.tensor].detach(), p) for p in where if p.tensor in kept}
         power = sum(float((o.detach().double() ** 2).sum()) for o in outputs)
-        for probe in range(probes):
+        for probe in range(PROBES):
             for tensor in kept.values():
                 tensor.grad = None
             directions = [torch.randn(o.shape, generator=generator) for o in outputs]
-            torch.autograd.backward(outputs, directions, retain_graph=probe < probes - 1)
+            torch.autograd.backward(outputs, directions, retain_graph=probe < PROBES - 1)
             for name, error in errors.items():
                 grad = kept[name].grad
                 if grad is not None:
                     noise[name] += float((grad.double() * error.double()).sum()) ** 2 / power
-        if on_step:
-            on_step(done, len(feeds))
-    scale = 1.0 / (probes * len(feeds))
+    scale = 1.0 / (PROBES * len(feeds))
     found = [Sensitivity(p.tensor, p.names, noise[p.tensor] * scale) for p in where]
     return sorted(found, key=lambda s: -s.noise)

@@ -2,18 +2,20 @@
 quantized costs at the output, with the toolkit's own scales, on calibration inputs: to first order from
 gradients (converter/quantization/gradient.py: a few backward passes for all tensors; it ranks as
 quantizing each alone in ONNX Runtime's emulation does, converter/quantization/sensitivity.py, which
-costs an inference per tensor), the costliest VERIFIED of them measured again each quantized alone. Gives the order in which the hybrid search keeps layers in float16, and
-the emulated output PSNR on the check inputs (the gate's measure) when the first k of them stay float,
-from which the search predicts where the gate lies."""
+costs an inference per tensor), the costliest VERIFIED of them measured again each quantized alone.
+Gives the order in which the hybrid search keeps layers in float16, and the emulated output PSNR on the
+check inputs (the gate's measure) when the first k of them stay float, from which the search predicts
+where the gate lies."""
 
 from __future__ import annotations
 
-import bisect
 import json
 import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from calib_data.dataset_writer import read_samples
 from converter.common.onnx_graph import Graph
@@ -63,33 +65,24 @@ class Sensitivities(StageOutput):
         """The toolkit's names of the first `k` ranked tensors: what a trial keeps float16."""
         return [name for row in self.ranking[:k] for name in row["names"]]
 
-    def emulated(self, k: float) -> float:
-        """The emulated output PSNR with the first `k` left float: linear between curve points (up to the
-        last point before nothing is quantized: EXACT_DB is no value to interpolate towards)."""
-        ks = sorted(self.curve)
-        i = min(bisect.bisect_right(ks, k), len(ks) - 1)
-        a, b = ks[i - 1], ks[i]
-        if k >= b:
-            return self.curve[b]
-        if self.curve[b] >= EXACT_DB:
-            return self.curve[a]
-        return self.curve[a] + (self.curve[b] - self.curve[a]) * (k - a) / (b - a)
+    def emulated(self, ks: int | list[int] | np.ndarray) -> np.ndarray:
+        """The emulated output PSNR with the first k left float, for each of `ks` (or one k): linear between
+        curve points, up to the last point before nothing is quantized (EXACT_DB is no value to
+        interpolate towards)."""
+        points = sorted(self.curve)
+        finite = [n for n in points if self.curve[n] < EXACT_DB]
+        inside = np.interp(ks, finite, [self.curve[n] for n in finite])
+        return np.where(np.asarray(ks) >= points[-1], self.curve[points[-1]], inside)
 
     def predicted(self, gate_db: float, measured: dict[int, float], within: range) -> int | None:
         """The fewest leading tensors left float, in `within`, for which the emulated PSNR reaches
         `gate_db` once corrected by the builds `measured` (k -> the simulator's PSNR): the emulation's
         error at each measured k, linearly in between, the nearest one's outside."""
         known = sorted(measured)
-        errors = [self.emulated(k) - measured[k] for k in known]
-
-        def error(k: int) -> float:
-            i = bisect.bisect_left(known, k)
-            if i == 0 or i == len(known):
-                return errors[min(i, len(known) - 1)]
-            a, b = known[i - 1], known[i]
-            return errors[i - 1] + (errors[i] - errors[i - 1]) * (k - a) / (b - a)
-
-        return next((k for k in within if self.emulated(k) - error(k) >= gate_db), None)
+        errors = self.emulated(known) - np.array([measured[k] for k in known])
+        ks = np.asarray(within)
+        reaching = np.flatnonzero(self.emulated(ks) - np.interp(ks, known, errors) >= gate_db)
+        return int(ks[reaching[0]]) if len(reaching) else None
 
 
 def curve_points(count: int) -> list[int]:
