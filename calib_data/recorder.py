@@ -8,6 +8,7 @@ it, and hands the chosen ones on, one batch row (uncond / cond) at a time. The V
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -81,9 +82,15 @@ def timesteps_of(schedule: Schedule) -> list[float]:
     return [float(t) for t in scheduler.timesteps]
 
 
+class _Recorded(Exception):
+    """Raised from the UNet's hook once a trajectory's last picked input is recorded: the steps after it
+    would change nothing recorded."""
+
+
 def record(pipe, schedule: Schedule, prompts: list[Prompt], picks: list[Pick], resolution: int, seed: int,
            on_call: Callable[[UnetCall], None], on_step: Callable[[int, int], None] | None = None) -> None:
-    """Run one trajectory per picked prompt; call `on_call` for every picked UNet input, in order."""
+    """Run one trajectory per picked prompt, up to its last picked step; call `on_call` for every picked UNet
+    input, in order."""
     by_prompt: dict[int, dict[tuple[int, str], Pick]] = {}
     for pick in picks:
         by_prompt.setdefault(pick.prompt, {})[(pick.step, pick.branch)] = pick
@@ -91,6 +98,8 @@ def record(pipe, schedule: Schedule, prompts: list[Prompt], picks: list[Pick], r
     state = {"step": 0, "wanted": {}, "generator_seed": 0}
 
     def hook(module, args, kwargs):
+        if state["step"] > max(step for step, _ in state["wanted"]):
+            raise _Recorded
         sample, timestep = args[0], args[1]
         states = kwargs["encoder_hidden_states"]
         for row, branch in enumerate(branches):
@@ -110,7 +119,7 @@ def record(pipe, schedule: Schedule, prompts: list[Prompt], picks: list[Pick], r
         for prompt_index, wanted in sorted(by_prompt.items()):
             state.update(step=0, wanted=wanted, generator_seed=seed * 1000 + prompt_index)
             generator = torch.Generator().manual_seed(state["generator_seed"])
-            with torch.no_grad():
+            with torch.no_grad(), contextlib.suppress(_Recorded):
                 pipe(prompts[prompt_index].text, height=resolution, width=resolution,
                      num_inference_steps=schedule.steps, guidance_scale=schedule.guidance_scale,
                      generator=generator, output_type="latent")

@@ -11,7 +11,7 @@ import torch
 
 from calib_data import text_encoder
 from calib_data.prompts import load_prompts
-from calib_data.recorder import choose, pipeline, timesteps_of
+from calib_data.recorder import Pick, choose, pipeline, record, timesteps_of
 from calib_data.schedules import SCHEDULES, get_schedule
 from converter.common import onnx_runtime
 from converter.common.errors import UserError
@@ -147,3 +147,15 @@ def test_prompt_sets(tmp_path):
     (tmp_path / "empty.txt").write_text("# nothing\n")
     with pytest.raises(UserError, match="no prompts in it"):
         load_prompts(tmp_path / "empty.txt")
+
+
+def test_a_trajectory_stops_after_its_last_picked_step(tiny_build):
+    """Nothing after the last pick changes what is recorded: the sampler stops there (the first 4 of
+    20 steps run for picks at steps 1 and 3)."""
+    unet = resolve(str(tiny_build[0] / "tiny-unet")).load_unet()
+    schedule = get_schedule("sd15-20step")
+    pipe = pipeline(unet, *text_encoder.tiny(unet.config.cross_attention_dim, 0), schedule)
+    ran, got = [], []
+    unet.register_forward_hook(lambda *_: ran.append(1))
+    record(pipe, schedule, load_prompts(None)[:1], [Pick(0, 1, "cond"), Pick(0, 3, "uncond")], 64, 0, got.append)
+    assert [(c.pick.step, c.pick.branch) for c in got] == [(1, "cond"), (3, "uncond")] and len(ran) == 4
