@@ -11,8 +11,10 @@ tile reads the same keys and values.
 
 Pattern: MatMul(q, kᵀ) [-> Mul/Div by a scalar] -> Softmax(last axis) -> MatMul(·, v), q's query axis
 being its second-last. Rewrite: Split q along that axis into near-equal tiles (N need not divide the
-sequence), the chain once per tile (named `<attention>/tile<i>/...`, so reports still place it in its
-diffusers module), Concat along the same axis.
+sequence), the chain once per tile, Concat along the same axis. A tile's tensor is named after the one
+it is a tile of, `/tile<i>` before its last component (`attn1/Softmax_output_0` ->
+`attn1/tile3/Softmax_output_0`): reports still place it in its diffusers module, and a graph left whole
+(the hybrid search's proxy resolution) finds it by dropping `/tile<i>` (converter/toolkit/naming.py).
 
 Verified: ONNX Runtime, tiled vs untiled, self- and cross-attention, N dividing the sequence or not
 (tests/test_tile_attention.py); the tiny UNet's tiled build in the simulator against its untiled
@@ -108,24 +110,31 @@ class TileAttention(GraphPass):
         axis = len(match.scores.inputs[0].shape) - 2
         prefix = match.output.name.rsplit("/", 1)[0]
         q, k_t, v = match.scores.inputs[0], match.scores.inputs[1], match.output.inputs[1]
-        q_tiles = [gs.Variable(f"{prefix}/tile{i}/q", q.dtype) for i in range(len(sizes))]
+        q_tiles = [gs.Variable(tile_name(q.name, i), q.dtype) for i in range(len(sizes))]
         graph.nodes.append(gs.Node("Split", f"{prefix}/tile_split", attrs={"axis": axis},
                                    inputs=[q, gs.Constant(f"{prefix}/tile_sizes", np.array(sizes, np.int64))],
                                    outputs=q_tiles))
         outs = []
         for i, q_tile in enumerate(q_tiles):
-            x = self._node(graph, "MatMul", f"{prefix}/tile{i}/MatMul", [q_tile, k_t])
+            x = self._node(graph, match.scores, i, [q_tile, k_t])
             if match.scale is not None:
-                x = self._node(graph, match.scale.op, f"{prefix}/tile{i}/{match.scale.op}", [x, match.scale.inputs[1]])
-            x = self._node(graph, "Softmax", f"{prefix}/tile{i}/Softmax", [x], dict(match.softmax.attrs))
-            outs.append(self._node(graph, "MatMul", f"{prefix}/tile{i}/MatMul_1", [x, v]))
+                x = self._node(graph, match.scale, i, [x, match.scale.inputs[1]])
+            x = self._node(graph, match.softmax, i, [x])
+            outs.append(self._node(graph, match.output, i, [x, v]))
         graph.nodes.append(gs.Node("Concat", f"{prefix}/tile_concat", attrs={"axis": axis}, inputs=outs,
                                    outputs=list(match.output.outputs)))
         match.output.outputs = []
         return f"{prefix}: {queries} queries x {keys} keys, {heads} heads -> {len(sizes)} tiles of {sizes[0]}"
 
     @staticmethod
-    def _node(graph: gs.Graph, op: str, name: str, inputs: list, attrs: dict | None = None) -> gs.Variable:
-        out = gs.Variable(f"{name}_output_0", inputs[0].dtype)
-        graph.nodes.append(gs.Node(op, name, attrs=attrs or {}, inputs=inputs, outputs=[out]))
+    def _node(graph: gs.Graph, untiled: gs.Node, tile: int, inputs: list) -> gs.Variable:
+        out = gs.Variable(tile_name(untiled.outputs[0].name, tile), inputs[0].dtype)
+        graph.nodes.append(gs.Node(untiled.op, tile_name(untiled.name, tile), attrs=dict(untiled.attrs),
+                                   inputs=inputs, outputs=[out]))
         return out
+
+
+def tile_name(name: str, tile: int) -> str:
+    """Tile `tile`'s copy of the node or tensor `name`."""
+    scope, slash, last = name.rpartition("/")
+    return f"{scope}{slash}tile{tile}/{last}"

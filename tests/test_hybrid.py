@@ -179,7 +179,34 @@ def test_the_gradient_ranking_is_the_ranking_of_each_tensor_quantized_alone(sens
 
     feed = calibration[0]
     expected = onnx_runtime.run(onnx_runtime.session(passes.onnx), feed)
+    inputs = {k: torch.from_numpy(v) for k, v in feed.items()}
     with torch.no_grad():
-        got, _ = TorchGraph.load(passes.onnx).run({k: torch.from_numpy(v) for k, v in feed.items()}, set())
+        got, kept = TorchGraph.load(passes.onnx).run(inputs, {SENSITIVE})
     for value, (name, reference) in zip(got, expected.items()):
         assert abs(value.numpy() - reference).max() < 1e-4 * np.ptp(reference), name
+    # streamed (each tensor let go after its last reader, as the proxy's full-resolution pass runs): the same
+    seen = {}
+    streamed = TorchGraph.load(passes.onnx).stream(inputs, {SENSITIVE}, lambda name, value: seen.update({name: value}))
+    assert all(torch.equal(a, b) for a, b in zip(streamed, got)) and torch.equal(seen[SENSITIVE], kept[SENSITIVE])
+
+
+def test_layers_ranked_at_a_smaller_resolution_carry_to_the_build(sensitive):
+    """--hybrid-rank-resolution under the build's: the model exported again at half the resolution (stages
+    proxy-export, proxy-passes), ranked with the build's int8 scales on inputs taken every 2nd latent pixel;
+    the layer made sensitive still ranks first, the build's tensors are matched, and the search ends at the
+    gate."""
+    work, base = sensitive
+    gate = base["output_psnr_db"] + 6
+    result = _build(work, "--min-psnr", repr(gate), "--hybrid-rank-resolution", "32")
+    assert result.returncode == 0, result.stderr
+    out = work / "w8a8"
+    report = json.loads((out / "report.json").read_text())
+    ranked = report["sensitivity"]
+    assert "sample [1, 4, 4, 4] (every 1x1x2x2)" in ranked["proxy"] and "proxy-export" in result.stderr
+    assert ranked["costliest"][0]["tensor"] == SENSITIVE and ranked["unmatched"] < ranked["tensors"] // 10
+    assert report["output_psnr_db"] >= gate and SENSITIVE in report["float16_layers"]
+    assert json.loads((out / "stages" / "proxy-export" / "stage.json").read_text())["meta"]["resolution"] == 32
+
+    odd = _build(work, "--min-psnr", repr(gate), "--hybrid-rank-resolution", "24")
+    assert odd.returncode == 1 and error_lines(odd)[0].startswith("rkconvert: error: --hybrid-rank-resolution 24: ")
+    assert (out / "stages" / "rknn").is_dir()  # a late refusal keeps what the build made

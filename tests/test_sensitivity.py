@@ -10,8 +10,10 @@ from onnx import TensorProto, helper, numpy_helper
 from converter.common import onnx_runtime
 from converter.common.accuracy import compare
 from converter.common.onnx_graph import Graph
-from converter.pipeline.stages.sensitivity import EXACT_DB, Sensitivities
-from converter.quantization.sensitivity import emulate
+from converter.common.errors import BuildFailed
+from converter.pipeline.stages.sensitivity import EXACT_DB, Fitted, Sensitivities
+from converter.quantization.proxy import carried
+from converter.quantization.sensitivity import Point, Sensitivity, emulate
 from converter.toolkit.naming import named_tensor
 from converter.toolkit.quant_config import QuantizedTensor
 
@@ -104,12 +106,15 @@ def test_toolkit_names_lead_to_the_onnx_tensor_they_start_from(tmp_path):
     assert named_tensor("/b/attn1/MatMul_1_2sdpa_q_matmul", g) == "/b/attn1/MatMul_output_0"
     assert named_tensor("/b/attn1/MatMul_1_output_0_sdpa", g) == "/b/attn1/MatMul_1_output_0"
     assert named_tensor("/c/Conv_output_0_rs", g) is None
+    # a tile's (graph_passes/tile_attention.py), in a graph whose attention is whole
+    assert named_tensor("/b/attn1/tile3/MatMul_1_2sdpa_q_softmax", g) == "/b/attn1/Softmax_output_0"
+    assert named_tensor("/b/attn1/tile0/MatMul_1_output_0_sdpa", g) == "/b/attn1/MatMul_1_output_0"
 
 
 def test_the_predicted_count_follows_the_curve_corrected_by_the_builds_measured():
     """The emulated curve between its points is linear, but never towards the all-float end (EXACT_DB);
     each measured build moves the prediction by the emulation's error there, linearly in between."""
-    found = Sensitivities(None, [{}] * 10, {0: 20.0, 1: 22.0, 5: 30.0, 10: EXACT_DB}, 0)
+    found = Sensitivities(None, [{}] * 10, {0: 20.0, 1: 22.0, 5: 30.0, 10: EXACT_DB}, 0, None)
     assert [found.emulated(k) for k in (0, 3, 5, 9)] == [20.0, 26.0, 30.0, 30.0]
     assert found.predicted(29, {0: 21.0}, range(11)) == 4  # the emulation 1 dB pessimistic: 28 is enough
     assert found.predicted(26, {0: 21.0, 3: 24.0}, range(11)) == 4  # 2 dB optimistic from k = 3 on
@@ -126,3 +131,24 @@ def test_a_graph_the_torch_evaluation_does_not_cover_is_named():
                                                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])]))
     with pytest.raises(Unsupported, match="Celu"):
         TorchGraph(model)
+
+
+def test_inputs_are_strided_to_a_smaller_ranking_graph():
+    fit = Fitted({"sample": {"shape": [1, 4, 2, 3]}, "t_emb": {"shape": [1, 8]}})
+    sample, t_emb = np.arange(4 * 8 * 12, dtype=np.float32).reshape(1, 4, 8, 12), np.ones((1, 8), np.float32)
+    fitted = fit({"sample": sample, "t_emb": t_emb})
+    assert np.array_equal(fitted["sample"], sample[:, :, ::4, ::4]) and fitted["t_emb"] is t_emb
+    assert fit.strides({"sample": sample, "t_emb": t_emb}) == {"sample": (1, 1, 4, 4)}
+    assert fit.describe({"sample": sample, "t_emb": t_emb}) == "sample [1, 4, 2, 3] (every 1x1x4x4)"
+    with pytest.raises(BuildFailed, match=r"input sample \[1, 4, 9, 12\] cannot be strided"):
+        fit({"sample": np.zeros((1, 4, 9, 12), np.float32), "t_emb": t_emb})
+
+
+def test_the_builds_tensors_are_ordered_by_the_proxys_gain_times_their_own_error_power():
+    """At the proxy `a` costs more than `b`, but `b` amplifies its error 100x more; at the build's
+    resolution `b`'s first tile errs most: it goes first (the proxy's own order would not)."""
+    proxy_ranked = [Sensitivity("a", ("A",), 1e-3), Sensitivity("b", ("B0", "B1"), 1e-4)]
+    where = [Point("a", ("A",), 1.0, 0), Point("t0/b", ("B0",), 1.0, 0), Point("t1/b", ("B1",), 1.0, 0)]
+    ranked = carried(proxy_ranked, {"a": 1e-2, "b": 1e-5}, where, {"a": 1e-2, "t0/b": 1e-3, "t1/b": 1e-5})
+    assert [s.tensor for s in ranked] == ["t0/b", "a", "t1/b"]
+    assert np.allclose([s.noise for s in ranked], [1e-2, 1e-3, 1e-4])

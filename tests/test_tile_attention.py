@@ -5,13 +5,17 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, helper
 
 from converter.common import onnx_runtime
+from converter.common.onnx_graph import Graph
+from converter.common.onnx_torch import TorchGraph
 from converter.models.attention_block import trace_attention
 from graph_passes import CATALOGUE
 from graph_passes.tile_attention import TileAttention, tile_sizes
 from converter.toolkit.layer_table import largest_buffers, memory, placement
+from converter.toolkit.naming import named_tensor
 from tests.conftest import TINY_RESOLUTION, tiny_unet, unet_inputs
 from tests.rknn_helpers import rknn_psnr, simulate
 
@@ -34,6 +38,19 @@ def test_tiled_attention_equals_the_whole_under_onnxruntime(tmp_path, context, t
     assert len(report.rewrites) == 1, report.skipped
     assert _ops(tiled).count("Softmax") == tiles and _ops(tiled).count("Split") == 1
     assert np.abs(_y(tiled, feed) - _y(model, feed)).max() <= TOLERANCE
+    copy = onnx.ModelProto()
+    copy.CopyFrom(tiled)  # the torch evaluation (stage sensitivity's gradients) takes its graph over
+    with torch.no_grad():
+        (y,), _ = TorchGraph(copy).run({k: torch.from_numpy(v) for k, v in feed.items()}, set())
+    assert np.abs(y.numpy() - _y(model, feed)).max() <= TOLERANCE
+    # each tile's tensors lead, in the graph left whole, to the tensor they are tiles of
+    whole = Graph.load(tmp_path / "a.onnx")
+    made = [(n, o) for n in tiled.graph.node for o in n.output if "/tile" in o]
+    assert len(made) == 4 * tiles  # q split, scores, softmax, output
+    for node, tensor in made:
+        untiled = named_tensor(tensor, whole)
+        assert untiled != tensor, tensor
+        assert untiled == node.input[0] if node.op_type == "Split" else whole.producer[untiled].op_type == node.op_type
 
 
 def test_one_tile_leaves_the_graph_alone(tmp_path):

@@ -206,13 +206,20 @@ HYBRID = Group((
     click.option("--hybrid-parallel", type=click.IntRange(1), default=1, show_default=True,
                  help="Toolkit builds at once in the hybrid search (each a child process holding the model: mind "
                       "memory, ~4.4x the float32 weights each). N at once cut its rounds from log2 to log_(N+1)."),
+    click.option("--hybrid-rank-resolution", type=click.IntRange(1), default=HybridSettings.rank_resolution,
+                 show_default=True, metavar="PX",
+                 help="Rank the layers at this resolution when the build's is larger: the model exported again at PX "
+                      "with the build's int8 scales, inputs taken every n-th latent pixel (SD 1.5's gradients at "
+                      "512 px would need tens of GB). ONNX sources are ranked at their own shapes."),
     RAY,
 ), lambda values: {"hybrid": HybridSettings(values["hybrid"], values["hybrid_builds"], values["hybrid_parallel"],
                                             values["ray_address"], values["hybrid_max_float16"],
-                                            values["toolkit_auto_hybrid"])},
+                                            values["toolkit_auto_hybrid"],
+                                            rank_resolution=values["hybrid_rank_resolution"])},
     lambda req: {"hybrid": req.hybrid.enabled, "hybrid_builds": req.hybrid.builds,
                  "hybrid_parallel": req.hybrid.parallel, "ray_address": req.hybrid.ray_address,
-                 "hybrid_max_float16": req.hybrid.max_float16, "toolkit_auto_hybrid": req.hybrid.toolkit_cos})
+                 "hybrid_max_float16": req.hybrid.max_float16, "toolkit_auto_hybrid": req.hybrid.toolkit_cos,
+                 "hybrid_rank_resolution": req.hybrid.rank_resolution})
 
 
 # What each command that works on a build takes; a failed build names its diagnose, and diagnose the

@@ -1,8 +1,9 @@
 """An ONNX graph evaluated op by op in torch, so that autograd can differentiate it: the gradient of the
 output with respect to every tensor of the graph in one backward pass (quantization sensitivity,
 converter/quantization/gradient.py). Covers the operators rkconvert's UNet graphs hold after the passes
-(24 kinds on the demo and SD 1.5); any other raises Unsupported naming it. Checked against ONNX Runtime in
-tests/test_hybrid.py (SD 1.5 at 64 px: 5.6e-7 apart on outputs of magnitude 1)."""
+(24 kinds on the demo and SD 1.5, and the Split of tiled attention); any other raises Unsupported naming
+it. Checked against ONNX Runtime in tests/test_hybrid.py (SD 1.5 at 64 px: 5.6e-7 apart on outputs of
+magnitude 1) and tests/test_tile_attention.py."""
 
 from __future__ import annotations
 
@@ -93,6 +94,12 @@ def _unsqueeze(x, axes):
     return x
 
 
+def _split(x, split=None, axis=0, **_):
+    if split is None:
+        raise Unsupported("Split into equal parts")
+    return tuple(torch.split(x, _shape_list(split), axis))
+
+
 OPS: dict[str, Callable] = {
     "Identity": lambda x: x,
     "Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div,
@@ -100,7 +107,7 @@ OPS: dict[str, Callable] = {
     "Softmax": lambda x, axis=-1: torch.softmax(x, axis),
     "Transpose": lambda x, perm=None: x.permute(*(perm or reversed(range(x.dim())))),
     "Reshape": _reshape, "Slice": _slice, "Unsqueeze": _unsqueeze, "Gather": _gather,
-    "Concat": lambda *xs, axis: torch.cat(xs, axis),
+    "Concat": lambda *xs, axis: torch.cat(xs, axis), "Split": _split,
     "Shape": lambda x, start=0, end=None: torch.tensor(x.shape[start:end], dtype=torch.int64),
     "Cast": lambda x, to: x.to(_DTYPES[to]),
     "Conv": _conv, "Gemm": _gemm, "Resize": _resize,
@@ -138,14 +145,39 @@ class TorchGraph:
         values = {**self.weights, **inputs}
         kept = {name: t for name, t in inputs.items() if name in keep}
         for node in self.model.graph.node:
-            if node.op_type == "Constant":
-                continue
-            args = [values[name] if name else None for name in node.input]
-            while args and args[-1] is None:
-                args.pop()
-            out = OPS[node.op_type](*args, **_attrs(node))
-            for name, value in zip(node.output, out if isinstance(out, tuple) else (out,)):
-                values[name] = value
+            for name, value in self._step(node, values):
                 if name in keep:
                     kept[name] = value
         return [values[name] for name in self.outputs], kept
+
+    def stream(self, inputs: dict[str, torch.Tensor], names: set[str],
+               visit: Callable[[str, torch.Tensor], None]) -> list[torch.Tensor]:
+        """The graph's outputs for `inputs`, without gradients, each tensor let go after its last reader:
+        `visit(name, value)` sees each of `names` as it is made (graph inputs first). Holds the live tensors
+        only, so a full resolution fits where `run` keeping them all would not."""
+        last = {name: i for i, node in enumerate(self.model.graph.node) for name in node.input}
+        values = {**self.weights, **inputs}
+        for name in names & set(inputs):
+            visit(name, inputs[name])
+        with torch.no_grad():
+            for i, node in enumerate(self.model.graph.node):
+                for name, value in self._step(node, values):
+                    if name in names:
+                        visit(name, value)
+                for name in node.input:
+                    if last.get(name) == i and name not in self.weights and name not in self.outputs:
+                        values.pop(name, None)
+        return [values[name] for name in self.outputs]
+
+    @staticmethod
+    def _step(node: onnx.NodeProto, values: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+        """Evaluate `node` on `values`, into them; its outputs."""
+        if node.op_type == "Constant":
+            return []
+        args = [values[name] if name else None for name in node.input]
+        while args and args[-1] is None:
+            args.pop()
+        out = OPS[node.op_type](*args, **_attrs(node))
+        made = list(zip(node.output, out if isinstance(out, tuple) else (out,)))
+        values.update(made)
+        return made

@@ -14,7 +14,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from converter.common.errors import BuildFailed
+from converter.common.errors import BuildFailed, UserError
 from converter.common.progress import Progress
 from converter.imaging.evaluation import EvalSet
 from converter.pipeline import hybrid, plan as planning
@@ -79,11 +79,13 @@ def build(req: BuildRequest, progress: Progress) -> dict:
     return report
 
 
-def export_model(req: BuildRequest, runner: StageRunner) -> Exported:
-    """The model as ONNX (stage `export`), reused from an earlier run when unchanged."""
-    return Exported.read(runner.run("export", f"{req.source.spec} to ONNX",
-                                    {"source": req.source.fingerprint(), "resolution": req.resolution}, [],
-                                    lambda tmp: export_stage.run(req.source, req.resolution, tmp)))
+def export_model(req: BuildRequest, runner: StageRunner, resolution: int | None = None,
+                 name: str = "export") -> Exported:
+    """The model as ONNX at `resolution` (default: the request's), reused from an earlier run when unchanged."""
+    resolution = resolution or req.resolution
+    what = f"{req.source.spec} to ONNX" + (f" at {resolution} px" if name != "export" else "")
+    return Exported.read(runner.run(name, what, {"source": req.source.fingerprint(), "resolution": resolution}, [],
+                                    lambda tmp: export_stage.run(req.source, resolution, tmp)))
 
 
 def prepare(req: BuildRequest, evaluation: EvalSet | None, runner: StageRunner,
@@ -96,13 +98,19 @@ def prepare(req: BuildRequest, evaluation: EvalSet | None, runner: StageRunner,
     if chosen[1]:
         runner.progress.note(f"--dtype auto: {chosen[0]} ({chosen[1]})")
     names = planning.pass_names(req, chosen[0])
-    outcome.rewritten = rewritten = Rewritten.read(runner.run(
-        "passes", ", ".join(names) or "none", planning.passes_key(req, names), [exported],
-        lambda tmp: passes_stage.run(exported.onnx, instances(names, req.chip, req.passes.attention_tiles), tmp)))
+    outcome.rewritten = rewritten = rewrite(req, names, exported, runner)
     outcome.plan = plan = planning.settle(req, evaluation, chosen, names, rewritten)
     if plan.parts_choice:
         runner.progress.note(f"--parts auto: {plan.parts} ({plan.parts_choice})")
     return plan, exported, rewritten
+
+
+def rewrite(req: BuildRequest, names: list[str] | tuple[str, ...], exported: Exported, runner: StageRunner,
+            name: str = "passes") -> Rewritten:
+    """Stage `passes` (or another name): the graph passes `names` on `exported`."""
+    return Rewritten.read(runner.run(
+        name, ", ".join(names) or "none", planning.passes_key(req, list(names)), [exported],
+        lambda tmp: passes_stage.run(exported.onnx, instances(list(names), req.chip, req.passes.attention_tiles), tmp)))
 
 
 def record(req: BuildRequest, settings: CalibSettings, seed: int, exported: Exported, rewritten: Rewritten,
@@ -156,7 +164,8 @@ def _run_stages(req: BuildRequest, evaluation: EvalSet | None, runner: StageRunn
     # (the toolkit's own mixed precision, --toolkit-auto-hybrid, is a baseline: no search after it)
     searching = plan.quantized and req.hybrid.enabled and not plan.toolkit.auto_hybrid
     if searching and outcome.accuracy["psnr_db"] < req.gates.min_psnr:
-        outcome.sensitivity = measured = sensitivity(rewritten, calib, reference, rknn, runner)
+        ranked_on = ranking_graph(plan, exported, rewritten, runner)
+        outcome.sensitivity = measured = sensitivity(rewritten, ranked_on, calib, reference, rknn, runner)
         outcome.hybrid = found = hybrid.search(plan, given, measured, rknn, outcome.accuracy["psnr_db"], runner)
         if found.found is None:
             raise BuildFailed(found.shortfall(req.gates.min_psnr, req.hybrid.builds))
@@ -209,14 +218,30 @@ def convert(plan: BuildPlan, given: ToolkitInputs, dumps: bool, runner: StageRun
                                                  runner.logs / "rknn.log", runner.progress, tmp)))
 
 
-def sensitivity(rewritten: Rewritten, calib: Calibration, reference: Reference, rknn: Converted,
-                runner: StageRunner) -> Sensitivities:
-    """Stage `sensitivity`: what each tensor the plain build quantized costs at the output, quantized alone."""
+def ranking_graph(plan: BuildPlan, exported: Exported, rewritten: Rewritten, runner: StageRunner) -> Rewritten:
+    """The graph stage `sensitivity` ranks on: the build's, or (stages `proxy-export`, `proxy-passes`) the
+    same passes on the model exported at --hybrid-rank-resolution when the build's resolution is larger
+    (an ONNX source has fixed shapes: ranked on them)."""
+    req = plan.request
+    proxy = req.hybrid.rank_resolution
+    if exported.resolution <= proxy or req.source.kind == "onnx":
+        return rewritten
+    try:
+        smaller = export_model(req, runner, proxy, "proxy-export")
+    except UserError as e:  # not bad input of this run's making: the stages so far stay
+        raise BuildFailed(f"--hybrid-rank-resolution {proxy}: {e}") from None
+    return rewrite(req, plan.passes, smaller, runner, "proxy-passes")
+
+
+def sensitivity(rewritten: Rewritten, ranked_on: Rewritten, calib: Calibration, reference: Reference,
+                rknn: Converted, runner: StageRunner) -> Sensitivities:
+    """Stage `sensitivity`: what each tensor the plain build quantized costs at the output, ranked on
+    `ranked_on` (`rewritten` or its proxy)."""
     return Sensitivities.read(runner.run(
         "sensitivity", "each quantized tensor's cost at the output, from gradients, with the toolkit's int8 scales",
         {},
-        [rewritten, calib, reference, rknn],
-        lambda tmp: sensitivity_stage.run(rewritten, calib, reference, rknn, runner.progress, tmp)))
+        [rewritten, ranked_on, calib, reference, rknn],
+        lambda tmp: sensitivity_stage.run(rewritten, ranked_on, calib, reference, rknn, runner.progress, tmp)))
 
 
 def layer_rows(rewritten: Rewritten, reference: Reference, rknn: Converted, runner: StageRunner) -> list[dict]:

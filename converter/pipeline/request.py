@@ -77,6 +77,9 @@ class HybridSettings:
     # The search stops once its answer is within this share of the most layers that fell short: the last
     # builds of an exact search each save a layer or two, which no board would notice.
     slack: float = 0.05
+    # Layers are ranked at this resolution when the build's is larger: the same weights and the build's
+    # int8 scales on a smaller graph (gradients of SD 1.5 at 512 px would need tens of GB).
+    rank_resolution: int = 128
 
 
 def default_out(source: ModelSource, chip: Chip) -> Path:

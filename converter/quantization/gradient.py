@@ -25,7 +25,8 @@ from converter.quantization.sensitivity import Point, Sensitivity
 PROBES = 16
 
 
-def _int8_error(x: torch.Tensor, point: Point) -> torch.Tensor:
+def int8_error(x: torch.Tensor, point: Point) -> torch.Tensor:
+    """What the toolkit's int8 (`point`'s scale and zero point) adds to `x`."""
     q = torch.clamp(torch.round(x / point.scale) + point.zero_point, -128, 127)
     return (q - point.zero_point) * point.scale - x
 
@@ -43,7 +44,7 @@ def ranking(onnx_path: Path, where: list[Point], feeds: list[dict[str, np.ndarra
         for tensor in kept.values():
             if tensor.requires_grad and not tensor.is_leaf:
                 tensor.retain_grad()
-        errors = {p.tensor: _int8_error(kept[p.tensor].detach(), p) for p in where if p.tensor in kept}
+        errors = {p.tensor: int8_error(kept[p.tensor].detach(), p) for p in where if p.tensor in kept}
         power = sum(float((o.detach().double() ** 2).sum()) for o in outputs)
         for probe in range(PROBES):
             for tensor in kept.values():

@@ -47,6 +47,10 @@ MATCH_DEPTH = 8  # nodes after the named tensor where a toolkit tensor's values 
 # Range agreement needed, relative to the range's width: the toolkit's float run and ONNX Runtime's
 # round differently (1e-6 relative seen), a different tensor is off by far more.
 RANGE_TOLERANCE = 0.01
+# Only names ending in this hold values past the tensor they start from (the demo: 90 of 719, every one
+# of the others its start tensor when matched by range). A proxy's ranges are near the toolkit's, not
+# equal: the nearest of the tensors after it, if this close (relative to the width), holds such a name.
+FUSED, PROXY_RANGE_TOLERANCE = "_sw", 0.5
 
 
 @dataclass(frozen=True)
@@ -69,18 +73,26 @@ class Point:
     zero_point: int
 
 
-def points(quantized: list[QuantizedTensor], graph: Graph, ranges: dict[str, tuple[float, float]]) -> list[Point]:
+def points(quantized: list[QuantizedTensor], graph: Graph, ranges: dict[str, tuple[float, float]],
+           proxy: bool = False) -> list[Point]:
     """One point per ONNX tensor whose observed range (`ranges`, ONNX Runtime on the calibration set) is
-    the one a toolkit tensor observed; several toolkit names can hold one tensor (its layout changes)."""
+    the one a toolkit tensor observed; several toolkit names can hold one tensor (its layout changes, or the
+    tiles of an attention left whole here). In a `proxy` (the model at a smaller resolution, whose ranges
+    are not the toolkit's) a name holds the tensor it starts from, unless it ends in FUSED: that one the
+    nearest in range of those after it, within PROXY_RANGE_TOLERANCE."""
     by_tensor: dict[str, list[QuantizedTensor]] = {}
     for q in quantized:
-        tensor = _holding(q, graph, ranges)
+        if proxy and not q.name.endswith(FUSED):
+            tensor = q.start if q.start in ranges else None
+        else:
+            tensor = _holding(q, graph, ranges, PROXY_RANGE_TOLERANCE if proxy else RANGE_TOLERANCE)
         if tensor is not None:
             by_tensor.setdefault(tensor, []).append(q)
     return [Point(t, tuple(q.name for q in qs), qs[0].scale, qs[0].zero_point) for t, qs in by_tensor.items()]
 
 
-def _holding(q: QuantizedTensor, graph: Graph, ranges: dict[str, tuple[float, float]]) -> str | None:
+def _holding(q: QuantizedTensor, graph: Graph, ranges: dict[str, tuple[float, float]],
+             tolerance: float) -> str | None:
     if q.start is None:
         return None
     width = max(q.high - q.low, 1e-12)
@@ -91,7 +103,7 @@ def _holding(q: QuantizedTensor, graph: Graph, ranges: dict[str, tuple[float, fl
 
     candidates = [t for t in graph.downstream(q.start, MATCH_DEPTH) if t in ranges]
     best = min(candidates, key=miss, default=None)
-    return best if best is not None and miss(best) <= RANGE_TOLERANCE else None
+    return best if best is not None and miss(best) <= tolerance else None
 
 
 def observed_ranges(onnx_path: Path, tensors: set[str], feeds: list[dict[str, np.ndarray]],
@@ -221,13 +233,20 @@ class Emulation:
 
 
 def emulate(onnx_path: Path, quantized: list[QuantizedTensor], calibration: list[dict[str, np.ndarray]],
-            feeds: int, scratch: Path, on_step: Callable[[str], None] | None = None) -> Emulation:
+            feeds: int, scratch: Path, on_step: Callable[[str], None] | None = None,
+            proxy: bool = False) -> Emulation:
     """The emulation of `onnx_path` quantized as `quantized` says (its tensors matched on the `calibration`
-    set), on `feeds` of its inputs spread over it."""
+    set; `proxy`: see points()), on `feeds` of its inputs spread over it."""
     graph = Graph.load(onnx_path)
     floats = float_tensors(graph.model)
     starts = {t for q in quantized if q.start for t in graph.downstream(q.start, MATCH_DEPTH)} & floats
     (on_step or (lambda _: None))(f"ranges of {len(starts)} tensors on {len(calibration)} calibration inputs")
-    where = points(quantized, graph, observed_ranges(onnx_path, starts, calibration, scratch))
-    chosen = np.linspace(0, len(calibration) - 1, min(feeds, len(calibration))).round().astype(int)
-    return Emulation(onnx_path, where, [calibration[i] for i in chosen], scratch)
+    where = points(quantized, graph, observed_ranges(onnx_path, starts, calibration, scratch), proxy)
+    return Emulation(onnx_path, where, spread(calibration, feeds), scratch)
+
+
+def spread(calibration: list[dict[str, np.ndarray]], count: int) -> list[dict[str, np.ndarray]]:
+    """`count` of the calibration inputs, spread over the set (the recorder writes it trajectory by
+    trajectory, each from its noisiest step)."""
+    chosen = np.linspace(0, len(calibration) - 1, min(count, len(calibration))).round().astype(int)
+    return [calibration[i] for i in chosen]
