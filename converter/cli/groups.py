@@ -93,7 +93,8 @@ TOOLKIT = Group((
                       "time and holds about 1/N of the memory (SD 1.5 at 512 px: 15.0 GB peak built whole, 8.4 GB "
                       "in 2 parts, this machine). The checks, generate, release and the board runner chain the parts; "
                       "a quantized part calibrates on what reaches it. auto: at most 2 GiB of float32 weights per "
-                      "part (SD 1.5: 2; the demo: 1); whole for the per-layer report (it maps the whole graph)."),
+                      "part, 1.25 GiB when quantized (SD 1.5: 2, as w8a8 3; the demo: 1); whole for the per-layer "
+                      "report (it maps the whole graph)."),
     click.option("--quant-algorithm", type=click.Choice(QUANT_ALGORITHMS), default=None,
                  help="How the toolkit picks each activation's int8 range from the calibration set (its "
                       "quantized_algorithm): normal (min/max, the toolkit's default), mmse (clipped where the error "

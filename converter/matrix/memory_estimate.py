@@ -4,8 +4,9 @@ An estimate from the weights alone: the whole process tree of SD 1.5's build at 
 (float16, tiling auto) peaked at 14.97 GB for 3.44 GB of float32 weights (tools/bench_build.py on a
 2-core, 24 GiB machine), 4.35x, nearly all of it the toolkit's process. With --parts N the toolkit holds
 one part at a time, up to 1/N + graph_cut.WINDOW of the weights (2 parts: 8.41 GB, the toolkit 7.95 GB
-for a part with 58% of them; as w8a8 7.14 GB), and the export (the rkconvert process: 4.64 GB, 1.35x)
-can be the larger.
+for a part with 58% of them), and the export (the rkconvert process: 4.64 GB, 1.35x) can be the larger.
+A quantized build runs the toolkit's step1 and step2: 6.3x its part's weights (w8a8 in 2 parts: 12.4 GB
+for that part).
 It leaves out resolution (activations), dtype (a w8a8 build also calibrates) and the hybrid search's
 extra builds, which run one after another. Tiny models get the floor: the interpreter, torch and the
 toolkit imported.
@@ -16,8 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from converter.pipeline import graph_cut
+from converter.toolkit.job import FLOAT16
 
 PEAK_PER_WEIGHT_BYTE = 4.4
+QUANTIZED_PEAK_PER_WEIGHT_BYTE = 6.3
 EXPORT_PER_WEIGHT_BYTE = 1.4
 FLOOR_BYTES = 2 * 2**30
 FLOAT32 = 4
@@ -56,9 +59,12 @@ def weight_bytes(model: str, workdir: Path) -> int:
 
 
 def peak_bytes(options: dict, workdir: Path) -> int:
-    """The estimate for a matrix entry's build `options` (model, and parts as build takes them)."""
+    """The estimate for a matrix entry's build `options` (model, dtype and parts as build takes them; a dtype
+    left to auto counts as float16)."""
     weights = weight_bytes(str(options["model"]), workdir)
+    quantized = options.get("dtype", "auto") not in ("auto", FLOAT16)
     parts = options.get("parts", "auto")
-    count = graph_cut.auto_count(weights) if parts == "auto" else int(parts)
+    count = graph_cut.auto_count(weights, quantized) if parts == "auto" else int(parts)
     share = min(1.0, 1 / count + graph_cut.WINDOW) if count > 1 else 1.0
-    return max(FLOOR_BYTES, round(PEAK_PER_WEIGHT_BYTE * share * weights), round(EXPORT_PER_WEIGHT_BYTE * weights))
+    per_byte = QUANTIZED_PEAK_PER_WEIGHT_BYTE if quantized else PEAK_PER_WEIGHT_BYTE
+    return max(FLOOR_BYTES, round(per_byte * share * weights), round(EXPORT_PER_WEIGHT_BYTE * weights))

@@ -116,9 +116,9 @@ def settle(req: BuildRequest, evaluation: EvalSet | None, chosen: tuple[str, str
         if given is not None and not quantized(dtype_):
             raise UserError(f"{option} {given} is about int8, and --dtype auto chose {dtype_} ({dtype_choice}): ask "
                             "for a quantized dtype, such as w8a8")
-    parts, parts_choice = _parts(req, rewritten)
-    dumps, skipped = _layer_dumps(req, parts, rewritten)
     is_quantized = quantized(dtype_)
+    parts, parts_choice = _parts(req, rewritten, is_quantized)
+    dumps, skipped = _layer_dumps(req, parts, rewritten)
     trajectories = req.checks.inputs == "trajectories" or (req.checks.inputs == "auto" and is_quantized)
     return BuildPlan(
         request=req, graph=UNET,
@@ -145,16 +145,17 @@ def _toolkit_options(req: BuildRequest, dtype_: str) -> dict:
     return options
 
 
-def _parts(req: BuildRequest, rewritten: Rewritten) -> tuple[int, str | None]:
+def _parts(req: BuildRequest, rewritten: Rewritten, is_quantized: bool) -> tuple[int, str | None]:
     """--parts auto: whole when the per-layer report is asked for, else as many parts as keep each under
-    graph_cut.AUTO_PART_BYTES of float32 weights."""
+    graph_cut.part_bytes of float32 weights."""
     if req.parts is not None:
         return req.parts, None
     if req.checks.layer_report == "on" or req.gates.min_layer_cos is not None:
         return 1, "the per-layer report needs the model whole"
-    count = graph_cut.auto_count(rewritten.onnx_bytes)
+    count = graph_cut.auto_count(rewritten.onnx_bytes, is_quantized)
     return count, (f"{rewritten.onnx_bytes / 2**30:.1f} GiB of weights, at most "
-                   f"{graph_cut.AUTO_PART_BYTES / 2**30:.0f} GiB per toolkit build")
+                   f"{graph_cut.part_bytes(is_quantized) / 2**30:.2g} GiB per "
+                   f"{'quantized ' if is_quantized else ''}toolkit build")
 
 
 def _layer_dumps(req: BuildRequest, parts: int, rewritten: Rewritten) -> tuple[bool, str | None]:

@@ -135,7 +135,7 @@ def run(passes: Rewritten, ranked_on: Rewritten, calib: Calibration, reference: 
             described = fit.describe(calibration[0])
             progress.note(f"ranked at {described}: a proxy of the build's resolution")
             small = [q for cfg in rknn.quant_configs for q in quant_config.read(cfg, Graph.load(ranked_on.onnx))]
-            at_proxy = emulate(ranked_on.onnx, small, [fit(f) for f in calibration], FEEDS, Path(scratch),
+            at_proxy = emulate(ranked_on.onnx, small, [fit(f) for f in calibration], FEEDS, Path(scratch) / "proxy",
                                progress.note, proxy=True)
             proxy_ranked = _ranked(ranked_on, at_proxy, progress)
             where = proxy.build_points(quantized, graph, at_proxy.points)
