@@ -209,9 +209,10 @@ HYBRID = Group((
                       "memory, ~4.4x the float32 weights each). N at once cut its rounds from log2 to log_(N+1)."),
     click.option("--hybrid-rank-resolution", type=click.IntRange(1), default=HybridSettings.rank_resolution,
                  show_default=True, metavar="PX",
-                 help="Rank the layers at this resolution when the build's is larger: the model exported again at PX "
-                      "with the build's int8 scales, inputs taken every n-th latent pixel (SD 1.5's gradients at "
-                      "512 px would need tens of GB). ONNX sources are ranked at their own shapes."),
+                 help="Take the ranking's gradients at this resolution when the build's is larger: the model "
+                      "exported again at PX (inputs taken every n-th latent pixel) says how much each layer's int8 "
+                      "error is amplified, one pass at the build's resolution how large it is (SD 1.5's gradients "
+                      "at 512 px would need tens of GB). ONNX sources are ranked at their own shapes."),
     RAY,
 ), lambda values: {"hybrid": HybridSettings(values["hybrid"], values["hybrid_builds"], values["hybrid_parallel"],
                                             values["ray_address"], values["hybrid_max_float16"],
