@@ -32,7 +32,7 @@ def test_only_the_custom_layers_change(tmp_path):
     cfg = tmp_path / "model.quantization.cfg"
     cfg.write_text("custom_quantize_layers: {}\n" + PARAMETERS)
     softmax = "/down_blocks.0/attentions.0/transformer_blocks.0/attn1/MatMul_1_2sdpa_q_softmax"
-    assert keep_float16(cfg, ["onnx::MatMul_6096", softmax, "/not/in/the/config"]) == 2
+    assert keep_float16(cfg, ["onnx::MatMul_6096", softmax, "/not/in/the/config", softmax]) == 2
     text = cfg.read_text()
     assert text.endswith("\n" + PARAMETERS)  # byte for byte: step2 refuses any changed digit
     data = YAML(typ="safe").load(text)

@@ -73,7 +73,9 @@ def keep_float16(cfg: Path, layers: list[str]) -> int:
 
     text = cfg.read_text()
     parameters = YAML(typ="safe").load(text)["quantize_parameters"]  # once: ~1 s for the demo's config
-    known = [name for name in layers if name in parameters]
+    # once each: a tensor where two parts meet is quantized in both and named twice (step2's YAML refuses
+    # a repeated key: SD 1.5 as w8a8 in 3 parts failed its first hybrid try so)
+    known = [name for name in dict.fromkeys(layers) if name in parameters]
     head, sep, rest = text.partition("\n")
     if not head.startswith("custom_quantize_layers:"):
         raise ValueError(f"{cfg}: expected custom_quantize_layers on the first line, found {head[:60]!r}")

@@ -69,8 +69,9 @@ class Sensitivities(StageOutput):
                               for r in self.ranking[:REPORTED]]}
 
     def float16_names(self, k: int) -> list[str]:
-        """The toolkit's names of the first `k` ranked tensors: what a trial keeps float16."""
-        return [name for row in self.ranking[:k] for name in row["names"]]
+        """The toolkit's names of the first `k` ranked tensors: what a trial keeps float16 (a name twice in
+        the ranking, the same tensor quantized by two parts, once)."""
+        return list(dict.fromkeys(name for row in self.ranking[:k] for name in row["names"]))
 
     def emulated(self, ks: int | list[int] | np.ndarray) -> np.ndarray:
         """The emulated output PSNR with the first k left float, for each of `ks` (or one k): linear between
