@@ -10,10 +10,10 @@ the proxy (stage sensitivity's noise, gradients and the verified first ones). Th
 build's resolution comes from one forward pass there, with the build's scales, no gradients, every
 tensor let go after its last reader (TorchGraph.stream). A tensor's cost is gain x power.
 
-Measured on the demo built at 256 px, ranked at 64 px, against each tensor quantized alone at 256 px
-(tools/bench_proxy.py; emulated output PSNR at 256 px with the first k left float, k = 8 / 32 / 64 / 128):
-each alone 36.3 / 39.3 / 44.0 / 47.4 dB, gain x power 35.9 / 38.8 / 43.4 / 47.3, the proxy's own order
-32.6 / 37.0 / 41.1 / 46.0, the error's power alone 32.6 / 32.8 / 32.9 / 33.7.
+Measured on the demo built at 256 px, ranked at 64 px (tools/bench_proxy.py; emulated output PSNR at 256 px
+with the first k left float, k = 8 / 32 / 64 / 128): gain x power 35.8 / 38.0 / 42.1 / 47.3 dB, this stage
+at 256 px itself 36.3 / 39.3 / 43.2 / 47.6. In an experiment on the same build, the proxy's own order gave
+32.6 / 37.0 / 41.1 / 46.0 and the error's power alone 32.6 / 32.8 / 32.9 / 33.7.
 """
 
 from __future__ import annotations
