@@ -210,3 +210,29 @@ def test_layers_ranked_at_a_smaller_resolution_carry_to_the_build(sensitive):
     odd = _build(work, "--min-psnr", repr(gate), "--hybrid-rank-resolution", "24")
     assert odd.returncode == 1 and error_lines(odd)[0].startswith("rkconvert: error: --hybrid-rank-resolution 24: ")
     assert (out / "stages" / "rknn").is_dir()  # a late refusal keeps what the build made
+
+
+def test_diagnose_locates_a_quantized_build_in_parts_from_its_sensitivity(sensitive):
+    """A w8a8 build in parts has no per-layer report (as SD 1.5 at 512 px has none): diagnose probes it with
+    the build's own stages in parts and names the layer made sensitive from stage sensitivity, as precision."""
+    work, base = sensitive
+    gate = base["output_psnr_db"] + 6
+    common = ("diagnose", "--target", "rk3588", "--model", "sensitive-unet", *QUANTIZED[:6], "--parts", "2",
+              "--out", "parts")
+    result = rkconvert(*common, "--min-psnr", repr(gate), cwd=work)
+    assert result.returncode == 1, result.stderr
+    diagnosis = json.loads((work / "parts" / "diagnosis" / "diagnosis.json").read_text())
+    assert diagnosis["failure"]["kind"] == "accuracy" and diagnosis["parts"] == 2
+    departed = diagnosis["departure"]
+    assert departed["onnx_tensor"] == SENSITIVE and departed["cause"] == "precision", departed
+    assert departed["alone_db"] < gate <= departed["costliest"][1]["alone_db"]
+    assert abs(departed["emulated_db"] - departed["simulated_db"]) < 2.0
+    assert "skipped" in diagnosis["reduction"]
+    assert "first departure (estimated" in result.stdout and SENSITIVE in result.stdout
+    stages = work / "parts" / "stages"
+    assert (stages / "split").is_dir() and (stages / "sensitivity").is_dir() and not (stages / "toolkit-probe").exists()
+
+    passing = rkconvert(*common, "--min-psnr", repr(base["output_psnr_db"] - 6), cwd=work)
+    assert passing.returncode == 0, passing.stderr
+    assert json.loads((work / "parts" / "diagnosis" / "diagnosis.json").read_text())["failure"] is None
+    assert "(reused)" in passing.stderr  # the parts' build: the gate is not in its key

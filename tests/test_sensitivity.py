@@ -51,6 +51,7 @@ def test_the_probe_graph_computes_the_model_and_quantizes_only_the_tensor_asked_
                  QuantizedTensor("/a/Conv_output_0_relu", start, 0.09, -128, 0.0, float(relu.max())),
                  QuantizedTensor("/a/Conv_output_0_rs", start, 0.2, -7, float(conv.min()), float(conv.max())),
                  QuantizedTensor("/a/Conv_output_0_tp", start, 0.2, -7, -99.0, 99.0)]  # holds no tensor
+    quantized.append(quantized[0])  # where two parts meet both quantize the tensor, under one name: named once
     emulation = emulate(path, quantized, [feed], 1, tmp_path / "scratch")
     ranking = emulation.ranking()
     assert [(p.tensor, p.names) for p in emulation.points] == [

@@ -32,15 +32,18 @@ NAMED = ("time_emb", "conv_in", "conv_out", "conv_norm_out", "conv_act", "conv_s
 
 
 def _local_order(onnx_path: Path, points, feed: dict, scratch: Path) -> list[str]:
+    import torch
+
     from converter.common import onnx_runtime
+    from converter.quantization.gradient import int8_error
 
     values = onnx_runtime.run_with_tensors(onnx_path, feed, [p.tensor for p in points if p.tensor not in feed], scratch)
     values.update(feed)
 
     def sqnr(p) -> float:
-        x = values[p.tensor].astype(np.float64)
-        q = (np.clip(np.round(x / p.scale) + p.zero_point, -128, 127) - p.zero_point) * p.scale
-        return float(10 * np.log10(max(np.sum(x * x), 1e-30) / max(np.sum((q - x) ** 2), 1e-30)))
+        x = torch.from_numpy(values[p.tensor]).double()
+        error = int8_error(x, p)
+        return float(10 * np.log10(max(float((x * x).sum()), 1e-30) / max(float((error * error).sum()), 1e-30)))
 
     return [p.tensor for p in sorted(points, key=sqnr)]
 

@@ -2,7 +2,10 @@
 the graph to a small one that fails the same way, and look that up in the catalogue of known failures.
 
 An accuracy failure is located with the per-layer report instead (locate.py): the build's own `rknn`
-and `layers` stages, then `locate`. The toolkit run and the reduction are build stages (`toolkit-probe`,
+and `layers` stages, then `locate`. A quantized graph whose layers cannot all be dumped (built in parts, or
+dumps of tens of GiB: SD 1.5 at 512 px) is located from the build's own stage sensitivity
+(estimated_departure.py), and a graph too large to build whole is probed by the build's stages in parts.
+The toolkit run and the reduction are build stages (`toolkit-probe`,
 `reduce`): diagnosing again with another catalogue, or after a failed `--apply`, reuses them. The result lands in BUILD/diagnosis/
 (written under a temporary name, renamed when complete): diagnosis.json, repro.onnx, repro.py (needs
 rknn-toolkit2 alone), the repro's toolkit log and Polygraphy's reduction logs.
@@ -15,6 +18,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,20 +26,25 @@ import onnx
 from onnx import TensorProto, helper
 
 from calib_data.dataset_writer import read_samples
-from converter.pipeline.build import convert, layer_rows, toolkit_inputs
+from converter.common.errors import BuildFailed
+from converter.common.onnx_graph import Graph
+from converter.pipeline.build import (convert, layer_rows, part_calibration, ranking_graph, sensitivity, split_model,
+                                      toolkit_inputs)
 from converter.pipeline.build_dir import BuildDir, StageResult, undone_on_bad_input
 from converter.pipeline.outcome import Outcome
-from converter.pipeline.plan import AUTO_LAYER_DUMP_LIMIT
+from converter.pipeline.plan import BuildPlan
 from converter.pipeline.request import BuildRequest
 from converter.pipeline.stage_run import StageRunner
 from converter.pipeline.stages.calib import Calibration
+from converter.pipeline.stages.passes import Rewritten
 from converter.pipeline.stages.reference import Reference
+from converter.pipeline.stages.rknn import Converted, part_log
 from converter.pipeline.toolkit_inputs import ToolkitInputs
 from converter.toolkit.child import log_lines
 from converter.common.progress import Progress
-from converter.diagnose import locate, probe
+from converter.diagnose import estimated_departure, locate, probe
 from converter.toolkit import repro_script
-from converter.toolkit.failure import KINDS, Failure, rules
+from converter.toolkit.failure import KINDS, Failure, accuracy, classify, rules
 from converter.diagnose.reduce import reduce
 from converter.reports.layer_report import estimated_dump_bytes
 from converter.reports.report import write_html, write_json
@@ -49,6 +58,8 @@ TAIL_LINES = 12
 NOT_REDUCED = {"refusal": "config() refuses before it reads the graph",
                "out_of_memory": "a smaller graph needs less memory, so it would not fail the same way",
                "accuracy": "no layer the simulator dumped maps to an ONNX tensor"}  # else located (locate.py)
+ESTIMATED_NOT_GROWN = ("the departure is estimated, no layer dumped: no subgraph is grown around it (each candidate "
+                       "would need ONNX Runtime on the whole graph for its inputs)")
 REPRO, REPRO_LOG, REPRO_DATA, REPRO_DATASET = "repro.onnx", "repro-toolkit.log", "repro-data", "repro-dataset.txt"
 DEPARTURE_FIELDS = ("index", "layer", "op", "onnx_tensor", "onnx_nodes", "module", "cosine", "golden_cosine",
                     "added_noise_db", "psnr_db")
@@ -68,50 +79,98 @@ def diagnose(req: BuildRequest, progress: Progress, budget_s: float | None = Non
 
 def _diagnosed(req: BuildRequest, known: list, progress: Progress, budget_s: float | None, catalogue: Path) -> dict:
     runner = StageRunner(BuildDir(req.out, req.rebuild), progress)
-    plan, _, passes, reference, calib = toolkit_inputs(req, None, runner, Outcome(req))
-    inputs = [passes, reference] + ([calib] if calib else [])
+    plan, exported, passes, reference, calib = toolkit_inputs(req, None, runner, Outcome(req))
     budget = budget_s or default_budget(passes.onnx_bytes)
+    gate = req.gates.min_psnr
     with tempfile.TemporaryDirectory(prefix="feeds-", dir=req.out) as feeds:
         settings = probe.Probe(plan.toolkit, budget, str(passes.onnx.resolve()),
-                               _save_feeds(reference, calib, Path(feeds)), req.gates.min_psnr)
-        key = {"target": plan.chip.name, "dtype": plan.dtype, "budget_s": budget, "min_psnr": req.gates.min_psnr,
-               **plan.toolkit.options}
-        whole = runner.run("toolkit-probe", f"{plan.dtype} build for {plan.chip.name}, budget {budget:.0f} s", key,
-                           inputs, lambda tmp: _probe_whole(settings, tmp))
-        failure = whole.meta["failure"] and Failure.from_json(whole.meta["failure"])
-        reduced = departed = None
+                               _save_feeds(reference, calib, Path(feeds)), gate)
+        probed = _probe_parts(plan, passes, reference, calib, runner) if plan.quantized and plan.parts > 1 \
+            else _probe_whole(plan, settings, passes, reference, calib, runner)
+        failure, rknn = probed.failure, probed.rknn
+        reduced = departed = estimated = None
         skipped = failure and NOT_REDUCED.get(failure.kind)
         if failure and failure.kind == "accuracy":
-            dumps = estimated_dump_bytes(passes.onnx)
-            if dumps > AUTO_LAYER_DUMP_LIMIT:
-                skipped = f"locating it needs every layer dumped, ~{dumps / 2**30:.0f} GiB of text for this graph"
+            given = ToolkitInputs(passes, None, reference, calib)
+            if plan.layer_dumps:
+                rknn = convert(plan, given, True, runner)
+                departed = locate.departure(layer_rows(passes, reference, rknn, runner), gate)
+            elif plan.quantized:
+                rknn = rknn or convert(plan, given, False, runner)
+                measured = sensitivity(passes, ranking_graph(plan, exported, passes, runner), calib, reference,
+                                       rknn, runner)
+                estimated = estimated_departure.departure(measured, Graph.load(passes.onnx), gate,
+                                                          rknn.accuracy(reference)["psnr_db"])
+                skipped = ESTIMATED_NOT_GROWN
             else:
-                rknn = convert(plan, ToolkitInputs(passes, None, reference, calib), True, runner)
-                departed = locate.departure(layer_rows(passes, reference, rknn, runner), req.gates.min_psnr)
+                dumps = estimated_dump_bytes(passes.onnx)
+                skipped = f"locating it needs every layer dumped, ~{dumps / 2**30:.0f} GiB of text for this graph"
+        elif failure and probed.record is None:
+            skipped = skipped or f"the graph is built in {plan.parts} parts: reduce the part that fails ({failure.describe()})"
         if departed:
             reduced = runner.run("locate", f"subgraph around layer {departed['layer']} that fails the gate alone",
-                                 {"layer": departed["layer"], "nodes": departed["onnx_nodes"]}, [whole, rknn],
+                                 {"layer": departed["layer"], "nodes": departed["onnx_nodes"]}, [probed.record, rknn],
                                  lambda tmp: _locate(settings, failure, departed, tmp, progress))
-        elif failure and failure.kind not in NOT_REDUCED:
+        elif failure and not skipped:
             reduced = runner.run("reduce", f"smallest subgraph that fails the same way: {failure.describe()}", {},
-                                 [whole], lambda tmp: _reduce(settings, failure, tmp, progress))
+                                 [probed.record], lambda tmp: _reduce(settings, failure, tmp, progress))
     diagnosis = {"model": req.source.spec, "target": req.chip.name, "dtype": plan.dtype, "passes": list(plan.passes),
-                 "toolkit_version": driver.toolkit_version(), "budget_s": round(budget),
+                 "parts": plan.parts, "toolkit_version": driver.toolkit_version(), "budget_s": round(budget),
                  "catalogue": str(catalogue), "status": "failed" if failure else "no failure",
                  "failure": _described(failure) if failure else None}
 
     if departed:
         diagnosis["departure"] = {**{k: departed.get(k) for k in DEPARTURE_FIELDS}, "cause": locate.cause(departed),
                                   "meaning": locate.CAUSES[locate.cause(departed)]}
+    elif estimated:
+        diagnosis["departure"] = estimated
 
     def fill(folder: Path) -> dict:
         if failure:
-            diagnosis.update(_explain(failure, whole, reduced, skipped, settings, known, folder))
+            diagnosis.update(_explain(failure, probed.logs, reduced, skipped, settings, known, folder))
         return diagnosis
 
     _write(req.out / DIAGNOSIS_DIR, fill)
     _link_from_report(req, failure, diagnosis.get("known"))
     return diagnosis
+
+
+@dataclass(frozen=True)
+class Probed:
+    """How the toolkit did on the graph it would be handed."""
+    failure: Failure | None
+    logs: list[Path]  # its toolkit log (one per part)
+    record: StageResult | None  # stage toolkit-probe; None when the build's own stage rknn was the probe
+    rknn: Converted | None  # that stage's build, when it got that far
+
+
+def _probe_whole(plan: BuildPlan, settings: probe.Probe, passes: Rewritten, reference: Reference,
+                 calib: Calibration | None, runner: StageRunner) -> Probed:
+    """Stage toolkit-probe: the graph whole, in the toolkit, under the budget and the gate."""
+    key = {"target": plan.chip.name, "dtype": plan.dtype, "budget_s": settings.budget_s, "min_psnr": settings.min_psnr,
+           **plan.toolkit.options}
+    record = runner.run("toolkit-probe", f"{plan.dtype} build for {plan.chip.name}, budget {settings.budget_s:.0f} s",
+                        key, [passes, reference] + ([calib] if calib else []), lambda tmp: _probe(settings, tmp))
+    failure = record.meta["failure"] and Failure.from_json(record.meta["failure"])
+    return Probed(failure, [record.path / record.meta["log"]], record, None)
+
+
+def _probe_parts(plan: BuildPlan, passes: Rewritten, reference: Reference, calib: Calibration,
+                 runner: StageRunner) -> Probed:
+    """A quantized graph too large to build whole here (SD 1.5 as w8a8: ~6x its weights in the toolkit) is
+    probed by the build's own stages, in parts: a diagnose after a failed build reuses them."""
+    split = split_model(plan, passes, runner)
+    given = ToolkitInputs(passes, split, reference, part_calibration(passes, split, calib, runner))
+    logs = [part_log(runner.logs / "rknn.log", i, plan.parts) for i in range(1, plan.parts + 1)]
+    try:
+        rknn = convert(plan, given, False, runner)
+    except BuildFailed as e:
+        if e.ending is None:
+            raise
+        return Probed(classify(e.ending), [log for log in logs if log.exists()], None, None)
+    psnr, gate = rknn.accuracy(reference)["psnr_db"], plan.request.gates.min_psnr
+    failure = accuracy(psnr, gate, sum(rknn.phases.values())) if psnr < gate else None
+    return Probed(failure, logs, None, rknn)
 
 
 def _link_from_report(req: BuildRequest, failure: Failure | None, known: dict | None) -> None:
@@ -150,7 +209,7 @@ def _save_feeds(reference: Reference, calib: Calibration | None, folder: Path) -
     return paths
 
 
-def _probe_whole(settings: probe.Probe, tmp: Path) -> dict:
+def _probe(settings: probe.Probe, tmp: Path) -> dict:
     failure = probe.run(Path(settings.source), settings, tmp / "run")
     shutil.copyfile(tmp / "run" / "toolkit.log", tmp / "toolkit.log")
     shutil.rmtree(tmp / "run")
@@ -198,12 +257,12 @@ def _settle(settings: probe.Probe, failure: Failure, tmp: Path) -> dict:
     return {"failure": (again or failure).to_json(), "reproduced": again is not None and again.same_way(failure)}
 
 
-def _explain(failure: Failure, whole: StageResult, reduced: StageResult | None, skipped: str | None,
+def _explain(failure: Failure, logs: list[Path], reduced: StageResult | None, skipped: str | None,
              settings: probe.Probe, known: list, folder: Path) -> dict:
     """Copy the repro into `folder`, match it against the catalogue, write repro.py."""
     if reduced is None:
         onnx.save(_any_graph(), str(folder / REPRO))
-        shutil.copyfile(whole.path / whole.meta["log"], folder / REPRO_LOG)
+        (folder / REPRO_LOG).write_text("".join(log.read_text(errors="replace") for log in logs))
         repro_failure, reduction, feeds = failure, {"skipped": skipped}, []
     else:
         for name in (REPRO, REPRO_LOG, *(p.name for p in reduced.path.glob("reduce-*.log"))):

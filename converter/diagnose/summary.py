@@ -17,6 +17,11 @@ def print_diagnosis(console: Console, diagnosis: dict, folder: Path) -> None:
     where = f" during {failure['phase']}" if failure["phase"] else ""
     say(f"failure: {failure['kind']} ({failure['detail']}){where}: {failure['meaning']}")
     departed = diagnosis.get("departure")
+    if departed and "method" in departed:
+        _estimated(say, departed)  # no repro: nothing was cut out to build on its own
+        say(f"not reduced: {diagnosis['reduction']['skipped']}")
+        say(f"details: {folder / 'diagnosis.json'}")
+        return
     if departed:
         say(f"first departure from ONNX Runtime: layer #{departed['index']} {departed['layer']} ({departed['op']}; ONNX "
             f"{', '.join(departed['onnx_nodes'][-3:])}): cosine {departed['cosine']:.4f}, golden cosine "
@@ -39,3 +44,19 @@ def print_diagnosis(console: Console, diagnosis: dict, folder: Path) -> None:
     for line in diagnosis["repro"]["log_tail"][-3:]:
         say(f"  {line[:160]}", "dim")
     say(f"details: {folder / 'diagnosis.json'}")
+
+
+def _estimated(say, departed: dict) -> None:
+    """A departure estimated from stage sensitivity (estimated_departure.py): no layer was dumped."""
+    failing, ranked = departed["failing_alone"], departed["ranked"]
+    which = (f"the first in the graph of {failing} of {ranked} quantized tensors that would fail the gate alone"
+             if failing else f"none of {ranked} quantized tensors would fail the gate alone: the costliest")
+    tensor = "" if departed["onnx_tensor"] == departed["layer"] else f", ONNX {departed['onnx_tensor']}"
+    say(f"first departure (estimated; {which}): {departed['layer']} ({departed['op']}{tensor}): "
+        f"{departed['alone_db']:.1f} dB with it alone in int8")
+    emulated = departed["emulated_db"]
+    say(f"  every activation in int8, emulated: {emulated:.1f} dB; the simulator: {departed['simulated_db']:.1f} dB"
+        if emulated is not None else f"  the simulator: {departed['simulated_db']:.1f} dB")
+    say(f"  {departed['cause']}: {departed['meaning']}")
+    say("costliest (share of the int8 noise): " + ", ".join(f"{r['tensor']} {r['share']:.0%}"
+                                                              for r in departed["costliest"]))

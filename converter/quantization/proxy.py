@@ -26,7 +26,7 @@ import torch
 from converter.common.onnx_graph import Graph
 from converter.common.onnx_torch import TorchGraph
 from converter.quantization.gradient import int8_error
-from converter.quantization.sensitivity import FUSED, Point, Sensitivity
+from converter.quantization.sensitivity import FUSED, Point, Sensitivity, grouped
 from converter.toolkit.quant_config import QuantizedTensor
 
 
@@ -40,7 +40,7 @@ def build_points(quantized: list[QuantizedTensor], graph: Graph, proxy_points: l
             continue
         fused = q.name.endswith(FUSED) and proxy_of[q.name] in graph.tensors
         by_tensor.setdefault(proxy_of[q.name] if fused else q.start, []).append(q)
-    return [Point(t, tuple(q.name for q in qs), qs[0].scale, qs[0].zero_point) for t, qs in by_tensor.items()]
+    return grouped(by_tensor)
 
 
 def error_power(onnx_path: Path, where: list[Point], feeds: list[dict[str, np.ndarray]]) -> dict[str, float]:

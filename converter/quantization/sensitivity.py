@@ -88,7 +88,14 @@ def points(quantized: list[QuantizedTensor], graph: Graph, ranges: dict[str, tup
             tensor = _holding(q, graph, ranges, PROXY_RANGE_TOLERANCE if proxy else RANGE_TOLERANCE)
         if tensor is not None:
             by_tensor.setdefault(tensor, []).append(q)
-    return [Point(t, tuple(q.name for q in qs), qs[0].scale, qs[0].zero_point) for t, qs in by_tensor.items()]
+    return grouped(by_tensor)
+
+
+def grouped(by_tensor: dict[str, list[QuantizedTensor]]) -> list[Point]:
+    """A point per tensor, named by its toolkit tensors, each name once (a tensor where two parts meet is
+    quantized by both, under one name), with the first one's scale."""
+    return [Point(t, tuple(dict.fromkeys(q.name for q in qs)), qs[0].scale, qs[0].zero_point)
+            for t, qs in by_tensor.items()]
 
 
 def _holding(q: QuantizedTensor, graph: Graph, ranges: dict[str, tuple[float, float]],

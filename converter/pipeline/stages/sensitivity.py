@@ -69,8 +69,8 @@ class Sensitivities(StageOutput):
                               for r in self.ranking[:REPORTED]]}
 
     def float16_names(self, k: int) -> list[str]:
-        """The toolkit's names of the first `k` ranked tensors: what a trial keeps float16 (a name twice in
-        the ranking, the same tensor quantized by two parts, once)."""
+        """The toolkit's names of the first `k` ranked tensors: what a trial keeps float16, each once (the
+        two parts that quantize a tensor where they meet may have their ranges matched to two tensors)."""
         return list(dict.fromkeys(name for row in self.ranking[:k] for name in row["names"]))
 
     def emulated(self, ks: int | list[int] | np.ndarray) -> np.ndarray:
@@ -151,7 +151,7 @@ def run(passes: Rewritten, ranked_on: Rewritten, calib: Calibration, reference: 
     rows = [{"tensor": s.tensor, "names": list(s.names), "alone_db": _finite(s.alone_db)} for s in ranking]
     (tmp / RANKING).write_text(json.dumps({"ranking": rows, "curve": {k: _finite(v) for k, v in curve.items()}}))
     return {"ranking": RANKING, "tensors": len(rows), "feeds": FEEDS,
-            "unmatched": len(quantized) - sum(len(r["names"]) for r in rows),
+            "unmatched": len({q.name for q in quantized} - {name for r in rows for name in r["names"]}),
             "proxy": described}
 
 
