@@ -74,6 +74,7 @@ def test_each_part_holds_its_share_of_the_weights_and_takes_only_activations(pas
     before = np.cumsum(held)[:-1]
     for j, weight in enumerate(before, start=1):  # each cut within the window of its share
         assert abs(weight - total * j / count) <= graph_cut.WINDOW * total + max(held) * 0.05, (held, total)
+    assert max(held) <= graph_cut.LARGEST * total / count + max(held) * 0.05, (held, total)
     # Every node but the constants' is in exactly one part.
     constants = {n.name for p in parts[1:] for n in p.model.graph.node} & {n.name for n in parts[0].model.graph.node}
     names = [n.name for p in parts for n in p.model.graph.node if n.name not in constants]

@@ -39,19 +39,23 @@ def tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def timed_build(build_args: list[str], out: Path) -> dict:
-    """`rkconvert build ... --out out --rebuild` in a child: exit code, wall seconds, the process tree's
-    peak RSS (sampled every 0.5 s) and the build's report.json ({} if it wrote none)."""
-    cmd = [sys.executable, "-m", "converter.cli", "build", *build_args, "--out", str(out), "--rebuild"]
+def timed(args: list[str]) -> dict:
+    """`rkconvert ARGS` in a child: exit code, wall seconds and the process tree's peak RSS (sampled every
+    0.5 s)."""
     start = time.monotonic()
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen([sys.executable, "-m", "converter.cli", *args])
     ps, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
         peak = max(peak, tree_rss(ps))
         time.sleep(0.5)
+    return {"exit_code": proc.returncode, "wall_seconds": round(time.monotonic() - start, 1), "peak_rss_bytes": peak}
+
+
+def timed_build(build_args: list[str], out: Path) -> dict:
+    """`rkconvert build ... --out out --rebuild`, timed, and the build's report.json ({} if it wrote none)."""
+    run = timed(["build", *build_args, "--out", str(out), "--rebuild"])
     report_path = out / "report.json"
-    return {"exit_code": proc.returncode, "wall_seconds": round(time.monotonic() - start, 1), "peak_rss_bytes": peak,
-            "report": json.loads(report_path.read_text()) if report_path.exists() else {}}
+    return {**run, "report": json.loads(report_path.read_text()) if report_path.exists() else {}}
 
 
 # rknn-toolkit2 used bare: only the cut without which it dies (host_time_projection), whole and untiled.

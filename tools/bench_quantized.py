@@ -9,10 +9,13 @@ Rows: --algorithms (the toolkit's quantized_algorithm: normal, mmse, kl_divergen
 - toolkit: the toolkit's own build(auto_hybrid=True), layers under --toolkit-cos to float16;
 - rkconvert: the measured search (stage sensitivity) under --min-psnr (default: that algorithm's plain
   build + --gain dB; the plain row is built first).
-Columns: float16 share of the compiled layers and of the toolkit's estimated cycles (an estimate, not a
-board measurement), output PSNR against ONNX Runtime on the held-out check inputs, for a model that draws
-its images against the float16 build's images (PSNR mean and min) and prompt accuracy, the .rknn's size,
-wall time and the process tree's peak memory (this machine; every row built from scratch).
+Columns: float16 share of the compiled layers and of the toolkit's estimated cycles, the estimated cycles
+against the float16 build's (estimates from the compiler's table, attention left out: not a board
+measurement), output PSNR against ONNX Runtime on the held-out check inputs, for a model that draws its
+images against the float16 build's images (PSNR mean and min) and prompt accuracy, the .rknn's size, wall
+time and the process tree's peak memory (this machine; every row built from scratch).
+--diagnose-psnr DB runs `rkconvert diagnose` on each rkconvert row's folder under that gate (its stages
+reused): its time, peak and the layer it names.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from bench_build import git_commit, machine, timed_build  # tools/ is on sys.path when a tool runs as a script
+from bench_build import git_commit, machine, timed, timed_build  # tools/ is on sys.path when a tool runs as a script
 
 METHODS = ("plain", "toolkit", "rkconvert")
 
@@ -51,18 +54,29 @@ def _against(images: dict[str, Path], float16: dict[str, Path]) -> dict | None:
     return {"psnr_db_mean": round(float(np.mean(values)), 2), "psnr_db_min": round(float(np.min(values)), 2)}
 
 
-def _row(run: dict, out: Path, float16: dict[str, Path]) -> dict:
+def _row(run: dict, out: Path, float16: dict[str, Path], float16_cycles: int | None) -> dict:
     report = run["report"]
-    share = (report.get("cost") or {}).get("float16_share") or {}
+    cost = report.get("cost") or {}
+    share = cost.get("float16_share") or {}
     summary = (report.get("images") or {}).get("summary") or {}
     return {"exit_code": run["exit_code"], "error": report.get("error"),
             "float16_layers_share": share.get("layers"), "float16_cycles_share_estimated": share.get("cycles"),
+            "cycles_vs_float16_estimated": round(cost["total_cycles"] / float16_cycles, 4)
+            if cost.get("total_cycles") and float16_cycles else None,
             "output_psnr_db": report.get("output_psnr_db"),
             "images_vs_float16": _against(_images(out, report), float16),
             "prompt_accuracy": summary.get("rknn_prompt_accuracy"), "artifact_bytes": report.get("artifact_bytes"),
             "hybrid_kept": report.get("hybrid_kept"), "hybrid_trials": len(report.get("hybrid_trials") or []),
             "wall_seconds": run["wall_seconds"], "peak_rss_bytes": run["peak_rss_bytes"],
             "stages": [(s["name"], round(s.get("seconds", 0), 1)) for s in report.get("stages") or []]}
+
+
+def _diagnosed(args: list[str], out: Path) -> dict:
+    """`rkconvert diagnose ARGS --out out` on a build's folder (its stages reused), timed, and what it found."""
+    run = timed(["diagnose", *args, "--out", str(out)])
+    found = out / "diagnosis" / "diagnosis.json"
+    diagnosis = json.loads(found.read_text()) if found.exists() else {}
+    return {**run, "failure": diagnosis.get("failure"), "departure": diagnosis.get("departure")}
 
 
 def _table(results: dict) -> str:
@@ -73,15 +87,16 @@ def _table(results: dict) -> str:
     def db(v):
         return "—" if v is None else f"{v:.1f} dB"
 
-    lines = ["| algorithm | method | float16 layers | float16 cycles (est.) | output PSNR | images vs float16 "
-             "(mean / min) | prompt acc. | .rknn | wall |", "|---" * 9 + "|"]
+    lines = ["| algorithm | method | float16 layers | float16 cycles (est.) | cycles vs float16 build (est.) | "
+             "output PSNR | images vs float16 (mean / min) | prompt acc. | .rknn | wall |", "|---" * 10 + "|"]
     for name, row in results["rows"].items():
         algorithm, method = name.split("/")
         images = row["images_vs_float16"]
         shown = f"{images['psnr_db_mean']:.1f} / {images['psnr_db_min']:.1f} dB" if images else "—"
         size = "—" if row["artifact_bytes"] is None else f"{row['artifact_bytes'] / 2**20:.1f} MiB"
         lines.append(f"| {algorithm} | {method} | {pct(row['float16_layers_share'])} | "
-                     f"{pct(row['float16_cycles_share_estimated'])} | {db(row['output_psnr_db'])} | {shown} | "
+                     f"{pct(row['float16_cycles_share_estimated'])} | {pct(row['cycles_vs_float16_estimated'])} | "
+                     f"{db(row['output_psnr_db'])} | {shown} | "
                      f"{pct(row['prompt_accuracy'])} | {size} | {row['wall_seconds']:.0f} s |")
     return "\n".join(lines)
 
@@ -95,6 +110,9 @@ def main() -> int:
     parser.add_argument("--min-psnr", type=float, default=None, help="rkconvert's gate (default: plain + --gain)")
     parser.add_argument("--gain", type=float, default=6.0)
     parser.add_argument("--toolkit-cos", type=float, default=0.98, help="the toolkit's auto_hybrid_cos_thresh")
+    parser.add_argument("--diagnose-psnr", type=float, default=None, metavar="DB",
+                        help="after each rkconvert row, `rkconvert diagnose` its folder under this gate (e.g. one "
+                             "it cannot reach): its time, peak memory and the departure it names")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     methods = args.methods.split(",")
@@ -111,6 +129,8 @@ def main() -> int:
         run = timed_build([*model, "--dtype", "float16", "--min-psnr", "0", "--layer-report", "off"], out)
         float16 = _images(out, run["report"])
         results["float16"] = {key: run["report"].get(key) for key in ("output_psnr_db", "artifact_bytes")}
+        float16_cycles = results["float16"]["total_cycles_estimated"] = (run["report"].get("cost") or {}).get(
+            "total_cycles")
         for algorithm in args.algorithms.split(","):
             quantized = [*model, "--dtype", "w8a8", "--quant-algorithm", algorithm, "--layer-report", "off"]
             plain_psnr = None
@@ -120,11 +140,13 @@ def main() -> int:
                          "rkconvert": ["--min-psnr", str(args.min_psnr or (plain_psnr or 0) + args.gain)]}[method]
                 out = Path(tmp) / f"{algorithm}-{method}"
                 run = timed_build([*quantized, *extra], out)
-                row = _row(run, out, float16)
+                row = _row(run, out, float16, float16_cycles)
                 if method == "plain":
                     plain_psnr = row["output_psnr_db"]
                 if method == "rkconvert":
                     row["min_psnr"] = float(extra[1])
+                    if args.diagnose_psnr is not None:
+                        row["diagnose"] = _diagnosed([*quantized[:-2], "--min-psnr", str(args.diagnose_psnr)], out)
                 results["rows"][f"{algorithm}/{method}"] = row
                 shown = {k: v for k, v in row.items() if k != "stages"}
                 print(f"{algorithm}/{method}: {json.dumps(shown)}", flush=True)

@@ -227,6 +227,7 @@ HYBRID = Group((
 # What each command that works on a build takes; a failed build names its diagnose, and diagnose the
 # build with its fix, through these.
 BUILD_GROUPS = (MODEL, TARGET, RESOLUTION, OUTPUT, TOOLKIT, GATES, HYBRID, CHECKS, CALIB, PASSES)
-DIAGNOSE_GROUPS = (MODEL, TARGET, RESOLUTION, OUTPUT, TOOLKIT.only("dtype", "parts"), GATES.only("min_psnr"), CALIB, PASSES)
+DIAGNOSE_GROUPS = (MODEL, TARGET, RESOLUTION, OUTPUT, TOOLKIT.only("dtype", "parts", "quant_algorithm"),
+                   GATES.only("min_psnr"), CALIB, PASSES)
 LINT_GROUPS = (MODEL, TARGET, RESOLUTION, OUTPUT, PASSES)
 CALIB_GROUPS = (MODEL, TARGET, RESOLUTION, OUTPUT, CALIB, PASSES)

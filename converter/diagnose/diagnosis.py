@@ -106,7 +106,8 @@ def _diagnosed(req: BuildRequest, known: list, progress: Progress, budget_s: flo
                 dumps = estimated_dump_bytes(passes.onnx)
                 skipped = f"locating it needs every layer dumped, ~{dumps / 2**30:.0f} GiB of text for this graph"
         elif failure and probed.record is None:
-            skipped = skipped or f"the graph is built in {plan.parts} parts: reduce the part that fails ({failure.describe()})"
+            skipped = skipped or (f"the graph is built in {plan.parts} parts: reduce the part that fails "
+                                  f"({failure.describe()})")
         if departed:
             reduced = runner.run("locate", f"subgraph around layer {departed['layer']} that fails the gate alone",
                                  {"layer": departed["layer"], "nodes": departed["onnx_nodes"]}, [probed.record, rknn],

@@ -13,9 +13,9 @@ outputs what later parts read and the graph outputs it makes. Nodes computed fro
 reads them: a constant must not become a model input. Every other node is moved to just before its first
 reader: the exporter writes some early (the cross-attention keys and values of the text embedding, each
 resnet's time-embedding projection), and each would cross every cut after it. A cut goes where the weight before it is
-within WINDOW of its share, at the point there that the fewest activation bytes cross (a UNet's skip
-connections make that a real choice), and only where every crossing tensor is a float tensor of known
-shape: the toolkit gets each as a model input.
+within WINDOW of its share and no part holds over LARGEST times its share, at the point there that the
+fewest activation bytes cross (a UNet's skip connections make that a real choice), and only where every
+crossing tensor is a float tensor of known shape: the toolkit gets each as a model input.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ import onnx
 from onnx import helper
 
 WINDOW = 0.1  # a cut may miss its share of the weights by this fraction of the total
+# ... and no part may hold more than this times its share: the toolkit's peak follows the largest part (SD 1.5
+# as w8a8 in 3 parts, cut within the window alone: 0.82, 1.58 and 0.80 GiB, the middle one at 1.48x).
+LARGEST = 1.2
 # --parts auto: at most this much float32 weight per part (SD 1.5, 3.4 GB: 2 parts, the toolkit at 8 GB)
 AUTO_PART_BYTES = 2 * 2**30
 # A quantized build runs the toolkit's hybrid_quantization_step1 and step2 (so that the hybrid search's
@@ -134,15 +137,19 @@ def _cuts(graph: onnx.GraphProto, nodes: list[onnx.NodeProto], types: dict[str, 
             weight_before[first_read[name] + 1] += size
     weight_before = np.cumsum(weight_before)
     total = weight_before[-1]
+    most = LARGEST * total / count
     found: list[int] = []
     for j in range(1, count):
         share = total * j / count
         start = found[-1] + 1 if found else 1
+        # this part at most `most`, and what is left fits the parts after it at most `most` each
         candidates = [c for c in range(start, len(nodes)) if abs(weight_before[c] - share) <= WINDOW * total
-                      and unusable[c] == 0]
+                      and weight_before[c] - weight_before[start - 1] <= most
+                      and total - weight_before[c] <= (count - j) * most and unusable[c] == 0]
         if not candidates:
             raise ValueError(f"no place to cut part {j + 1} of {count}: no point within {WINDOW:.0%} of its share "
-                             f"of the weights where only float tensors of known shape cross")
+                             f"of the weights, no part over {LARGEST:g}x its share, where only float tensors of "
+                             "known shape cross")
         found.append(min(candidates, key=lambda c: (crossing[c], abs(weight_before[c] - share))))
     return found
 
