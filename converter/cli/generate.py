@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from converter.release.board.samplers import NAMES as SAMPLER_NAMES
+
 
 @click.command(epilog="Exit status: 0 images written, 1 the toolkit failed, 2 bad input.")
 @click.argument("build_dir", type=click.Path(path_type=Path, file_okay=False))
@@ -17,9 +19,12 @@ from rich.console import Console
 @click.option("--guidance-scale", type=click.FloatRange(0), default=None,
               help="Classifier-free guidance (default: the model's evaluation setting, else 7.5).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Noise seed of the first prompt (then +1 each).")
+@click.option("--scheduler", type=click.Choice(sorted(SAMPLER_NAMES)), default=None,
+              help="Sampler, on the pipeline's own noise schedule (default: the one its scheduler_config.json names). "
+                   "The board runner takes the same --scheduler.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder for the PNGs (default: BUILD_DIR/images/).")
-def generate(build_dir, prompts, steps, guidance_scale, seed, out):
+def generate(build_dir, prompts, steps, guidance_scale, seed, scheduler, out):
     """Draw --prompt with a finished build's model, once with the reference UNet (ONNX Runtime on the
     final ONNX) and once with its .rknn in rknn-toolkit2's simulator.
 
@@ -33,7 +38,7 @@ def generate(build_dir, prompts, steps, guidance_scale, seed, out):
 
     out = out or build_dir / "images"
     rows = run_generate(build_dir, list(prompts), seed, steps, guidance_scale, out,
-                        Progress(Console(stderr=True, highlight=False)))
+                        Progress(Console(stderr=True, highlight=False)), scheduler)
     console = Console(highlight=False)
     for i, row in enumerate(rows):
         console.print(f"{out / row['rknn']}  seed {row['seed']}  vs reference: PSNR {row['psnr_db']:.1f} dB, "

@@ -16,7 +16,7 @@ from converter.pipeline.stages.images import Drawing, draw_both, save_trio
 
 
 def generate(build_dir: Path, prompts: list[str], seed: int, steps: int | None, guidance_scale: float | None,
-             out: Path, progress: Progress) -> list[dict]:
+             out: Path, progress: Progress, scheduler: str | None = None) -> list[dict]:
     """PNGs per prompt in `out` (reference, rknn, difference) and grid.png; a row of figures per prompt."""
     build = FinishedBuild.open(build_dir)
     folder = build.pipeline
@@ -27,7 +27,7 @@ def generate(build_dir: Path, prompts: list[str], seed: int, steps: int | None, 
     steps = steps or (declared.steps if declared else 20)
     guidance_scale = guidance_scale if guidance_scale is not None else (declared.guidance_scale if declared else 7.5)
     drawing = Drawing(prompts, [seed + i for i in range(len(prompts))], steps, guidance_scale,
-                      build.report["resolution"])
+                      build.report["resolution"], scheduler)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".generate-", dir=out) as scratch, \
             progress.stage("generate", f"{len(prompts)} prompts, {steps} steps, ONNX Runtime and the .rknn"):

@@ -8,6 +8,7 @@ so the same prompt and seed start from the same noise whichever UNet denoises it
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -17,8 +18,26 @@ import torch
 from converter.common.errors import UserError
 
 
-def pipeline(folder: Path, unet: torch.nn.Module):
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
+def scheduler(folder: Path, name: str | None = None):
+    """diffusers' scheduler of the folder's scheduler_config.json, as its own class or as the sampler `name`
+    (board sampler.NAMES) reads it; only those the board runner samples with (converter/release/board)."""
+    import diffusers
+
+    from converter.release.board.samplers import CLASSES, NAMES
+
+    config = folder / "scheduler" / "scheduler_config.json"
+    try:
+        class_name = NAMES[name] if name else json.loads(config.read_text()).get("_class_name")
+    except (OSError, ValueError) as e:
+        raise UserError(f"{config}: unreadable ({e})") from None
+    if class_name not in CLASSES:
+        raise UserError(f"{config}: {class_name}: rkconvert and its board runner sample with "
+                        f"{', '.join(CLASSES)} (pass --scheduler {'|'.join(NAMES)} to use one on this schedule)")
+    return getattr(diffusers, class_name).from_pretrained(folder / "scheduler", local_files_only=True)
+
+
+def pipeline(folder: Path, unet: torch.nn.Module, sampler: str | None = None):
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
     from transformers import CLIPTextModel, CLIPTokenizer
     from transformers.utils import logging as transformers_logging
 
@@ -27,7 +46,7 @@ def pipeline(folder: Path, unet: torch.nn.Module):
         parts = {"tokenizer": CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
                  "text_encoder": CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True).eval(),
                  "vae": AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True).eval(),
-                 "scheduler": DDIMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)}
+                 "scheduler": scheduler(folder, sampler)}
     except (OSError, ValueError) as e:
         raise UserError(f"{folder}: not a text-to-image pipeline folder ({str(e).splitlines()[0]})") from None
     pipe = StableDiffusionPipeline(**parts, unet=unet, safety_checker=None, feature_extractor=None,

@@ -44,6 +44,7 @@ class Drawing:
     steps: int
     guidance_scale: float
     resolution: int
+    scheduler: str | None = None  # a sampler's name (ddim, euler, euler-ancestral, lcm); None: the folder's own
 
 
 def run(folder: Path, model: BuiltModel, evaluation: EvalSet, resolution: int, log: Path, progress: Progress,
@@ -79,7 +80,8 @@ def draw_both(folder: Path, model: BuiltModel, drawing: Drawing, log: Path, prog
         def on_step(done: int, total: int) -> None:
             progress.note(f"{label}: step {done}/{total} of {len(drawing.prompts)} images")
 
-        return generate(pipeline(folder, RuntimeUNet(config, to_graph, run)), drawing.prompts, drawing.seeds,
+        return generate(pipeline(folder, RuntimeUNet(config, to_graph, run), drawing.scheduler), drawing.prompts,
+                        drawing.seeds,
                         drawing.steps, drawing.guidance_scale, drawing.resolution, on_step)
 
     ref = draw("ONNX Runtime", _onnx_runtime(model.passes.onnx, model.passes.outputs[0]))

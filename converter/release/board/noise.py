@@ -13,14 +13,25 @@ from __future__ import annotations
 import numpy as np
 
 
+class TorchGenerator:
+    """`torch.Generator().manual_seed(seed)` on the CPU: each randn continues the stream, as the ancestral
+    samplers' noise continues it after the starting latents."""
+
+    def __init__(self, seed: int):
+        self.state = np.random.RandomState(seed & 0xFFFFFFFF)
+
+    def randn(self, shape: tuple[int, ...]) -> np.ndarray:
+        count = int(np.prod(shape))
+        if count % 16:
+            # torch redraws the last block of a size that is not a multiple of 16: not needed for latents.
+            raise ValueError(f"noise of shape {shape}: {count} values, not a multiple of 16")
+        bits = self.state.randint(0, 1 << 32, size=count, dtype=np.uint64)
+        uniform = (bits & 0xFFFFFF).astype(np.float32) * np.float32(2.0 ** -24)
+        blocks = uniform.reshape(-1, 2, 8)
+        radius = np.sqrt(np.float32(-2.0) * np.log(np.float32(1.0) - blocks[:, 0]))
+        theta = np.float32(2.0 * np.pi) * blocks[:, 1]
+        return np.stack([radius * np.cos(theta), radius * np.sin(theta)], axis=1).astype(np.float32).reshape(shape)
+
+
 def torch_randn(shape: tuple[int, ...], seed: int) -> np.ndarray:
-    count = int(np.prod(shape))
-    if count % 16:
-        # torch redraws the last block of a size that is not a multiple of 16: not needed for latents.
-        raise ValueError(f"noise of shape {shape}: {count} values, not a multiple of 16")
-    bits = np.random.RandomState(seed & 0xFFFFFFFF).randint(0, 1 << 32, size=count, dtype=np.uint64)
-    uniform = (bits & 0xFFFFFF).astype(np.float32) * np.float32(2.0 ** -24)
-    blocks = uniform.reshape(-1, 2, 8)
-    radius = np.sqrt(np.float32(-2.0) * np.log(np.float32(1.0) - blocks[:, 0]))
-    theta = np.float32(2.0 * np.pi) * blocks[:, 1]
-    return np.stack([radius * np.cos(theta), radius * np.sin(theta)], axis=1).astype(np.float32).reshape(shape)
+    return TorchGenerator(seed).randn(shape)

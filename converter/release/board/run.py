@@ -8,7 +8,8 @@ First the checks: every file's sha256 against manifest.json, and the board's lib
 version the model was built with. Then one UNet step on the build's own check input, compared with
 ONNX Runtime's output (and, simulated, with the build's simulator output). With --prompt, the whole
 loop of a model that draws: tokenizer, text encoder and VAE decoder on the CPU (onnxruntime), the UNet
-on the NPU with classifier-free guidance, DDIM in numpy, a PNG. Every part is timed; timing.json is
+on the NPU with classifier-free guidance, the bundle's sampler in numpy (DDIM, Euler, Euler-ancestral
+or LCM), a PNG. Every part is timed; timing.json is
 what to send back so board figures can sit beside the toolkit's estimate.
 """
 
@@ -30,8 +31,9 @@ BUNDLE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(BUNDLE / "board"))
 
 from clip_tokenizer import ClipTokenizer  # noqa: E402  (the board folder is not a package on the board)
-from ddim import Ddim  # noqa: E402
-from noise import torch_randn  # noqa: E402
+from noise import TorchGenerator  # noqa: E402
+from samplers import NAMES as SAMPLER_NAMES  # noqa: E402
+from samplers import from_config as sampler_from_config  # noqa: E402
 from png import save_png  # noqa: E402
 
 CORE_MASKS = {"auto": 0, "0": 1, "1": 2, "2": 4, "0_1": 3, "0_1_2": 7}
@@ -138,8 +140,10 @@ def step_check(manifest: dict, unet, simulated: bool) -> dict:
     return result
 
 
-def draw(manifest: dict, unet, prompt: str, steps: int, seed: int, guidance: float, timing: dict) -> np.ndarray:
-    """One prompt to an (H, W, 3) uint8 image, as StableDiffusionPipeline draws it with DDIM."""
+def draw(manifest: dict, unet, prompt: str, steps: int, seed: int, guidance: float, scheduler: str | None,
+         timing: dict) -> np.ndarray:
+    """One prompt to an (H, W, 3) uint8 image, as StableDiffusionPipeline draws it with the bundle's
+    scheduler (or `scheduler`, a sampler.NAMES key)."""
     import onnxruntime
 
     pipe = manifest["pipeline"]
@@ -148,7 +152,8 @@ def draw(manifest: dict, unet, prompt: str, steps: int, seed: int, guidance: flo
                for name in ("text_encoder", "vae_decoder")}
     try:
         tokenizer = ClipTokenizer(BUNDLE / "tokenizer" / "tokenizer.json")
-        scheduler = Ddim(BUNDLE / "scheduler" / "scheduler_config.json")
+        sampler = sampler_from_config(BUNDLE / "scheduler" / "scheduler_config.json", scheduler)
+        sampler.set(steps)
     except ValueError as e:  # a tokenizer or sampler this runner does not implement, named with the file
         raise RunnerError(str(e)) from None
     extra = host_programs(manifest)
@@ -157,14 +162,15 @@ def draw(manifest: dict, unet, prompt: str, steps: int, seed: int, guidance: flo
     texts = ["", prompt] if guidance > 1 else [prompt]
     states = [session["text_encoder"].run(None, {"input_ids": np.array([tokenizer(t)], np.int64)})[0] for t in texts]
     timing["text_encoder_seconds"] = round(time.monotonic() - start, 4)
-    latents = torch_randn(tuple(pipe["latent_shape"]), seed)
+    generator = TorchGenerator(seed)
+    latents = generator.randn(tuple(pipe["latent_shape"])) * sampler.init_noise_sigma
     timing["unet_step_seconds"] = []
-    for t in scheduler.timesteps(steps):
+    for i, t in enumerate(sampler.timesteps):
         start = time.monotonic()
-        base = {"sample": latents, **extra(float(t))}
+        base = {"sample": sampler.scale(latents, i), **extra(float(t))}
         eps = [np.asarray(unet({**base, "encoder_hidden_states": s}), np.float32) for s in states]
         noise = eps[0] + guidance * (eps[1] - eps[0]) if guidance > 1 else eps[0]
-        latents = scheduler.step(noise, int(t), latents, steps)
+        latents = sampler.step(noise, i, latents, generator)
         timing["unet_step_seconds"].append(round(time.monotonic() - start, 4))
     start = time.monotonic()
     image = session["vae_decoder"].run(None, {"latents": latents / np.float32(pipe["vae_scaling_factor"])})[0]
@@ -179,6 +185,8 @@ def _args(argv):
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's own)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed, as torch.Generator().manual_seed")
     parser.add_argument("--guidance-scale", type=float, default=None, help="default: the model's own")
+    parser.add_argument("--scheduler", choices=sorted(SAMPLER_NAMES), default=None,
+                        help="sampler (default: the one scheduler/scheduler_config.json names)")
     parser.add_argument("--core-mask", choices=sorted(CORE_MASKS), default="auto", help="NPU cores (RK3588: 0, 1, 2)")
     parser.add_argument("--out", type=Path, default=Path("rkconvert-out"), help="folder for the PNG and timing.json")
     parser.add_argument("--simulate", type=Path, metavar="BUILD_DIR",
@@ -215,7 +223,7 @@ def main(argv=None) -> int:
                 pipe = manifest["pipeline"]
                 steps = args.steps or pipe["steps"]
                 guidance = pipe["guidance_scale"] if args.guidance_scale is None else args.guidance_scale
-                image = draw(manifest, unet, args.prompt, steps, args.seed, guidance, timing)
+                image = draw(manifest, unet, args.prompt, steps, args.seed, guidance, args.scheduler, timing)
                 args.out.mkdir(parents=True, exist_ok=True)
                 png = args.out / f"{args.seed}-{re.sub(r'[^a-z0-9]+', '-', args.prompt.lower()).strip('-')[:60]}.png"
                 save_png(png, image)

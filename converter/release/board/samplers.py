@@ -1,0 +1,190 @@
+"""The samplers StableDiffusionPipeline runs with diffusers' schedulers, in numpy, step for step: DDIM
+(eta 0), Euler, Euler-ancestral (SD-Turbo's) and LCM, epsilon prediction, from a pipeline's
+`scheduler_config.json` (or another of them on that config's noise schedule: --scheduler). The ancestral
+samplers' noise comes from the seed's generator after the starting latents (noise.TorchGenerator), as
+diffusers draws it from the pipeline's generator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+class SamplerError(ValueError):
+    """A scheduler config this runner cannot sample with: one line naming the file and what is unsupported."""
+
+
+def read(config_path: Path, class_names: tuple[str, ...], required: dict, class_name: str | None = None) -> dict:
+    """The config, as the sampler `class_name` (default: the config's own) reads it, or a SamplerError when
+    that class is not one of `class_names` or a key of `required` (key -> the only value implemented, absent
+    counting as that value) differs."""
+    c = json.loads(Path(config_path).read_text())
+    c["_class_name"] = class_name or c.get("_class_name")
+    unsupported = {k: c.get(k) for k, ok in required.items() if c.get(k, ok) != ok}
+    if c["_class_name"] not in class_names or unsupported:
+        raise SamplerError(f"{config_path}: {c['_class_name']} {unsupported or ''}: this runner samples with "
+                           f"{' / '.join(class_names)} as configured by {required}")
+    return c
+
+
+def alphas_cumprod(c: dict, config_path: Path) -> np.ndarray:
+    steps = c["num_train_timesteps"]
+    if c.get("beta_schedule") == "scaled_linear":
+        betas = np.linspace(c["beta_start"] ** 0.5, c["beta_end"] ** 0.5, steps, dtype=np.float32) ** 2
+    elif c.get("beta_schedule") == "linear":
+        betas = np.linspace(c["beta_start"], c["beta_end"], steps, dtype=np.float32)
+    else:
+        raise SamplerError(f"{config_path}: beta_schedule {c.get('beta_schedule')!r} (scaled_linear or linear)")
+    return np.cumprod(1.0 - betas, dtype=np.float32)
+
+
+# what DDIM and LCM implement here: epsilon prediction, no clipping, thresholding or zero-SNR rescaling
+PLAIN_EPSILON = {"prediction_type": "epsilon", "clip_sample": False, "thresholding": False,
+                 "rescale_betas_zero_snr": False}
+
+
+class Ddim:
+    init_noise_sigma = np.float32(1.0)
+
+    def __init__(self, config_path: Path, class_name: str | None = None):
+        c = read(config_path, ("DDIMScheduler",), PLAIN_EPSILON, class_name)
+        self.train_steps = c["num_train_timesteps"]
+        self.alphas_cumprod = alphas_cumprod(c, config_path)
+        self.final = np.float32(1.0) if c.get("set_alpha_to_one", True) else self.alphas_cumprod[0]
+        self.offset = c.get("steps_offset", 0)
+        self.spacing = c.get("timestep_spacing", "leading")
+        self.timesteps = np.zeros(0, np.int64)
+
+    def set(self, steps: int) -> None:
+        if self.spacing == "leading":
+            found = (np.arange(steps) * (self.train_steps // steps)).round()[::-1].astype(np.int64) + self.offset
+        elif self.spacing == "trailing":
+            found = np.round(np.arange(self.train_steps, 0, -self.train_steps / steps)).astype(np.int64) - 1
+        elif self.spacing == "linspace":
+            found = np.linspace(0, self.train_steps - 1, steps).round()[::-1].astype(np.int64)
+        else:
+            raise SamplerError(f"timestep_spacing {self.spacing!r}: leading, trailing or linspace")
+        self.timesteps = found
+
+    def scale(self, x: np.ndarray, i: int) -> np.ndarray:
+        return x
+
+    def step(self, eps: np.ndarray, i: int, x: np.ndarray, generator) -> np.ndarray:
+        """x at the next timestep, from the model's noise estimate `eps` at step `i` (deterministic)."""
+        t = int(self.timesteps[i])
+        prev = t - self.train_steps // len(self.timesteps)
+        a_t = self.alphas_cumprod[t]
+        a_prev = self.alphas_cumprod[prev] if prev >= 0 else self.final
+        x0 = (x - np.sqrt(1 - a_t) * eps) / np.sqrt(a_t)
+        return (np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev) * eps).astype(np.float32)
+
+
+EULER_CLASSES = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler")
+EULER_REQUIRED = {"prediction_type": "epsilon", "interpolation_type": "linear", "use_karras_sigmas": False,
+            "use_exponential_sigmas": False, "use_beta_sigmas": False, "timestep_type": "discrete",
+            "final_sigmas_type": "zero", "rescale_betas_zero_snr": False}
+
+
+class Euler:
+    def __init__(self, config_path: Path, class_name: str | None = None):
+        c = read(config_path, EULER_CLASSES, EULER_REQUIRED, class_name)
+        self.ancestral = c["_class_name"] == "EulerAncestralDiscreteScheduler"
+        self.train_steps = c["num_train_timesteps"]
+        acp = alphas_cumprod(c, config_path)
+        self.train_sigmas = np.sqrt((1 - acp) / acp)
+        self.offset = c.get("steps_offset", 0)
+        self.spacing = c.get("timestep_spacing", "linspace")
+        if self.spacing not in ("linspace", "leading", "trailing"):
+            raise SamplerError(f"{config_path}: timestep_spacing {self.spacing!r}: linspace, leading or trailing")
+        self.timesteps = np.zeros(0, np.float32)
+        self.sigmas = np.zeros(1, np.float32)
+
+    def set(self, steps: int) -> None:
+        if self.spacing == "linspace":
+            timesteps = np.linspace(0, self.train_steps - 1, steps, dtype=np.float32)[::-1].copy()
+        elif self.spacing == "leading":
+            ratio = self.train_steps // steps
+            timesteps = (np.arange(steps) * ratio).round()[::-1].astype(np.float32) + self.offset
+        else:
+            timesteps = np.arange(self.train_steps, 0, -self.train_steps / steps).round().astype(np.float32) - 1
+        sigmas = np.interp(timesteps, np.arange(len(self.train_sigmas)), self.train_sigmas)
+        self.sigmas = np.concatenate([sigmas, [0.0]]).astype(np.float32)
+        self.timesteps = timesteps.astype(np.float32)
+
+    @property
+    def init_noise_sigma(self) -> np.float32:
+        top = self.sigmas.max()
+        return top if self.spacing in ("linspace", "trailing") else np.sqrt(top ** 2 + np.float32(1))
+
+    def scale(self, x: np.ndarray, i: int) -> np.ndarray:
+        return x / np.sqrt(self.sigmas[i] ** 2 + np.float32(1))
+
+    def step(self, eps: np.ndarray, i: int, x: np.ndarray, generator) -> np.ndarray:
+        sigma, sigma_next = self.sigmas[i], self.sigmas[i + 1]
+        original = x - sigma * eps
+        derivative = (x - original) / sigma
+        if not self.ancestral:
+            return (x + derivative * (sigma_next - sigma)).astype(np.float32)
+        up = np.sqrt(sigma_next ** 2 * (sigma ** 2 - sigma_next ** 2) / sigma ** 2)
+        down = np.sqrt(sigma_next ** 2 - up ** 2)
+        drifted = x + derivative * (down - sigma)
+        return (drifted + generator.randn(x.shape) * up).astype(np.float32)  # drawn at every step, the last too
+
+
+SIGMA_DATA = np.float32(0.5)
+
+
+class Lcm:
+    init_noise_sigma = np.float32(1.0)
+
+    def __init__(self, config_path: Path, class_name: str | None = None):
+        c = read(config_path, ("LCMScheduler",), PLAIN_EPSILON, class_name)
+        self.config_path = config_path
+        self.train_steps = c["num_train_timesteps"]
+        self.original_steps = c.get("original_inference_steps", 50)
+        self.timestep_scaling = np.float32(c.get("timestep_scaling", 10.0))
+        self.alphas_cumprod = alphas_cumprod(c, config_path)
+        self.final = np.float32(1.0) if c.get("set_alpha_to_one", True) else self.alphas_cumprod[0]
+        self.timesteps = np.zeros(0, np.int64)
+
+    def set(self, steps: int) -> None:
+        """Evenly spaced over the distillation's own schedule (original_inference_steps), from its end."""
+        if not 1 <= steps <= self.original_steps:
+            raise SamplerError(f"{self.config_path}: {steps} steps: LCM takes 1 to original_inference_steps "
+                               f"({self.original_steps})")
+        origin = (np.arange(1, self.original_steps + 1) * (self.train_steps // self.original_steps) - 1)[::-1]
+        self.timesteps = origin[np.floor(np.linspace(0, len(origin), steps, endpoint=False)).astype(np.int64)]
+
+    def scale(self, x: np.ndarray, i: int) -> np.ndarray:
+        return x
+
+    def step(self, eps: np.ndarray, i: int, x: np.ndarray, generator) -> np.ndarray:
+        t = int(self.timesteps[i])
+        last = i == len(self.timesteps) - 1
+        prev = t if last else int(self.timesteps[i + 1])
+        a_t = self.alphas_cumprod[t]
+        a_prev = self.alphas_cumprod[prev] if prev >= 0 else self.final
+        scaled = np.float32(t) * self.timestep_scaling
+        c_skip = SIGMA_DATA ** 2 / (scaled ** 2 + SIGMA_DATA ** 2)
+        c_out = scaled / np.sqrt(scaled ** 2 + SIGMA_DATA ** 2)
+        original = (x - np.sqrt(1 - a_t) * eps) / np.sqrt(a_t)
+        denoised = c_out * original + c_skip * x
+        if last:
+            return denoised.astype(np.float32)
+        return (np.sqrt(a_prev) * denoised + np.sqrt(1 - a_prev) * generator.randn(x.shape)).astype(np.float32)
+
+
+CLASSES = {"DDIMScheduler": Ddim, "EulerDiscreteScheduler": Euler, "EulerAncestralDiscreteScheduler": Euler,
+           "LCMScheduler": Lcm}
+NAMES = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler",  # --scheduler
+         "euler-ancestral": "EulerAncestralDiscreteScheduler", "lcm": "LCMScheduler"}
+
+
+def from_config(config_path: Path, scheduler: str | None = None):
+    """The sampler of `config_path`, or the one `scheduler` (a NAMES key) names, on that config's schedule."""
+    name = NAMES[scheduler] if scheduler else json.loads(Path(config_path).read_text()).get("_class_name")
+    if name not in CLASSES:
+        raise SamplerError(f"{config_path}: {name}: this runner samples with {', '.join(CLASSES)}")
+    return CLASSES[name](config_path, name)
