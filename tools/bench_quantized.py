@@ -68,6 +68,8 @@ def _row(run: dict, out: Path, float16: dict[str, Path], float16_cycles: int | N
             "prompt_accuracy": summary.get("rknn_prompt_accuracy"), "artifact_bytes": report.get("artifact_bytes"),
             "hybrid_kept": report.get("hybrid_kept"), "hybrid_trials": len(report.get("hybrid_trials") or []),
             "wall_seconds": run["wall_seconds"], "peak_rss_bytes": run["peak_rss_bytes"],
+            # each process's own max RSS (getrusage): a spike shorter than the tree sampler's 0.5 s shows here
+            "peak_rss_bytes_by_process": report.get("peak_rss_bytes"),
             "stages": [(s["name"], round(s.get("seconds", 0), 1)) for s in report.get("stages") or []]}
 
 
