@@ -14,7 +14,7 @@ import torch
 from converter.models.demo import PIPELINE as DEMO_PIPELINE
 from converter.release.board.clip_tokenizer import ClipTokenizer
 from converter.release.board import samplers as sampler
-from converter.release.board.noise import TorchGenerator, torch_randn
+from converter.release.board.noise import TorchGenerator
 
 BOARD = Path(__file__).resolve().parents[1] / "converter" / "release" / "board"
 # What a board has: the standard library, numpy, onnxruntime and (lazily) rknn-toolkit-lite2.
@@ -105,9 +105,9 @@ def test_a_sampler_it_does_not_implement_is_refused_naming_the_file(tmp_path):
 def test_starting_noise_is_torchs(seed):
     for shape in ((1, 4, 16, 16), (1, 4, 64, 64)):
         expected = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).numpy()
-        assert np.abs(torch_randn(shape, seed) - expected).max() < 1e-6  # log/cos rounding: ~5e-7 seen
+        assert np.abs(TorchGenerator(seed).randn(shape) - expected).max() < 1e-6  # log/cos rounding: ~5e-7 seen
     with pytest.raises(ValueError, match="not a multiple of 16"):
-        torch_randn((1, 3, 5, 5), seed)
+        TorchGenerator(seed).randn((1, 3, 5, 5))
     # a generator's later draws continue its stream, as an ancestral sampler's noise does
     generator, ours = torch.Generator().manual_seed(seed), TorchGenerator(seed)
     for shape in ((1, 4, 16, 16), (2, 4, 8, 8), (1, 4, 16, 16)):

@@ -31,7 +31,3 @@ class TorchGenerator:
         radius = np.sqrt(np.float32(-2.0) * np.log(np.float32(1.0) - blocks[:, 0]))
         theta = np.float32(2.0 * np.pi) * blocks[:, 1]
         return np.stack([radius * np.cos(theta), radius * np.sin(theta)], axis=1).astype(np.float32).reshape(shape)
-
-
-def torch_randn(shape: tuple[int, ...], seed: int) -> np.ndarray:
-    return TorchGenerator(seed).randn(shape)
