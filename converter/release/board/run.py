@@ -180,7 +180,7 @@ def draw(manifest: dict, unet, prompt: str, steps: int, seed: int, guidance: flo
 
 
 def _args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--prompt", help="draw this prompt (models with a text encoder and decoder)")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's own)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed, as torch.Generator().manual_seed")
