@@ -207,7 +207,8 @@ def test_an_estimated_departure_is_the_first_tensor_in_order_the_gate_cannot_tak
     graph = Graph.load(tmp_path / "m.onnx")
 
     def measured(alone: dict[str, float], emulated: float = 40.0) -> Sensitivities:
-        ranking = [{"tensor": t, "names": [f"{t}_q"], "alone_db": db} for t, db in sorted(alone.items(), key=lambda i: i[1])]
+        ranking = [{"tensor": t, "names": [f"{t}_q"], "alone_db": db}
+                   for t, db in sorted(alone.items(), key=lambda i: i[1])]
         return Sensitivities(StageResult("sensitivity", tmp_path, "", {}, 0.0, False), ranking, {0: emulated}, 0, None)
 
     # On the calibration inputs, each alone: c 30 dB, b 38, a 45 (costliest first: c, b, a; in the graph: a, b, c).

@@ -130,3 +130,23 @@ def test_a_broken_evaluation_spec_is_refused_before_anything_is_built(tmp_path):
     (line,) = error_lines(result)
     assert "pipe/rkconvert.json: not a readable evaluation spec" in line and "'prompts'" in line
     assert not (tmp_path / "build").exists()
+
+
+def test_the_host_draws_with_the_folders_sampler_and_refuses_one_the_board_lacks(tmp_path):
+    import shutil
+
+    import pytest
+
+    from converter.common.errors import UserError
+    from converter.imaging.text_to_image import scheduler
+
+    shutil.copytree(demo.PIPELINE / "scheduler", tmp_path / "scheduler")
+    assert type(scheduler(tmp_path)).__name__ == "DDIMScheduler"
+    assert type(scheduler(tmp_path, "euler-ancestral")).__name__ == "EulerAncestralDiscreteScheduler"
+    config = tmp_path / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "_class_name": "DPMSolverMultistepScheduler"}))
+    with pytest.raises(UserError) as refused:
+        scheduler(tmp_path)
+    assert str(refused.value).startswith(f"{config}: DPMSolverMultistepScheduler: this runner samples with DDIM")
+    assert "\n" not in str(refused.value)
+    assert type(scheduler(tmp_path, "lcm")).__name__ == "LCMScheduler"  # another on the same schedule

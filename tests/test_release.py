@@ -211,7 +211,8 @@ def test_the_board_runner_draws_the_demo_as_the_build_did(demo_build, tmp_path):
     timing = json.loads((tmp_path / "run-ea" / "timing.json").read_text())
     drawn = np.asarray(Image.open(tmp_path / "run-ea" / timing["image"]))
     expected = np.asarray(Image.open(tmp_path / "gen" / "00-rknn.png"))
-    ddim = np.asarray(Image.open(tmp_path / "run" / json.loads((tmp_path / "run" / "timing.json").read_text())["image"]))
+    ddim_timing = json.loads((tmp_path / "run" / "timing.json").read_text())
+    ddim = np.asarray(Image.open(tmp_path / "run" / ddim_timing["image"]))
     # Two steps from sigma 14.6 amplify the text encoder's and decoder's ONNX-against-torch rounding more than
     # DDIM's twenty: 53.3 dB seen, 3 levels at most. DDIM's picture of the same seed is another (~94 levels apart).
     assert psnr(drawn, expected) >= 40 and psnr(drawn, ddim) < 20

@@ -134,7 +134,8 @@ def main() -> int:
         float16_cycles = results["float16"]["total_cycles_estimated"] = (run["report"].get("cost") or {}).get(
             "total_cycles")
         for algorithm in args.algorithms.split(","):
-            quantized = [*model, "--dtype", "w8a8", "--quant-algorithm", algorithm, "--layer-report", "off"]
+            toolkit = [*model, "--dtype", "w8a8", "--quant-algorithm", algorithm]  # what diagnose takes too
+            quantized = [*toolkit, "--layer-report", "off"]
             plain_psnr = None
             for method in methods:
                 extra = {"plain": ["--no-hybrid", "--min-psnr", "0"],
@@ -148,7 +149,7 @@ def main() -> int:
                 if method == "rkconvert":
                     row["min_psnr"] = float(extra[1])
                     if args.diagnose_psnr is not None:
-                        row["diagnose"] = _diagnosed([*quantized[:-2], "--min-psnr", str(args.diagnose_psnr)], out)
+                        row["diagnose"] = _diagnosed([*toolkit, "--min-psnr", str(args.diagnose_psnr)], out)
                 results["rows"][f"{algorithm}/{method}"] = row
                 shown = {k: v for k, v in row.items() if k != "stages"}
                 print(f"{algorithm}/{method}: {json.dumps(shown)}", flush=True)

@@ -41,8 +41,9 @@ def diagnose(request: BuildRequest, budget_s: float | None, catalogue: Path | No
     (a toolkit rewrite, or quantization / float16 noise), and the smallest ring of nodes around it that
     fails the gate alone. A quantized graph built in parts (--parts auto: SD 1.5 as w8a8) has no per-layer
     report: the build's own stages probe it, part by part, and the departure is estimated from what quantizing
-    each tensor alone costs at the output (stage sensitivity, the toolkit's own int8 scales). Writes --out/diagnosis/: diagnosis.json, repro.onnx, repro.py (rknn-toolkit2
-    alone: ready to report upstream) and the logs; a failed build's report.html links to it.
+    each tensor alone costs at the output (stage sensitivity, the toolkit's own int8 scales). Writes
+    --out/diagnosis/: diagnosis.json, repro.onnx, repro.py (rknn-toolkit2 alone: ready to report upstream)
+    and the logs; a failed build's report.html links to it.
     """
     from converter.cli.build import run as run_build
     from converter.common.progress import Progress

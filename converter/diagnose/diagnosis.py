@@ -5,8 +5,8 @@ An accuracy failure is located with the per-layer report instead (locate.py): th
 and `layers` stages, then `locate`. A quantized graph whose layers cannot all be dumped (built in parts, or
 dumps of tens of GiB: SD 1.5 at 512 px) is located from the build's own stage sensitivity
 (estimated_departure.py), and a graph too large to build whole is probed by the build's stages in parts.
-The toolkit run and the reduction are build stages (`toolkit-probe`,
-`reduce`): diagnosing again with another catalogue, or after a failed `--apply`, reuses them. The result lands in BUILD/diagnosis/
+The toolkit run and the reduction are build stages (`toolkit-probe`, `reduce`): diagnosing again with
+another catalogue, or after a failed `--apply`, reuses them. The result lands in BUILD/diagnosis/
 (written under a temporary name, renamed when complete): diagnosis.json, repro.onnx, repro.py (needs
 rknn-toolkit2 alone), the repro's toolkit log and Polygraphy's reduction logs.
 """

@@ -55,8 +55,9 @@ def _estimated(say, departed: dict) -> None:
     say(f"first departure (estimated; {which}): {departed['layer']} ({departed['op']}{tensor}): "
         f"{departed['alone_db']:.1f} dB with it alone in int8")
     emulated = departed["emulated_db"]
-    say(f"  every activation in int8, emulated: {emulated:.1f} dB; the simulator: {departed['simulated_db']:.1f} dB"
-        if emulated is not None else f"  the simulator: {departed['simulated_db']:.1f} dB")
+    simulated = f"the simulator: {departed['simulated_db']:.1f} dB"
+    say(f"  every activation in int8, emulated: {emulated:.1f} dB; {simulated}" if emulated is not None
+        else f"  {simulated}")
     say(f"  {departed['cause']}: {departed['meaning']}")
-    say("costliest (share of the int8 noise): " + ", ".join(f"{r['tensor']} {r['share']:.0%}"
-                                                              for r in departed["costliest"]))
+    shares = ", ".join(f"{r['tensor']} {r['share']:.0%}" for r in departed["costliest"])
+    say(f"costliest (share of the int8 noise): {shares}")

@@ -8,7 +8,6 @@ so the same prompt and seed start from the same noise whichever UNet denoises it
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -20,20 +19,19 @@ from converter.common.errors import UserError
 
 def scheduler(folder: Path, name: str | None = None):
     """diffusers' scheduler of the folder's scheduler_config.json, as its own class or as the sampler `name`
-    (board sampler.NAMES) reads it; only those the board runner samples with (converter/release/board)."""
+    (a board samplers.NAMES key) reads it: only those the board runner samples with."""
     import diffusers
 
-    from converter.release.board.samplers import CLASSES, NAMES
+    from converter.release.board.samplers import SamplerError, class_name
 
     config = folder / "scheduler" / "scheduler_config.json"
     try:
-        class_name = NAMES[name] if name else json.loads(config.read_text()).get("_class_name")
-    except (OSError, ValueError) as e:
+        chosen = class_name(config, name)
+    except OSError as e:
         raise UserError(f"{config}: unreadable ({e})") from None
-    if class_name not in CLASSES:
-        raise UserError(f"{config}: {class_name}: rkconvert and its board runner sample with "
-                        f"{', '.join(CLASSES)} (pass --scheduler {'|'.join(NAMES)} to use one on this schedule)")
-    return getattr(diffusers, class_name).from_pretrained(folder / "scheduler", local_files_only=True)
+    except (SamplerError, ValueError) as e:
+        raise UserError(str(e)) from None
+    return getattr(diffusers, chosen).from_pretrained(folder / "scheduler", local_files_only=True)
 
 
 def pipeline(folder: Path, unet: torch.nn.Module, sampler: str | None = None):

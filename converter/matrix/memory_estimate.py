@@ -3,8 +3,8 @@
 An estimate from the weights alone: the whole process tree of SD 1.5's build at 512 px for rk3588
 (float16, tiling auto) peaked at 14.97 GB for 3.44 GB of float32 weights (tools/bench_build.py on a
 2-core, 24 GiB machine), 4.35x, nearly all of it the toolkit's process. With --parts N the toolkit holds
-one part at a time, up to 1/N + graph_cut.WINDOW and graph_cut.LARGEST / N of the weights (2 parts: 8.41 GB, the toolkit 7.95 GB
-for a part with 58% of them), and the export (the rkconvert process: 4.64 GB, 1.35x) can be the larger.
+one part at a time, up to graph_cut.LARGEST / N of the weights (2 parts: 8.41 GB, the toolkit 7.95 GB for a
+part with 58% of them), and the export (the rkconvert process: 4.64 GB, 1.35x) can be the larger.
 A quantized build runs the toolkit's step1 and step2: 6.3x its part's weights (w8a8 in 2 parts: 12.4 GB
 for that part).
 It leaves out resolution (activations), dtype (a w8a8 build also calibrates) and the hybrid search's
@@ -65,6 +65,6 @@ def peak_bytes(options: dict, workdir: Path) -> int:
     quantized = options.get("dtype", "auto") not in ("auto", FLOAT16)
     parts = options.get("parts", "auto")
     count = graph_cut.auto_count(weights, quantized) if parts == "auto" else int(parts)
-    share = min(1.0, 1 / count + graph_cut.WINDOW, graph_cut.LARGEST / count) if count > 1 else 1.0
+    share = min(1.0, graph_cut.LARGEST / count)
     per_byte = QUANTIZED_PEAK_PER_WEIGHT_BYTE if quantized else PEAK_PER_WEIGHT_BYTE
     return max(FLOOR_BYTES, round(per_byte * share * weights), round(EXPORT_PER_WEIGHT_BYTE * weights))

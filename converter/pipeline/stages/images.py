@@ -81,8 +81,7 @@ def draw_both(folder: Path, model: BuiltModel, drawing: Drawing, log: Path, prog
             progress.note(f"{label}: step {done}/{total} of {len(drawing.prompts)} images")
 
         return generate(pipeline(folder, RuntimeUNet(config, to_graph, run), drawing.scheduler), drawing.prompts,
-                        drawing.seeds,
-                        drawing.steps, drawing.guidance_scale, drawing.resolution, on_step)
+                        drawing.seeds, drawing.steps, drawing.guidance_scale, drawing.resolution, on_step)
 
     ref = draw("ONNX Runtime", _onnx_runtime(model.passes.onnx, model.passes.outputs[0]))
     with rebuilt_simulator(model, log, progress.tick, scratch) as infer:

@@ -9,8 +9,8 @@ version the model was built with. Then one UNet step on the build's own check in
 ONNX Runtime's output (and, simulated, with the build's simulator output). With --prompt, the whole
 loop of a model that draws: tokenizer, text encoder and VAE decoder on the CPU (onnxruntime), the UNet
 on the NPU with classifier-free guidance, the bundle's sampler in numpy (DDIM, Euler, Euler-ancestral
-or LCM), a PNG. Every part is timed; timing.json is
-what to send back so board figures can sit beside the toolkit's estimate.
+or LCM), a PNG. Every part is timed; timing.json is what to send back so board figures can sit beside
+the toolkit's estimate.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def step_check(manifest: dict, unet, simulated: bool) -> dict:
 def draw(manifest: dict, unet, prompt: str, steps: int, seed: int, guidance: float, scheduler: str | None,
          timing: dict) -> np.ndarray:
     """One prompt to an (H, W, 3) uint8 image, as StableDiffusionPipeline draws it with the bundle's
-    scheduler (or `scheduler`, a sampler.NAMES key)."""
+    scheduler (or `scheduler`, a samplers.NAMES key)."""
     import onnxruntime
 
     pipe = manifest["pipeline"]

@@ -182,9 +182,17 @@ NAMES = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler",  # --schedu
          "euler-ancestral": "EulerAncestralDiscreteScheduler", "lcm": "LCMScheduler"}
 
 
-def from_config(config_path: Path, scheduler: str | None = None):
-    """The sampler of `config_path`, or the one `scheduler` (a NAMES key) names, on that config's schedule."""
+def class_name(config_path: Path, scheduler: str | None = None) -> str:
+    """The diffusers class to sample with: the one `scheduler` (a NAMES key) names, else `config_path`'s own;
+    a SamplerError when this runner does not implement it."""
     name = NAMES[scheduler] if scheduler else json.loads(Path(config_path).read_text()).get("_class_name")
     if name not in CLASSES:
-        raise SamplerError(f"{config_path}: {name}: this runner samples with {', '.join(CLASSES)}")
+        raise SamplerError(f"{config_path}: {name}: this runner samples with {', '.join(CLASSES)} (--scheduler "
+                           f"{'|'.join(NAMES)} picks one on this noise schedule)")
+    return name
+
+
+def from_config(config_path: Path, scheduler: str | None = None):
+    """The sampler `class_name` chooses, on `config_path`'s noise schedule."""
+    name = class_name(config_path, scheduler)
     return CLASSES[name](config_path, name)
