@@ -12,6 +12,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "rkconvert needs Python 3.11 (rknn-toolkit2 2.5.0 ships cp311 wheels only); set PYTHON=")'
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --no-deps rknn-toolkit2
+	$(PIP) --no-deps open_clip_torch
 	$(PIP) -e '.[test]'
 	$(VENV)/bin/python -c 'import rknn.api, onnxruntime, diffusers'
 	touch $@

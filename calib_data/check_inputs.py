@@ -17,14 +17,18 @@ def check_timesteps(count: int) -> list[float]:
     return [float(round(t)) for t in np.linspace(0, TRAIN_TIMESTEPS - 1, count + 2)[1:-1]]
 
 
-def check_inputs(specs: dict[str, tuple[list[int], np.dtype]], count: int, seed: int) -> list[dict[str, np.ndarray]]:
-    """`count` feeds for inputs named as the traced UNet names them (`sample`, `timestep`, ...)."""
+def check_inputs(specs: dict[str, tuple[list[int], np.dtype]], count: int, seed: int,
+                 fixed: dict[str, np.ndarray] | None = None) -> list[dict[str, np.ndarray]]:
+    """`count` feeds for inputs named as the traced UNet names them (`sample`, `timestep`, ...); `fixed`:
+    inputs that take one value in every feed (an LCM UNet's guidance embedding)."""
     rng = np.random.default_rng(seed)
     feeds = []
     for t in check_timesteps(count):
         feed = {}
         for name, (shape, dtype) in specs.items():
-            if name == "timestep":
+            if fixed and name in fixed:
+                feed[name] = fixed[name].reshape(shape).astype(dtype)
+            elif name == "timestep":
                 feed[name] = np.full(shape, t, dtype=dtype)
             else:
                 feed[name] = rng.standard_normal(shape).astype(dtype)

@@ -101,15 +101,17 @@ def record(pipe, schedule: Schedule, prompts: list[Prompt], picks: list[Pick], r
         if state["step"] > max(step for step, _ in state["wanted"]):
             raise _Recorded
         sample, timestep = args[0], args[1]
-        states = kwargs["encoder_hidden_states"]
+        states, guidance = kwargs["encoder_hidden_states"], kwargs.get("timestep_cond")
         for row, branch in enumerate(branches):
             pick = state["wanted"].get((state["step"], branch))
             if pick is not None:
                 t = float(timestep.reshape(-1)[0])
-                on_call(UnetCall(pick, state["generator_seed"], t, {
-                    "sample": sample[row:row + 1].detach().float().numpy().copy(),
-                    "timestep": np.array([t], dtype=np.float32),
-                    "encoder_hidden_states": states[row:row + 1].detach().float().numpy().copy()}))
+                inputs = {"sample": sample[row:row + 1].detach().float().numpy().copy(),
+                          "timestep": np.array([t], dtype=np.float32),
+                          "encoder_hidden_states": states[row:row + 1].detach().float().numpy().copy()}
+                if guidance is not None:  # an LCM UNet: the embedding of the schedule's guidance scale
+                    inputs["timestep_cond"] = guidance[row:row + 1].detach().float().numpy().copy()
+                on_call(UnetCall(pick, state["generator_seed"], t, inputs))
         state["step"] += 1
         if on_step:
             on_step(state["step"], schedule.steps)

@@ -22,10 +22,12 @@ class Schedule:
     steps: int
     guidance_scale: float  # > 1: classifier-free guidance, the UNet runs on the empty prompt too
     options: dict = field(default_factory=dict)
+    # An LCM-distilled UNet takes the guidance scale as an embedding (timestep_cond) and runs once per step.
+    embedded_guidance: bool = False
 
     @property
     def uses_cfg(self) -> bool:
-        return self.guidance_scale > 1
+        return self.guidance_scale > 1 and not self.embedded_guidance
 
     def make_scheduler(self):
         import diffusers

@@ -13,9 +13,12 @@ a Sin or Cos becomes a host program (ONNX, a few hundred FLOPs); the UNet takes 
 and `time_embedding.linear_1` onward stays on the NPU. Folding the flip into `linear_1`'s weights
 would also remove the crash but keep the CPU-only Sin/Cos in the graph and the timestep on the NPU.
 
+The region also ends where another graph input joins: an LCM UNet's `timestep_cond` projection is added
+to the sinusoid before `linear_1`, and that Add stays on the NPU.
+
 Verified: ONNX Runtime outputs before vs after (host program feeding `t_emb`) agree to <= 1e-5 on
 tiny SD 1.5 / SD 2.1 / BK-SDM UNets, and the RKNN build that crashed completes with >= 60 dB PSNR
-(tests/test_host_time_projection.py).
+(tests/test_host_time_projection.py); an LCM UNet (time_cond_proj_dim) builds (tests/test_lcm.py).
 """
 
 from __future__ import annotations
@@ -42,13 +45,15 @@ class TimeProjection:
 
 
 def _region(source: gs.Variable) -> tuple[list[gs.Node], set[str]]:
-    """Nodes reachable from `source` without entering a weight layer, and the tensors those layers read."""
+    """Nodes reachable from `source` without entering a weight layer or a node that also reads another graph
+    input (an LCM UNet adds its guidance embedding's projection to the timestep's), and the tensors such
+    nodes read."""
     nodes, seen, boundary = [], set(), set()
     frontier = [source]
     while frontier:
         tensor = frontier.pop()
         for node in tensor.outputs:
-            if node.op in WEIGHT_LAYERS:
+            if node.op in WEIGHT_LAYERS or any(_ancestors_inputs(t) - {source.name} for t in node.inputs):
                 boundary.add(tensor.name)
             elif id(node) not in seen:
                 seen.add(id(node))

@@ -138,19 +138,19 @@ TINY_EVALUATION = {"steps": 4, "guidance_scale": 3.0,
                                {"category": "b", "prompt": "a blue square at the top", "seed": 12}]}
 
 
-def save_tiny_pipeline(folder: Path) -> None:
-    """A diffusers StableDiffusionPipeline folder around the tiny UNet (seeded tiny CLIP, VAE, DDIM) that
-    brings a two-prompt evaluation set (rkconvert.json), as a trained pipeline would."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+def save_tiny_pipeline(folder: Path, unet: UNet2DConditionModel | None = None, schedule: str = "sd15-20step") -> None:
+    """A diffusers StableDiffusionPipeline folder around the tiny UNet (seeded tiny CLIP, VAE, the schedule's
+    scheduler: DDIM by default) that brings a two-prompt evaluation set (rkconvert.json), as a trained pipeline
+    would."""
+    from diffusers import StableDiffusionPipeline
 
     from calib_data import text_encoder
     from calib_data.recorder import tiny_vae
     from calib_data.schedules import SCHEDULES
 
     tokenizer, encoder = text_encoder.tiny(TINY_CONFIG["cross_attention_dim"], 0)
-    schedule = SCHEDULES["sd15-20step"]
-    pipe = StableDiffusionPipeline(vae=tiny_vae(), text_encoder=encoder, tokenizer=tokenizer, unet=tiny_unet(),
-                                   scheduler=DDIMScheduler.from_config(schedule.make_scheduler().config),
+    pipe = StableDiffusionPipeline(vae=tiny_vae(), text_encoder=encoder, tokenizer=tokenizer, unet=unet or tiny_unet(),
+                                   scheduler=SCHEDULES[schedule].make_scheduler(),
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(folder)
     (folder / "rkconvert.json").write_text(json.dumps({"evaluation": TINY_EVALUATION}))

@@ -73,7 +73,8 @@ def test_onnx_that_is_not_a_unet(tmp_path):
 
     onnx.save(flip_reproducer(), str(tmp_path / "flip.onnx"))
     _fails_cleanly(tmp_path, "--model", "flip.onnx",
-                   expect="flip.onnx: not a UNet ONNX: expected inputs sample, timestep, encoder_hidden_states; found x")
+                   expect="flip.onnx: not a UNet ONNX: expected inputs sample, timestep, encoder_hidden_states "
+                          "(and timestep_cond for an LCM UNet); found x")
     (tmp_path / "garbage.onnx").write_bytes(b"\x08\x07 this is not protobuf")
     _fails_cleanly(tmp_path, "--model", "garbage.onnx", expect="garbage.onnx: not a readable ONNX model")
 

@@ -1,5 +1,5 @@
-"""What `--model` names: the built-in demo, a preset, a diffusers pipeline or UNet (folder or weights file), or a
-UNet ONNX."""
+"""What `--model` names: the built-in demo, a preset, a diffusers pipeline or UNet (folder or weights file), a
+single-file checkpoint (read as the pipeline folder it converts to), or a UNet ONNX."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from converter.common.errors import UserError
-from converter.models import presets
+from converter.models import presets, single_file
 
 PIPELINE_INDEX = "model_index.json"  # marks a diffusers pipeline folder (unet/, text_encoder/, vae/, ...)
 
@@ -21,12 +21,15 @@ class ModelSource:
     config_path: Path | None = None
     trust_pickle: bool = False
     seed: int = 0
+    origin: Path | None = None  # the single-file checkpoint a "pipeline" source was converted from
 
     @property
     def name(self) -> str:
         """Short name for build folders: the preset name or the file / folder stem."""
         if self.kind == "preset" or self.spec == presets.DEMO:
             return self.spec.replace(":", "-")
+        if self.origin:
+            return self.origin.stem
         stem = self.path.stem if self.path.is_file() else self.path.name
         return stem or "model"
 
@@ -34,6 +37,8 @@ class ModelSource:
         """Identity of the source for stage keys: file sizes and modification times, not contents."""
         if self.kind == "preset":
             return {"preset": self.spec, "seed": self.seed}
+        if self.origin:
+            return {"kind": "single-file", "folder": self.path.name}  # named by the file's path, size and time
         files = sorted(p for p in self.path.rglob("*") if p.is_file()) if self.path.is_dir() else [self.path]
         if self.config_path:
             files.append(self.config_path)
@@ -81,7 +86,30 @@ def resolve(spec: str, config: Path | None = None, trust_pickle: bool = False, s
         return ModelSource(spec, "onnx", path)
     from converter.models.unet_loading import STATE_DICT_SUFFIXES
 
+    if path.suffix in single_file.SUFFIXES:
+        state_dict = None
+        if path.suffix == ".ckpt":
+            state_dict = _pickled_checkpoint(path, trust_pickle)
+            shapes = {k: tuple(v.shape) for k, v in state_dict.items()} if isinstance(state_dict, dict) else {}
+        else:
+            shapes = single_file.key_shapes(path)
+        if shapes and single_file.holds_pipeline(shapes):
+            if config is not None:
+                raise UserError(f"--config '{config}': {path} is a single-file checkpoint; its configs are read "
+                                "from its weights")
+            folder = single_file.pipeline_folder(path, state_dict)
+            return ModelSource(spec, "pipeline", folder, trust_pickle=trust_pickle, seed=seed, origin=path)
     if path.suffix in STATE_DICT_SUFFIXES:
         return ModelSource(spec, "weights", path, config, trust_pickle)
     raise UserError(f"{path}: not a model this tool reads (a diffusers folder, "
                     f"{', '.join(STATE_DICT_SUFFIXES)} weights, or .onnx)")
+
+
+def _pickled_checkpoint(path: Path, trust_pickle: bool):
+    """A .ckpt's tensors (a Lightning checkpoint nests them under state_dict); reading one runs its pickle."""
+    if not trust_pickle:
+        raise UserError(f"{path}: a pickled checkpoint; loading it runs code from the file: pass --trust-pickle "
+                        "if you trust its source (or use its .safetensors)")
+    from converter.models.unet_loading import read_weights
+
+    return read_weights(path, trust_pickle=True)

@@ -3,13 +3,16 @@
 torch-pruning removes channels from Conv2d / Linear / GroupNorm / LayerNorm weights but leaves the
 diffusers config describing the unpruned model, so the shapes must come from the weights. Two module
 attributes also record widths and are checked in `forward`: `Upsample2D.channels` and
-`Downsample2D.channels` (an assert compares them with the input).
+`Downsample2D.channels` (an assert compares them with the input). A config written from pruned widths
+(a single-file checkpoint's, ldm_layout.py) can make a resnet's input and output widths equal where the
+unpruned model had them differ: whether a resnet has its 1x1 shortcut is then read from the weights too.
 """
 
 from __future__ import annotations
 
 import torch
 from diffusers.models.downsampling import Downsample2D
+from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
@@ -43,6 +46,7 @@ def fit_modules_to_weights(unet: nn.Module, state_dict: dict[str, torch.Tensor])
 
     Replacement is by identity so that modules reachable under two attribute names stay shared.
     """
+    _shortcuts_from_weights(unet, state_dict)
     replacements: dict[int, nn.Module] = {}
     names = []
     for name, module in unet.named_modules():
@@ -59,6 +63,19 @@ def fit_modules_to_weights(unet: nn.Module, state_dict: dict[str, torch.Tensor])
                 parent._modules[child_name] = replacements[id(child)]
     sync_width_attributes(unet)
     return names
+
+
+def _shortcuts_from_weights(unet: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    for name, module in unet.named_modules():
+        if not isinstance(module, ResnetBlock2D):
+            continue
+        weight = state_dict.get(f"{name}.conv_shortcut.weight")
+        if weight is not None and module.conv_shortcut is None:
+            module.conv_shortcut = nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[2:],
+                                             bias=f"{name}.conv_shortcut.bias" in state_dict)
+        elif weight is None and module.conv_shortcut is not None:
+            module.conv_shortcut = None
+        module.use_in_shortcut = module.conv_shortcut is not None
 
 
 def sync_width_attributes(unet: nn.Module) -> None:

@@ -9,9 +9,9 @@ import onnx
 
 from converter.common.errors import UserError
 from converter.common.onnx_files import static_shape
-from converter.models.tracing import INPUT_NAMES
+from converter.models.tracing import GUIDANCE_INPUT, INPUT_NAMES
 
-RANKS = {"sample": 4, "encoder_hidden_states": 3}
+RANKS = {"sample": 4, "encoder_hidden_states": 3, GUIDANCE_INPUT: 2}
 
 InputSpecs = dict[str, tuple[list[int], np.dtype]]
 
@@ -26,13 +26,17 @@ def specs_of(values: list[onnx.ValueInfoProto]) -> InputSpecs:
             for v in values}
 
 
-def check_unet(model: onnx.ModelProto, path: Path) -> InputSpecs:
-    """Input specs of a UNet ONNX, or a one-line UserError saying why it is not one we can build."""
+def check_unet(model: onnx.ModelProto, path: Path, expected: tuple[str, ...] | None = None) -> InputSpecs:
+    """Input specs of a UNet ONNX, or a one-line UserError saying why it is not one we can build. `expected`:
+    the inputs a traced UNet must have kept (an ONNX file may have the guidance embedding or not)."""
     inputs = graph_inputs(model)
     names = [i.name for i in inputs]
-    if sorted(names) != sorted(INPUT_NAMES):
-        raise UserError(f"{path}: not a UNet ONNX: expected inputs {', '.join(INPUT_NAMES)}; "
-                        f"found {', '.join(names) or 'none'}")
+    if expected and sorted(names) != sorted(expected):
+        raise UserError(f"{path}: the traced UNet takes {', '.join(names)}, its config asks for "
+                        f"{', '.join(expected)}: an input was dropped in tracing")
+    if sorted(set(names) - {GUIDANCE_INPUT}) != sorted(INPUT_NAMES):
+        raise UserError(f"{path}: not a UNet ONNX: expected inputs {', '.join(INPUT_NAMES)} "
+                        f"(and {GUIDANCE_INPUT} for an LCM UNet); found {', '.join(names) or 'none'}")
     for value in inputs:
         shape = static_shape(value)
         if shape is None:

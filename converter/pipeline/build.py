@@ -14,6 +14,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from calib_data.schedules import get_schedule
 from converter.common.errors import BuildFailed, UserError
 from converter.common.progress import Progress
 from converter.imaging.evaluation import EvalSet
@@ -142,10 +143,12 @@ def toolkit_inputs(req: BuildRequest, evaluation: EvalSet | None, runner: StageR
         samples = req.checks.samples
         checkset = record(req, replace(req.calib, samples=samples, trajectories=samples), req.seed + 1, exported,
                           rewritten, runner, "checkset")
+    guidance = get_schedule(req.calib.schedule).guidance_scale
     outcome.reference = reference = Reference.read(runner.run(
-        "reference", "ONNX Runtime on check inputs", {"samples": req.checks.samples, "seed": req.seed},
+        "reference", "ONNX Runtime on check inputs",
+        {"samples": req.checks.samples, "seed": req.seed, "guidance_scale": guidance},
         [rewritten] + ([checkset] if checkset else []),
-        lambda tmp: reference_stage.run(exported, rewritten, checkset, req.checks.samples, req.seed, tmp)))
+        lambda tmp: reference_stage.run(exported, rewritten, checkset, req.checks.samples, req.seed, guidance, tmp)))
     outcome.calibration = calib = record(req, plan.calibration, req.seed, exported, rewritten, runner) \
         if plan.quantized else None
     return plan, exported, rewritten, reference, calib

@@ -3,7 +3,7 @@ the rewritten graph takes them (t_emb computed by the host programs), in RKNN's 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from calib_data import text_encoder
@@ -45,7 +45,8 @@ class Calibration(StageOutput):
 
 def run(source: ModelSource, settings: CalibSettings, seed: int, export: Exported, passes: Rewritten,
         progress: Progress, tmp: Path) -> dict:
-    schedule = get_schedule(settings.schedule)
+    unet = _unet(source, export)
+    schedule = replace(get_schedule(settings.schedule), embedded_guidance=bool(unet.config.time_cond_proj_dim))
     folder = source.pipeline
     prompts = load_prompts(settings.prompts or (declared_prompts(folder) if folder else None))
     timesteps = timesteps_of(schedule)
@@ -53,7 +54,6 @@ def run(source: ModelSource, settings: CalibSettings, seed: int, export: Exporte
         picks = choose(prompts, schedule, timesteps, settings.samples, settings.trajectories, settings.weighting, seed)
     except ValueError as e:
         raise UserError(f"--samples {settings.samples}: {e}; raise --trajectories") from None
-    unet = _unet(source, export)
     encoder_folder = settings.text_encoder or folder
     tokenizer, encoder = (text_encoder.from_folder(encoder_folder) if encoder_folder
                           else text_encoder.tiny(unet.config.cross_attention_dim, seed))

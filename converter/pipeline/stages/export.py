@@ -47,7 +47,8 @@ def run(source: ModelSource, resolution: int | None, tmp: Path) -> dict:
         w8a16_layers = getattr(unet, "rkconvert_w8a16_layers", 0)
         resolution = resolution or unet.config.sample_size * tracing.VAE_SCALE
         tracing.trace(unet, resolution, path)
+        expected = tracing.input_names(unet)
         del unet
-        specs = check_unet(onnx_files.load(path, with_weights=False), path)
+        specs = check_unet(onnx_files.load(path, with_weights=False), path, expected)
     return {"onnx": path.name, "resolution": resolution, "inputs": specs_to_json(specs), "w8a16_layers": w8a16_layers,
             "weights": f"w8a16: {w8a16_layers} int8 layers, dequantized exactly" if w8a16_layers else "float32"}

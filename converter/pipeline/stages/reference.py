@@ -16,11 +16,13 @@ from calib_data.check_inputs import check_inputs, check_timesteps
 from calib_data.dataset_writer import read_samples
 from converter.common import onnx_runtime
 from converter.common.errors import BuildFailed
+from converter.models.tracing import GUIDANCE_INPUT
 from converter.models.unet_interface import specs_from_json
 from converter.pipeline.build_dir import StageOutput, StageResult
 from converter.pipeline.stages.calib import Calibration
 from converter.pipeline.stages.export import Exported
 from converter.pipeline.stages.passes import Rewritten
+from converter.release.board.samplers import guidance_embedding
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,8 @@ class Reference(StageOutput):
 
 
 def run(export: Exported, passes: Rewritten, checkset: Calibration | None, samples: int, seed: int,
-        tmp: Path) -> dict:
+        guidance_scale: float, tmp: Path) -> dict:
+    """`guidance_scale`: the deployed one, whose embedding an LCM UNet's gaussian check inputs take."""
     for sub in ("inputs", "outputs"):
         (tmp / sub).mkdir()
     saved, outputs = [], []
@@ -52,7 +55,10 @@ def run(export: Exported, passes: Rewritten, checkset: Calibration | None, sampl
             graph_feeds, timesteps = read_samples(checkset.path)
         else:
             to_graph = passes.feeder()
-            graph_feeds = [to_graph(f) for f in check_inputs(specs_from_json(export.inputs), samples, seed)]
+            specs = specs_from_json(export.inputs)
+            fixed = ({GUIDANCE_INPUT: guidance_embedding(guidance_scale, specs[GUIDANCE_INPUT][0][-1])}
+                     if GUIDANCE_INPUT in specs else None)
+            graph_feeds = [to_graph(f) for f in check_inputs(specs, samples, seed, fixed)]
             timesteps = check_timesteps(samples)
         session = onnx_runtime.session(passes.onnx)
         for i, graph in enumerate(graph_feeds):

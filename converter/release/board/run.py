@@ -34,7 +34,10 @@ from clip_tokenizer import ClipTokenizer  # noqa: E402  (the board folder is not
 from noise import TorchGenerator  # noqa: E402
 from samplers import NAMES as SAMPLER_NAMES  # noqa: E402
 from samplers import from_config as sampler_from_config  # noqa: E402
+from samplers import guidance_embedding  # noqa: E402
 from png import save_png  # noqa: E402
+
+GUIDANCE_INPUT = "timestep_cond"  # rkconvert's tracing.GUIDANCE_INPUT: the bundle's own name for it
 
 CORE_MASKS = {"auto": 0, "0": 1, "1": 2, "2": 4, "0_1": 3, "0_1_2": 7}
 
@@ -157,9 +160,13 @@ def draw(manifest: dict, unet, prompt: str, steps: int, seed: int, guidance: flo
     except ValueError as e:  # a tokenizer or sampler this runner does not implement, named with the file
         raise RunnerError(str(e)) from None
     extra = host_programs(manifest)
+    embedded = GUIDANCE_INPUT in manifest["check"]["inputs"]  # an LCM UNet: guidance embedded, one pass per step
+    width = np.load(BUNDLE / "check" / f"input-{GUIDANCE_INPUT}.npy").shape[-1] if embedded else 0
+    fixed = {GUIDANCE_INPUT: guidance_embedding(guidance, width)} if embedded else {}
+    cfg = guidance > 1 and not embedded
 
     start = time.monotonic()
-    texts = ["", prompt] if guidance > 1 else [prompt]
+    texts = ["", prompt] if cfg else [prompt]
     states = [session["text_encoder"].run(None, {"input_ids": np.array([tokenizer(t)], np.int64)})[0] for t in texts]
     timing["text_encoder_seconds"] = round(time.monotonic() - start, 4)
     generator = TorchGenerator(seed)
@@ -167,9 +174,9 @@ def draw(manifest: dict, unet, prompt: str, steps: int, seed: int, guidance: flo
     timing["unet_step_seconds"] = []
     for i, t in enumerate(sampler.timesteps):
         start = time.monotonic()
-        base = {"sample": sampler.scale(latents, i), **extra(float(t))}
+        base = {"sample": sampler.scale(latents, i), **extra(float(t)), **fixed}
         eps = [np.asarray(unet({**base, "encoder_hidden_states": s}), np.float32) for s in states]
-        noise = eps[0] + guidance * (eps[1] - eps[0]) if guidance > 1 else eps[0]
+        noise = eps[0] + guidance * (eps[1] - eps[0]) if cfg else eps[0]
         latents = sampler.step(noise, i, latents, generator)
         timing["unet_step_seconds"].append(round(time.monotonic() - start, 4))
     start = time.monotonic()

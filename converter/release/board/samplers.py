@@ -182,6 +182,17 @@ NAMES = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler",  # --schedu
          "euler-ancestral": "EulerAncestralDiscreteScheduler", "lcm": "LCMScheduler"}
 
 
+def guidance_embedding(scale: float, dim: int) -> np.ndarray:
+    """An LCM-distilled UNet's timestep_cond for guidance `scale`: the sinusoidal embedding of (scale - 1) x 1000
+    (diffusers' get_guidance_scale_embedding), shape (1, dim), float32. Such a UNet runs once per step: the
+    guidance is in the embedding, not in an unconditional pass."""
+    half = dim // 2
+    frequencies = np.exp(np.arange(half, dtype=np.float32) * -np.float32(np.log(10000.0) / (half - 1)))
+    angles = np.float32((scale - 1.0) * 1000.0) * frequencies
+    embedding = np.concatenate([np.sin(angles), np.cos(angles), np.zeros(dim % 2, np.float32)])
+    return embedding[None].astype(np.float32)
+
+
 def class_name(config_path: Path, scheduler: str | None = None) -> str:
     """The diffusers class to sample with: the one `scheduler` (a NAMES key) names, else `config_path`'s own;
     a SamplerError when this runner does not implement it."""

@@ -1,0 +1,180 @@
+"""Single-file checkpoints in the original (LDM) layout, SD 1.x and SD 2.x forms, read as the pipelines they hold."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from converter.common.errors import UserError
+from converter.imaging.evaluation import psnr
+from converter.models import clip_vocabulary
+from converter.models.model_source import resolve
+from tests.conftest import as_numpy, error_lines, rkconvert, torch_output, unet_inputs
+from tests.test_generate import THIRD_PARTY
+from tests.test_release import _runner, _unpack
+from tools import make_single_file
+from tools.make_pruned_unet import prune_unet
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RKCONVERT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _loaded(source):
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel
+
+    return (source.load_unet(), AutoencoderKL.from_pretrained(source.path / "vae").eval(),
+            CLIPTextModel.from_pretrained(source.path / "text_encoder").eval())
+
+
+def _assert_same_weights(loaded: torch.nn.Module, original: torch.nn.Module, half: bool = False):
+    mine, theirs = loaded.state_dict(), original.state_dict()
+    assert mine.keys() == theirs.keys()
+    for key, value in theirs.items():
+        expected = value.half().float() if half else value
+        assert torch.equal(mine[key], expected), key
+
+
+def test_sd1_single_file_builds_as_the_diffusers_weights_it_holds(tmp_path, cache):
+    unet, vae, text = make_single_file.write(tmp_path / "tiny-sd1.safetensors", "sd1")
+    result = rkconvert("build", "--target", "rk3588", "--model", "tiny-sd1.safetensors", "--resolution", "64",
+                       "--layer-report", "off", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not [line for line in (result.stdout + result.stderr).splitlines() if any(t in line for t in THIRD_PARTY)]
+    out = tmp_path / "build" / "tiny-sd1-rk3588"
+    report = json.loads((out / "report.json").read_text())
+    assert report["output_psnr_db"] >= 50
+    # The traced UNet computes what the original does (ONNX Runtime against torch, float32: 1e-4 of the range).
+    inputs = unet_inputs(unet)
+    expected = torch_output(unet, inputs)
+    session = ort.InferenceSession(str(out / "stages" / "export" / "model.onnx"))
+    got = session.run(None, {i.name: as_numpy(inputs)[i.name] for i in session.get_inputs()})[0]
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+
+    source = resolve(str(tmp_path / "tiny-sd1.safetensors"))
+    assert source.kind == "pipeline" and source.name == "tiny-sd1" and source.path.parent.parent == cache
+    for mine, original in zip(_loaded(source), (unet, vae, text)):
+        _assert_same_weights(mine, original)
+
+    # The file draws as a pipeline folder does: generate, and the board runner of its release bundle (the
+    # tokenizer.json written from CLIP's vocabulary, the scheduler, the traced text encoder and decoder).
+    drawing = ("--prompt", "a red circle on the left", "--seed", "3", "--steps", "2")
+    generated = rkconvert("generate", str(out), *drawing, "--out", str(tmp_path / "gen"), cwd=tmp_path)
+    assert generated.returncode == 0, generated.stderr
+    assert rkconvert("release", str(out), "--out", str(tmp_path / "sd1.tar.gz"), cwd=tmp_path).returncode == 0
+    ran = _runner(_unpack(tmp_path / "sd1.tar.gz", tmp_path / "bundle"), "--simulate", str(out), *drawing,
+                  "--out", str(tmp_path / "run"))
+    assert ran.returncode == 0, ran.stderr
+    drawn = Image.open(tmp_path / "run" / json.loads((tmp_path / "run" / "timing.json").read_text())["image"])
+    assert psnr(np.asarray(drawn), np.asarray(Image.open(tmp_path / "gen" / "00-rknn.png"))) >= 40
+
+
+def test_sd2_single_file_in_half_precision_loads_exactly(tmp_path):
+    unet, vae, text = make_single_file.write(tmp_path / "sd2.safetensors", "sd2", half=True)
+    source = resolve(str(tmp_path / "sd2.safetensors"))
+    loaded = _loaded(source)
+    for mine, original in zip(loaded, (unet, vae, text)):
+        _assert_same_weights(mine, original, half=True)
+    assert loaded[0].config.use_linear_projection and loaded[2].config.num_hidden_layers == 2  # the penultimate
+    assert loaded[2].config.hidden_act == "gelu"
+    from transformers import CLIPTokenizer
+
+    ids = CLIPTokenizer.from_pretrained(source.path / "tokenizer")("a cat", padding="max_length").input_ids
+    assert len(ids) == 77 and ids[:4] == [49406, 320, 2368, 49407] and set(ids[4:]) == {0}  # OpenCLIP pads with 0
+    assert resolve(str(tmp_path / "sd2.safetensors")).path == source.path  # written once, then reused
+
+
+@pytest.mark.parametrize("family", ["sd1", "sd2"])
+def test_diffusers_own_single_file_loader_reads_the_test_files_as_written(tmp_path, family):
+    """The LDM writer here and diffusers' from_single_file agree (given rkconvert's folder as its local config):
+    the files are what a user's single file is."""
+    from diffusers import StableDiffusionPipeline
+
+    parts = make_single_file.write(tmp_path / "m.safetensors", family)
+    folder = resolve(str(tmp_path / "m.safetensors")).path
+    pipe = StableDiffusionPipeline.from_single_file(str(tmp_path / "m.safetensors"), config=str(folder),
+                                                    local_files_only=True, safety_checker=None)
+    for loaded, original in zip((pipe.unet, pipe.vae, pipe.text_encoder), parts):
+        _assert_same_weights(loaded, original)
+
+
+def test_a_pruned_single_file_loads_with_its_widths(tmp_path):
+    parts = make_single_file.tiny_parts("sd1", block_out_channels=[64, 128])
+    pruned = prune_unet(parts[0], ratio=0.5, resolution=64)
+    make_single_file.write(tmp_path / "pruned.safetensors", "sd1", parts=(pruned, *parts[1:]))
+    unet = resolve(str(tmp_path / "pruned.safetensors")).load_unet()
+    _assert_same_weights(unet, pruned)
+    inputs = unet_inputs(pruned)
+    np.testing.assert_allclose(torch_output(unet, inputs), torch_output(pruned, inputs), rtol=0, atol=1e-6)
+
+
+PROMPTS = ["a photograph of an astronaut riding a horse", "A RED Circle, on the LEFT!!", "3 cats & 12 dogs; 4.5 m",
+           "don't stop—café über naïve", "  spaced   out\ttabs ", "emoji 🙂 and 漢字", "x" * 300]
+
+
+def test_the_tokenizer_is_clips(tmp_path):
+    """The written tokenizer gives OpenAI CLIP's ids (open_clip's own SimpleTokenizer, from the same wheel), in
+    transformers and in the board runner's reader of tokenizer.json."""
+    from transformers import CLIPTokenizer
+
+    from converter.release.board.clip_tokenizer import ClipTokenizer
+
+    spec = importlib.util.spec_from_file_location(
+        "open_clip_tokenizer", clip_vocabulary.vocabulary_path().parent / "tokenizer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    reference = module.SimpleTokenizer()
+    clip_vocabulary.save_tokenizer(tmp_path, pad_token=clip_vocabulary.EOS)
+    transformers_tok, board_tok = CLIPTokenizer.from_pretrained(tmp_path), ClipTokenizer(tmp_path / "tokenizer.json")
+    for prompt in PROMPTS:
+        expected = reference([prompt])[0].tolist()  # padded with 0, cut to 76 + the end marker
+        end = expected.index(49407) + 1
+        expected = expected[:end] + [49407] * (77 - end)
+        got = transformers_tok(prompt, padding="max_length", max_length=77, truncation=True).input_ids
+        assert got == expected, prompt
+        assert board_tok(prompt) == expected, prompt
+
+
+def _refused(tmp_path, tensors: dict, expect: str, *extra: str, name: str = "model.safetensors"):
+    save_file(tensors, tmp_path / name)
+    result = rkconvert("build", "--target", "rk3588", "--model", name, *extra, cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == error_lines(result), result.stderr
+    assert f"{name}: {expect}" in error_lines(result)[0]
+    assert not (tmp_path / "build").exists() and not (tmp_path / "cache").exists()
+
+
+def test_layouts_it_does_not_read_are_named(tmp_path):
+    t = torch.zeros
+    _refused(tmp_path, {"conditioner.embedders.1.model.ln_final.weight": t(2),
+                        "model.diffusion_model.out.2.weight": t(2)}, "an SDXL checkpoint")
+    _refused(tmp_path, {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": t(2)}, "LoRA weights only")
+    _refused(tmp_path, {"encoder.down.0.block.0.conv1.weight": t(2), "decoder.up.0.block.0.conv1.weight": t(2)},
+             "a VAE only")
+    unet_only = {f"model.diffusion_model.{k}": v for k, v in make_single_file.unet_to_ldm(
+        make_single_file.tiny_parts("sd1")[0]).items()}
+    _refused(tmp_path, unet_only, "a UNet without the VAE")
+
+
+def test_a_single_file_takes_no_config_and_a_ckpt_needs_trust(tmp_path):
+    make_single_file.write(tmp_path / "sd1.safetensors", "sd1")
+    (tmp_path / "config.json").write_text("{}")
+    result = rkconvert("build", "--target", "rk3588", "--model", "sd1.safetensors", "--config", "config.json",
+                       cwd=tmp_path)
+    assert result.returncode == 2 and "sd1.safetensors is a single-file checkpoint" in error_lines(result)[0]
+    torch.save({"state_dict": {"model.diffusion_model.out.2.weight": torch.zeros(1)}}, tmp_path / "sd1.ckpt")
+    result = rkconvert("build", "--target", "rk3588", "--model", "sd1.ckpt", cwd=tmp_path)
+    assert result.returncode == 2 and "sd1.ckpt: a pickled checkpoint" in error_lines(result)[0]
+    assert "--trust-pickle" in error_lines(result)[0]
+    assert not (tmp_path / "build").exists() and not (tmp_path / "cache").exists()
+    with pytest.raises(UserError, match="sd1.ckpt: no UNet under model.diffusion_model|a UNet without"):
+        resolve(str(tmp_path / "sd1.ckpt"), trust_pickle=True)

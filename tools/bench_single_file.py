@@ -1,0 +1,98 @@
+"""A full-size single-file checkpoint read as a pipeline: time, peak memory and exactness, on this machine.
+
+    .venv/bin/python tools/bench_single_file.py --model sd15 [--half] [--json bench-results/single-file-sd15.json]
+
+Writes the model's pipeline (seeded weights) as one file in the original LDM layout (tools/make_single_file.py),
+then, in a fresh process each, `--model FILE` as rkconvert resolves it: the first time (the file converted
+into the cache's pipeline folder) and again (the folder reused). Checks that the UNet config read from the
+weights is the preset's, and that the UNet, VAE and text encoder weights loaded back equal the written ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_build import git_commit, machine  # tools/ is on sys.path when a tool runs as a script
+
+RESOLVE = """
+import sys
+from converter.models.model_source import resolve
+print(resolve(sys.argv[1]).path)
+"""
+
+COMPARE = """
+import json, sys, torch
+from diffusers import AutoencoderKL
+from transformers import CLIPTextModel
+from converter.models.model_source import resolve
+from converter.models.presets import preset_config
+from tools.make_single_file import full_parts
+source = resolve(sys.argv[1])
+written = full_parts(sys.argv[2])
+loaded = (source.load_unet(), AutoencoderKL.from_pretrained(source.path / "vae"),
+          CLIPTextModel.from_pretrained(source.path / "text_encoder"))
+half = sys.argv[3] == "1"
+unequal = {}
+for name, mine, theirs in zip(("unet", "vae", "text_encoder"), loaded, written):
+    a, b = mine.state_dict(), theirs.state_dict()
+    bad = [k for k in b if k not in a or not torch.equal(a[k], b[k].half().float() if half else b[k])]
+    unequal[name] = {"tensors": len(b), "unequal": len(bad) + len(set(a) - set(b))}
+config = loaded[0].config
+preset = preset_config(sys.argv[2])
+print(json.dumps({"weights": unequal,
+                  "config_differs_from_preset": sorted(k for k in preset if k != "sample_size"
+                                                       and json.dumps(config[k]) != json.dumps(preset[k]))}))
+"""
+
+
+def _child(code: str, *args: str, env: dict) -> tuple[str, float, int]:
+    """(stdout, wall seconds, the child's peak RSS in bytes); children run one at a time, so RUSAGE_CHILDREN's
+    maximum after each is the largest child so far: each run is reported as the rise it caused."""
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
+                            cwd=Path(__file__).resolve().parent.parent, timeout=3600)
+    if result.returncode:
+        raise SystemExit(f"bench_single_file: child failed:\n{result.stderr[-2000:]}")
+    return result.stdout.strip(), time.monotonic() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["sd15", "sd21"], default="sd15")
+    parser.add_argument("--half", action="store_true", help="write the file in float16, as most downloads are")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory(dir=root) as scratch:
+        path = Path(scratch) / f"{args.model}.safetensors"
+        env = {**os.environ, "RKCONVERT_CACHE": str(Path(scratch) / "cache"), "PYTHONPATH": str(root)}
+        start = time.monotonic()
+        subprocess.run([sys.executable, str(root / "tools" / "make_single_file.py"), "--model", args.model,
+                        "--out", str(path), *(["--half"] if args.half else [])], check=True, env=env)
+        written = time.monotonic() - start
+        folder, first, first_peak = _child(RESOLVE, str(path), env=env)
+        _, again, _ = _child(RESOLVE, str(path), env=env)
+        compared, _, _ = _child(COMPARE, str(path), args.model, "1" if args.half else "0", env=env)
+        folder_bytes = sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+        result = {"benchmark": "single_file", "model": args.model, "half": args.half, "machine": machine(),
+                  "commit": git_commit(), "file_bytes": path.stat().st_size, "pipeline_folder_bytes": folder_bytes,
+                  "write_file_seconds": round(written, 1), "first_resolve_seconds": round(first, 1),
+                  "first_resolve_peak_rss_bytes": first_peak, "cached_resolve_seconds": round(again, 1),
+                  **json.loads(compared)}
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
