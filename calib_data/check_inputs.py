@@ -1,7 +1,8 @@
 """Deterministic UNet inputs for comparing a converted model with ONNX Runtime: `--check-inputs gaussian`.
 
 A unit-Gaussian latent (what the sampler starts from), unit-Gaussian text states, and timesteps spread
-over the training range (1000 steps). Cheap and model-agnostic, which suits a float16 build; a quantized
+over the training range (1000 steps); another graph's float inputs unit-Gaussian too, its integer inputs
+valid indices. Cheap and model-agnostic, which suits a float16 build; a quantized
 build is judged on held-out inputs recorded along the sampler's trajectories instead (recorder.py).
 """
 
@@ -18,9 +19,11 @@ def check_timesteps(count: int) -> list[float]:
 
 
 def check_inputs(specs: dict[str, tuple[list[int], np.dtype]], count: int, seed: int,
-                 fixed: dict[str, np.ndarray] | None = None) -> list[dict[str, np.ndarray]]:
-    """`count` feeds for inputs named as the traced UNet names them (`sample`, `timestep`, ...); `fixed`:
-    inputs that take one value in every feed (an LCM UNet's guidance embedding)."""
+                 fixed: dict[str, np.ndarray] | None = None,
+                 bounds: dict[str, int] | None = None) -> list[dict[str, np.ndarray]]:
+    """`count` feeds for inputs named as the traced UNet names them (`sample`, `timestep`, ...), or any other
+    graph's; `fixed`: inputs that take one value in every feed (an LCM UNet's guidance embedding); integer
+    inputs (token ids) are drawn uniformly below `bounds[name]` (the table they index; else 0 or 1)."""
     rng = np.random.default_rng(seed)
     feeds = []
     for t in check_timesteps(count):
@@ -30,6 +33,8 @@ def check_inputs(specs: dict[str, tuple[list[int], np.dtype]], count: int, seed:
                 feed[name] = fixed[name].reshape(shape).astype(dtype)
             elif name == "timestep":
                 feed[name] = np.full(shape, t, dtype=dtype)
+            elif np.issubdtype(dtype, np.integer) or dtype == np.bool_:
+                feed[name] = rng.integers(0, (bounds or {}).get(name, 2), size=shape).astype(dtype)
             else:
                 feed[name] = rng.standard_normal(shape).astype(dtype)
         feeds.append(feed)

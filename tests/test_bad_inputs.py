@@ -68,13 +68,14 @@ def test_unknown_target(tmp_path):
     assert result.stderr.strip() == "rkconvert: error: unknown target 'rk9999' (known: rk3588, rk3576, rk3562)"
 
 
-def test_onnx_that_is_not_a_unet(tmp_path):
+def test_onnx_it_cannot_build(tmp_path):
     import onnx
 
-    onnx.save(flip_reproducer(), str(tmp_path / "flip.onnx"))
+    model = flip_reproducer()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.save(model, str(tmp_path / "flip.onnx"))
     _fails_cleanly(tmp_path, "--model", "flip.onnx",
-                   expect="flip.onnx: not a UNet ONNX: expected inputs sample, timestep, encoder_hidden_states "
-                          "(and timestep_cond for an LCM UNet); found x")
+                   expect="flip.onnx: input x has dynamic dimensions; export with static shapes")
     (tmp_path / "garbage.onnx").write_bytes(b"\x08\x07 this is not protobuf")
     _fails_cleanly(tmp_path, "--model", "garbage.onnx", expect="garbage.onnx: not a readable ONNX model")
 

@@ -28,7 +28,9 @@ MODEL = Group((
                       "a weights file (.safetensors / .pt / .pth / .bin state dict, pruned or not), "
                       "a single-file SD 1.x / 2.x checkpoint (.safetensors, or .ckpt with --trust-pickle; "
                       "read once into a pipeline folder under $RKCONVERT_CACHE, default ~/.cache/rkconvert), "
-                      "or a UNet .onnx (inputs sample, timestep, encoder_hidden_states)."),
+                      "or an .onnx: a UNet (inputs sample, timestep, encoder_hidden_states, or LDM's x, timesteps, "
+                      "context) or any other static-shape graph (a VAE decoder, a text encoder, a block that "
+                      "reproduces a toolkit bug: built float16, checked on inputs drawn from its shapes)."),
     click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
                  help="UNet config.json for a bare weights file (default: config.json beside it)."),
     click.option("--trust-pickle", is_flag=True,

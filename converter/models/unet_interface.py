@@ -1,4 +1,6 @@
-"""The interface rkconvert expects of a UNet ONNX: diffusers' input names and static shapes."""
+"""The interface rkconvert expects of a UNet ONNX: diffusers' input names and static shapes; what any other
+ONNX graph (a VAE decoder, a text encoder, one block that reproduces a toolkit bug) must have to be built:
+static shapes."""
 
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ from converter.common.onnx_files import static_shape
 from converter.models.tracing import GUIDANCE_INPUT, INPUT_NAMES
 
 RANKS = {"sample": 4, "encoder_hidden_states": 3, GUIDANCE_INPUT: 2}
+# A UNet exported from the original LDM code (openaimodel.py's forward(x, timesteps, context)).
+LDM_NAMES = {"x": "sample", "timesteps": "timestep", "context": "encoder_hidden_states"}
+UNET, GRAPH = "unet", "graph"  # what a graph is: the UNet-only steps (time projection, image check) or none
 
 InputSpecs = dict[str, tuple[list[int], np.dtype]]
 
@@ -48,6 +53,54 @@ def check_unet(model: onnx.ModelProto, path: Path, expected: tuple[str, ...] | N
     if len(outputs) != 1 or len(outputs[0].type.tensor_type.shape.dim) != 4:
         raise UserError(f"{path}: not a UNet ONNX: expected one rank-4 output, found {len(outputs)} outputs")
     return specs_of(inputs)
+
+
+def classify(model: onnx.ModelProto, path: Path) -> tuple[str, InputSpecs]:
+    """(UNET or GRAPH, input specs) of a user's ONNX; an LDM-named UNet's inputs are renamed in `model` to
+    diffusers' names first. Any graph needs static input shapes (one-line UserError otherwise)."""
+    names = {i.name for i in graph_inputs(model)}
+    if names - {GUIDANCE_INPUT} == set(LDM_NAMES):
+        _rename_inputs(model, LDM_NAMES)
+        names = {LDM_NAMES.get(n, n) for n in names}
+    if names - {GUIDANCE_INPUT} == set(INPUT_NAMES):
+        return UNET, check_unet(model, path)
+    for value in graph_inputs(model):
+        if static_shape(value) is None:
+            raise UserError(f"{path}: input {value.name} has dynamic dimensions; export with static shapes")
+    return GRAPH, specs_of(graph_inputs(model))
+
+
+def _rename_inputs(model: onnx.ModelProto, names: dict[str, str]) -> None:
+    for value in model.graph.input:
+        value.name = names.get(value.name, value.name)
+    for node in model.graph.node:
+        node.input[:] = [names.get(i, i) for i in node.input]
+
+
+RESHAPING = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Identity"}  # ids pass through unchanged
+
+
+def index_bounds(model: onnx.ModelProto) -> dict[str, int]:
+    """For each graph input that indexes a table (a text encoder's token ids into its embedding, through
+    reshapes), the table's length along the indexed axis: check inputs drawn below it are valid ids."""
+    dims = {t.name: list(t.dims) for t in model.graph.initializer}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    bounds: dict[str, int] = {}
+    for value in graph_inputs(model):
+        frontier = [value.name]
+        while frontier:
+            tensor = frontier.pop()
+            for node in readers.get(tensor, []):
+                if node.op_type in RESHAPING and node.input[0] == tensor:
+                    frontier.extend(node.output)
+                elif node.op_type == "Gather" and node.input[1:2] == [tensor] and node.input[0] in dims:
+                    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                    length = dims[node.input[0]][axis]
+                    bounds[value.name] = min(bounds.get(value.name, length), length)
+    return bounds
 
 
 def specs_to_json(specs: InputSpecs) -> dict:

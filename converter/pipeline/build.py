@@ -100,7 +100,7 @@ def prepare(req: BuildRequest, evaluation: EvalSet | None, runner: StageRunner,
         runner.progress.note(f"--dtype auto: {chosen[0]} ({chosen[1]})")
     names = planning.pass_names(req, chosen[0])
     outcome.rewritten = rewritten = rewrite(req, names, exported, runner)
-    outcome.plan = plan = planning.settle(req, evaluation, chosen, names, rewritten)
+    outcome.plan = plan = planning.settle(req, evaluation, chosen, names, exported.graph, rewritten)
     if plan.parts_choice:
         runner.progress.note(f"--parts auto: {plan.parts} ({plan.parts_choice})")
     return plan, exported, rewritten

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from converter.common.errors import UserError
 from converter.imaging.evaluation import SPEC_FILE, EvalSet, eval_set
+from converter.models.unet_interface import UNET
 from converter.pipeline import graph_cut
 from converter.pipeline.pass_selection import TILE_ATTENTION, select, toolkit_attention
 from converter.pipeline.request import BuildRequest, CalibSettings
@@ -25,15 +26,12 @@ from targets.chip import Chip
 
 # --layer-report auto: dump every layer only when the toolkit's text dumps stay under this.
 AUTO_LAYER_DUMP_LIMIT = 2 * 2**30
-# The one kind of graph built so far; the UNet-only steps (its time projection on the host, its three
-# inputs, the image check) are choices a plan for another kind would make otherwise.
-UNET = "unet"
 
 
 @dataclass(frozen=True)
 class BuildPlan:
     request: BuildRequest
-    graph: str  # what kind of graph is built (UNET)
+    graph: str  # what kind of graph is built: unet_interface.UNET, or GRAPH (no calibration, no image check)
     toolkit: ToolkitSettings  # target, the dtype settled, further config() keywords
     dtype_choice: str | None  # why --dtype auto settled on it; None when the dtype was asked for
     passes: tuple[str, ...]  # graph_passes.CATALOGUE names, in order
@@ -108,10 +106,15 @@ def dtype(req: BuildRequest, exported: Exported) -> tuple[str, str | None]:
 
 
 def settle(req: BuildRequest, evaluation: EvalSet | None, chosen: tuple[str, str | None], names: list[str],
-           rewritten: Rewritten) -> BuildPlan:
+           graph: str, rewritten: Rewritten) -> BuildPlan:
     """The plan, once the graph the toolkit gets is known: `rewritten` by the passes `names`, for the dtype
-    `chosen` (and why)."""
+    `chosen` (and why), of a `graph` of that kind."""
     dtype_, dtype_choice = chosen
+    if graph != UNET and (quantized(dtype_) or req.checks.inputs == "trajectories"):
+        what = f"--dtype {dtype_}" if quantized(dtype_) else "--check-inputs trajectories"
+        raise UserError(f"{what}: {req.source.spec} is not a UNet (its inputs are not sample, timestep and "
+                        "encoder_hidden_states), and its inputs are recorded along a sampler's trajectories only "
+                        "for a UNet: build it float16, checked on Gaussian inputs")
     for option, given in _int8_options(req):
         if given is not None and not quantized(dtype_):
             raise UserError(f"{option} {given} is about int8, and --dtype auto chose {dtype_} ({dtype_choice}): ask "
@@ -121,7 +124,7 @@ def settle(req: BuildRequest, evaluation: EvalSet | None, chosen: tuple[str, str
     dumps, skipped = _layer_dumps(req, parts, rewritten)
     trajectories = req.checks.inputs == "trajectories" or (req.checks.inputs == "auto" and is_quantized)
     return BuildPlan(
-        request=req, graph=UNET,
+        request=req, graph=graph,
         toolkit=ToolkitSettings(req.chip.name, dtype_, _toolkit_options(req, dtype_),
                                 auto_hybrid=req.hybrid.toolkit_cos is not None),
         dtype_choice=dtype_choice, passes=tuple(names), parts=parts, parts_choice=parts_choice,

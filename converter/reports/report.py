@@ -132,7 +132,7 @@ def print_summary(console: Console, report: dict, report_path: Path) -> None:
         ("artifact", f"{report_path.parent / report['artifact']} ({report['artifact_bytes'] / 2**20:.1f} MiB, "
                      f"{report['artifact_to_onnx']:.2f} x the float32 ONNX)"),
         ("target / dtype", f"{report['target']} / {report['dtype']} (weights in: {report['weights']})"),
-        ("resolution", f"{report['resolution']} px"),
+        ("resolution", f"{report['resolution']} px" if report["resolution"] else "the graph's own shapes (not a UNet)"),
         ("vs ONNX Runtime", f"PSNR {report['output_psnr_db']:.1f} dB, cosine {report['output_cosine']:.6f}, "
                             f"max abs {report['output_max_abs']:.3g}"),
         ("placement", placement_summary(report["placement"])),

@@ -14,10 +14,10 @@ import numpy as np
 
 from calib_data.check_inputs import check_inputs, check_timesteps
 from calib_data.dataset_writer import read_samples
-from converter.common import onnx_runtime
+from converter.common import onnx_files, onnx_runtime
 from converter.common.errors import BuildFailed
 from converter.models.tracing import GUIDANCE_INPUT
-from converter.models.unet_interface import specs_from_json
+from converter.models.unet_interface import index_bounds, specs_from_json
 from converter.pipeline.build_dir import StageOutput, StageResult
 from converter.pipeline.stages.calib import Calibration
 from converter.pipeline.stages.export import Exported
@@ -58,7 +58,8 @@ def run(export: Exported, passes: Rewritten, checkset: Calibration | None, sampl
             specs = specs_from_json(export.inputs)
             fixed = ({GUIDANCE_INPUT: guidance_embedding(guidance_scale, specs[GUIDANCE_INPUT][0][-1])}
                      if GUIDANCE_INPUT in specs else None)
-            graph_feeds = [to_graph(f) for f in check_inputs(specs, samples, seed, fixed)]
+            bounds = index_bounds(onnx_files.load(export.onnx, with_weights=False))
+            graph_feeds = [to_graph(f) for f in check_inputs(specs, samples, seed, fixed, bounds)]
             timesteps = check_timesteps(samples)
         session = onnx_runtime.session(passes.onnx)
         for i, graph in enumerate(graph_feeds):
