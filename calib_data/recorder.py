@@ -123,7 +123,7 @@ def record(pipe, schedule: Schedule, prompts: list[Prompt], picks: list[Pick], r
             generator = torch.Generator().manual_seed(state["generator_seed"])
             with torch.no_grad(), contextlib.suppress(_Recorded):
                 pipe(prompts[prompt_index].text, height=resolution, width=resolution,
-                     num_inference_steps=schedule.steps, guidance_scale=schedule.guidance_scale,
+                     num_inference_steps=schedule.steps, guidance_scale=schedule.drawn_guidance,
                      generator=generator, output_type="latent")
     finally:
         handle.remove()

@@ -22,12 +22,23 @@ class Schedule:
     steps: int
     guidance_scale: float  # > 1: classifier-free guidance, the UNet runs on the empty prompt too
     options: dict = field(default_factory=dict)
-    # An LCM-distilled UNet takes the guidance scale as an embedding (timestep_cond) and runs once per step.
+    # An LCM-distilled UNet takes the guidance scale as an embedding (timestep_cond) and runs once per step:
+    # set for such a UNet; it is drawn with `lcm_guidance` (None: guidance_scale).
     embedded_guidance: bool = False
+    lcm_guidance: float | None = None
 
     @property
     def uses_cfg(self) -> bool:
         return self.guidance_scale > 1 and not self.embedded_guidance
+
+    @property
+    def embedding_guidance(self) -> float:
+        """The guidance scale whose embedding an LCM-distilled UNet is given."""
+        return self.guidance_scale if self.lcm_guidance is None else self.lcm_guidance
+
+    @property
+    def drawn_guidance(self) -> float:
+        return self.embedding_guidance if self.embedded_guidance else self.guidance_scale
 
     def make_scheduler(self):
         import diffusers
@@ -40,8 +51,10 @@ SCHEDULES = {s.name: s for s in (
              {"clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}),
     Schedule("sd15-20step-euler", "EulerDiscreteScheduler", 20, 7.5, {"steps_offset": 1}),
     Schedule("turbo-4step", "EulerAncestralDiscreteScheduler", 4, 0.0, {"timestep_spacing": "trailing"}),
-    Schedule("lcm-2step", "LCMScheduler", 2, 1.0),
-    Schedule("lcm-4step", "LCMScheduler", 4, 1.0),
+    # 1.0: no CFG for a UNet with LCM weights merged in (LCM-LoRA); 8.0 for an LCM-distilled one, as diffusers'
+    # LCM examples draw LCM-Dreamshaper v7.
+    Schedule("lcm-2step", "LCMScheduler", 2, 1.0, lcm_guidance=8.0),
+    Schedule("lcm-4step", "LCMScheduler", 4, 1.0, lcm_guidance=8.0),
 )}
 
 

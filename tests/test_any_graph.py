@@ -11,46 +11,24 @@ import onnx
 import pytest
 import torch
 
-from calib_data import text_encoder
-from calib_data.recorder import tiny_vae
 from converter.common import onnx_runtime
-from tests.conftest import as_numpy, error_lines, rkconvert, tiny_unet, unet_inputs
-
-
-class _Decode(torch.nn.Module):
-    def __init__(self, vae):
-        super().__init__()
-        self.vae = vae
-
-    def forward(self, latents):
-        return self.vae.decode(latents, return_dict=False)[0]
-
-
-class _Encode(torch.nn.Module):
-    def __init__(self, encoder):
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, input_ids):
-        return self.encoder(input_ids, return_dict=False)[0]
-
-
-def _export(module, args, path, inputs, kwargs=None):
-    torch.onnx.export(module, args, str(path), kwargs=kwargs, input_names=inputs, output_names=["out"],
-                      opset_version=17, dynamo=False)
+from converter.models import cpu_parts
+from tests.conftest import TINY_RESOLUTION, as_numpy, error_lines, rkconvert, save_tiny_pipeline, tiny_unet, unet_inputs
 
 
 @pytest.fixture(scope="module")
 def graphs(tmp_path_factory):
+    """A tiny UNet exported with the LDM code's input names, and a tiny pipeline's text encoder and VAE decoder
+    as the release traces them for the board's CPU (cpu_parts)."""
     work = tmp_path_factory.mktemp("graphs")
     unet = tiny_unet()
     inputs = unet_inputs(unet)
     with torch.no_grad():
-        _export(unet, tuple(inputs.values()), work / "ldm_unet.onnx", ["x", "timesteps", "context"],
-                {"return_dict": False})
-        _export(_Decode(tiny_vae().eval()), (torch.randn(1, 4, 8, 8),), work / "vae_decoder.onnx", ["latents"])
-        _export(_Encode(text_encoder.tiny(32, 0)[1]), (torch.zeros(1, 77, dtype=torch.int64),),
-                work / "text_encoder.onnx", ["input_ids"])
+        torch.onnx.export(unet, tuple(inputs.values()), str(work / "ldm_unet.onnx"), kwargs={"return_dict": False},
+                          input_names=["x", "timesteps", "context"], output_names=["out"], opset_version=17,
+                          dynamo=False)
+    save_tiny_pipeline(work / "pipeline")
+    cpu_parts.export(work / "pipeline", TINY_RESOLUTION, work)  # text_encoder.onnx, vae_decoder.onnx
     return work, inputs
 
 
@@ -98,21 +76,33 @@ def test_a_graph_is_not_quantized(graphs):
     assert not (work / "q").exists()
 
 
-def test_diagnose_reduces_any_graph(tmp_path):
-    """A graph of no known kind (its input is `x`) that kills the toolkit: probed, classified, reduced to the
-    three nodes that crash, and recognised."""
-    from tests.test_toolkit_crash import flip_reproducer
+class _TimeEmbedding(torch.nn.Module):
+    """A UNet's time projection and embedding alone, as diffusers builds them (SD 1.5's flip_sin_to_cos)."""
 
-    model = flip_reproducer()
-    graph = model.graph
-    graph.node[0].input[0] = graph.node[1].input[0] = "doubled"
-    graph.node.insert(0, onnx.helper.make_node("Relu", ["x"], ["positive"], name="relu"))
-    graph.node.insert(1, onnx.helper.make_node("Add", ["positive", "positive"], ["doubled"], name="double"))
-    onnx.save(model, str(tmp_path / "block.onnx"))
-    result = rkconvert("diagnose", "--target", "rk3588", "--model", "block.onnx", "--out", "d", cwd=tmp_path)
+    def __init__(self):
+        super().__init__()
+        from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+
+        self.project, self.embed = Timesteps(32, flip_sin_to_cos=True, downscale_freq_shift=0), TimestepEmbedding(32, 64)
+
+    def forward(self, timestep):
+        return self.embed(self.project(timestep))
+
+
+def test_diagnose_reduces_a_graph_that_is_not_a_unet_and_names_the_fix(tmp_path):
+    """The time projection's crash pattern without the rest of the UNet (input `timestep` alone): probed,
+    classified, reduced to the three nodes that crash and recognised; the fix it names builds it."""
+    torch.manual_seed(0)
+    torch.onnx.export(_TimeEmbedding().eval(), (torch.tensor([500.0]),), str(tmp_path / "time.onnx"),
+                      input_names=["timestep"], output_names=["embedding"], opset_version=17, dynamo=False)
+    result = rkconvert("diagnose", "--target", "rk3588", "--model", "time.onnx", "--skip-pass", "host_time_projection",
+                       "--out", "d", cwd=tmp_path)
     assert result.returncode != 2, result.stderr
     diagnosis = json.loads((tmp_path / "d" / "diagnosis" / "diagnosis.json").read_text())
     assert diagnosis["failure"]["kind"] == "crash"
     repro = onnx.load(str(tmp_path / "d" / "diagnosis" / "repro.onnx"))
     assert sorted(n.op_type for n in repro.graph.node) == ["Concat", "Slice", "Slice"]
-    assert "flip-sin-cos-slice-concat" in result.stdout
+    assert "fix: graph pass host_time_projection" in result.stdout
+    report, _ = _built(tmp_path, "time")  # the default passes include the fix
+    assert report["graph"] == "graph"
+    assert [p["rewrites"] for p in report["passes"] if p["pass"] == "host_time_projection"][0]

@@ -115,7 +115,7 @@ def test_generate_and_the_image_gates_need_a_model_that_can_draw(tiny_build, tin
     missing = rkconvert("generate", str(tmp_path / "nowhere"), "--prompt", "x", cwd=tmp_path)
     assert missing.returncode == 2 and "not an rkconvert build folder" in error_lines(missing)[0]
     forced = rkconvert("build", "--target", "rk3588", "--model", "tiny-unet", "--image-check", "on", cwd=work)
-    assert forced.returncode == 2 and "not a text-to-image pipeline folder" in error_lines(forced)[0]
+    assert forced.returncode == 2 and "tiny-unet is not a text-to-image pipeline" in error_lines(forced)[0]
     pipeline_work, _, _ = tiny_pipeline_build
     judged = rkconvert("build", "--target", "rk3588", "--model", "tiny-pipeline", "--layer-report", "off",
                        "--min-prompt-accuracy", "0.5", cwd=pipeline_work)

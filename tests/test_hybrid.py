@@ -130,6 +130,23 @@ def test_the_quant_algorithm_reaches_the_toolkit(sensitive):
     assert [job.step1 for job in FinishedBuild.open(work / "mmse").model().jobs] == [None]
 
 
+def test_quant_algorithm_auto_chooses_by_the_measured_rule(sensitive):
+    """auto: normal where the float16 search may run (its tries reuse normal's step1; the plain build here is
+    the base build, reused), mmse for a small model built without the search."""
+    work, base = sensitive
+    searched = _build(work, "--min-psnr", "0", "--quant-algorithm", "auto", out="w8a8")
+    assert searched.returncode == 0, searched.stderr
+    report = json.loads((work / "w8a8" / "report.json").read_text())
+    assert report["toolkit_config"] == {} and report["quant_algorithm_choice"].startswith("normal: the float16 search")
+    lines = (searched.stdout + searched.stderr).splitlines()
+    assert any(line.startswith("✓ rknn") and line.endswith("(reused)") for line in lines), lines
+    plain = _build(work, "--min-psnr", "0", "--quant-algorithm", "auto", "--no-hybrid", out="auto-plain")
+    assert plain.returncode == 0, plain.stderr
+    report = json.loads((work / "auto-plain" / "report.json").read_text())
+    assert report["toolkit_config"] == {"quantized_algorithm": "mmse"}
+    assert report["quant_algorithm_choice"].startswith("mmse: a build without the search")
+
+
 def test_the_toolkits_own_auto_hybrid_runs_as_a_baseline(sensitive):
     """--toolkit-auto-hybrid COS: build(auto_hybrid=True) moves layers to float16 by itself; no search, no
     sensitivity stage after it."""

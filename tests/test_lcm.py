@@ -7,16 +7,16 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
 import torch
-from PIL import Image
 
 from calib_data.dataset_writer import read_samples
 from converter.common import onnx_runtime
 from converter.imaging.evaluation import psnr
 from converter.release.board.samplers import guidance_embedding
 from tests.conftest import as_numpy, rkconvert, save_tiny_pipeline, tiny_unet, torch_output, unet_inputs
-from tests.test_release import _runner, _unpack
+from tests.test_release import runner_against_generate
 
 EMBEDDING = 32
 
@@ -57,9 +57,35 @@ def test_the_rknn_takes_the_guidance_embedding_and_the_check_sees_it(lcm_build):
     assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
     dropped = torch_output(unet, {k: v for k, v in inputs.items() if k != "timestep_cond"})
     assert np.abs(dropped - expected).max() > 100 * np.abs(got - expected).max()
-    # The check inputs carry the embedding of the deployed guidance scale (the default schedule's 7.5).
-    fed = np.load(out / "stages" / "reference" / "inputs" / "0-timestep_cond.npy")
-    np.testing.assert_array_equal(fed, guidance_embedding(7.5, EMBEDDING))
+    # The check inputs carry the embedding of the deployed guidance scale (the default schedule's 7.5), and the
+    # .rknn's output on them is diffusers' UNet's with that timestep_cond.
+    reference = out / "stages" / "reference"
+    fed = {p.name[2:-4]: np.load(p) for p in (reference / "inputs").glob("0-*.npy")}
+    np.testing.assert_array_equal(fed["timestep_cond"], guidance_embedding(7.5, EMBEDDING))
+    timestep = json.loads((reference / "stage.json").read_text())["meta"]["timesteps"][0]
+    diffusers_output = torch_output(unet, {"sample": torch.from_numpy(fed["sample"]),
+                                           "timestep": torch.tensor([timestep]),
+                                           "encoder_hidden_states": torch.from_numpy(fed["encoder_hidden_states"]),
+                                           "timestep_cond": torch.from_numpy(fed["timestep_cond"])})
+    assert psnr(np.load(out / "stages" / "rknn" / "simulator" / "0-0.npy"), diffusers_output) >= 60
+
+
+def test_a_trace_that_drops_the_embedding_is_refused(tmp_path):
+    """What tracing without timestep_cond makes of an LCM UNet (diffusers then skips cond_proj): three inputs,
+    which the export stage refuses against the config's four."""
+    from converter.common.errors import UserError
+    from converter.models import tracing
+    from converter.models.unet_interface import check_unet
+
+    unet = tiny_unet(time_cond_proj_dim=EMBEDDING)
+    inputs = tracing.example_inputs(unet, 64)
+    with torch.no_grad():
+        torch.onnx.export(unet, tuple(inputs[n] for n in tracing.INPUT_NAMES), str(tmp_path / "dropped.onnx"),
+                          kwargs={"return_dict": False}, input_names=list(tracing.INPUT_NAMES), opset_version=17,
+                          dynamo=False)
+    with pytest.raises(UserError, match="its config asks for sample, timestep, encoder_hidden_states, timestep_cond: "
+                                        "an input was dropped in tracing"):
+        check_unet(onnx.load(str(tmp_path / "dropped.onnx")), tmp_path / "dropped.onnx", tracing.input_names(unet))
 
 
 def test_calibration_records_the_embedding_once_per_step(lcm_build, tmp_path):
@@ -71,21 +97,13 @@ def test_calibration_records_the_embedding_once_per_step(lcm_build, tmp_path):
     stage = next((tmp_path / "c" / "stages").glob("calib*"))
     feeds, timesteps = read_samples(stage)
     assert len(feeds) == 4 and len(set(timesteps)) == 4  # LCM: no unconditional pass, one input per step
-    for feed in feeds:
-        np.testing.assert_allclose(feed["timestep_cond"], guidance_embedding(1.0, EMBEDDING), atol=1e-6)
+    for feed in feeds:  # the schedule's guidance for an LCM-distilled UNet (8), not its CFG scale (1: none)
+        np.testing.assert_allclose(feed["timestep_cond"], guidance_embedding(8.0, EMBEDDING), atol=1e-3)
 
 
 def test_the_board_runner_draws_an_lcm_bundle_as_generate_does(lcm_build, tmp_path):
     work, result, out, _ = lcm_build
     assert result.returncode == 0, result.stderr
     drawing = ("--prompt", "a red circle on the left", "--seed", "5", "--steps", "2", "--guidance-scale", "8.5")
-    generated = rkconvert("generate", str(out), *drawing, "--out", str(tmp_path / "gen"), cwd=work)
-    assert generated.returncode == 0, generated.stderr
-    assert rkconvert("release", str(out), "--out", str(tmp_path / "lcm.tar.gz"), cwd=work).returncode == 0
-    ran = _runner(_unpack(tmp_path / "lcm.tar.gz", tmp_path / "bundle"), "--simulate", str(out), *drawing,
-                  "--out", str(tmp_path / "run"))
-    assert ran.returncode == 0, ran.stderr
-    timing = json.loads((tmp_path / "run" / "timing.json").read_text())
-    assert len(timing["unet_step_seconds"]) == 2
-    drawn = np.asarray(Image.open(tmp_path / "run" / timing["image"]))
-    assert psnr(drawn, np.asarray(Image.open(tmp_path / "gen" / "00-rknn.png"))) >= 40
+    image_psnr, timing = runner_against_generate(out, drawing, tmp_path, work)
+    assert image_psnr >= 40 and len(timing["unet_step_seconds"]) == 2  # one UNet pass a step: no CFG

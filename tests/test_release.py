@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,6 +156,20 @@ def _unpack(bundle, into):
 def _runner(folder, *args, timeout=600):
     return subprocess.run([sys.executable, "board/run.py", *args], cwd=folder, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def runner_against_generate(build: Path, drawing: tuple[str, ...], scratch: Path, cwd: Path) -> tuple[float, dict]:
+    """Draw `drawing` with `rkconvert generate` on `build` and with the board runner of its release bundle under
+    --simulate: (the runner's image's PSNR against generate's .rknn image, the runner's timing.json)."""
+    generated = rkconvert("generate", str(build), *drawing, "--out", str(scratch / "gen"), cwd=cwd)
+    assert generated.returncode == 0, generated.stderr
+    assert rkconvert("release", str(build), "--out", str(scratch / "bundle.tar.gz"), cwd=cwd).returncode == 0
+    ran = _runner(_unpack(scratch / "bundle.tar.gz", scratch / "bundle"), "--simulate", str(build), *drawing,
+                  "--out", str(scratch / "run"))
+    assert ran.returncode == 0, ran.stderr
+    timing = json.loads((scratch / "run" / "timing.json").read_text())
+    drawn = np.asarray(Image.open(scratch / "run" / timing["image"]))
+    return psnr(drawn, np.asarray(Image.open(scratch / "gen" / "00-rknn.png"))), timing
 
 
 def test_the_board_runner_checks_and_runs_a_unet_bundle_in_the_simulator(released, tmp_path):

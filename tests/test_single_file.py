@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import save_file
 
 from converter.common.errors import UserError
-from converter.imaging.evaluation import psnr
-from converter.models import clip_vocabulary
+from converter.imaging.evaluation import GENERIC
+from converter.models import clip_vocabulary, tracing
 from converter.models.model_source import resolve
 from tests.conftest import as_numpy, error_lines, rkconvert, torch_output, unet_inputs
 from tests.test_generate import THIRD_PARTY
-from tests.test_release import _runner, _unpack
+from tests.test_release import runner_against_generate
 from tools import make_single_file
 from tools.make_pruned_unet import prune_unet
 
@@ -45,21 +45,36 @@ def _assert_same_weights(loaded: torch.nn.Module, original: torch.nn.Module, hal
         assert torch.equal(mine[key], expected), key
 
 
-def test_sd1_single_file_builds_as_the_diffusers_weights_it_holds(tmp_path, cache):
-    unet, vae, text = make_single_file.write(tmp_path / "tiny-sd1.safetensors", "sd1")
-    result = rkconvert("build", "--target", "rk3588", "--model", "tiny-sd1.safetensors", "--resolution", "64",
-                       "--layer-report", "off", cwd=tmp_path)
+def _built(tmp_path, name: str, *extra: str) -> tuple[Path, dict]:
+    result = rkconvert("build", "--target", "rk3588", "--model", f"{name}.safetensors", "--resolution", "64",
+                       "--layer-report", "off", *extra, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert not [line for line in (result.stdout + result.stderr).splitlines() if any(t in line for t in THIRD_PARTY)]
-    out = tmp_path / "build" / "tiny-sd1-rk3588"
+    out = tmp_path / "build" / f"{name}-rk3588"
     report = json.loads((out / "report.json").read_text())
     assert report["output_psnr_db"] >= 50
-    # The traced UNet computes what the original does (ONNX Runtime against torch, float32: 1e-4 of the range).
-    inputs = unet_inputs(unet)
-    expected = torch_output(unet, inputs)
-    session = ort.InferenceSession(str(out / "stages" / "export" / "model.onnx"))
-    got = session.run(None, {i.name: as_numpy(inputs)[i.name] for i in session.get_inputs()})[0]
-    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+    return out, report
+
+
+def _assert_onnx_as_the_folders(out: Path, unet, tmp_path: Path) -> None:
+    """The build's traced UNet equals, output for output, the one traced from a diffusers folder of the same
+    weights."""
+    folder = tmp_path / "as-folder"
+    unet.save_pretrained(folder)
+    tracing.trace(resolve(str(folder)).load_unet(), 64, tmp_path / "folder.onnx")
+    feed = as_numpy(unet_inputs(unet))
+    ours, theirs = (ort.InferenceSession(str(p)) for p in (out / "stages" / "export" / "model.onnx",
+                                                            tmp_path / "folder.onnx"))
+    np.testing.assert_array_equal(ours.run(None, feed)[0], theirs.run(None, feed)[0])
+
+
+def test_sd1_single_file_builds_as_the_diffusers_weights_it_holds(tmp_path, cache):
+    unet, vae, text = make_single_file.write(tmp_path / "tiny-sd1.safetensors", "sd1")
+    out, report = _built(tmp_path, "tiny-sd1", "--image-check", "on")
+    _assert_onnx_as_the_folders(out, unet, tmp_path)
+    # No evaluation set in a single file: --image-check on draws the generic prompts through the .rknn.
+    assert [row["prompt"] for row in report["images"]["rows"]] == [p.prompt for p in GENERIC.prompts]
+    assert report["images"]["summary"]["psnr_db_mean"] >= 30
 
     source = resolve(str(tmp_path / "tiny-sd1.safetensors"))
     assert source.kind == "pipeline" and source.name == "tiny-sd1" and source.path.parent.parent == cache
@@ -69,18 +84,13 @@ def test_sd1_single_file_builds_as_the_diffusers_weights_it_holds(tmp_path, cach
     # The file draws as a pipeline folder does: generate, and the board runner of its release bundle (the
     # tokenizer.json written from CLIP's vocabulary, the scheduler, the traced text encoder and decoder).
     drawing = ("--prompt", "a red circle on the left", "--seed", "3", "--steps", "2")
-    generated = rkconvert("generate", str(out), *drawing, "--out", str(tmp_path / "gen"), cwd=tmp_path)
-    assert generated.returncode == 0, generated.stderr
-    assert rkconvert("release", str(out), "--out", str(tmp_path / "sd1.tar.gz"), cwd=tmp_path).returncode == 0
-    ran = _runner(_unpack(tmp_path / "sd1.tar.gz", tmp_path / "bundle"), "--simulate", str(out), *drawing,
-                  "--out", str(tmp_path / "run"))
-    assert ran.returncode == 0, ran.stderr
-    drawn = Image.open(tmp_path / "run" / json.loads((tmp_path / "run" / "timing.json").read_text())["image"])
-    assert psnr(np.asarray(drawn), np.asarray(Image.open(tmp_path / "gen" / "00-rknn.png"))) >= 40
+    assert runner_against_generate(out, drawing, tmp_path, tmp_path)[0] >= 40
 
 
-def test_sd2_single_file_in_half_precision_loads_exactly(tmp_path):
+def test_sd2_single_file_in_half_precision_loads_exactly_and_builds(tmp_path):
     unet, vae, text = make_single_file.write(tmp_path / "sd2.safetensors", "sd2", half=True)
+    out, _ = _built(tmp_path, "sd2")
+    _assert_onnx_as_the_folders(out, unet.half().float(), tmp_path)  # the file's float16 weights
     source = resolve(str(tmp_path / "sd2.safetensors"))
     loaded = _loaded(source)
     for mine, original in zip(loaded, (unet, vae, text)):

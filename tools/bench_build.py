@@ -1,4 +1,5 @@
-"""Benchmark `rkconvert build` on a preset: wall time, peak memory, accuracy and size, as JSON.
+"""Benchmark `rkconvert build` on a preset (or any --model, such as an .onnx graph): wall time, peak memory,
+accuracy and size, as JSON.
 
     .venv/bin/python tools/bench_build.py --model sd15 --resolution 512 [--parts 1] [--baseline bare]
         [--json bench-results/x.json]
@@ -104,7 +105,7 @@ def git_commit() -> str | None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="sd15")
-    parser.add_argument("--resolution", type=int, default=512)
+    parser.add_argument("--resolution", type=int, default=512, help="pixels (not for an .onnx: its shapes are fixed)")
     parser.add_argument("--target", default="rk3588")
     parser.add_argument("--enable-pass", action="append", default=[], help="passed on to rkconvert build")
     parser.add_argument("--layer-report", default="off", help="passed on to rkconvert build (default: off)")
@@ -118,10 +119,12 @@ def main() -> int:
     variant = "".join(f"+{p}" for p in args.enable_pass) + ("" if args.attention_tiles == "auto" else
                                                             f"+tiles-{args.attention_tiles}")
     variant += "" if args.parts == "auto" else f"+parts-{args.parts}"
-    json_path = args.json or Path("bench-results") / f"build-{args.model.replace(':', '-')}-{args.resolution}{variant}.json"
+    onnx_file = args.model.endswith(".onnx")
+    name = Path(args.model).stem if onnx_file else f"{args.model.replace(':', '-')}-{args.resolution}"
+    json_path = args.json or Path("bench-results") / f"build-{name}{variant}.json"
 
-    common = ["--target", args.target, "--model", args.model, "--resolution", str(args.resolution),
-              "--layer-report", args.layer_report]
+    common = ["--target", args.target, "--model", args.model, "--layer-report", args.layer_report,
+              *([] if onnx_file else ["--resolution", str(args.resolution)])]
     with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
         out = args.out or Path(tmp) / "build"
         run = timed_build([*common, "--attention-tiles", args.attention_tiles, "--parts", str(args.parts),
@@ -131,7 +134,7 @@ def main() -> int:
     result = {
         "benchmark": "build",
         "model": args.model,
-        "resolution": args.resolution,
+        "resolution": None if onnx_file else args.resolution,
         "target": args.target,
         "enabled_passes": args.enable_pass,
         "attention_tiles": args.attention_tiles,

@@ -1,11 +1,13 @@
 """A full-size single-file checkpoint read as a pipeline: time, peak memory and exactness, on this machine.
 
-    .venv/bin/python tools/bench_single_file.py --model sd15 [--half] [--json bench-results/single-file-sd15.json]
+    .venv/bin/python tools/bench_single_file.py --model sd15 [--half] [--build] [--json bench-results/single-file-sd15.json]
 
 Writes the model's pipeline (seeded weights) as one file in the original LDM layout (tools/make_single_file.py),
 then, in a fresh process each, `--model FILE` as rkconvert resolves it: the first time (the file converted
 into the cache's pipeline folder) and again (the folder reused). Checks that the UNet config read from the
 weights is the preset's, and that the UNet, VAE and text encoder weights loaded back equal the written ones.
+`--build` then times `rkconvert build --target rk3588 --model FILE` (512 px, float16) as tools/bench_build.py
+does.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_build import git_commit, machine  # tools/ is on sys.path when a tool runs as a script
+from bench_build import figures, git_commit, machine, timed_build  # tools/ is on sys.path as a script's folder
 
 RESOLVE = """
 import sys
@@ -68,6 +70,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["sd15", "sd21"], default="sd15")
     parser.add_argument("--half", action="store_true", help="write the file in float16, as most downloads are")
+    parser.add_argument("--build", action="store_true", help="also build the file for rk3588 at 512 px")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     root = Path(__file__).resolve().parent.parent
@@ -82,11 +85,16 @@ def main() -> int:
         _, again, _ = _child(RESOLVE, str(path), env=env)
         compared, _, _ = _child(COMPARE, str(path), args.model, "1" if args.half else "0", env=env)
         folder_bytes = sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+        built = None
+        if args.build:
+            os.environ["RKCONVERT_CACHE"] = env["RKCONVERT_CACHE"]  # the build's child finds the folder written
+            built = figures(timed_build(["--target", "rk3588", "--model", str(path), "--layer-report", "off"],
+                                        Path(scratch) / "build"))
         result = {"benchmark": "single_file", "model": args.model, "half": args.half, "machine": machine(),
                   "commit": git_commit(), "file_bytes": path.stat().st_size, "pipeline_folder_bytes": folder_bytes,
                   "write_file_seconds": round(written, 1), "first_resolve_seconds": round(first, 1),
                   "first_resolve_peak_rss_bytes": first_peak, "cached_resolve_seconds": round(again, 1),
-                  **json.loads(compared)}
+                  **json.loads(compared), **({"build": built} if built else {})}
     text = json.dumps(result, indent=1)
     print(text)
     if args.json:

@@ -99,10 +99,12 @@ TOOLKIT = Group((
                       "a quantized part calibrates on what reaches it. auto: at most 2 GiB of float32 weights per "
                       "part, 1.25 GiB when quantized (SD 1.5: 2, as w8a8 3; the demo: 1); whole for the per-layer "
                       "report (it maps the whole graph)."),
-    click.option("--quant-algorithm", type=click.Choice(QUANT_ALGORITHMS), default=None,
+    click.option("--quant-algorithm", type=click.Choice(("auto",) + QUANT_ALGORITHMS), default=None,
                  help="How the toolkit picks each activation's int8 range from the calibration set (its "
                       "quantized_algorithm): normal (min/max, the toolkit's default), mmse (clipped where the error "
-                      "is least), kl_divergence. Quantized builds only."),
+                      "is least), kl_divergence; auto: mmse for a build without the float16 search (--no-hybrid) "
+                      "of at most 256 MiB of weights, else normal (report.json 'quant_algorithm_choice' says "
+                      "why). Quantized builds only."),
 ), lambda values: {"dtype": values["dtype"], "parts": values["parts"], "quant_algorithm": values["quant_algorithm"]},
     lambda req: {"dtype": req.dtype, "parts": "auto" if req.parts is None else req.parts,
                  "quant_algorithm": req.quant_algorithm})
@@ -162,7 +164,8 @@ CHECKS = Group((
     click.option("--image-check", type=click.Choice(IMAGE_CHECK_CHOICES), default="auto", show_default=True,
                  help="Draw the model's evaluation set (a pipeline folder's rkconvert.json; the demo has one) with "
                       "ONNX Runtime and with the .rknn in the simulator, and compare the images (report.json "
-                      "'images', images/grid.png). auto: when the model brings an evaluation set."),
+                      "'images', images/grid.png). auto: when the model brings an evaluation set; on: any pipeline "
+                      "(a single-file checkpoint too), one without a set drawing two generic prompts in 4 steps."),
 ), lambda values: {"checks": Checks(values["check_samples"], values["check_inputs"], values["layer_report"],
                                     values["image_check"])},
     lambda req: {"check_samples": req.checks.samples, "check_inputs": req.checks.inputs,

@@ -54,6 +54,12 @@ def _spec(folder: Path) -> dict | None:
     return spec
 
 
+# What `--image-check on` draws for a pipeline that declares no set (a single-file checkpoint): two everyday
+# prompts, few steps (the check compares the .rknn's images with the reference's, not their quality).
+GENERIC = EvalSet((EvalPrompt("generic", "a photograph of an astronaut riding a horse", 0),
+                   EvalPrompt("generic", "a red apple on a wooden table", 1)), steps=4, guidance_scale=7.5, judge=None)
+
+
 def eval_set(folder: Path) -> EvalSet | None:
     """The evaluation set a pipeline folder declares, or None if it declares none."""
     spec = _spec(folder)

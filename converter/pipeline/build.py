@@ -143,7 +143,7 @@ def toolkit_inputs(req: BuildRequest, evaluation: EvalSet | None, runner: StageR
         samples = req.checks.samples
         checkset = record(req, replace(req.calib, samples=samples, trajectories=samples), req.seed + 1, exported,
                           rewritten, runner, "checkset")
-    guidance = get_schedule(req.calib.schedule).guidance_scale
+    guidance = get_schedule(req.calib.schedule).embedding_guidance
     outcome.reference = reference = Reference.read(runner.run(
         "reference", "ONNX Runtime on check inputs",
         {"samples": req.checks.samples, "seed": req.seed, "guidance_scale": guidance},

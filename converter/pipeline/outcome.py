@@ -69,6 +69,8 @@ class Outcome:
             report["graph"] = plan.graph
             if plan.parts_choice:
                 report["parts_choice"] = plan.parts_choice
+            if plan.algorithm_choice:
+                report["quant_algorithm_choice"] = plan.algorithm_choice
             if plan.layers_skipped:
                 report["layers_skipped"] = plan.layers_skipped
             report["toolkit_config"] = plan.toolkit.options

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from converter.common.errors import UserError
-from converter.imaging.evaluation import SPEC_FILE, EvalSet, eval_set
+from converter.imaging.evaluation import GENERIC, SPEC_FILE, EvalSet, eval_set
 from converter.models.unet_interface import UNET
 from converter.pipeline import graph_cut
 from converter.pipeline.pass_selection import TILE_ATTENTION, select, toolkit_attention
@@ -26,6 +26,13 @@ from targets.chip import Chip
 
 # --layer-report auto: dump every layer only when the toolkit's text dumps stay under this.
 AUTO_LAYER_DUMP_LIMIT = 2 * 2**30
+# --quant-algorithm auto picks mmse only for a plain build (no float16 search) of a graph up to this much
+# float32 weight. Measured (this machine): on the demo (19 MB) mmse's plain build is +1.5 dB at the output and
+# its worst image 34.4 dB against normal's 7.1, for 113 s against 92; a search's tries reuse normal's step1
+# (11 s a try on the demo) but rebuild both steps with mmse (38 s). At SD 1.5's size mmse's step1 is the cost:
+# on the first 0.82 GiB part of a w8a8 build normal's whole step1 took 5.4 min; mmse's had fitted 164 of its
+# 556 tensors after 41 min, up to 140 s each on the 4096-token attention's (tools/bench_quant_algorithm.py).
+AUTO_MMSE_BYTES = 2**28
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,7 @@ class BuildPlan:
     graph: str  # what kind of graph is built: unet_interface.UNET, or GRAPH (no calibration, no image check)
     toolkit: ToolkitSettings  # target, the dtype settled, further config() keywords
     dtype_choice: str | None  # why --dtype auto settled on it; None when the dtype was asked for
+    algorithm_choice: str | None  # why --quant-algorithm auto settled on toolkit.options' quantized_algorithm
     passes: tuple[str, ...]  # graph_passes.CATALOGUE names, in order
     parts: int  # .rknn files, built and run one after another
     parts_choice: str | None  # why --parts auto settled on it; None when asked for
@@ -123,11 +131,13 @@ def settle(req: BuildRequest, evaluation: EvalSet | None, chosen: tuple[str, str
     parts, parts_choice = _parts(req, rewritten, is_quantized)
     dumps, skipped = _layer_dumps(req, parts, rewritten)
     trajectories = req.checks.inputs == "trajectories" or (req.checks.inputs == "auto" and is_quantized)
+    algorithm, algorithm_choice = _algorithm(req, rewritten, dtype_)
     return BuildPlan(
         request=req, graph=graph,
-        toolkit=ToolkitSettings(req.chip.name, dtype_, _toolkit_options(req, dtype_),
+        toolkit=ToolkitSettings(req.chip.name, dtype_, _toolkit_options(req, dtype_, algorithm),
                                 auto_hybrid=req.hybrid.toolkit_cos is not None),
-        dtype_choice=dtype_choice, passes=tuple(names), parts=parts, parts_choice=parts_choice,
+        dtype_choice=dtype_choice, algorithm_choice=algorithm_choice, passes=tuple(names), parts=parts,
+        parts_choice=parts_choice,
         calibration=req.calib if is_quantized else None,
         check_inputs="trajectories" if trajectories else "gaussian",
         layer_dumps=dumps, layers_skipped=skipped, evaluation=evaluation)
@@ -138,11 +148,24 @@ def passes_key(req: BuildRequest, names: list[str]) -> dict:
     return {"passes": names, "attention_tiles": req.passes.attention_tiles if TILE_ATTENTION in names else None}
 
 
-def _toolkit_options(req: BuildRequest, dtype_: str) -> dict:
+def _algorithm(req: BuildRequest, rewritten: Rewritten, dtype_: str) -> tuple[str | None, str | None]:
+    """The toolkit's quantized_algorithm (None: its default, normal), and why --quant-algorithm auto chose it."""
+    if req.quant_algorithm != "auto" or not quantized(dtype_):
+        return req.quant_algorithm, None
+    if req.hybrid.enabled and req.hybrid.toolkit_cos is None:
+        return None, "normal: the float16 search's tries reuse normal's step1 (mmse's rebuild both steps)"
+    if rewritten.onnx_bytes > AUTO_MMSE_BYTES:
+        return None, (f"normal: {rewritten.onnx_bytes / 2**30:.2g} GiB of weights, where mmse's step1 takes several "
+                      "times normal's")
+    return "mmse", (f"mmse: a build without the search, {rewritten.onnx_bytes / 2**20:.0f} MiB of weights: clipped "
+                    "ranges for little more time")
+
+
+def _toolkit_options(req: BuildRequest, dtype_: str, algorithm: str | None) -> dict:
     """config() keywords beside the target and the dtype."""
     options = toolkit_attention(req.chip, dtype_, req.passes.attention_tiles)
-    if req.quant_algorithm and quantized(dtype_):
-        options = {**options, "quantized_algorithm": req.quant_algorithm}
+    if algorithm and quantized(dtype_):
+        options = {**options, "quantized_algorithm": algorithm}
     if req.hybrid.toolkit_cos is not None and quantized(dtype_):
         options = {**options, "auto_hybrid_cos_thresh": req.hybrid.toolkit_cos}
     return options
@@ -177,8 +200,10 @@ def _evaluation(req: BuildRequest) -> EvalSet | None:
     the model does not bring."""
     evaluation = eval_set(req.source.pipeline) if req.source.pipeline and req.checks.image_check != "off" else None
     if evaluation is None and req.checks.image_check == "on":
-        raise UserError(f"--image-check on: {req.source.spec} is not a text-to-image pipeline folder with an "
-                        f"evaluation set ({SPEC_FILE})")
+        if not req.source.pipeline:
+            raise UserError(f"--image-check on: {req.source.spec} is not a text-to-image pipeline (a diffusers "
+                            "pipeline folder or a single-file checkpoint)")
+        evaluation = GENERIC
     if req.gates.min_prompt_accuracy is not None and (evaluation is None or evaluation.judge is None):
         raise UserError(f"--min-prompt-accuracy: {req.source.spec} brings no judge of its images (a pipeline "
                         f"folder's {SPEC_FILE} names one; the demo's does)")
