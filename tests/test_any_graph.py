@@ -36,12 +36,13 @@ def _built(work, name, *extra):
     result = rkconvert("build", "--target", "rk3588", "--model", f"{name}.onnx", "--layer-report", "off", *extra,
                        cwd=work)
     assert result.returncode == 0, result.stderr
-    return json.loads((work / "build" / f"{name}-rk3588" / "report.json").read_text()), work / "build" / f"{name}-rk3588"
+    out = work / "build" / f"{name}-rk3588"
+    return json.loads((out / "report.json").read_text()), out, result.stdout
 
 
 def test_an_ldm_named_unet_is_a_unet(graphs):
     work, inputs = graphs
-    report, out = _built(work, "ldm_unet")
+    report, out, _ = _built(work, "ldm_unet")
     assert report["graph"] == "unet" and report["resolution"] == 64 and report["output_psnr_db"] >= 50
     assert [t["name"] for t in report["rknn_file"]["inputs"]] == ["sample", "t_emb", "encoder_hidden_states"]
     # The renamed graph computes what the user's does, name for name.
@@ -55,8 +56,9 @@ def test_an_ldm_named_unet_is_a_unet(graphs):
 @pytest.mark.parametrize("name", ["vae_decoder", "text_encoder"])
 def test_other_graphs_build_as_they_are(graphs, name):
     work, _ = graphs
-    report, out = _built(work, name)
+    report, out, summary = _built(work, name)
     assert report["graph"] == "graph" and report["resolution"] is None and report["output_psnr_db"] >= 50
+    assert "ms per run at" in summary and "UNet step" not in summary  # the cost estimate's unit
     feed = {p.name.split("-", 1)[1][:-4]: np.load(p) for p in (out / "stages" / "reference" / "inputs").iterdir()
             if p.name.startswith("0-")}
     if name == "text_encoder":  # token ids, valid for the embedding table (the tiny vocabulary's 190 rows)
@@ -103,6 +105,6 @@ def test_diagnose_reduces_a_graph_that_is_not_a_unet_and_names_the_fix(tmp_path)
     repro = onnx.load(str(tmp_path / "d" / "diagnosis" / "repro.onnx"))
     assert sorted(n.op_type for n in repro.graph.node) == ["Concat", "Slice", "Slice"]
     assert "fix: graph pass host_time_projection" in result.stdout
-    report, _ = _built(tmp_path, "time")  # the default passes include the fix
+    report, _, _ = _built(tmp_path, "time")  # the default passes include the fix
     assert report["graph"] == "graph"
     assert [p["rewrites"] for p in report["passes"] if p["pass"] == "host_time_projection"][0]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -25,9 +24,10 @@ from pathlib import Path
 from bench_build import figures, git_commit, machine, timed_build  # tools/ is on sys.path as a script's folder
 
 RESOLVE = """
-import sys
+import json, resource, sys
 from converter.models.model_source import resolve
-print(resolve(sys.argv[1]).path)
+path = resolve(sys.argv[1]).path
+print(json.dumps({"folder": str(path), "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
 
 COMPARE = """
@@ -55,15 +55,14 @@ print(json.dumps({"weights": unequal,
 """
 
 
-def _child(code: str, *args: str, env: dict) -> tuple[str, float, int]:
-    """(stdout, wall seconds, the child's peak RSS in bytes); children run one at a time, so RUSAGE_CHILDREN's
-    maximum after each is the largest child so far: each run is reported as the rise it caused."""
+def _child(code: str, *args: str, env: dict) -> tuple[dict, float]:
+    """(the JSON the child printed last, wall seconds)."""
     start = time.monotonic()
     result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
                             cwd=Path(__file__).resolve().parent.parent, timeout=3600)
     if result.returncode:
         raise SystemExit(f"bench_single_file: child failed:\n{result.stderr[-2000:]}")
-    return result.stdout.strip(), time.monotonic() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    return json.loads(result.stdout.strip().splitlines()[-1]), time.monotonic() - start
 
 
 def main() -> int:
@@ -74,17 +73,17 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     root = Path(__file__).resolve().parent.parent
-    with tempfile.TemporaryDirectory(dir=root) as scratch:
+    with tempfile.TemporaryDirectory(prefix="bench-single-file-") as scratch:
         path = Path(scratch) / f"{args.model}.safetensors"
         env = {**os.environ, "RKCONVERT_CACHE": str(Path(scratch) / "cache"), "PYTHONPATH": str(root)}
         start = time.monotonic()
         subprocess.run([sys.executable, str(root / "tools" / "make_single_file.py"), "--model", args.model,
                         "--out", str(path), *(["--half"] if args.half else [])], check=True, env=env)
         written = time.monotonic() - start
-        folder, first, first_peak = _child(RESOLVE, str(path), env=env)
-        _, again, _ = _child(RESOLVE, str(path), env=env)
-        compared, _, _ = _child(COMPARE, str(path), args.model, "1" if args.half else "0", env=env)
-        folder_bytes = sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+        converted, first = _child(RESOLVE, str(path), env=env)
+        cached, again = _child(RESOLVE, str(path), env=env)
+        compared, _ = _child(COMPARE, str(path), args.model, "1" if args.half else "0", env=env)
+        folder_bytes = sum(f.stat().st_size for f in Path(converted["folder"]).rglob("*") if f.is_file())
         built = None
         if args.build:
             os.environ["RKCONVERT_CACHE"] = env["RKCONVERT_CACHE"]  # the build's child finds the folder written
@@ -93,8 +92,9 @@ def main() -> int:
         result = {"benchmark": "single_file", "model": args.model, "half": args.half, "machine": machine(),
                   "commit": git_commit(), "file_bytes": path.stat().st_size, "pipeline_folder_bytes": folder_bytes,
                   "write_file_seconds": round(written, 1), "first_resolve_seconds": round(first, 1),
-                  "first_resolve_peak_rss_bytes": first_peak, "cached_resolve_seconds": round(again, 1),
-                  **json.loads(compared), **({"build": built} if built else {})}
+                  "first_resolve_peak_rss_bytes": converted["peak_rss_bytes"], "cached_resolve_seconds": round(again, 1),
+                  "cached_resolve_peak_rss_bytes": cached["peak_rss_bytes"], **compared,
+                  **({"build": built} if built else {})}
     text = json.dumps(result, indent=1)
     print(text)
     if args.json:

@@ -10,11 +10,17 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
-def cost_section(cost: dict | None) -> str:
+def run_unit(report: dict) -> str:
+    """What one inference of the built graph is: a UNet's denoising step, or a run of another graph."""
+    return "UNet step" if report.get("graph", "unet") == "unet" else "run"
+
+
+def cost_section(cost: dict | None, per: str) -> str:
+    """`per`: what one inference is (report.run_unit)."""
     if not cost:
         return ""
     total = cost["total_cycles"] or 1
-    per_step = (f", {cost['estimated_seconds_per_step'] * 1e3:.2f} ms per UNet step at "
+    per_step = (f", {cost['estimated_seconds_per_step'] * 1e3:.2f} ms per {per} at "
                 f"{cost['npu_clock_hz'] / 1e9:g} GHz" if cost["estimated_seconds_per_step"] is not None else "")
     modules = "".join(
         f"<tr><td class=t>{html.escape(name)}</td><td>{m['layers']}</td><td>{m['total_cycles']:,}</td>"
@@ -37,7 +43,7 @@ def cost_section(cost: dict | None) -> str:
             f"<h3>Costliest layers</h3><table id=cost-top><thead><tr><th>layer</th><th>op</th><th>cycles</th>"
             f"<th>RW KB</th></tr></thead><tbody>{top}</tbody></table>"
             f"<h3>Attention: DRAM traffic, {html.escape(traffic['label'])}</h3>"
-            f"<p>{_mib(traffic['dram_bytes'])} per UNet step; {traffic['layers_whose_scores_spill']} of "
+            f"<p>{_mib(traffic['dram_bytes'])} per {per}; {traffic['layers_whose_scores_spill']} of "
             f"{len(traffic['layers'])} attention layers' score matrices do not fit on chip. Largest buffer of an "
             f"attention layer in the compiler's memory map: {_mib(cost.get('largest_attention_buffer_bytes', 0))}.</p>"
             f"<table id=cost-attention><thead><tr><th>layer</th><th>heads</th><th>queries</th><th>keys</th>"

@@ -12,6 +12,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from converter.reports.cost_html import run_unit
 from converter.reports.layer_report import worst_first
 from converter.reports.report_html import render
 from converter.toolkit.job import quantized
@@ -100,8 +101,8 @@ def print_images(console: Console, images: dict) -> None:
                       f"{s['rknn_prompt_accuracy']:.0%} (judge: {images['judge']})", highlight=False)
 
 
-def cost_summary(c: dict) -> str:
-    time = (f" = {c['estimated_seconds_per_step'] * 1e3:.1f} ms per UNet step at {c['npu_clock_hz'] / 1e9:g} GHz"
+def cost_summary(c: dict, per: str) -> str:
+    time = (f" = {c['estimated_seconds_per_step'] * 1e3:.1f} ms per {per} at {c['npu_clock_hz'] / 1e9:g} GHz"
             if c["estimated_seconds_per_step"] is not None else "")
     costliest = next(iter(c["per_module"]), None)
     return (f"{c['total_cycles'] / 1e6:.1f} M cycles{time}, costliest module {costliest}; leaves out the "
@@ -170,7 +171,7 @@ def print_summary(console: Console, report: dict, report_path: Path) -> None:
     if report.get("toolkit_config", {}).get("enable_flash_attention"):
         rows.append(("attention", "the toolkit's flash attention (enable_flash_attention; --attention-tiles auto)"))
     if report.get("cost"):
-        rows.append(("cost (estimate)", cost_summary(report["cost"])))
+        rows.append(("cost (estimate)", cost_summary(report["cost"], run_unit(report))))
     if report.get("images"):
         s = report["images"]["summary"]
         accuracy = (f", prompt accuracy {s['reference_prompt_accuracy']:.0%} -> {s['rknn_prompt_accuracy']:.0%}"

@@ -10,7 +10,7 @@ import html
 import json
 import math
 
-from converter.reports.cost_html import cost_section
+from converter.reports.cost_html import cost_section, run_unit
 from converter.reports.layer_report import worst_first
 from converter.toolkit.layer_table import cpu_ops
 
@@ -193,6 +193,6 @@ def render(report: dict) -> str:
             f"{''.join(_declared(p.get('rknn_file')) for p in report.get('parts') or [report])}"
             f"{_images(report.get('images'))}"
             f"{_placement(report.get('placement') or [])}"
-            f"{cost_section(report.get('cost'))}{layers}<details><summary>stages</summary><pre>{stages}</pre></details>"
+            f"{cost_section(report.get('cost'), run_unit(report))}{layers}<details><summary>stages</summary><pre>{stages}</pre></details>"
             f"<script>{_SORT}</script></body></html>")
 
