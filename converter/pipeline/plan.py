@@ -27,11 +27,12 @@ from targets.chip import Chip
 # --layer-report auto: dump every layer only when the toolkit's text dumps stay under this.
 AUTO_LAYER_DUMP_LIMIT = 2 * 2**30
 # --quant-algorithm auto picks mmse only for a plain build (no float16 search) of a graph up to this much
-# float32 weight. Measured (this machine): on the demo (19 MB) mmse's plain build is +1.5 dB at the output and
-# its worst image 34.4 dB against normal's 7.1, for 113 s against 92; a search's tries reuse normal's step1
-# (11 s a try on the demo) but rebuild both steps with mmse (38 s). At SD 1.5's size mmse's step1 is the cost:
-# on the first 0.82 GiB part of a w8a8 build normal's whole step1 took 5.4 min; mmse's had fitted 164 of its
-# 556 tensors after 41 min, up to 140 s each on the 4096-token attention's (tools/bench_quant_algorithm.py).
+# float32 weight. Measured (this machine, bench-results/quantized-demo.json): on the demo (19 MB) mmse's plain build
+# is +1.5 dB at the output and its worst image 34.4 dB against normal's 7.1, for 165 s against 77; a search's
+# tries reuse normal's step1 (11 s a try on the demo) but rebuild both steps with mmse (38 s). At SD 1.5's size
+# mmse's step1 is the cost: on the first 0.82 GiB part of a w8a8 build normal's whole step1 took 5.4 min; mmse's
+# had fitted 164 of its 556 tensors after 41 min, up to 140 s each on the 4096-token attention's
+# (tools/bench_quant_algorithm.py).
 AUTO_MMSE_BYTES = 2**28
 
 
