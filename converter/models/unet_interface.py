@@ -32,20 +32,15 @@ def specs_of(values: list[onnx.ValueInfoProto]) -> InputSpecs:
 
 
 def check_unet(model: onnx.ModelProto, path: Path, expected: tuple[str, ...] | None = None) -> InputSpecs:
-    """Input specs of a UNet ONNX, or a one-line UserError saying why it is not one we can build. `expected`:
-    the inputs a traced UNet must have kept (an ONNX file may have the guidance embedding or not)."""
+    """Input specs of a UNet ONNX (its input names checked by the caller: classify, or `expected`), or a one-line
+    UserError saying why it is not one we can build. `expected`: the inputs a traced UNet must have kept (an ONNX
+    file may have the guidance embedding or not)."""
     inputs = graph_inputs(model)
     names = [i.name for i in inputs]
     if expected and sorted(names) != sorted(expected):
         raise UserError(f"{path}: the traced UNet takes {', '.join(names)}, its config asks for "
                         f"{', '.join(expected)}: an input was dropped in tracing")
-    if sorted(set(names) - {GUIDANCE_INPUT}) != sorted(INPUT_NAMES):
-        raise UserError(f"{path}: not a UNet ONNX: expected inputs {', '.join(INPUT_NAMES)} "
-                        f"(and {GUIDANCE_INPUT} for an LCM UNet); found {', '.join(names) or 'none'}")
-    for value in inputs:
-        shape = static_shape(value)
-        if shape is None:
-            raise UserError(f"{path}: input {value.name} has dynamic dimensions; export with static shapes")
+    for value, shape in zip(inputs, static_shapes(inputs, path)):
         rank = RANKS.get(value.name)
         if rank and len(shape) != rank:
             raise UserError(f"{path}: input {value.name} has rank {len(shape)}, a UNet's has rank {rank}")
@@ -64,10 +59,17 @@ def classify(model: onnx.ModelProto, path: Path) -> tuple[str, InputSpecs]:
         names = {LDM_NAMES.get(n, n) for n in names}
     if names - {GUIDANCE_INPUT} == set(INPUT_NAMES):
         return UNET, check_unet(model, path)
-    for value in graph_inputs(model):
-        if static_shape(value) is None:
-            raise UserError(f"{path}: input {value.name} has dynamic dimensions; export with static shapes")
+    static_shapes(graph_inputs(model), path)
     return GRAPH, specs_of(graph_inputs(model))
+
+
+def static_shapes(inputs: list[onnx.ValueInfoProto], path: Path) -> list[list[int]]:
+    """Each input's shape, or a one-line UserError naming the first with a dynamic dimension."""
+    shapes = [static_shape(value) for value in inputs]
+    for value, shape in zip(inputs, shapes):
+        if shape is None:
+            raise UserError(f"{path}: input {value.name} has dynamic dimensions; export with static shapes")
+    return shapes
 
 
 def _rename_inputs(model: onnx.ModelProto, names: dict[str, str]) -> None:
