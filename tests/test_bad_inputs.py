@@ -95,3 +95,5 @@ def test_bad_flags(tmp_path):
                    expect="--quant-algorithm mmse is about int8: --dtype float16 quantizes nothing")
     _fails_cleanly(tmp_path, "--model", "demo", "--dtype", "float16", "--toolkit-auto-hybrid", "0.99",
                    expect="--toolkit-auto-hybrid 0.99 is about int8: --dtype float16 quantizes nothing")
+    _fails_cleanly(tmp_path, "--model", "demo", "--npu-parts", "vae",
+                   expect="Invalid value for '--npu-parts': 'vae': text_encoder, vae_decoder (comma-separated), or none")

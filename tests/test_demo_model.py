@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from converter.common.digest import file_sha256
 from converter.common.errors import UserError
 from converter.models import demo
 from converter.models.demo import scenes
@@ -61,7 +62,7 @@ def test_shipped_weights_are_the_trained_ones(tmp_path):
     files = sorted(p.relative_to(demo.PIPELINE).as_posix() for p in demo.PIPELINE.rglob("*.safetensors"))
     assert files == sorted(demo.WEIGHTS_SHA256) and len(files) == 3  # unet, vae, text encoder
     for rel, expected in demo.WEIGHTS_SHA256.items():
-        assert demo.sha256(demo.PIPELINE / rel) == expected, rel
+        assert file_sha256(demo.PIPELINE / rel) == expected, rel
     assert sum((demo.PIPELINE / rel).stat().st_size for rel in files) <= 25 * 2**20
     unet = load_file(demo.PIPELINE / "unet" / "diffusion_pytorch_model.safetensors")
     assert all(np.isfinite(v).all() for v in unet.values())
@@ -117,10 +118,10 @@ def test_training_runs_and_is_deterministic_for_a_seed(tmp_path):
         b = (tmp_path / "b" / "out" / f"train-{phase}-loss.jsonl").read_text().splitlines()
         assert [json.loads(x)["loss"] for x in a] == [json.loads(x)["loss"] for x in b]
     for rel in demo.WEIGHTS_SHA256:
-        assert demo.sha256(tmp_path / "a" / "out" / rel) == demo.sha256(tmp_path / "b" / "out" / rel), rel
+        assert file_sha256(tmp_path / "a" / "out" / rel) == file_sha256(tmp_path / "b" / "out" / rel), rel
     # Resuming from a checkpoint gives what one uninterrupted run gives.
     train_demo.main(["--work", str(tmp_path / "c" / "work"), "--out", str(tmp_path / "c" / "out"),
                      *steps[:-4], "--unet-steps", "1", "--save-every", "1", "--threads", "1"])
     train_demo.main(["--work", str(tmp_path / "c" / "work"), "--out", str(tmp_path / "c" / "out"), *steps])
     for rel in demo.WEIGHTS_SHA256:
-        assert demo.sha256(tmp_path / "a" / "out" / rel) == demo.sha256(tmp_path / "c" / "out" / rel), rel
+        assert file_sha256(tmp_path / "a" / "out" / rel) == file_sha256(tmp_path / "c" / "out" / rel), rel

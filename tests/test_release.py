@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from converter.imaging.evaluation import psnr
+from converter.models.demo.judge import judge
 from converter.release import tarball
 from tests.conftest import error_lines, rkconvert
 
@@ -194,8 +195,9 @@ def test_the_board_runner_checks_and_runs_a_unet_bundle_in_the_simulator(release
 
 
 def test_the_board_runner_draws_the_demo_as_the_build_did(demo_build, tmp_path):
-    """Prompt to PNG on the runner's own parts (numpy DDIM and noise, plain-Python tokenizer, ONNX text
-    encoder and decoder), the UNet in the simulator: the build's own .rknn image of that prompt and seed."""
+    """Prompt to PNG on the runner's own parts (numpy DDIM and noise, plain-Python tokenizer) with the UNet, the
+    text encoder and the VAE decoder on the NPU (in the simulator): the build's own image of that prompt and seed,
+    which its image check drew through the same three .rknn; with --cpu-parts the two in onnxruntime instead."""
     result, build = demo_build
     assert result.returncode == 0, result.stderr
     bundle = tmp_path / "demo.tar.gz"
@@ -212,10 +214,22 @@ def test_the_board_runner_draws_the_demo_as_the_build_did(demo_build, tmp_path):
     assert ran.returncode == 0, ran.stderr
     timing = json.loads((tmp_path / "run" / "timing.json").read_text())
     assert len(timing["unet_step_seconds"]) == steps
+    assert timing["on"] == {"text_encoder": "npu", "vae_decoder": "npu"}
+    assert report["images"]["on_npu"] == ["unet", "text_encoder", "vae_decoder"]
+    assert report["images"]["summary"]["rknn_prompt_accuracy"] == 1.0
     drawn = np.asarray(Image.open(tmp_path / "run" / timing["image"])).astype(int)
     expected = np.asarray(Image.open(build / "images" / "evaluation" / row["rknn"])).astype(int)
-    # ONNX text encoder and decoder against torch's, and the noise within 5e-7: a level here and there.
+    # numpy's sampler and noise against diffusers' and torch's, within 5e-7: a level here and there.
     assert np.abs(drawn - expected).max() <= 2 and (drawn != expected).mean() < 0.05
+    assert judge(drawn.astype(np.uint8), row["prompt"]).ok
+    on_cpu = _runner(folder, "--simulate", str(build), "--prompt", row["prompt"], "--seed", str(row["seed"]),
+                     "--steps", str(steps), "--cpu-parts", "--out", str(tmp_path / "run-cpu"))
+    assert on_cpu.returncode == 0, on_cpu.stderr
+    cpu_timing = json.loads((tmp_path / "run-cpu" / "timing.json").read_text())
+    assert cpu_timing["on"] == {"text_encoder": "cpu", "vae_decoder": "cpu"}
+    cpu_drawn = np.asarray(Image.open(tmp_path / "run-cpu" / cpu_timing["image"])).astype(int)
+    # float16 text encoder and decoder against float32: the same picture, not the same bytes (63 dB seen).
+    assert 40 <= psnr(cpu_drawn, drawn) < float("inf")
     # Another sampler on the same schedule (SD-Turbo's Euler-ancestral, its noise continuing the seed's
     # generator): the runner draws what `rkconvert generate` draws with it.
     sampled = ("--prompt", row["prompt"], "--seed", str(row["seed"]), "--steps", "2", "--scheduler", "euler-ancestral")

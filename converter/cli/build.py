@@ -21,9 +21,10 @@ def build(request: BuildRequest):
 
     Stages: export (trace to static-shape ONNX, opset 17) -> passes (the target's graph rewrites) ->
     reference (ONNX Runtime outputs on check inputs) -> rknn (rknn-toolkit2 build and simulator run,
-    in a child process) -> layers (every layer the simulator dumps against ONNX Runtime) -> images
-    (text to image through ONNX Runtime and through the .rknn, for models that can draw) ->
-    report.json + report.html. The .rknn, the reports and any host programs (small ONNX models
+    in a child process) -> layers (every layer the simulator dumps against ONNX Runtime) -> for models
+    that can draw, pipeline-parts (text encoder and VAE decoder to ONNX, each then built for the NPU as
+    a graph of its own in --out/npu/<part>/, see --npu-parts) and images (text to image through ONNX
+    Runtime and through the .rknn models in the simulator) -> report.json + report.html. The .rknn, the reports and any host programs (small ONNX models
     computing inputs such as t_emb from the timestep on the board's CPU) land in --out.
     """
     run(request)

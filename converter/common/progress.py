@@ -10,13 +10,18 @@ from rich.markup import escape
 
 
 class Progress:
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, prefix: str = ""):
         self.console = console
+        self.prefix = prefix  # before every stage name: whose stages these are
         self._status = None
+
+    def within(self, name: str) -> Progress:
+        """The same console, for the stages of `name` (a build within a build)."""
+        return Progress(self.console, f"{self.prefix}{name}: ")
 
     @contextmanager
     def stage(self, name: str, what: str):
-        start = time.monotonic()
+        start, name = time.monotonic(), self.prefix + name
         with self.console.status(f"[bold]{name}[/]: {escape(what)}") as status:
             self._status = (status, name, what)
             try:
@@ -26,7 +31,7 @@ class Progress:
         self.console.print(f"[green]✓[/] [bold]{name}[/] {escape(what)} ({time.monotonic() - start:.1f} s)")
 
     def reused(self, name: str, what: str):
-        self.console.print(f"[green]✓[/] [bold]{name}[/] {escape(what)} (reused)")
+        self.console.print(f"[green]✓[/] [bold]{self.prefix}{name}[/] {escape(what)} (reused)")
 
     def note(self, text: str):
         """Show how far the current stage has got."""

@@ -1,6 +1,6 @@
-"""Draw a user's prompts with a finished build's model: its pipeline folder's text encoder, scheduler
-and VAE, and its UNet twice (ONNX Runtime on the build's final ONNX; the `.rknn` the build made, in
-the toolkit's simulator)."""
+"""Draw a user's prompts with a finished build's model twice: the reference (its pipeline folder's text
+encoder and VAE, ONNX Runtime on the UNet's final ONNX) and what the build put on the NPU (the UNet's
+`.rknn`, and the text encoder's and VAE decoder's where it built them), in the toolkit's simulator."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def generate(build_dir: Path, prompts: list[str], seed: int, steps: int | None, 
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".generate-", dir=out) as scratch, \
             progress.stage("generate", f"{len(prompts)} prompts, {steps} steps, ONNX Runtime and the .rknn"):
-        ref, converted = draw_both(folder, build.model(), drawing, build_dir / "logs" / "rknn-generate.log", progress,
+        ref, converted = draw_both(folder, build.models(), drawing, build_dir / "logs" / "rknn-generate.log", progress,
                                    Path(scratch))
         rows = []
         for i, prompt in enumerate(prompts):

@@ -8,6 +8,7 @@ so the same prompt and seed start from the same noise whichever UNet denoises it
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -57,6 +58,14 @@ def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance_sc
              on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
     """uint8 RGB images (N, resolution, resolution, 3), all prompts denoised together;
     `on_step(done, steps)` after every denoising step."""
+    images = denoise(pipe, {"prompt": prompts}, seeds, steps, guidance_scale, resolution, on_step, "np")
+    return to_uint8(images)
+
+
+def denoise(pipe, text: dict, seeds: list[int], steps: int, guidance_scale: float, resolution: int,
+            on_step: Callable[[int, int], None] | None, output_type: str):
+    """The pipeline's denoising loop: `text` is {"prompt": [...]} or the text states ({"prompt_embeds",
+    "negative_prompt_embeds"}: another text encoder's); output_type "np" (images in [0, 1]) or "latent"."""
     generators = [torch.Generator().manual_seed(s) for s in seeds]
 
     def callback(pipe, step, timestep, tensors):
@@ -65,7 +74,29 @@ def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance_sc
         return tensors
 
     with torch.no_grad():
-        images = pipe(prompts, height=resolution, width=resolution, num_inference_steps=steps,
-                      guidance_scale=guidance_scale, generator=generators, output_type="np",
-                      callback_on_step_end=callback).images
+        return pipe(**text, height=resolution, width=resolution, num_inference_steps=steps,
+                    guidance_scale=guidance_scale, generator=generators, output_type=output_type,
+                    callback_on_step_end=callback).images
+
+
+def token_ids(folder: Path, prompts: list[str]) -> np.ndarray:
+    """(N, tokens) int64: the ids the folder's pipeline gives its text encoder (encode_prompt's tokenizing)."""
+    from transformers import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="np").input_ids.astype(np.int64)
+
+
+def vae_scaling_factor(folder: Path) -> float:
+    """What the pipeline divides its latents by before the VAE decodes them (AutoencoderKL's default: SD's)."""
+    return json.loads((folder / "vae" / "config.json").read_text()).get("scaling_factor", 0.18215)
+
+
+def from_decoder(image: np.ndarray) -> np.ndarray:
+    """A VAE decoder's (N, 3, H, W) output in [-1, 1] as the pipeline's "np" images: (N, H, W, 3) in [0, 1]."""
+    return np.clip(image.transpose(0, 2, 3, 1) / 2 + 0.5, 0, 1)
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.clip(np.round(images * 255), 0, 255).astype(np.uint8)

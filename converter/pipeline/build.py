@@ -1,4 +1,5 @@
-"""`rkconvert build`: model -> ONNX -> graph passes -> ONNX Runtime reference -> .rknn -> layers -> report.
+"""`rkconvert build`: model -> ONNX -> graph passes -> ONNX Runtime reference -> .rknn -> layers -> (a model
+that draws: its text encoder and VAE decoder, each a build of its own -> images) -> report.
 
 Each stage (converter/pipeline/stages/) runs through the build folder, reused when its inputs are
 unchanged. The toolkit runs in a child process; ONNX Runtime runs here, before it, and memory is handed
@@ -18,19 +19,23 @@ from calib_data.schedules import get_schedule
 from converter.common.errors import BuildFailed, UserError
 from converter.common.progress import Progress
 from converter.imaging.evaluation import EvalSet
-from converter.pipeline import hybrid, plan as planning
+from converter.models.pipeline_parts import PARTS
+from converter.pipeline import hybrid, npu_parts, plan as planning
 from converter.pipeline.build_dir import BuildDir, StageOutput, undone_on_bad_input
+from converter.pipeline.finished import FinishedBuild
+from converter.pipeline.npu_parts import NpuPart
 from converter.pipeline.outcome import IMAGES_DIR, Delivery, Outcome
 from converter.pipeline.pass_selection import instances
 from converter.pipeline.plan import BuildPlan
 from converter.pipeline.request import BuildRequest, CalibSettings
-from converter.pipeline.simulator import BuiltModel
+from converter.pipeline.simulator import BuiltModel, PipelineModels
 from converter.pipeline.stage_run import StageRunner
 from converter.pipeline.stages import calib as calib_stage
 from converter.pipeline.stages import export as export_stage
 from converter.pipeline.stages import images as images_stage
 from converter.pipeline.stages import layers as layers_stage
 from converter.pipeline.stages import passes as passes_stage
+from converter.pipeline.stages import pipeline_parts as traced_stage
 from converter.pipeline.stages import reference as reference_stage
 from converter.pipeline.stages import rknn as rknn_stage
 from converter.pipeline.stages import sensitivity as sensitivity_stage
@@ -41,6 +46,7 @@ from converter.pipeline.stages.export import Exported
 from converter.pipeline.stages.images import Images
 from converter.pipeline.stages.layers import LayerRows
 from converter.pipeline.stages.passes import Rewritten
+from converter.pipeline.stages.pipeline_parts import Traced
 from converter.pipeline.stages.reference import Reference
 from converter.pipeline.stages.rknn import Converted
 from converter.pipeline.stages.sensitivity import Sensitivities
@@ -176,11 +182,15 @@ def _run_stages(req: BuildRequest, evaluation: EvalSet | None, runner: StageRunn
         outcome.accuracy = rknn.accuracy(reference)
     outcome.rknn_files = rknn.file_facts()
     outcome.final = rknn
+    models = PipelineModels(BuiltModel(rewritten, reference, given.jobs(plan.toolkit, rknn.float16_layers,
+                                                                         rknn.step1), rknn.simulator[0][0]))
+    if req.source.pipeline:
+        outcome.npu_parts = parts = build_parts(req, trace_parts(req, exported, runner), runner.progress)
+        models = replace(models, **{p.name: p.built.model() for p in parts if p.built})
     shutil.rmtree(req.out / IMAGES_DIR, ignore_errors=True)
     if plan.evaluation is not None:
-        model = BuiltModel(rewritten, reference, given.jobs(plan.toolkit, rknn.float16_layers, rknn.step1),
-                           rknn.simulator[0][0])
-        outcome.images = images = draw(plan, exported, model, [*given.stages, rknn], runner)
+        made_by = [*given.stages, rknn, *(p.built.rknn for p in outcome.npu_parts or () if p.built)]
+        outcome.images = images = draw(plan, exported, models, made_by, runner)
         # Placed before the gates: a build that fails on its images shows them.
         for png in images.pngs:
             _place(png, req.out / IMAGES_DIR / png.name)
@@ -253,16 +263,43 @@ def layer_rows(rewritten: Rewritten, reference: Reference, rknn: Converted, runn
                                      lambda tmp: layers_stage.run(rewritten, reference, rknn, tmp))).rows
 
 
-def draw(plan: BuildPlan, exported: Exported, model: BuiltModel, made_by: list[StageOutput],
+def trace_parts(req: BuildRequest, exported: Exported, runner: StageRunner) -> Traced:
+    """Stage `pipeline-parts`: the text encoder and VAE decoder of a model that draws, as ONNX."""
+    folder = req.source.pipeline
+    return Traced.read(runner.run("pipeline-parts", f"text encoder and VAE decoder to ONNX at {exported.resolution} px",
+                                  traced_stage.key(folder, exported.resolution), [],
+                                  lambda tmp: traced_stage.run(folder, exported.resolution, tmp)))
+
+
+def build_parts(req: BuildRequest, traced: Traced, progress: Progress) -> list[NpuPart]:
+    """The parts --npu-parts asks for, each built for the NPU as a graph of its own (pipeline/npu_parts.py); one
+    that fails stays on the CPU, said on the terminal and in the report."""
+    found = []
+    for name in PARTS:
+        if name not in req.npu_parts:
+            found.append(NpuPart(name, None, f"--npu-parts {','.join(req.npu_parts) or 'none'}"))
+            continue
+        part = npu_parts.request(req, name, traced.onnx[name])
+        try:
+            build(part, progress.within(name))
+            found.append(NpuPart(name, FinishedBuild.open(part.out)))
+        except (BuildFailed, UserError) as e:
+            progress.console.print(f"[yellow]![/] [bold]{name}[/] stays on the CPU: {e}")
+            found.append(NpuPart(name, None, str(e)))
+    return found
+
+
+def draw(plan: BuildPlan, exported: Exported, models: PipelineModels, made_by: list[StageOutput],
          runner: StageRunner) -> Images:
-    """Stage `images`: the plan's evaluation set, drawn through ONNX Runtime and through the .rknn of
-    `model` (which stages `made_by` made)."""
+    """Stage `images`: the plan's evaluation set, drawn through ONNX Runtime and through what `models` run on
+    the NPU (which stages `made_by` made)."""
     evaluation = plan.evaluation
-    what = f"{len(evaluation.prompts)} prompts, {evaluation.steps} steps, ONNX Runtime vs the .rknn in the simulator"
+    npu = " + ".join(models.on_npu)
+    what = f"{len(evaluation.prompts)} prompts, {evaluation.steps} steps, ONNX Runtime vs {npu} in the simulator"
     return Images.read(runner.run(
         "images", what, {"evaluation": evaluation.fingerprint(), "dtype": plan.dtype, "target": plan.chip.name},
         [exported, *made_by],
-        lambda tmp: images_stage.run(plan.request.source.pipeline, model, evaluation, exported.resolution,
+        lambda tmp: images_stage.run(plan.request.source.pipeline, models, evaluation, exported.resolution,
                                      runner.logs / "rknn-images.log", runner.progress, tmp)))
 
 

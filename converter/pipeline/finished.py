@@ -10,9 +10,10 @@ from pathlib import Path
 
 from converter.common.errors import UserError
 from converter.pipeline.build_dir import finished_stage
-from converter.pipeline.simulator import BuiltModel
+from converter.pipeline.simulator import BuiltModel, PipelineModels
 from converter.pipeline.stages.calib import Calibration
 from converter.pipeline.stages.passes import Rewritten
+from converter.pipeline.stages.pipeline_parts import Traced
 from converter.pipeline.stages.reference import Reference
 from converter.pipeline.stages.rknn import Converted
 from converter.pipeline.stages.split import Split
@@ -68,6 +69,21 @@ class FinishedBuild:
                            else Calibration.read(finished_stage(self.folder, "calib")))
         split = Split.read(finished_stage(self.folder, "split")) if parts else None
         return ToolkitInputs(self.passes, split, self.reference, calibration)
+
+    @cached_property
+    def traced(self) -> Traced:
+        """The text encoder and VAE decoder as ONNX (a model that draws)."""
+        return Traced.read(finished_stage(self.folder, "pipeline-parts"))
+
+    @cached_property
+    def npu_parts(self) -> dict[str, FinishedBuild]:
+        """The builds of the pipeline's parts that run on the NPU beside the UNet (pipeline/npu_parts.py)."""
+        return {name: FinishedBuild.open(self.folder / entry["folder"], f"rebuild {self.folder}")
+                for name, entry in (self.report.get("npu_parts") or {}).items() if entry["on"] == "npu"}
+
+    def models(self) -> PipelineModels:
+        """What a drawing runs on the NPU: the UNet, and the parts built beside it."""
+        return PipelineModels(self.model(), **{name: built.model() for name, built in self.npu_parts.items()})
 
     def model(self) -> BuiltModel:
         """What the simulator rebuilds: the delivered build's jobs, with its float16 layers and options."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from converter.pipeline.build_dir import StageResult
 from converter.pipeline.hybrid import HybridSearch
+from converter.pipeline.npu_parts import NpuPart
 from converter.pipeline.plan import BuildPlan
 from converter.pipeline.request import BuildRequest
 from converter.pipeline.stages.calib import Calibration
@@ -46,6 +47,7 @@ class Outcome:
     hybrid: HybridSearch | None = None
     final: Converted | None = None  # what is delivered: the plain build, or the hybrid search's
     rknn_files: list[dict] | None = None  # what each delivered .rknn declares about itself
+    npu_parts: list[NpuPart] | None = None  # a model that draws: its text encoder and VAE decoder, where they run
     images: Images | None = None
     peak_rss_bytes: dict | None = None
     delivery: Delivery | None = None
@@ -95,6 +97,8 @@ class Outcome:
                           rknn_file=self.rknn_files[0],
                           cost=cost(placement, self.final.memory, req.chip),
                           pipeline=str(req.source.pipeline.resolve()) if req.source.pipeline else None)
+        if self.npu_parts is not None:
+            report["npu_parts"] = {p.name: p.summary(req.out) for p in self.npu_parts}
         if self.images:
             report["images"] = {**self.images.figures, "grid": f"{IMAGES_DIR}/{self.images.figures['grid']}"}
         if self.peak_rss_bytes:

@@ -102,6 +102,8 @@ class BuildRequest:
     checks: Checks = Checks()
     gates: Gates = Gates()
     hybrid: HybridSettings = HybridSettings()
+    # a model that draws: which of its other parts are built for the NPU too (pipeline/npu_parts.py)
+    npu_parts: tuple[str, ...] = ("text_encoder", "vae_decoder")
     rebuild: bool = False
     command: str | None = None  # the command line that asked for this build, for the report and releases
 

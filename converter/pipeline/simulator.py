@@ -35,6 +35,20 @@ class BuiltModel:
     check_output: Path
 
 
+@dataclass(frozen=True)
+class PipelineModels:
+    """What a model that draws runs on the NPU: its UNet, and its text encoder and VAE decoder where they were
+    built too (pipeline/npu_parts.py); None: that part runs on the CPU."""
+
+    unet: BuiltModel
+    text_encoder: BuiltModel | None = None
+    vae_decoder: BuiltModel | None = None
+
+    @property
+    def on_npu(self) -> list[str]:
+        return ["unet", *(name for name in ("text_encoder", "vae_decoder") if getattr(self, name) is not None)]
+
+
 @contextmanager
 def rebuilt_simulator(model: BuiltModel, log: Path, on_tick: Callable | None, scratch: Path) -> Iterator[driver.Infer]:
     """`model` rebuilt in a serving simulator, checked to compute what the build's did on check sample 0

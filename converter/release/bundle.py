@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from converter.common.errors import UserError
 from converter.imaging.evaluation import eval_set
-from converter.models import cpu_parts
 from converter.pipeline.finished import FinishedBuild
 from converter.release import manifest, tarball
 from converter.toolkit import rknn_file
 
 SUFFIX = ".tar.gz"
 BOARD = Path(__file__).with_name("board")
-CPU_CACHE = "cpu"  # in the build folder: the CPU parts traced once, so every release ships the same bytes
 
 
 def default_out(build_dir: Path) -> Path:
@@ -32,37 +29,29 @@ def _check_files(build: FinishedBuild) -> tuple[dict[str, Path], dict]:
     return files, {"inputs": list(inputs), "outputs": list(outputs)}
 
 
-def _pipeline_files(build_dir: Path, report: dict) -> tuple[dict[str, Path], dict | None]:
-    """Text encoder and VAE decoder as ONNX, tokenizer and scheduler configs, for a model that draws."""
-    if not report.get("pipeline"):
+def _pipeline_files(build: FinishedBuild) -> tuple[dict[str, Path], dict | None]:
+    """For a model that draws: its text encoder and VAE decoder as ONNX (for the board's CPU) and as .rknn where
+    the build made them, tokenizer and scheduler config, and what the board's loop needs to know."""
+    folder = build.pipeline
+    if folder is None:
         return {}, None
-    folder, cache = Path(report["pipeline"]), build_dir / CPU_CACHE
-    facts_path = cache / "pipeline.json"
-    key = _cpu_key(folder, report["resolution"])
-    cached = json.loads(facts_path.read_text()) if facts_path.is_file() else {}
-    if cached.get("key") != key:
-        shutil.rmtree(cache, ignore_errors=True)
-        facts = cpu_parts.export(folder, report["resolution"], cache)
-        facts_path.write_text(json.dumps({**facts, "key": key}))
     tokenizer = folder / "tokenizer" / "tokenizer.json"
     if not tokenizer.is_file():
         raise UserError(f"{folder / 'tokenizer'}: no tokenizer.json (the board reads the tokenizers format)")
-    declared = eval_set(folder)
-    traced = {k: v for k, v in json.loads(facts_path.read_text()).items() if k != "key"}
-    facts = {**traced, "steps": declared.steps if declared else 20,
-             "guidance_scale": declared.guidance_scale if declared else 7.5,
-             "prompts": [p.prompt for p in declared.prompts] if declared else []}
-    return {f"cpu/{cpu_parts.TEXT_ENCODER}": cache / cpu_parts.TEXT_ENCODER,
-            f"cpu/{cpu_parts.VAE_DECODER}": cache / cpu_parts.VAE_DECODER,
-            "tokenizer/tokenizer.json": tokenizer,
-            "scheduler/scheduler_config.json": folder / "scheduler" / "scheduler_config.json"}, facts
-
-
-def _cpu_key(folder: Path, resolution: int) -> dict:
-    """What the traced CPU parts depend on: the resolution and the bytes of the encoder's and VAE's files."""
-    files = sorted(p for part in ("text_encoder", "vae") for p in (folder / part).glob("*") if p.is_file())
-    return {"resolution": resolution,
-            "files": {f"{p.parent.name}/{p.name}": manifest.sha256(manifest.file_chunks(p)) for p in files}}
+    traced, declared = build.traced, eval_set(folder)
+    files = {f"cpu/{name}.onnx": path for name, path in traced.onnx.items()}
+    files.update({"tokenizer/tokenizer.json": tokenizer,
+                  "scheduler/scheduler_config.json": folder / "scheduler" / "scheduler_config.json"})
+    npu = {}
+    for name, part in build.npu_parts.items():
+        (artifact,) = part.artifacts
+        npu[name] = manifest.part_run(name, rknn_file.read(artifact).to_json(),
+                                      {k: part.report[k] for k in ("output_psnr_db", "output_cosine")})
+        files[npu[name]["rknn"]] = artifact
+    return files, {"latent_shape": traced.latent_shape, "vae_scaling_factor": traced.vae_scaling_factor,
+                   "steps": declared.steps if declared else 20,
+                   "guidance_scale": declared.guidance_scale if declared else 7.5,
+                   "prompts": [p.prompt for p in declared.prompts] if declared else [], "npu": npu}
 
 
 def contents(build_dir: Path) -> tuple[dict, dict[str, Path | bytes]]:
@@ -75,7 +64,7 @@ def contents(build_dir: Path) -> tuple[dict, dict[str, Path | bytes]]:
     files.update({program: build_dir / program for program in report.get("host_programs", [])})
     files.update({f"board/{p.name}": p for p in sorted(BOARD.glob("*.py")) if p.name != "__init__.py"})
     check_files, check = _check_files(build)
-    pipeline_files, pipeline = _pipeline_files(build_dir, report)
+    pipeline_files, pipeline = _pipeline_files(build)
     files.update(check_files)
     files.update(pipeline_files)
     missing = [str(path) for path in files.values() if not path.is_file()]

@@ -3,12 +3,11 @@ board, its proof of accuracy, and the sha256 of every other file in it."""
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
-from collections.abc import Iterable
 from pathlib import Path
 
 from converter import __version__
+from converter.common.digest import file_chunks, sha256
 
 SCHEMA = "rkconvert-bundle/1"
 NAME = "manifest.json"
@@ -20,18 +19,6 @@ REQUIRED = {"schema": str, "rkconvert_version": str, "target": str, "toolkit_ver
             "librknnrt_version": str, "dtype": str, "model": str, "rknn": str, "inputs": list, "outputs": list,
             "host_programs": list, "accuracy": dict, "build_command": (str, type(None)), "check": dict,
             "pipeline": (dict, type(None)), "files": dict}
-
-
-def sha256(chunks: Iterable[bytes]) -> str:
-    digest = hashlib.sha256()
-    for chunk in chunks:
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_chunks(path: Path, size: int = 1 << 20) -> Iterable[bytes]:
-    with open(path, "rb") as f:
-        yield from iter(lambda: f.read(size), b"")
 
 
 def rknn_names(count: int) -> list[str]:
@@ -83,6 +70,16 @@ def runs(made: dict) -> list[dict]:
     """What the runner loads, in order ({"rknn", "inputs", "outputs", "op_counts", ...}): the parts, or the one
     .rknn described at the top level."""
     return made.get("parts") or [{"rknn": made["rknn"], **{k: made[k] for k in PART_KEYS}}]
+
+
+def npu_parts(made: dict) -> dict[str, dict]:
+    """The pipeline parts the bundle runs on the NPU beside the UNet: name -> {"rknn", "inputs", "outputs", ...}."""
+    return (made.get("pipeline") or {}).get("npu") or {}
+
+
+def part_run(name: str, declared: dict, accuracy: dict) -> dict:
+    """A pipeline part's entry under `pipeline.npu`: its .rknn as the file declares itself, its accuracy."""
+    return {"rknn": f"npu/{name}.rknn", **{k: declared[k] for k in PART_KEYS}, "accuracy": accuracy}
 
 
 def problems(manifest: object) -> list[str]:

@@ -29,13 +29,13 @@ def verify(bundle: Path) -> tuple[dict | None, list[str]]:
     root = roots.pop()
     sums, raw_manifest = {}, None
     with tempfile.TemporaryDirectory(prefix="rkconvert-verify-") as tmp:
-        copies = {}  # every top-level .rknn, kept to read what it declares once the manifest says which are ours
+        copies = {}  # every .rknn, kept to read what it declares once the manifest says which are ours
         for info, chunks in tarball.chunks(bundle):
             name = str(PurePosixPath(info.name).relative_to(root))
             if name == manifest.NAME:
                 raw_manifest = b"".join(chunks)
                 continue
-            if name.endswith(".rknn") and "/" not in name:
+            if name.endswith(".rknn"):
                 copies[name] = Path(tmp) / f"{len(copies)}.rknn"
             with open(copies.get(name, os.devnull), "wb") as sink:
                 sums[name] = (manifest.sha256(_tee(chunks, sink)), info.size)
@@ -49,7 +49,7 @@ def verify(bundle: Path) -> tuple[dict | None, list[str]]:
         if found:
             return None, found
         found += _files(made["files"], sums)
-        for run in manifest.runs(made):
+        for run in [*manifest.runs(made), *manifest.npu_parts(made).values()]:
             if run["rknn"] not in copies:
                 continue  # named missing above
             try:

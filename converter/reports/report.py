@@ -172,15 +172,31 @@ def print_summary(console: Console, report: dict, report_path: Path) -> None:
         rows.append(("attention", "the toolkit's flash attention (enable_flash_attention; --attention-tiles auto)"))
     if report.get("cost"):
         rows.append(("cost (estimate)", cost_summary(report["cost"], run_unit(report))))
+    for name, part in (report.get("npu_parts") or {}).items():
+        rows.append((name.replace("_", " "), _part_summary(part, report_path.parent)))
     if report.get("images"):
         s = report["images"]["summary"]
         accuracy = (f", prompt accuracy {s['reference_prompt_accuracy']:.0%} -> {s['rknn_prompt_accuracy']:.0%}"
                     if "rknn_prompt_accuracy" in s else "")
+        on_npu = report["images"].get("on_npu", ["unet"])
+        drawn = f"; {' + '.join(on_npu)} on the NPU" if len(on_npu) > 1 else ""
         rows.append(("images", f"{report_path.parent / report['images']['grid']} (reference | .rknn | difference x4): "
-                               f"PSNR {s['psnr_db_mean']:.1f} dB, SSIM {s['ssim_mean']:.3f}{accuracy}"))
+                               f"PSNR {s['psnr_db_mean']:.1f} dB, SSIM {s['ssim_mean']:.3f}{accuracy}{drawn}"))
     for row in rows:
         table.add_row(*row)
     console.print(table)
+
+
+def _part_summary(part: dict, build_dir: Path) -> str:
+    """A pipeline part's line: its .rknn and how it did, or why it stays on the CPU."""
+    if part["on"] == "cpu":
+        return f"on the CPU (onnxruntime): {part['why']}"
+    estimate = part["estimate"]
+    time = (f" = {estimate['estimated_seconds_per_step'] * 1e3:.3g} ms a run at {estimate['npu_clock_hz'] / 1e9:g} GHz"
+            if estimate.get("estimated_seconds_per_step") is not None else "")
+    return (f"{build_dir / part['artifact']} ({part['artifact_bytes'] / 2**20:.1f} MiB), PSNR "
+            f"{part['output_psnr_db']:.1f} dB vs ONNX Runtime, {part['placement']}; estimate "
+            f"{(estimate.get('total_cycles') or 0) / 1e6:.3g} M cycles{time} (not a board measurement)")
 
 
 def print_calibration(console: Console, dataset: Path, stats_path: Path) -> None:

@@ -144,6 +144,28 @@ def _images(images: dict | None) -> str:
             f"<table id=image-rows><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
+def _npu_parts(parts: dict | None) -> str:
+    """The pipeline's text encoder and VAE decoder: each one's own build (its report.json has the rest), or why
+    it stays on the CPU."""
+    if not parts:
+        return ""
+    rows = []
+    for name, p in parts.items():
+        if p["on"] == "cpu":
+            cells = [name, "CPU (onnxruntime)", html.escape(p["why"]), "", "", ""]
+        else:
+            e = p["estimate"]
+            cycles = f"{e['total_cycles'] / 1e6:.3g} M" if e.get("total_cycles") is not None else "?"
+            cells = [name, f'<a href="{html.escape(p["folder"])}/report.html">{html.escape(p["artifact"])}</a>',
+                     html.escape(p["placement"]), f"{p['artifact_bytes'] / 2**20:.1f} MiB",
+                     _fmt(p["output_psnr_db"], 1)[0], cycles]
+        rows.append("<tr>" + "".join(f"<td class=t>{c}</td>" for c in cells) + "</tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("part", "on the NPU as", "placement", "size", "PSNR dB vs ONNX Runtime",
+                                             "cycles (toolkit's estimate, not a board's)"))
+    return (f"<h2>Text encoder and VAE decoder</h2><table id=npu-parts><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
 def _declared(f: dict | None) -> str:
     """What the .rknn file itself declares (converter/toolkit/rknn_file.py): the facts a board runtime will see."""
     if not f:
@@ -191,7 +213,7 @@ def render(report: dict) -> str:
             f"{html.escape(str(report.get('model')))} for {html.escape(str(report.get('target')))}</title>"
             f"<style>{_STYLE}</style></head><body><h1>rkconvert build report</h1><dl>{summary}</dl>"
             f"{''.join(_declared(p.get('rknn_file')) for p in report.get('parts') or [report])}"
-            f"{_images(report.get('images'))}"
+            f"{_npu_parts(report.get('npu_parts'))}{_images(report.get('images'))}"
             f"{_placement(report.get('placement') or [])}"
             f"{cost_section(report.get('cost'), run_unit(report))}{layers}<details><summary>stages</summary><pre>{stages}</pre></details>"
             f"<script>{_SORT}</script></body></html>")

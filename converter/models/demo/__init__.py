@@ -7,9 +7,9 @@ on, `judge` tells whether an image shows what its caption asked for.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from converter.common.digest import file_sha256
 from converter.common.errors import UserError
 
 PIPELINE = Path(__file__).with_name("pipeline")
@@ -22,21 +22,13 @@ WEIGHTS_SHA256 = {
 }
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def pipeline_folder() -> Path:
     """The shipped pipeline folder, after checking its weights are the trained ones."""
     for rel, expected in WEIGHTS_SHA256.items():
         path = PIPELINE / rel
         if not path.is_file():
             raise UserError(f"{path}: missing from the demo model (is the checkout complete?)")
-        if sha256(path) != expected:
+        if file_sha256(path) != expected:
             raise UserError(f"{path}: not the trained demo weights (sha256 differs; a git-lfs pointer or an "
                             "edited file?)")
     return PIPELINE

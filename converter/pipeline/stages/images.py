@@ -1,6 +1,7 @@
-"""Stage `images`: the model's evaluation set drawn twice, by the reference UNet (ONNX Runtime on the
-rewritten graph) and by the `.rknn` in the toolkit's simulator (rebuilt: pipeline/simulator.py), then
-compared image by image."""
+"""Stage `images`: the model's evaluation set drawn twice, by the reference (ONNX Runtime on the UNet's
+rewritten graph, the pipeline's own text encoder and VAE) and by what the build put on the NPU (the UNet's
+`.rknn`, and the text encoder's and VAE decoder's where they were built), each in the toolkit's simulator
+(rebuilt: pipeline/simulator.py), then compared image by image."""
 
 from __future__ import annotations
 
@@ -9,15 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from converter.common import onnx_runtime
 from converter.common.progress import Progress
 from converter.imaging.evaluation import EvalSet, compare_images, judge_for
 from converter.imaging.pictures import comparison_grid, difference, save_png
 from converter.imaging.runtime_unet import RuntimeUNet
-from converter.imaging.text_to_image import generate, pipeline
+from converter.imaging.text_to_image import denoise, from_decoder, pipeline, to_uint8, token_ids, vae_scaling_factor
 from converter.pipeline.build_dir import StageOutput, StageResult
-from converter.pipeline.simulator import BuiltModel, rebuilt_simulator
+from converter.pipeline.simulator import BuiltModel, PipelineModels, rebuilt_simulator
 
 GRID = "grid.png"
 
@@ -47,18 +49,18 @@ class Drawing:
     scheduler: str | None = None  # a sampler's name (ddim, euler, euler-ancestral, lcm); None: the folder's own
 
 
-def run(folder: Path, model: BuiltModel, evaluation: EvalSet, resolution: int, log: Path, progress: Progress,
+def run(folder: Path, models: PipelineModels, evaluation: EvalSet, resolution: int, log: Path, progress: Progress,
         tmp: Path) -> dict:
     drawing = Drawing([p.prompt for p in evaluation.prompts], [p.seed for p in evaluation.prompts], evaluation.steps,
                       evaluation.guidance_scale, resolution)
-    ref, converted = draw_both(folder, model, drawing, log, progress, tmp)
+    ref, converted = draw_both(folder, models, drawing, log, progress, tmp)
     result = compare_images(ref, converted, drawing.prompts, judge_for(evaluation.judge))
     for i, row in enumerate(result["rows"]):
         row.update(category=evaluation.prompts[i].category, seed=drawing.seeds[i])
         row.update(save_trio(tmp, f"{i:02d}", ref[i], converted[i]))
     save_png(tmp / GRID, comparison_grid(ref, converted, drawing.prompts))
     return {**result, "grid": GRID, "steps": evaluation.steps, "guidance_scale": evaluation.guidance_scale,
-            "judge": evaluation.judge}
+            "judge": evaluation.judge, "on_npu": models.on_npu}
 
 
 def save_trio(folder: Path, stem: str, ref: np.ndarray, converted: np.ndarray) -> dict[str, str]:
@@ -69,24 +71,52 @@ def save_trio(folder: Path, stem: str, ref: np.ndarray, converted: np.ndarray) -
     return names
 
 
-def draw_both(folder: Path, model: BuiltModel, drawing: Drawing, log: Path, progress: Progress,
+def draw_both(folder: Path, models: PipelineModels, drawing: Drawing, log: Path, progress: Progress,
               scratch: Path) -> tuple[np.ndarray, np.ndarray]:
-    """`drawing` by the pipeline in `folder` with the reference UNet, then with the .rknn of `model`,
-    rebuilt in the simulator (BuildFailed if the rebuild computes anything else)."""
-    to_graph = model.passes.feeder()
+    """`drawing` by the pipeline in `folder` with the reference UNet (its own text encoder and VAE in torch), then
+    with what `models` put on the NPU, each rebuilt in the simulator in turn (text encoder, UNet, VAE decoder:
+    one simulator up at a time); BuildFailed if a rebuild computes anything else than its build did."""
+    unet = models.unet
+    to_graph = unet.passes.feeder()
     config = json.loads((folder / "unet" / "config.json").read_text())
 
-    def draw(label: str, run) -> np.ndarray:
+    def denoise_with(label: str, run, text: dict, output_type: str) -> np.ndarray:
         def on_step(done: int, total: int) -> None:
             progress.note(f"{label}: step {done}/{total} of {len(drawing.prompts)} images")
 
-        return generate(pipeline(folder, RuntimeUNet(config, to_graph, run), drawing.scheduler), drawing.prompts,
-                        drawing.seeds, drawing.steps, drawing.guidance_scale, drawing.resolution, on_step)
+        pipe = pipeline(folder, RuntimeUNet(config, to_graph, run), drawing.scheduler)
+        return denoise(pipe, text, drawing.seeds, drawing.steps, drawing.guidance_scale, drawing.resolution, on_step,
+                       output_type)
 
-    ref = draw("ONNX Runtime", _onnx_runtime(model.passes.onnx, model.passes.outputs[0]))
-    with rebuilt_simulator(model, log, progress.tick, scratch) as infer:
-        converted = draw(".rknn in the simulator", lambda feeds: [outs[0] for outs in infer(feeds)])
-    return ref, converted
+    def simulator(model: BuiltModel, part: str):
+        return rebuilt_simulator(model, log.with_name(f"{log.stem}-{part}.log") if part != "unet" else log,
+                                 progress.tick, scratch)
+
+    prompts = {"prompt": drawing.prompts}
+    ref = to_uint8(denoise_with("ONNX Runtime", _onnx_runtime(unet.passes.onnx, unet.passes.outputs[0]), prompts,
+                                "np"))
+    text = _npu_text_states(folder, models.text_encoder, drawing.prompts, simulator) if models.text_encoder else prompts
+    with simulator(unet, "unet") as infer:
+        out = denoise_with(".rknn in the simulator", lambda feeds: [outs[0] for outs in infer(feeds)], text,
+                           "latent" if models.vae_decoder else "np")
+    if models.vae_decoder:
+        progress.note(f"decoding {len(out)} images: the VAE decoder's .rknn in the simulator")
+        scaling = vae_scaling_factor(folder)
+        with simulator(models.vae_decoder, "vae_decoder") as infer:
+            decoded = infer([{models.vae_decoder.passes.input_names[0]: latent[None] / np.float32(scaling)}
+                             for latent in out.numpy()])
+        out = from_decoder(np.concatenate([outputs[0] for outputs in decoded]))
+    return ref, to_uint8(out)
+
+
+def _npu_text_states(folder: Path, encoder: BuiltModel, prompts: list[str], simulator) -> dict:
+    """The prompts' and the empty prompt's text states from the text encoder's .rknn in the simulator, as the
+    pipeline's prompt_embeds and negative_prompt_embeds (unused by a pipeline without guidance)."""
+    ids = token_ids(folder, [*prompts, ""])
+    with simulator(encoder, "text_encoder") as infer:
+        states = torch.from_numpy(np.concatenate([outs[0] for outs in infer(
+            [{encoder.passes.input_names[0]: row[None]} for row in ids])]).astype(np.float32))
+    return {"prompt_embeds": states[:-1], "negative_prompt_embeds": states[-1:].repeat(len(prompts), 1, 1)}
 
 
 def _onnx_runtime(onnx_path: Path, output: str):

@@ -7,10 +7,11 @@ simulator (`--simulate BUILD_DIR`, the build folder the bundle was released from
 First the checks: every file's sha256 against manifest.json, and the board's librknnrt against the
 version the model was built with. Then one UNet step on the build's own check input, compared with
 ONNX Runtime's output (and, simulated, with the build's simulator output). With --prompt, the whole
-loop of a model that draws: tokenizer, text encoder and VAE decoder on the CPU (onnxruntime), the UNet
-on the NPU with classifier-free guidance, the bundle's sampler in numpy (DDIM, Euler, Euler-ancestral
-or LCM), a PNG. Every part is timed; timing.json is what to send back so board figures can sit beside
-the toolkit's estimate.
+loop of a model that draws: the tokenizer, the text encoder, the UNet with classifier-free guidance, the
+bundle's sampler in numpy (DDIM, Euler, Euler-ancestral or LCM), the VAE decoder, a PNG. The UNet runs on
+the NPU, and so do the text encoder and the VAE decoder where the bundle has their .rknn (--cpu-parts:
+onnxruntime on the CPU instead); one model is loaded at a time. Every part is timed; timing.json is what
+to send back so board figures can sit beside the toolkit's estimate.
 """
 
 from __future__ import annotations
@@ -62,18 +63,15 @@ def runtime_version(text: str) -> str | None:
 
 
 @contextlib.contextmanager
-def on_npu(manifest: dict, core_mask: str):
-    """unet(feed) -> output on the board's NPU, after checking the runtime's version. A model built in parts
-    (manifest `parts`) is one RKNNLite per part, run in turn, each fed by name from the graph's inputs and
-    the earlier parts' outputs."""
+def on_npu(manifest: dict, runs: list[dict], core_mask: str):
+    """infer(feed) -> the last run's first output on the board's NPU, after checking the runtime's version. A
+    model built in parts (`runs`: manifest `parts`) is one RKNNLite per part, run in turn, each fed by name
+    from the graph's inputs and the earlier parts' outputs."""
     try:
         from rknnlite.api import RKNNLite
     except ImportError:
         raise RunnerError("rknn-toolkit-lite2 is not installed (pip install rknn-toolkit-lite2; aarch64 only); "
                           "on the host, run with --simulate BUILD_DIR") from None
-    # as converter/release/manifest.runs reads it (this runner ships without rkconvert)
-    runs = manifest.get("parts") or [{"rknn": manifest["rknn"], "inputs": manifest["inputs"],
-                                      "outputs": manifest["outputs"]}]
     loaded = []
     try:
         for run in runs:
@@ -93,6 +91,26 @@ def on_npu(manifest: dict, core_mask: str):
     finally:
         for lite in loaded:
             lite.release()
+
+
+@contextlib.contextmanager
+def on_cpu(onnx: Path):
+    """infer(feed) -> the first output, in onnxruntime on the board's CPU."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    yield lambda feed: session.run(None, feed)[0]
+
+
+def unet_runs(manifest: dict) -> list[dict]:
+    """As converter/release/manifest.runs reads them (this runner ships without rkconvert)."""
+    return manifest.get("parts") or [{"rknn": manifest["rknn"], "inputs": manifest["inputs"],
+                                      "outputs": manifest["outputs"]}]
+
+
+def npu_parts(manifest: dict) -> dict:
+    """As converter/release/manifest.npu_parts reads them: the pipeline parts that have a .rknn in the bundle."""
+    return (manifest.get("pipeline") or {}).get("npu") or {}
 
 
 def chain(runs: list[dict], infers: list):
@@ -143,34 +161,36 @@ def step_check(manifest: dict, unet, simulated: bool) -> dict:
     return result
 
 
-def draw(manifest: dict, unet, prompt: str, steps: int, seed: int, guidance: float, scheduler: str | None,
-         timing: dict) -> np.ndarray:
-    """One prompt to an (H, W, 3) uint8 image, as StableDiffusionPipeline draws it with the bundle's
-    scheduler (or `scheduler`, a samplers.NAMES key)."""
-    import onnxruntime
+def where(manifest: dict, part: str, cpu_parts: bool) -> str:
+    """Where a pipeline part runs: "npu" when the bundle has its .rknn and --cpu-parts is not given."""
+    return "npu" if part in npu_parts(manifest) and not cpu_parts else "cpu"
 
-    pipe = manifest["pipeline"]
-    session = {name: onnxruntime.InferenceSession(str(BUNDLE / "cpu" / f"{name}.onnx"),
-                                                  providers=["CPUExecutionProvider"])
-               for name in ("text_encoder", "vae_decoder")}
+
+def encode(manifest: dict, open_part, prompt: str, cfg: bool, timing: dict) -> list[np.ndarray]:
+    """The text states of the empty prompt (with classifier-free guidance) and of `prompt`."""
     try:
         tokenizer = ClipTokenizer(BUNDLE / "tokenizer" / "tokenizer.json")
-        sampler = sampler_from_config(BUNDLE / "scheduler" / "scheduler_config.json", scheduler)
-        sampler.set(steps)
-    except ValueError as e:  # a tokenizer or sampler this runner does not implement, named with the file
+    except ValueError as e:  # a tokenizer this runner does not implement, named with the file
         raise RunnerError(str(e)) from None
+    with open_part("text_encoder") as text_encoder:
+        start = time.monotonic()
+        texts = ["", prompt] if cfg else [prompt]
+        states = [np.asarray(text_encoder({"input_ids": np.array([tokenizer(t)], np.int64)}), np.float32)
+                  for t in texts]
+        timing["text_encoder_seconds"] = round(time.monotonic() - start, 4)
+    return states
+
+
+def denoise(manifest: dict, unet, states: list[np.ndarray], sampler, seed: int, guidance: float,
+            timing: dict) -> np.ndarray:
+    """The latents after the sampler's steps, as StableDiffusionPipeline denoises them."""
     extra = host_programs(manifest)
     embedded = GUIDANCE_INPUT in manifest["check"]["inputs"]  # an LCM UNet: guidance embedded, one pass per step
     width = np.load(BUNDLE / "check" / f"input-{GUIDANCE_INPUT}.npy").shape[-1] if embedded else 0
     fixed = {GUIDANCE_INPUT: guidance_embedding(guidance, width)} if embedded else {}
-    cfg = guidance > 1 and not embedded
-
-    start = time.monotonic()
-    texts = ["", prompt] if cfg else [prompt]
-    states = [session["text_encoder"].run(None, {"input_ids": np.array([tokenizer(t)], np.int64)})[0] for t in texts]
-    timing["text_encoder_seconds"] = round(time.monotonic() - start, 4)
+    cfg = len(states) == 2
     generator = TorchGenerator(seed)
-    latents = generator.randn(tuple(pipe["latent_shape"])) * sampler.init_noise_sigma
+    latents = generator.randn(tuple(manifest["pipeline"]["latent_shape"])) * sampler.init_noise_sigma
     timing["unet_step_seconds"] = []
     for i, t in enumerate(sampler.timesteps):
         start = time.monotonic()
@@ -179,11 +199,28 @@ def draw(manifest: dict, unet, prompt: str, steps: int, seed: int, guidance: flo
         noise = eps[0] + guidance * (eps[1] - eps[0]) if cfg else eps[0]
         latents = sampler.step(noise, i, latents, generator)
         timing["unet_step_seconds"].append(round(time.monotonic() - start, 4))
-    start = time.monotonic()
-    image = session["vae_decoder"].run(None, {"latents": latents / np.float32(pipe["vae_scaling_factor"])})[0]
-    timing["decoder_seconds"] = round(time.monotonic() - start, 4)
+    return latents
+
+
+def decode(manifest: dict, open_part, latents: np.ndarray, timing: dict) -> np.ndarray:
+    """The (H, W, 3) uint8 image of the VAE decoder."""
+    with open_part("vae_decoder") as vae_decoder:
+        start = time.monotonic()
+        scaled = (latents / np.float32(manifest["pipeline"]["vae_scaling_factor"])).astype(np.float32)
+        image = np.asarray(vae_decoder({"latents": scaled}), np.float32)
+        timing["decoder_seconds"] = round(time.monotonic() - start, 4)
     pixels = np.clip(image[0].transpose(1, 2, 0) / 2 + 0.5, 0, 1)
     return np.clip(np.round(pixels * 255), 0, 255).astype(np.uint8)
+
+
+def sampler_for(steps: int, scheduler: str | None):
+    """The bundle's sampler (or `scheduler`, a samplers.NAMES key), set for `steps`."""
+    try:
+        sampler = sampler_from_config(BUNDLE / "scheduler" / "scheduler_config.json", scheduler)
+        sampler.set(steps)
+    except ValueError as e:  # a sampler this runner does not implement, named with the file
+        raise RunnerError(str(e)) from None
+    return sampler
 
 
 def _args(argv):
@@ -194,6 +231,9 @@ def _args(argv):
     parser.add_argument("--guidance-scale", type=float, default=None, help="default: the model's own")
     parser.add_argument("--scheduler", choices=sorted(SAMPLER_NAMES), default=None,
                         help="sampler (default: the one scheduler/scheduler_config.json names)")
+    parser.add_argument("--cpu-parts", action="store_true",
+                        help="run the text encoder and the VAE decoder in onnxruntime on the CPU, even where the "
+                             "bundle has their .rknn")
     parser.add_argument("--core-mask", choices=sorted(CORE_MASKS), default="auto", help="NPU cores (RK3588: 0, 1, 2)")
     parser.add_argument("--out", type=Path, default=Path("rkconvert-out"), help="folder for the PNG and timing.json")
     parser.add_argument("--simulate", type=Path, metavar="BUILD_DIR",
@@ -219,24 +259,40 @@ def main(argv=None) -> int:
             from converter.release.simulate import in_simulator
 
             host_errors = (UserError, BuildFailed)
-            backend = in_simulator(args.simulate, manifest)
-        else:
-            backend = on_npu(manifest, args.core_mask)
-        with backend as unet:
+
+        def open_part(part: str):
+            """The UNet, or a pipeline part, loaded where this run puts it: infer(feed) -> first output."""
+            if part != "unet" and where(manifest, part, args.cpu_parts) == "cpu":
+                return on_cpu(BUNDLE / "cpu" / f"{part}.onnx")
+            if args.simulate:
+                return in_simulator(args.simulate, manifest, None if part == "unet" else part)
+            return on_npu(manifest, unet_runs(manifest) if part == "unet" else [npu_parts(manifest)[part]],
+                          args.core_mask)
+
+        if args.prompt:
+            pipe = manifest["pipeline"]
+            steps = args.steps or pipe["steps"]
+            guidance = pipe["guidance_scale"] if args.guidance_scale is None else args.guidance_scale
+            sampler = sampler_for(steps, args.scheduler)
+            timing.update(prompt=args.prompt, seed=args.seed, steps=steps, guidance_scale=guidance,
+                          on={part: where(manifest, part, args.cpu_parts) for part in ("text_encoder", "vae_decoder")})
+            cfg = guidance > 1 and GUIDANCE_INPUT not in manifest["check"]["inputs"]
+            states = encode(manifest, open_part, args.prompt, cfg, timing)
+        with open_part("unet") as unet:
             timing["unet_check"] = step_check(manifest, unet, bool(args.simulate))
             print(f"UNet step on the check input: {timing['unet_check']['seconds']:.3f} s, PSNR "
                   f"{timing['unet_check']['psnr_db_vs_onnxruntime']:.1f} dB against ONNX Runtime")
             if args.prompt:
-                pipe = manifest["pipeline"]
-                steps = args.steps or pipe["steps"]
-                guidance = pipe["guidance_scale"] if args.guidance_scale is None else args.guidance_scale
-                image = draw(manifest, unet, args.prompt, steps, args.seed, guidance, args.scheduler, timing)
-                args.out.mkdir(parents=True, exist_ok=True)
-                png = args.out / f"{args.seed}-{re.sub(r'[^a-z0-9]+', '-', args.prompt.lower()).strip('-')[:60]}.png"
-                save_png(png, image)
-                timing.update(prompt=args.prompt, seed=args.seed, steps=steps, guidance_scale=guidance, image=png.name)
-                print(f"{png}: text encoder {timing['text_encoder_seconds']:.3f} s, {steps} UNet steps "
-                      f"{sum(timing['unet_step_seconds']):.3f} s, decoder {timing['decoder_seconds']:.3f} s")
+                latents = denoise(manifest, unet, states, sampler, args.seed, guidance, timing)
+        if args.prompt:
+            image = decode(manifest, open_part, latents, timing)
+            args.out.mkdir(parents=True, exist_ok=True)
+            png = args.out / f"{args.seed}-{re.sub(r'[^a-z0-9]+', '-', args.prompt.lower()).strip('-')[:60]}.png"
+            save_png(png, image)
+            timing["image"] = png.name
+            on = ", ".join(f"{part.replace('_', ' ')} on the {place.upper()}" for part, place in timing["on"].items())
+            print(f"{png}: text encoder {timing['text_encoder_seconds']:.3f} s, {steps} UNet steps "
+                  f"{sum(timing['unet_step_seconds']):.3f} s, decoder {timing['decoder_seconds']:.3f} s ({on})")
     except (RunnerError, *host_errors) as e:
         print(f"run.py: error: {e}", file=sys.stderr)
         return 2

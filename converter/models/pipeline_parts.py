@@ -1,6 +1,7 @@
-"""The parts of a text-to-image pipeline that stay on the board's CPU, as ONNX for onnxruntime: the
-CLIP text encoder (token ids -> hidden states) and the VAE decoder (latents -> image in [-1, 1]).
-Traced once per build folder with the TorchScript exporter, as the UNet is."""
+"""The parts of a text-to-image pipeline beside its UNet, as ONNX: the CLIP text encoder (token ids ->
+hidden states) and the VAE decoder (latents -> image in [-1, 1]). Traced once per build (stage
+`pipeline-parts`) with the TorchScript exporter, as the UNet is; the build makes each a `.rknn` too
+(pipeline/npu_parts.py), and the board runs either form (onnxruntime on its CPU with --cpu-parts)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import torch
 from converter.common.errors import UserError
 from converter.models.tracing import OPSET, TEXT_TOKENS, VAE_SCALE
 
-TEXT_ENCODER = "text_encoder.onnx"
-VAE_DECODER = "vae_decoder.onnx"
+TEXT_ENCODER = "text_encoder"
+VAE_DECODER = "vae_decoder"
+PARTS = (TEXT_ENCODER, VAE_DECODER)  # in the order an image needs them
 
 
 class _Encode(torch.nn.Module):
@@ -35,7 +37,7 @@ class _Decode(torch.nn.Module):
 
 
 def export(pipeline: Path, resolution: int, out: Path) -> dict:
-    """Write TEXT_ENCODER and VAE_DECODER into `out`; returns what the board loop needs to know of the
+    """Write TEXT_ENCODER.onnx and VAE_DECODER.onnx into `out`; returns what the board loop needs to know of the
     pipeline (latent shape, the VAE's scaling factor)."""
     from diffusers import AutoencoderKL
     from diffusers.utils import logging as diffusers_logging
@@ -54,8 +56,9 @@ def export(pipeline: Path, resolution: int, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Encode(encoder), (torch.zeros(1, TEXT_TOKENS, dtype=torch.int64),), str(out / TEXT_ENCODER),
-                          input_names=["input_ids"], output_names=["hidden_states"], opset_version=OPSET, dynamo=False)
-        torch.onnx.export(_Decode(vae), (torch.zeros(latent),), str(out / VAE_DECODER), input_names=["latents"],
-                          output_names=["image"], opset_version=OPSET, dynamo=False)
+        torch.onnx.export(_Encode(encoder), (torch.zeros(1, TEXT_TOKENS, dtype=torch.int64),),
+                          str(out / f"{TEXT_ENCODER}.onnx"), input_names=["input_ids"], output_names=["hidden_states"],
+                          opset_version=OPSET, dynamo=False)
+        torch.onnx.export(_Decode(vae), (torch.zeros(latent),), str(out / f"{VAE_DECODER}.onnx"),
+                          input_names=["latents"], output_names=["image"], opset_version=OPSET, dynamo=False)
     return {"latent_shape": latent, "vae_scaling_factor": vae.config.scaling_factor}

@@ -1,0 +1,36 @@
+"""Stage `pipeline-parts`: a model that draws has a text encoder and a VAE decoder beside its UNet, traced
+here to ONNX at the build's resolution. The board runs them from this stage's files (onnxruntime) or from
+their own `.rknn` builds (pipeline/npu_parts.py), and `release` ships these bytes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from converter.common.digest import file_sha256
+from converter.models import pipeline_parts
+from converter.pipeline.build_dir import StageOutput, StageResult
+
+
+@dataclass(frozen=True)
+class Traced(StageOutput):
+    onnx: dict[str, Path]  # pipeline_parts.PARTS name -> its ONNX
+    latent_shape: list[int]
+    vae_scaling_factor: float
+
+    @classmethod
+    def read(cls, record: StageResult) -> Traced:
+        meta = record.meta
+        return cls(record, {name: record.path / f"{name}.onnx" for name in pipeline_parts.PARTS},
+                   meta["latent_shape"], meta["vae_scaling_factor"])
+
+
+def key(folder: Path, resolution: int) -> dict:
+    """What the traces depend on: the resolution and the bytes of the text encoder's and VAE's files (a
+    pipeline folder's fingerprint covers its UNet, not these)."""
+    files = sorted(p for part in ("text_encoder", "vae") for p in (folder / part).glob("*") if p.is_file())
+    return {"resolution": resolution, "files": {f"{p.parent.name}/{p.name}": file_sha256(p) for p in files}}
+
+
+def run(folder: Path, resolution: int, tmp: Path) -> dict:
+    return pipeline_parts.export(folder, resolution, tmp)
