@@ -97,3 +97,5 @@ def test_bad_flags(tmp_path):
                    expect="--toolkit-auto-hybrid 0.99 is about int8: --dtype float16 quantizes nothing")
     _fails_cleanly(tmp_path, "--model", "demo", "--npu-parts", "vae",
                    expect="Invalid value for '--npu-parts': 'vae': text_encoder, vae_decoder (comma-separated), or none")
+    _fails_cleanly(tmp_path, "--model", "demo", "--resolution", "128,128",
+                   expect="'128,128': a size in pixels, or several different ones separated by commas (256,384,512)")

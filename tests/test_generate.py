@@ -152,6 +152,15 @@ def test_a_part_left_on_the_cpu_is_drawn_there_by_the_check_the_bundle_and_the_r
     drawn = _png(tmp_path / "run" / timing["image"])
     # onnxruntime's float32 text encoder against torch's, numpy's sampler against diffusers': a level or two.
     assert np.abs(drawn.astype(int) - _png(out / "images" / "evaluation" / first["rknn"])).max() <= 2
+    # --cpu-parts: the decoder the bundle has as a .rknn in onnxruntime too, float32 against float16.
+    ran = subprocess.run([sys.executable, "board/run.py", "--simulate", str(out), "--prompt", first["prompt"],
+                          "--seed", str(first["seed"]), "--steps", str(report["images"]["steps"]), "--cpu-parts",
+                          "--out", str(tmp_path / "run-cpu")], cwd=tmp_path / "unpacked" / "tiny", capture_output=True,
+                         text=True, timeout=600)
+    assert ran.returncode == 0, ran.stderr
+    assert "(text encoder on the CPU, vae decoder on the CPU)" in ran.stdout
+    on_cpu = _png(tmp_path / "run-cpu" / json.loads((tmp_path / "run-cpu" / "timing.json").read_text())["image"])
+    assert 40 <= psnr(on_cpu, drawn) < float("inf")
 
 
 def test_generate_and_the_image_gates_need_a_model_that_can_draw(tiny_build, tiny_pipeline_build, tmp_path):

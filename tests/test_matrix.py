@@ -286,7 +286,7 @@ def test_every_entry_is_checked_before_the_first_build_and_all_problems_named(tm
     assert line == "rkconvert: error: m.toml: 5 of 6 entries cannot be built (nothing was built)"
     named = result.stderr.splitlines()[1:]
     assert [row.split(":")[0] for row in named] == ["chip", "size", "dtype", "pass", "file"]
-    assert "unknown target 'rk9999'" in named[0] and "'big' is not a valid integer" in named[1]
+    assert "unknown target 'rk9999'" in named[0] and "'big': a size in pixels" in named[1]
     assert "w8a16 for rk3588" in named[2] and "--skip-pass nope: no such pass" in named[3]
     assert "no/such/unet" in named[4]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.toml"]

@@ -31,7 +31,21 @@ def build(request: BuildRequest):
 
 
 def run(request: BuildRequest) -> None:
-    """The build, its summary on the terminal; a toolkit failure names the diagnose that takes it from there."""
+    """The build (of each size, --resolution A,B,...), its summary on the terminal; a toolkit failure names the
+    diagnose that takes it from there."""
+    from converter.pipeline import sizes
+
+    if not request.resolutions:
+        _run_one(request)
+        return
+    reports = [_run_one(one) for one in sizes.each(request)]
+    index = sizes.write_index(request, reports)
+    built = ", ".join(f"{r['resolution']} px" for r in reports)
+    Console().print(f"[bold]sizes[/]  {built}: one build each under {request.out}/ (index: {index}); "
+                    f"`rkconvert release {request.out}` bundles them all")
+
+
+def _run_one(request: BuildRequest) -> dict:
     from converter.common.progress import Progress
     from converter.pipeline.build import build as run_build
     from converter.reports.report import print_summary
@@ -44,3 +58,4 @@ def run(request: BuildRequest) -> None:
             e.details = (*e.details, f"find out why: {shlex.join(['rkconvert', 'diagnose', *again])}")
         raise
     print_summary(Console(), report, request.report_path)
+    return report

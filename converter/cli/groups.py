@@ -61,6 +61,36 @@ RESOLUTION = Group((
 ), lambda values: {"resolution": values["resolution"]}, lambda req: {"resolution": req.resolution})
 
 
+
+class Sizes(click.ParamType):
+    """--resolution of `build`: one size, or several (comma-separated), each a build of its own."""
+
+    name = "PX[,PX...]"
+
+    def convert(self, value, param, ctx) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        parts = [v.strip() for v in str(value).split(",")]
+        if not all(v.isdigit() and int(v) > 0 for v in parts) or len(set(parts)) != len(parts):
+            self.fail(f"{value!r}: a size in pixels, or several different ones separated by commas "
+                      "(256,384,512)", param, ctx)
+        return tuple(int(v) for v in parts)
+
+
+RESOLUTIONS = Group((
+    click.option("--resolution", type=Sizes(), default=None,
+                 help="Image size in pixels (latent = size/8), static in the graph. Several sizes (256,384,512): a "
+                      "build of each in --out/<size>px/ (a .rknn has one static shape: RKNN's dynamic shapes are "
+                      "reported broken for diffusion UNets), indexed by --out/report.json; `release` makes one "
+                      "bundle of them, whose runner picks one with --size. Default: the model's own (sample_size x "
+                      "8: 512 for the SD presets, 128 for demo)."),
+), lambda values: {"resolution": values["resolution"][0] if values["resolution"] and len(values["resolution"]) == 1
+                   else None,
+                   "resolutions": values["resolution"] if values["resolution"] and len(values["resolution"]) > 1
+                   else ()},
+    lambda req: {"resolution": ",".join(map(str, req.resolutions)) if req.resolutions else req.resolution})
+
+
 OUTPUT = Group((
     click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
                  help="Build folder (default: build/<model>-<target>/). Stages found there with unchanged "
@@ -259,7 +289,7 @@ HYBRID = Group((
 
 # What each command that works on a build takes; a failed build names its diagnose, and diagnose the
 # build with its fix, through these.
-BUILD_GROUPS = (MODEL, TARGET, RESOLUTION, OUTPUT, TOOLKIT, GATES, HYBRID, CHECKS, NPU_PARTS, CALIB, PASSES)
+BUILD_GROUPS = (MODEL, TARGET, RESOLUTIONS, OUTPUT, TOOLKIT, GATES, HYBRID, CHECKS, NPU_PARTS, CALIB, PASSES)
 DIAGNOSE_GROUPS = (MODEL, TARGET, RESOLUTION, OUTPUT, TOOLKIT.only("dtype", "parts", "quant_algorithm"),
                    GATES.only("min_psnr"), CALIB, PASSES)
 LINT_GROUPS = (MODEL, TARGET, RESOLUTION, OUTPUT, PASSES)

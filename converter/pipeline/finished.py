@@ -11,6 +11,7 @@ from pathlib import Path
 from converter.common.errors import UserError
 from converter.pipeline.build_dir import finished_stage
 from converter.pipeline.simulator import BuiltModel, PipelineModels
+from converter.pipeline.sizes import KEY as SIZES_KEY
 from converter.pipeline.stages.calib import Calibration
 from converter.pipeline.stages.passes import Rewritten
 from converter.pipeline.stages.pipeline_parts import Traced
@@ -32,6 +33,9 @@ class FinishedBuild:
     def open(cls, folder: Path, then: str = "build it first") -> FinishedBuild:
         """The build in `folder`; UserError unless it finished (`then`: what the user should do about it)."""
         report = load_report(folder)
+        if SIZES_KEY in report:
+            sizes = ", ".join(f"{folder / entry['folder']}" for entry in report[SIZES_KEY].values())
+            raise UserError(f"{folder}: one build per size (--resolution A,B,...): name one of {sizes}")
         if report.get("status") != "ok":
             raise UserError(f"{folder / 'report.json'}: the build did not finish (status {report.get('status')!r}); "
                             f"{then}")

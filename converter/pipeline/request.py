@@ -93,6 +93,7 @@ class BuildRequest:
     chip: Chip
     out: Path
     resolution: int | None = None
+    resolutions: tuple[int, ...] = ()  # several sizes, a build of each (pipeline/sizes.py); resolution is then None
     seed: int = 0
     dtype: str = "float16"  # an RKNN dtype, or "auto"
     parts: int | None = 1  # the graph as this many .rknn files (converter/pipeline/graph_cut.py); None: auto

@@ -8,7 +8,9 @@ from pathlib import Path
 from converter.common.errors import UserError
 from converter.imaging.evaluation import eval_set
 from converter.pipeline.finished import FinishedBuild
-from converter.release import manifest, tarball
+from converter.pipeline.sizes import KEY as SIZES_KEY
+from converter.release import manifest, sized, tarball
+from converter.reports.compare_builds import load_report
 from converter.toolkit import rknn_file
 
 SUFFIX = ".tar.gz"
@@ -26,7 +28,7 @@ def _check_files(build: FinishedBuild) -> tuple[dict[str, Path], dict]:
     files = {f"check/input-{name}.npy": path for name, path in inputs.items()}
     files.update({f"check/reference-{name}.npy": path for name, path in outputs.items()})
     files.update({f"check/simulator-{name}.npy": path for name, path in zip(outputs, build.rknn.simulator[0])})
-    return files, {"inputs": list(inputs), "outputs": list(outputs)}
+    return files, {"inputs": list(inputs), "outputs": list(outputs), "folder": "check"}
 
 
 def _pipeline_files(build: FinishedBuild) -> tuple[dict[str, Path], dict | None]:
@@ -51,11 +53,17 @@ def _pipeline_files(build: FinishedBuild) -> tuple[dict[str, Path], dict | None]
     return files, {"latent_shape": traced.latent_shape, "vae_scaling_factor": traced.vae_scaling_factor,
                    "steps": declared.steps if declared else 20,
                    "guidance_scale": declared.guidance_scale if declared else 7.5,
-                   "prompts": [p.prompt for p in declared.prompts] if declared else [], "npu": npu}
+                   "prompts": [p.prompt for p in declared.prompts] if declared else [], "npu": npu,
+                   "cpu": {name: f"cpu/{name}.onnx" for name in traced.onnx}}
 
 
 def contents(build_dir: Path) -> tuple[dict, dict[str, Path | bytes]]:
-    """(manifest, bundle files by name) for a finished build; UserError naming what is missing."""
+    """(manifest, bundle files by name) for a finished build, or for the builds of several sizes
+    (--resolution A,B,...: release/sized.py); UserError naming what is missing."""
+    index = load_report(build_dir)
+    if SIZES_KEY in index:
+        return sized.combined(build_dir, {int(size): contents(build_dir / entry["folder"])
+                                          for size, entry in index[SIZES_KEY].items()})
     build = FinishedBuild.open(build_dir, "only a finished build can be released")
     report, artifacts = build.report, build.artifacts
     declared = [rknn_file.read(a).to_json() for a in artifacts]

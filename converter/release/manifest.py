@@ -58,18 +58,32 @@ def make(report: dict, declared: list[dict], files: dict[str, Path | bytes], che
                                                 "min_psnr")},
         "images": images["summary"] if images else None,
         "build_command": report.get("command"),
+        "build": "",  # the build folder of this model, under the folder `run.py --simulate` is given
         "check": check,
         "pipeline": pipeline,
-        "files": {name: {"sha256": sha256([c] if isinstance(c, bytes) else file_chunks(c)),
-                         "bytes": len(c) if isinstance(c, bytes) else c.stat().st_size}
-                  for name, c in sorted(files.items())},
+        "files": file_entries(files),
     }
+
+
+def file_entries(files: dict[str, Path | bytes]) -> dict[str, dict]:
+    """The manifest's `files`: every bundle file's sha256 and size, by name."""
+    return {name: {"sha256": sha256([c] if isinstance(c, bytes) else file_chunks(c)),
+                   "bytes": len(c) if isinstance(c, bytes) else c.stat().st_size} for name, c in sorted(files.items())}
 
 
 def runs(made: dict) -> list[dict]:
     """What the runner loads, in order ({"rknn", "inputs", "outputs", "op_counts", ...}): the parts, or the one
     .rknn described at the top level."""
     return made.get("parts") or [{"rknn": made["rknn"], **{k: made[k] for k in PART_KEYS}}]
+
+
+def all_runs(made: dict) -> list[dict]:
+    """Every .rknn the bundle runs (its UNet's, its pipeline parts', of every size), each once."""
+    found = {}
+    for one in [made, *(made.get("sizes") or {}).values()]:
+        for run in [*runs({**made, **one}), *npu_parts(one).values()]:
+            found.setdefault(run["rknn"], run)
+    return list(found.values())
 
 
 def npu_parts(made: dict) -> dict[str, dict]:
@@ -79,7 +93,7 @@ def npu_parts(made: dict) -> dict[str, dict]:
 
 def part_run(name: str, declared: dict, accuracy: dict) -> dict:
     """A pipeline part's entry under `pipeline.npu`: its .rknn as the file declares itself, its accuracy."""
-    return {"rknn": f"npu/{name}.rknn", **{k: declared[k] for k in PART_KEYS}, "accuracy": accuracy}
+    return {"rknn": f"npu/{name}.rknn", **{k: declared[k] for k in PART_KEYS}, "accuracy": accuracy, "build": ""}
 
 
 def problems(manifest: object) -> list[str]:

@@ -22,8 +22,10 @@ THEN = "simulate with the build folder the bundle was released from"
 @contextmanager
 def in_simulator(build_dir: Path, manifest: dict, part: str | None = None):
     """infer(feed) -> the first output, the feed holding the graph's inputs by name: the UNet, or the pipeline
-    part `part` (text_encoder, vae_decoder) the bundle runs on the NPU."""
-    build = FinishedBuild.open(build_dir, THEN)
+    part `part` (text_encoder, vae_decoder) the bundle runs on the NPU (`manifest`: as the runner reads it for
+    the size it draws)."""
+    made_by = manifest if part is None else npu_parts(manifest).get(part, {})
+    build = FinishedBuild.open(build_dir / made_by.get("build", ""), THEN)  # a bundle of several sizes: one of them
     if part is not None:
         if part not in build.npu_parts:
             raise UserError(f"{build_dir}: built without its {part} for the NPU; {THEN}")

@@ -49,7 +49,7 @@ def verify(bundle: Path) -> tuple[dict | None, list[str]]:
         if found:
             return None, found
         found += _files(made["files"], sums)
-        for run in [*manifest.runs(made), *manifest.npu_parts(made).values()]:
+        for run in manifest.all_runs(made):
             if run["rknn"] not in copies:
                 continue  # named missing above
             try:

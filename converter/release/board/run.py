@@ -149,7 +149,7 @@ def psnr_db(candidate: np.ndarray, reference: np.ndarray) -> float:
 
 
 def step_check(manifest: dict, unet, simulated: bool) -> dict:
-    check = BUNDLE / "check"
+    check = BUNDLE / manifest["check"]["folder"]
     feed = {name: np.load(check / f"input-{name}.npy") for name in manifest["check"]["inputs"]}
     output = manifest["check"]["outputs"][0]
     start = time.monotonic()
@@ -186,7 +186,7 @@ def denoise(manifest: dict, unet, states: list[np.ndarray], sampler, seed: int, 
     """The latents after the sampler's steps, as StableDiffusionPipeline denoises them."""
     extra = host_programs(manifest)
     embedded = GUIDANCE_INPUT in manifest["check"]["inputs"]  # an LCM UNet: guidance embedded, one pass per step
-    width = np.load(BUNDLE / "check" / f"input-{GUIDANCE_INPUT}.npy").shape[-1] if embedded else 0
+    width = np.load(BUNDLE / manifest["check"]["folder"] / f"input-{GUIDANCE_INPUT}.npy").shape[-1] if embedded else 0
     fixed = {GUIDANCE_INPUT: guidance_embedding(guidance, width)} if embedded else {}
     cfg = len(states) == 2
     generator = TorchGenerator(seed)
@@ -231,6 +231,8 @@ def _args(argv):
     parser.add_argument("--guidance-scale", type=float, default=None, help="default: the model's own")
     parser.add_argument("--scheduler", choices=sorted(SAMPLER_NAMES), default=None,
                         help="sampler (default: the one scheduler/scheduler_config.json names)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="image size in pixels, for a bundle of several (default: its first)")
     parser.add_argument("--cpu-parts", action="store_true",
                         help="run the text encoder and the VAE decoder in onnxruntime on the CPU, even where the "
                              "bundle has their .rknn")
@@ -242,16 +244,28 @@ def _args(argv):
     return parser.parse_args(argv)
 
 
+def sized(manifest: dict, size: int | None) -> dict:
+    """The manifest as the runner reads it for one size (`sizes`: a bundle of several, release/sized.py)."""
+    sizes = manifest.get("sizes") or {str(manifest["resolution"]): {}}
+    if size is None or str(size) == str(manifest["resolution"]):
+        return manifest
+    if str(size) not in sizes:
+        raise RunnerError(f"--size {size}: this bundle draws at {', '.join(sorted(sizes, key=int))} px")
+    return {**manifest, **sizes[str(size)]}
+
+
 def main(argv=None) -> int:
     args = _args(argv)
-    manifest = json.loads((BUNDLE / "manifest.json").read_text())
+    bundled = json.loads((BUNDLE / "manifest.json").read_text())
     host_errors: tuple = ()  # with --simulate: rkconvert's own one-line errors
     try:
         if not args.skip_checksums:
-            checksums(manifest)
+            checksums(bundled)
+        manifest = sized(bundled, args.size)
         if args.prompt and not manifest.get("pipeline"):
             raise RunnerError(f"{manifest['model']} is a UNet alone: this bundle has no text encoder or decoder")
-        timing = {"bundle": BUNDLE.name, "target": manifest["target"], "dtype": manifest["dtype"],
+        timing = {"bundle": BUNDLE.name, "size": manifest["resolution"], "target": manifest["target"],
+                  "dtype": manifest["dtype"],
                   "machine": platform.machine(), "backend": "simulator" if args.simulate else "npu",
                   "core_mask": args.core_mask}
         if args.simulate:
@@ -263,7 +277,7 @@ def main(argv=None) -> int:
         def open_part(part: str):
             """The UNet, or a pipeline part, loaded where this run puts it: infer(feed) -> first output."""
             if part != "unet" and where(manifest, part, args.cpu_parts) == "cpu":
-                return on_cpu(BUNDLE / "cpu" / f"{part}.onnx")
+                return on_cpu(BUNDLE / manifest["pipeline"]["cpu"][part])
             if args.simulate:
                 return in_simulator(args.simulate, manifest, None if part == "unet" else part)
             return on_npu(manifest, unet_runs(manifest) if part == "unet" else [npu_parts(manifest)[part]],
