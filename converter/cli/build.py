@@ -24,8 +24,9 @@ def build(request: BuildRequest):
     in a child process) -> layers (every layer the simulator dumps against ONNX Runtime) -> for models
     that can draw, pipeline-parts (text encoder and VAE decoder to ONNX, each then built for the NPU as
     a graph of its own in --out/npu/<part>/, see --npu-parts) and images (text to image through ONNX
-    Runtime and through the .rknn models in the simulator) -> report.json + report.html. The .rknn, the reports and any host programs (small ONNX models
-    computing inputs such as t_emb from the timestep on the board's CPU) land in --out.
+    Runtime and through the .rknn models in the simulator) -> report.json + report.html. The .rknn,
+    the reports and any host programs (small ONNX models computing inputs such as t_emb from the
+    timestep on the board's CPU) land in --out.
     """
     run(request)
 

@@ -192,11 +192,16 @@ def _part_summary(part: dict, build_dir: Path) -> str:
     if part["on"] == "cpu":
         return f"on the CPU (onnxruntime): {part['why']}"
     estimate = part["estimate"]
-    time = (f" = {estimate['estimated_seconds_per_step'] * 1e3:.3g} ms a run at {estimate['npu_clock_hz'] / 1e9:g} GHz"
-            if estimate.get("estimated_seconds_per_step") is not None else "")
+    time = (f" = {_figure(estimate['estimated_seconds_per_step'] * 1e3)} ms a run at "
+            f"{estimate['npu_clock_hz'] / 1e9:g} GHz" if estimate.get("estimated_seconds_per_step") is not None else "")
     return (f"{build_dir / part['artifact']} ({part['artifact_bytes'] / 2**20:.1f} MiB), PSNR "
             f"{part['output_psnr_db']:.1f} dB vs ONNX Runtime, {part['placement']}; estimate "
-            f"{(estimate.get('total_cycles') or 0) / 1e6:.3g} M cycles{time} (not a board measurement)")
+            f"{_figure((estimate.get('total_cycles') or 0) / 1e6)} M cycles{time} (not a board measurement)")
+
+
+def _figure(value: float) -> str:
+    """Three significant digits below 100, whole numbers above (2431, not 2.43e+03)."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def print_calibration(console: Console, dataset: Path, stats_path: Path) -> None:
