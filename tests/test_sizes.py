@@ -4,6 +4,7 @@ release bundle of them (the size-free parts once), whose runner draws at either 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -11,15 +12,21 @@ import tarfile
 import numpy as np
 from PIL import Image
 
-from tests.conftest import error_lines, rkconvert, save_tiny_pipeline
+from tests.conftest import error_lines, rkconvert
 
 
-def test_two_sizes_build_into_one_bundle_whose_runner_draws_at_both(tmp_path):
-    save_tiny_pipeline(tmp_path / "tiny-pipeline")
-    built = rkconvert("build", "--target", "rk3588", "--model", "tiny-pipeline", "--resolution", "64,128",
-                      "--layer-report", "off", cwd=tmp_path)
+def test_two_sizes_build_into_one_bundle_whose_runner_draws_at_both(tiny_pipeline_build, tmp_path):
+    work, result, whole = tiny_pipeline_build
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "sizes"
+    shutil.copytree(whole, out / "64px")  # the pipeline's own size, built already
+    built = rkconvert("build", "--target", "rk3588", "--model", str(work / "tiny-pipeline"), "--resolution", "64,128",
+                      "--layer-report", "off", "--out", str(out), cwd=tmp_path)
     assert built.returncode == 0, built.stderr
-    out = tmp_path / "build" / "tiny-pipeline-rk3588"
+    # A copied build folder reuses its text encoder and decoder builds (their source is the traced stage's key,
+    # not a path); the UNet's export is keyed by the asked size (the copy was built at the model's default).
+    for part in ("text_encoder", "vae_decoder"):
+        assert f"{part}: rknn rknn-toolkit2 float16 build for rk3588 + simulator (reused)" in built.stderr
     index = json.loads((out / "report.json").read_text())
     assert index["status"] == "ok" and list(index["sizes"]) == ["64", "128"]
     reports = {size: json.loads((out / entry["folder"] / "report.json").read_text())

@@ -235,6 +235,7 @@ class PartNames(click.ParamType):
 
 NPU_PARTS = Group((
     click.option("--npu-parts", type=PartNames(), default=",".join(NPU_PART_CHOICES), show_default=True,
+                 metavar="PARTS|none",
                  help="A model that draws: its parts beside the UNet built for the NPU too, each a float16 build of "
                       "its own in BUILD_DIR/npu/<part>/ (the target's passes, checked against ONNX Runtime at "
                       "--min-psnr, report.json 'npu_parts'). The image check, generate, release and the board runner "

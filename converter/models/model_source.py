@@ -22,6 +22,9 @@ class ModelSource:
     trust_pickle: bool = False
     seed: int = 0
     origin: Path | None = None  # the single-file checkpoint a "pipeline" source was converted from
+    # What stands for the files in stage keys when they were made by a stage (a pipeline part traced by a build:
+    # that stage's key), so a copied or moved build folder still reuses what was built from them.
+    identity: str | None = None
 
     @property
     def name(self) -> str:
@@ -37,6 +40,8 @@ class ModelSource:
         """Identity of the source for stage keys: file sizes and modification times, not contents."""
         if self.kind == "preset":
             return {"preset": self.spec, "seed": self.seed}
+        if self.identity:
+            return {"kind": self.kind, "identity": self.identity}
         if self.origin:
             return {"kind": "single-file", "folder": self.path.name}  # named by the file's path, size and time
         files = sorted(p for p in self.path.rglob("*") if p.is_file()) if self.path.is_dir() else [self.path]

@@ -279,7 +279,7 @@ def build_parts(req: BuildRequest, traced: Traced, progress: Progress) -> list[N
         if name not in req.npu_parts:
             found.append(NpuPart(name, None, f"--npu-parts {','.join(req.npu_parts) or 'none'}"))
             continue
-        part = npu_parts.request(req, name, traced.onnx[name])
+        part = npu_parts.request(req, name, traced)
         try:
             build(part, progress.within(name))
             found.append(NpuPart(name, FinishedBuild.open(part.out)))

@@ -15,6 +15,7 @@ from pathlib import Path
 from converter.models.model_source import ModelSource
 from converter.pipeline.finished import FinishedBuild
 from converter.pipeline.request import BuildRequest, Checks, Gates
+from converter.pipeline.stages.pipeline_parts import Traced
 from converter.reports.report import placement_summary
 
 NPU_DIR = "npu"
@@ -42,12 +43,13 @@ def folder(build_dir: Path, name: str) -> Path:
     return build_dir / NPU_DIR / name
 
 
-def request(req: BuildRequest, name: str, onnx: Path) -> BuildRequest:
+def request(req: BuildRequest, name: str, traced: Traced) -> BuildRequest:
     """The build of part `name` from its traced `onnx`: float16 (a decoder's activations span what int8 would
     clip, and neither part is worth a calibration set), checked on Gaussian inputs at the UNet's gate, without
     the per-layer report (`rkconvert build --model` on the part's ONNX makes one), with the target's passes."""
-    spec = f"{onnx.parent.name}/{onnx.name}"
-    return BuildRequest(source=ModelSource(spec, "onnx", onnx), chip=req.chip, out=folder(req.out, name),
+    onnx = traced.onnx[name]
+    source = ModelSource(f"{onnx.parent.name}/{onnx.name}", "onnx", onnx, identity=f"{traced.key}/{name}")
+    return BuildRequest(source=source, chip=req.chip, out=folder(req.out, name),
                         seed=req.seed, dtype="float16", checks=Checks(layer_report="off"),
                         gates=Gates(min_psnr=req.gates.min_psnr), rebuild=req.rebuild)
 
