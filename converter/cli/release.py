@@ -16,7 +16,10 @@ def release(build_dir, out):
     """Bundle a finished build for the board: the .rknn, host programs, report.json/html and
     manifest.json (target, toolkit and compiler version and the librknnrt version the board needs, I/O
     dtypes and layouts, all read from the .rknn itself; accuracy; the build command; the sha256 of every
-    file). The same build folder always gives a byte-identical bundle.
+    file). A model that draws also brings its text encoder and VAE decoder (npu/*.rknn where the build
+    made them, cpu/*.onnx), tokenizer and scheduler, and the runner board/run.py. A folder built at
+    several sizes (--resolution A,B) gives one bundle of them all (run.py --size). The same build folder
+    always gives a byte-identical bundle.
     """
     from converter.release.bundle import default_out
     from converter.release.bundle import release as write_release
