@@ -1,8 +1,9 @@
 """Prompts to images with a diffusers pipeline folder's own parts around any UNet module.
 
-The tokenizer, text encoder, scheduler and VAE come from the folder (they run on the host's CPU, as
-they will on the board's); the UNet is whatever module is given: the folder's own in torch, or a
-RuntimeUNet over ONNX Runtime or the toolkit's simulator. Each image has its own seeded generator,
+The tokenizer, text encoder, scheduler and VAE come from the folder (the text states and the decoding
+may come from elsewhere: the parts' .rknn in the simulator, pipeline/stages/images.py); the UNet is
+whatever module is given: the folder's own in torch, or a RuntimeUNet over ONNX Runtime or the
+toolkit's simulator. Each image has its own seeded generator,
 so the same prompt and seed start from the same noise whichever UNet denoises it.
 """
 
@@ -54,18 +55,11 @@ def pipeline(folder: Path, unet: torch.nn.Module, sampler: str | None = None):
     return pipe
 
 
-def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance_scale: float, resolution: int,
-             on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """uint8 RGB images (N, resolution, resolution, 3), all prompts denoised together;
-    `on_step(done, steps)` after every denoising step."""
-    images = denoise(pipe, {"prompt": prompts}, seeds, steps, guidance_scale, resolution, on_step, "np")
-    return to_uint8(images)
-
-
 def denoise(pipe, text: dict, seeds: list[int], steps: int, guidance_scale: float, resolution: int,
             on_step: Callable[[int, int], None] | None, output_type: str):
-    """The pipeline's denoising loop: `text` is {"prompt": [...]} or the text states ({"prompt_embeds",
-    "negative_prompt_embeds"}: another text encoder's); output_type "np" (images in [0, 1]) or "latent"."""
+    """The pipeline's denoising loop, all prompts together: `text` is {"prompt": [...]} or the text states
+    ({"prompt_embeds", "negative_prompt_embeds"}: another text encoder's); output_type "np" (images in [0, 1])
+    or "latent"; `on_step(done, steps)` after every denoising step."""
     generators = [torch.Generator().manual_seed(s) for s in seeds]
 
     def callback(pipe, step, timestep, tensors):

@@ -266,8 +266,10 @@ def layer_rows(rewritten: Rewritten, reference: Reference, rknn: Converted, runn
 def trace_parts(req: BuildRequest, exported: Exported, runner: StageRunner) -> Traced:
     """Stage `pipeline-parts`: the text encoder and VAE decoder of a model that draws, as ONNX."""
     folder = req.source.pipeline
+    # Keyed by the source and the size it was exported at (not by chaining on `export`, which is keyed by the size
+    # asked): the model's default size and the same size asked for trace the same parts.
     return Traced.read(runner.run("pipeline-parts", f"text encoder and VAE decoder to ONNX at {exported.resolution} px",
-                                  traced_stage.key(folder, exported.resolution), [],
+                                  {"source": req.source.fingerprint(), "resolution": exported.resolution}, [],
                                   lambda tmp: traced_stage.run(folder, exported.resolution, tmp)))
 
 

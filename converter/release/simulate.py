@@ -24,13 +24,14 @@ def in_simulator(build_dir: Path, manifest: dict, part: str | None = None):
     """infer(feed) -> the first output, the feed holding the graph's inputs by name: the UNet, or the pipeline
     part `part` (text_encoder, vae_decoder) the bundle runs on the NPU (`manifest`: as the runner reads it for
     the size it draws)."""
-    made_by = manifest if part is None else npu_parts(manifest).get(part, {})
+    ran = runs(manifest) if part is None else [npu_parts(manifest)[part]]
+    made_by = manifest if part is None else ran[0]
     build = FinishedBuild.open(build_dir / made_by.get("build", ""), THEN)  # a bundle of several sizes: one of them
     if part is not None:
         if part not in build.npu_parts:
             raise UserError(f"{build_dir}: built without its {part} for the NPU; {THEN}")
         build = build.npu_parts[part]
-    names = [run["rknn"] for run in (runs(manifest) if part is None else [npu_parts(manifest)[part]])]
+    names = [run["rknn"] for run in ran]
     artifacts = build.artifacts
     if len(artifacts) != len(names) or any(not a.is_file() or sha256(file_chunks(a)) != manifest["files"][n]["sha256"]
                                            for a, n in zip(artifacts, names)):

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from converter.common.digest import file_sha256
 from converter.models import pipeline_parts
 from converter.pipeline.build_dir import StageOutput, StageResult
 
@@ -23,13 +22,6 @@ class Traced(StageOutput):
         meta = record.meta
         return cls(record, {name: record.path / f"{name}.onnx" for name in pipeline_parts.PARTS},
                    meta["latent_shape"], meta["vae_scaling_factor"])
-
-
-def key(folder: Path, resolution: int) -> dict:
-    """What the traces depend on: the resolution and the bytes of the text encoder's and VAE's files (a
-    pipeline folder's fingerprint covers its UNet, not these)."""
-    files = sorted(p for part in ("text_encoder", "vae") for p in (folder / part).glob("*") if p.is_file())
-    return {"resolution": resolution, "files": {f"{p.parent.name}/{p.name}": file_sha256(p) for p in files}}
 
 
 def run(folder: Path, resolution: int, tmp: Path) -> dict:
