@@ -15,6 +15,15 @@ out); else the scores go to DRAM after QKᵀ, come back for the softmax, go out 
 xV: 4 x the scores' bytes. Q, K, V and the output cross once per layer, so N query tiles read K and V
 N times. Left out: caches, DDR efficiency, the runtime's scheduling, and whether the runtime uses the
 SRAM at all (it is opt-in on the board).
+
+What the model leaves out, the compiler shows: its memory map keeps a scratch buffer per fused attention
+for all heads' scores of the tile (2.9 MB at 70 tiles of the 4096-token attention, where the model has
+each head's 0.47 MB on chip), and its total internal memory stops shrinking well before the model's count
+while the toolkit's build() time grows with the square of the tiles (one 4096-token self-attention, 8 x
+40, rk3588 float16, tools/bench_tiling.py --blocks, this machine: 8 / 16 / 24 / 32 / 48 / 70 tiles give
+31.6 / 21.4 / 19.6 / 15.1 / 15.5 / 13.5 MB internal memory and 7.5 / 7.5 / 8.0 / 9.5 / 15.5 / 41.0 s of
+toolkit). `tile_cap` bounds the count where the map flattens: SD 1.5 at 512 px built in 4 instead of 7
+minutes at the same PSNR (README, "Attention tiling").
 """
 
 from __future__ import annotations
@@ -38,6 +47,14 @@ def tiled_traffic(heads: int, head_dim: int, queries: int, keys: int, tiles: int
     base, extra = divmod(queries, tiles)
     lengths = [base + 1] * extra + [base] * (tiles - extra)
     return sum(layer_traffic(heads, head_dim, n, keys, sram_bytes)["dram_bytes"] for n in lengths if n)
+
+
+def tile_cap(queries: int, keys: int, head_dim: int) -> int:
+    """The most query tiles worth building: enough that a tile's scores (queries x keys a head) are no
+    larger than the layer's q, k, v and output (4 x queries x head_dim a head); past that the compiler's
+    memory map stops shrinking (see above). SD 1.5 at 512 px: 26 for its 4096-token self-attentions."""
+    longest = max(1, 4 * queries * head_dim // keys)
+    return -(-queries // longest)
 
 
 def best_tiles(queries: int, keys: int, heads: int, head_dim: int, sram_bytes: int) -> int:

@@ -7,6 +7,7 @@ import pytest
 from converter.pipeline.pass_selection import instances, select, toolkit_attention
 from converter.common.errors import UserError
 from targets import get_chip
+from targets.attention_traffic import best_tiles, tile_cap
 
 RK3588 = get_chip("rk3588")
 DEFAULT = ["host_time_projection", "split_fused_qkv_projection", "group_norm_as_conv", "tile_attention"]
@@ -33,9 +34,12 @@ def test_unknown_passes_are_refused(kwargs, message):
 
 
 def test_attention_tiles_configures_the_tiling_pass():
-    """auto asks the traffic model with the chip's SRAM; N is N everywhere."""
+    """auto asks the traffic model with the chip's SRAM, within the cap; N is N everywhere."""
     auto = instances(DEFAULT, RK3588)[-1].policy
     assert auto(4096, 4096, 8, 40) > 1  # SD 1.5's first self-attention at 512²: its scores spill
+    # ... and the model's count (70) is past where the memory map flattens: the cap decides
+    assert auto(4096, 4096, 8, 40) == tile_cap(4096, 4096, 40) < best_tiles(4096, 4096, 8, 40, RK3588.sram_bytes)
+    assert auto(1024, 1024, 8, 40) == best_tiles(1024, 1024, 8, 40, RK3588.sram_bytes) <= tile_cap(1024, 1024, 40)
     assert auto(256, 256, 8, 40) == 1  # the demo's: they fit on chip
     assert auto(4096, 4096, 8, 40) != instances(DEFAULT, get_chip("rk3576"))[-1].policy(4096, 4096, 8, 40)
     assert instances(DEFAULT, RK3588, "3")[-1].policy(4096, 4096, 8, 40) == 3
@@ -50,3 +54,12 @@ def test_auto_uses_the_toolkits_flash_attention_where_it_wins():
     assert toolkit_attention(rk3576, "w8a8") == {}  # int8 activations: the flag changes nothing
     assert toolkit_attention(rk3576, "float16", "4") == toolkit_attention(rk3576, "float16", "off") == {}
     assert toolkit_attention(RK3588, "float16") == {}  # accepted there, but its memory map does not move
+
+
+@pytest.mark.parametrize("queries, keys, head_dim", [(4096, 4096, 40), (1024, 1024, 80), (4096, 77, 40), (300, 1000, 16)])
+def test_the_cap_is_the_fewest_tiles_whose_scores_are_no_larger_than_the_layers_activations(queries, keys, head_dim):
+    """A tile's scores (longest tile x keys) within q, k, v and output (4 x queries x head_dim), a head."""
+    cap, activations = tile_cap(queries, keys, head_dim), 4 * queries * head_dim
+    longest = lambda tiles: -(-queries // tiles)
+    assert longest(cap) * keys <= activations or longest(cap) == 1
+    assert cap == 1 or longest(cap - 1) * keys > activations

@@ -52,15 +52,16 @@ def toolkit_attention(chip: Chip, dtype: str, attention_tiles: str = "auto") -> 
 
 def instances(names: list[str], chip: Chip, attention_tiles: str = "auto") -> list:
     """The passes to run, in order: the catalogue's, with tile_attention set to `attention_tiles`
-    (auto: per attention, the count with the least modelled DRAM traffic on `chip`)."""
+    (auto: per attention, the count with the least modelled DRAM traffic on `chip`, at most the count past
+    which the compiler's memory map stops shrinking)."""
     from graph_passes import CATALOGUE
     from graph_passes.tile_attention import TileAttention
-    from targets.attention_traffic import best_tiles
+    from targets.attention_traffic import best_tiles, tile_cap
 
     tiles = check_attention_tiles(attention_tiles)
     if tiles == "auto":
-        tiling = TileAttention(lambda queries, keys, heads, head_dim:
-                               best_tiles(queries, keys, heads, head_dim, chip.sram_bytes))
+        tiling = TileAttention(lambda queries, keys, heads, head_dim: min(
+            best_tiles(queries, keys, heads, head_dim, chip.sram_bytes), tile_cap(queries, keys, head_dim)))
     else:
         tiling = TileAttention(1 if tiles == "off" else int(tiles))
     return [tiling if n == TILE_ATTENTION else CATALOGUE[n] for n in names]

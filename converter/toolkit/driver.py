@@ -43,6 +43,12 @@ def _absolute_dataset(dataset: Path, scratch: Path) -> Path:
     return path
 
 
+def simulator_outputs(out_dir: Path, samples: int, outputs: int) -> list[list[Path]]:
+    """Where a build into `out_dir` saves its simulator outputs: per check sample, an .npy per graph
+    output. Known before the build starts, so a later part's build can be handed them as its inputs."""
+    return [[out_dir / "simulator" / f"{i}-{j}.npy" for j in range(outputs)] for i in range(samples)]
+
+
 def _worker_spec(job: ToolkitJob, scratch: Path, out_dir: Path, samples: list[dict[str, Path]],
                  layer_dumps: bool) -> dict:
     """The worker's instructions: the job with paths it can open from its scratch folder, and where to
@@ -54,7 +60,8 @@ def _worker_spec(job: ToolkitJob, scratch: Path, out_dir: Path, samples: list[di
         "step1_dir": str((scratch / STEP1_DIR).resolve()) if job.quantized and not (job.step1 or job.auto_hybrid)
         else None,
         "samples": [{k: str(Path(v).resolve()) for k, v in s.items()} for s in samples],
-        "outputs_dir": str((out_dir / "simulator").resolve()),
+        "outputs": [[str(p.resolve()) for p in sample]
+                    for sample in simulator_outputs(out_dir, len(samples), len(job.outputs))],
         "result": str((scratch / "result.json").resolve()),
         "snapshot_dir": str((out_dir / SNAPSHOT_DIR).resolve()) if layer_dumps and samples else None,
     }

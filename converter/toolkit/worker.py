@@ -138,6 +138,25 @@ def _infer(phases: dict, label: str, rknn, job: ToolkitJob, feed: dict) -> list:
     return _call(phases, label, rknn.inference, inputs=feeds, data_format=["nchw"] * len(feeds))
 
 
+def _await_inputs(phases: dict, paths: list[Path]) -> None:
+    """The build of an earlier part of the graph may still be computing this part's check inputs (parts are
+    relayed: converter/toolkit/relay.py): wait until all are there. A file that is there is whole: each is
+    saved under another name and renamed (_save_whole); if the part before fails, the parent stops this one."""
+    def arrived() -> None:
+        while not all(path.exists() for path in paths):
+            time.sleep(0.2)
+
+    if not all(path.exists() for path in paths):
+        _call(phases, "await_inputs", arrived)
+
+
+def _save_whole(path: Path, value: np.ndarray) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "wb") as out:
+        np.save(out, value)
+    os.replace(partial, path)
+
+
 def _serve(rknn, job: ToolkitJob, address: str) -> None:
     """Answer ("infer", [feed, ...]) with [[output, ...], ...] until ("close",)."""
     from multiprocessing.connection import Client
@@ -161,19 +180,14 @@ def main(spec_path: str) -> None:
     phases: dict[str, float] = {}
     rknn, float16_applied = _build(job, phases, spec["step1_dir"])
     _call(phases, "export_rknn", rknn.export_rknn, spec["rknn"])
-    outputs = []
+    if spec["samples"]:
+        _await_inputs(phases, [Path(path) for sample in spec["samples"] for path in sample.values()])
     if spec["samples"] or spec.get("serve"):
         _call(phases, "init_runtime", rknn.init_runtime)
-    if spec["samples"]:
-        out_dir = Path(spec["outputs_dir"])
-        for i, sample in enumerate(spec["samples"]):
-            result = _infer(phases, f"inference[{i}]", rknn, job, {name: np.load(sample[name]) for name in job.inputs})
-            names = []
-            for j, value in enumerate(result):  # by position: tensor names may hold '/'
-                path = out_dir / f"{i}-{j}.npy"
-                np.save(path, value)
-                names.append(str(path))
-            outputs.append(names)
+    for i, (sample, paths) in enumerate(zip(spec["samples"], spec["outputs"])):
+        result = _infer(phases, f"inference[{i}]", rknn, job, {name: np.load(sample[name]) for name in job.inputs})
+        for value, path in zip(result, paths):  # by position: tensor names may hold '/'
+            _save_whole(Path(path), value)
     if spec.get("snapshot_dir"):
         # Per-layer dumps of the first sample: 'golden' (the toolkit's own float run of its rewritten
         # graph) and 'simulator', plus its error table.
@@ -182,7 +196,7 @@ def main(spec_path: str) -> None:
     if spec.get("serve"):
         _serve(rknn, job, spec["serve"])
     rknn.release()
-    Path(spec["result"]).write_text(json.dumps({"phases": phases, "phase_peak_rss_bytes": PEAKS, "outputs": outputs,
+    Path(spec["result"]).write_text(json.dumps({"phases": phases, "phase_peak_rss_bytes": PEAKS, "outputs": spec["outputs"],
                                                 "float16_layers_applied": float16_applied}))
 
 

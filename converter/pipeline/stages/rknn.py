@@ -1,5 +1,5 @@
 """Stage `rknn` (and each `hybrid-<k>` trial): rknn-toolkit2 builds the .rknn and runs it in its simulator
-(in a child process): the graph whole, or its parts one after another."""
+(in a child process): the graph whole, or its parts relayed (converter/toolkit/relay.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from converter.pipeline.stages.reference import Reference
 from converter.toolkit import driver, rknn_file
 from converter.toolkit.job import QUANT_CONFIG, STEP1_DIR, ToolkitJob
 from converter.toolkit.layer_table import cpu_ops, largest_buffers, memory, placement
+from converter.toolkit.relay import relay
 
 PLACEMENT = "placement.json"
 
@@ -76,18 +77,22 @@ def part_log(log: Path, i: int, count: int) -> Path:
 def run(jobs: list[ToolkitJob], reference: Reference, layer_dumps: bool, log: Path, progress: Progress,
         tmp: Path) -> dict:
     samples = [dict(s) for s in reference.samples]
-    built = []
-    for i, job in enumerate(jobs, start=1):
-        # a part is built after the one before has exited: one toolkit holds one part's weights at a time
-        whole = len(jobs) == 1
-        out_dir, job_log = (tmp if whole else tmp / f"part{i}"), part_log(log, i, len(jobs))
+    whole = len(jobs) == 1
+    out_dirs = [tmp if whole else tmp / f"part{i}" for i in range(1, len(jobs) + 1)]
+    logs = [part_log(log, i, len(jobs)) for i in range(1, len(jobs) + 1)]
+    feeds = []
+    for job, out_dir in zip(jobs, out_dirs):  # a part's inputs: the graph's, and earlier parts' simulator outputs
+        feeds.append([{n: s[n] for n in job.inputs} for s in samples])
+        for sample, outputs in zip(samples, driver.simulator_outputs(out_dir, len(samples), len(job.outputs))):
+            sample.update(zip(job.outputs, outputs))
+
+    def build(i: int, tick) -> tuple:
         if not whole:
-            progress.note(f"part {i} of {len(jobs)}: {len(job.inputs)} inputs, {len(job.outputs)} outputs")
-        run_, result = driver.build_and_simulate(job, out_dir, [{n: s[n] for n in job.inputs} for s in samples],
-                                                 job_log, progress.tick, layer_dumps)
-        for sample, outputs in zip(samples, result["outputs"]):
-            sample.update(zip(job.outputs, map(Path, outputs)))
-        built.append((out_dir, job_log.read_text(errors="replace"), run_, result))
+            progress.note(f"part {i + 1} of {len(jobs)}: {len(jobs[i].inputs)} inputs, {len(jobs[i].outputs)} outputs")
+        return driver.build_and_simulate(jobs[i], out_dirs[i], feeds[i], logs[i], tick, layer_dumps)
+
+    built = [(out_dir, job_log.read_text(errors="replace"), run_, result)
+             for out_dir, job_log, (run_, result) in zip(out_dirs, logs, relay(len(jobs), build, progress.tick))]
     rows = []
     for i, (_, log_text, _, _) in enumerate(built, start=1):
         buffers = largest_buffers(log_text)
@@ -120,7 +125,7 @@ def run(jobs: list[ToolkitJob], reference: Reference, layer_dumps: bool, log: Pa
         "phase_peak_rss_bytes": peaks,
         # wait4() sees only the child's last call's peak (the child resets it per call: worker.PEAKS).
         "peak_rss_bytes": max(max(run_.peak_rss_bytes, *r["phase_peak_rss_bytes"].values()) for _, _, run_, r in built),
-        "simulator": [[str(sample[name].relative_to(tmp.resolve())) for name in reference.outputs[0]]
+        "simulator": [[str(sample[name].resolve().relative_to(tmp.resolve())) for name in reference.outputs[0]]
                       for sample in samples],
     }
 
