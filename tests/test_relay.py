@@ -19,10 +19,7 @@ from converter.toolkit.relay import BUILT, relay
 HANG_GUARD_SECONDS = 120  # the waiting part's child takes ~10 s to start and build here
 
 
-def test_a_part_starts_once_the_one_before_is_built_and_at_most_two_run_at_once():
-    lock, running, most = threading.Lock(), [0], [0]
-    events: list[tuple[str, int]] = []
-
+def _parts(lock, running, most, events):
     def build(i: int, tick) -> int:
         with lock:
             events.append(("start", i))
@@ -33,11 +30,18 @@ def test_a_part_starts_once_the_one_before_is_built_and_at_most_two_run_at_once(
         tick(BUILT, "", 0.2)
         with lock:
             events.append(("built", i))
-        time.sleep(0.5 if i == 0 else 0.05)  # part 1's simulator run outlasts part 2's build
+        time.sleep(1.5 if i == 0 else 0.05)  # part 1's simulator run outlasts part 2's build
         with lock:
             running[0] -= 1
             events.append(("end", i))
         return i * 10
+    return build
+
+
+def test_a_part_starts_once_the_one_before_is_built_and_at_most_two_run_at_once():
+    lock, running, most = threading.Lock(), [0], [0]
+    events: list[tuple[str, int]] = []
+    build = _parts(lock, running, most, events)
 
     assert relay(4, build) == [0, 10, 20, 30]
     for i in range(1, 4):
@@ -45,6 +49,15 @@ def test_a_part_starts_once_the_one_before_is_built_and_at_most_two_run_at_once(
     assert events.index(("end", 0)) < events.index(("start", 2))  # the third waits for the first to exit
     assert events.index(("start", 1)) < events.index(("end", 0))  # the relay did overlap
     assert most[0] == 2
+
+
+def test_in_turn_a_part_starts_once_the_one_before_has_ended():
+    lock, running, most = threading.Lock(), [0], [0]
+    events: list[tuple[str, int]] = []
+    assert relay(3, _parts(lock, running, most, events), overlap=False) == [0, 10, 20]
+    assert [e for e in events if e[0] != "built"] == [("start", 0), ("end", 0), ("start", 1), ("end", 1),
+                                                      ("start", 2), ("end", 2)]
+    assert most[0] == 1
 
 
 def _add_one(path) -> ToolkitJob:

@@ -228,7 +228,8 @@ def convert(plan: BuildPlan, given: ToolkitInputs, dumps: bool, runner: StageRun
     return Converted.read(runner.run(
         "rknn", what, {"target": plan.chip.name, "dtype": plan.dtype, "layer_dumps": dumps, **plan.toolkit.options},
         given.stages, lambda tmp: rknn_stage.run(given.jobs(plan.toolkit), given.reference, dumps,
-                                                 runner.logs / "rknn.log", runner.progress, tmp)))
+                                                 runner.logs / "rknn.log", runner.progress, tmp,
+                                                 plan.request.parts_in_turn)))
 
 
 def ranking_graph(plan: BuildPlan, exported: Exported, rewritten: Rewritten, runner: StageRunner) -> Rewritten:

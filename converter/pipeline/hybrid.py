@@ -101,9 +101,9 @@ def search(plan: BuildPlan, given: ToolkitInputs, sensitivities: Sensitivities, 
             jobs = given.jobs(plan.toolkit, sensitivities.float16_names(k), plain.step1)
             log = runner.logs / ("rknn.log" if settings.parallel == 1 else f"rknn-hybrid-{k}.log")
             if ray is None:
-                return rknn_stage.run(jobs, given.reference, False, log, shown, tmp)
+                return rknn_stage.run(jobs, given.reference, False, log, shown, tmp, plan.request.parts_in_turn)
             try:  # stage paths are absolute: every node that sees the build folder finds them
-                return ray.get(on_node.remote(jobs, given.reference, log, tmp))
+                return ray.get(on_node.remote(jobs, given.reference, log, tmp, plan.request.parts_in_turn))
             except ray.exceptions.RayTaskError as e:  # the toolkit failing there fails the build as here
                 raise e.cause if isinstance(e.cause, BuildFailed) else BuildFailed(
                     f"hybrid trial with {k} float16 layers on Ray: {e.cause!r}") from None

@@ -97,6 +97,7 @@ class BuildRequest:
     seed: int = 0
     dtype: str = "float16"  # an RKNN dtype, or "auto"
     parts: int | None = 1  # the graph as this many .rknn files (converter/pipeline/graph_cut.py); None: auto
+    parts_in_turn: bool = False  # each part's toolkit exits before the next starts; else relayed (toolkit/relay.py)
     quant_algorithm: str | None = None  # the toolkit's quantized_algorithm for a quantized build; None: normal
     passes: PassChoice = PassChoice()
     calib: CalibSettings = CalibSettings()

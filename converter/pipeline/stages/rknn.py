@@ -75,7 +75,8 @@ def part_log(log: Path, i: int, count: int) -> Path:
 
 
 def run(jobs: list[ToolkitJob], reference: Reference, layer_dumps: bool, log: Path, progress: Progress,
-        tmp: Path) -> dict:
+        tmp: Path, in_turn: bool = False) -> dict:
+    """The toolkit's build and simulator check of each job (the parts relayed, or `in_turn`)."""
     samples = [dict(s) for s in reference.samples]
     whole = len(jobs) == 1
     out_dirs = [tmp if whole else tmp / f"part{i}" for i in range(1, len(jobs) + 1)]
@@ -92,7 +93,7 @@ def run(jobs: list[ToolkitJob], reference: Reference, layer_dumps: bool, log: Pa
         return driver.build_and_simulate(jobs[i], out_dirs[i], feeds[i], logs[i], tick, layer_dumps)
 
     built = [(out_dir, job_log.read_text(errors="replace"), run_, result)
-             for out_dir, job_log, (run_, result) in zip(out_dirs, logs, relay(len(jobs), build, progress.tick))]
+             for out_dir, job_log, (run_, result) in zip(out_dirs, logs, relay(len(jobs), build, progress.tick, overlap=not in_turn))]
     rows = []
     for i, (_, log_text, _, _) in enumerate(built, start=1):
         buffers = largest_buffers(log_text)
@@ -123,16 +124,17 @@ def run(jobs: list[ToolkitJob], reference: Reference, layer_dumps: bool, log: Pa
         "toolkit_version": driver.toolkit_version(),
         "phases": phases,
         "phase_peak_rss_bytes": peaks,
-        # wait4() sees only the child's last call's peak (the child resets it per call: worker.PEAKS).
+        # wait4() sees only the child's last call's peak (the child resets it per call: worker.PEAKS). The
+        # largest child's: relayed parts overlap while one finishes (toolkit/relay.py; the bench sees the tree).
         "peak_rss_bytes": max(max(run_.peak_rss_bytes, *r["phase_peak_rss_bytes"].values()) for _, _, run_, r in built),
         "simulator": [[str(sample[name].resolve().relative_to(tmp.resolve())) for name in reference.outputs[0]]
                       for sample in samples],
     }
 
 
-def run_unattended(jobs: list[ToolkitJob], reference: Reference, log: Path, tmp: Path) -> dict:
+def run_unattended(jobs: list[ToolkitJob], reference: Reference, log: Path, tmp: Path, in_turn: bool = False) -> dict:
     """`run` without a terminal and without dumps: a hybrid trial as a Ray task's body, on any node that
     sees the build folder."""
     from rich.console import Console
 
-    return run(jobs, reference, False, log, Progress(Console(quiet=True)), tmp)
+    return run(jobs, reference, False, log, Progress(Console(quiet=True)), tmp, in_turn)
