@@ -85,8 +85,10 @@ def test_a_scale_on_the_scores_is_repeated_per_tile():
 
 
 def test_a_tiny_unets_tiled_build_keeps_its_accuracy_in_the_simulator(tmp_path):
-    """Every attention of the tiny UNet in 3 tiles: the simulator's PSNR no more than 0.5 dB under the untiled
-    build's (float16 rounds the tiles differently: measured 64.3 dB untiled, 64.9 dB tiled)."""
+    """Every attention of the tiny UNet in 3 tiles: the simulator's PSNR no more than 1.5 dB under the untiled
+    build's. float16 rounds the tiles differently, and the simulator's rounding differs between CPUs of this
+    kind: measured 64.3 dB untiled and 64.9 tiled on one, 64.9 and 64.1 on another (a broken tile costs tens
+    of dB)."""
     unet = tiny_unet()
     from converter.models import tracing
 
@@ -99,7 +101,7 @@ def test_a_tiny_unets_tiled_build_keeps_its_accuracy_in_the_simulator(tmp_path):
             **onnx_runtime.run(onnx_runtime.session(host[0].model), inputs)}
     untiled_db = rknn_psnr(tmp_path / "whole", whole, feed)
     tiled_db = rknn_psnr(tmp_path / "tiled", tiled, feed)
-    assert untiled_db > 60 and tiled_db >= untiled_db - 0.5, (untiled_db, tiled_db)
+    assert untiled_db > 60 and tiled_db >= untiled_db - 1.5, (untiled_db, tiled_db)
 
 
 def test_the_toolkit_keeps_each_tile_fused_and_its_buffer_shrinks(tmp_path):
