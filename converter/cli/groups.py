@@ -125,8 +125,9 @@ TOOLKIT = Group((
     click.option("--parts", type=PartsCount(), default="auto", show_default=True, metavar="auto|N",
                  help="Build the graph as N .rknn files run one after another, each a consecutive piece with about "
                       "1/N of the weights, cut where the fewest activations cross: the toolkit builds one piece at a "
-                      "time and holds about 1/N of the memory (SD 1.5 at 512 px: 15.0 GB peak built whole, 8.4 GB "
-                      "in 2 parts, this machine). The checks, generate, release and the board runner chain the parts; "
+                      "time (the next starting as the one before finishes, see --parts-in-turn) and holds about 1/N "
+                      "of the memory (SD 1.5 at 512 px: 15-16 GB peak built whole; in 2 parts 9.9 GB, 8.2 GB in "
+                      "turn, this machine). The checks, generate, release and the board runner chain the parts; "
                       "a quantized part calibrates on what reaches it. auto: at most 2 GiB of float32 weights per "
                       "part, 1.25 GiB when quantized (SD 1.5: 2, as w8a8 3; the demo: 1); whole for the per-layer "
                       "report (it maps the whole graph)."),

@@ -4,7 +4,9 @@ An estimate from the weights alone: the whole process tree of SD 1.5's build at 
 (float16, tiling auto) peaked at 14.97 GB for 3.44 GB of float32 weights (tools/bench_build.py on a
 2-core, 24 GiB machine), 4.35x, nearly all of it the toolkit's process. With --parts N the toolkit holds
 one part at a time, up to graph_cut.LARGEST / N of the weights (2 parts: 8.41 GB, the toolkit 7.95 GB for a
-part with 58% of them), and the export (the rkconvert process: 4.64 GB, 1.35x) can be the larger.
+part with 58% of them), and the export (the rkconvert process: 4.64 GB, 1.35x) can be the larger. Relayed
+parts (converter/toolkit/relay.py) add the next part's start while one finishes, about a part's share of
+the weights once more (2 parts: 9.86 GB against 8.20 GB with --parts-in-turn).
 A quantized build runs the toolkit's step1 and step2: 6.3x its part's weights (w8a8 in 2 parts: 12.4 GB
 for that part).
 It leaves out resolution (activations), dtype (a w8a8 build also calibrates) and the hybrid search's
@@ -67,4 +69,5 @@ def peak_bytes(options: dict, workdir: Path) -> int:
     count = graph_cut.auto_count(weights, quantized) if parts == "auto" else int(parts)
     share = min(1.0, graph_cut.LARGEST / count)
     per_byte = QUANTIZED_PEAK_PER_WEIGHT_BYTE if quantized else PEAK_PER_WEIGHT_BYTE
-    return max(FLOOR_BYTES, round(per_byte * share * weights), round(EXPORT_PER_WEIGHT_BYTE * weights))
+    relayed = weights / count if count > 1 and not options.get("parts_in_turn") else 0
+    return max(FLOOR_BYTES, round(per_byte * share * weights + relayed), round(EXPORT_PER_WEIGHT_BYTE * weights))
