@@ -311,7 +311,7 @@ def test_the_memory_estimate_follows_the_parts_a_build_is_cut_into():
     here = Path(".")
     default, whole = peak_bytes({"model": "sd15"}, here), peak_bytes({"model": "sd15", "parts": 1}, here)
     assert 9.9e9 <= default <= 13e9 and whole >= 15.0e9
-    assert 8.2e9 <= peak_bytes({"model": "sd15", "parts_in_turn": True}, here) < default
+    assert 8.2e9 <= peak_bytes({"model": "sd15", "parts-in-turn": True}, here) < default
     assert peak_bytes({"model": "sd15", "parts": "3"}, here) < default
     assert peak_bytes({"model": "sd15", "dtype": "w8a8", "parts": 2}, here) >= 12.4e9
     assert peak_bytes({"model": "sd15", "dtype": "w8a8"}, here) <= 10e9

@@ -159,8 +159,8 @@ PASSES = Group((
                  help="Split each attention along its queries into tiles (pass tile_attention; exact). auto: per "
                       "attention, the count with the least modelled DRAM traffic on the target (1 where its scores "
                       "fit on chip), at most the count past which the compiler's memory map stops shrinking (SD "
-                      "1.5's 4096-token attention: 26); on rk3576 and rk3562 instead the toolkit's own flash attention, which shrinks "
-                      "float16 attention more; N: N tiles everywhere; off: leave attention whole."),
+                      "1.5's 4096-token attention: 26); on rk3576 and rk3562 instead the toolkit's own flash "
+                      "attention, which shrinks float16 attention more; N: N tiles everywhere; off: leave attention whole."),
 ), lambda values: {"passes": PassChoice(values["passes"], tuple(values["enable_passes"]), tuple(values["skip_passes"]),
                                         values["attention_tiles"])},
     lambda req: {"passes": req.passes.explicit, "enable_passes": req.passes.enable, "skip_passes": req.passes.skip,

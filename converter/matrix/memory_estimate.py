@@ -61,13 +61,13 @@ def weight_bytes(model: str, workdir: Path) -> int:
 
 
 def peak_bytes(options: dict, workdir: Path) -> int:
-    """The estimate for a matrix entry's build `options` (model, dtype and parts as build takes them; a dtype
-    left to auto counts as float16)."""
+    """The estimate for a matrix entry's build `options` (model, dtype, parts and parts-in-turn, named as on
+    the command line; a dtype left to auto counts as float16)."""
     weights = weight_bytes(str(options["model"]), workdir)
     quantized = options.get("dtype", "auto") not in ("auto", FLOAT16)
     parts = options.get("parts", "auto")
     count = graph_cut.auto_count(weights, quantized) if parts == "auto" else int(parts)
     share = min(1.0, graph_cut.LARGEST / count)
     per_byte = QUANTIZED_PEAK_PER_WEIGHT_BYTE if quantized else PEAK_PER_WEIGHT_BYTE
-    relayed = weights / count if count > 1 and not options.get("parts_in_turn") else 0
+    relayed = weights / count if count > 1 and not options.get("parts-in-turn") else 0
     return max(FLOOR_BYTES, round(per_byte * share * weights + relayed), round(EXPORT_PER_WEIGHT_BYTE * weights))

@@ -196,8 +196,8 @@ def main(spec_path: str) -> None:
     if spec.get("serve"):
         _serve(rknn, job, spec["serve"])
     rknn.release()
-    Path(spec["result"]).write_text(json.dumps({"phases": phases, "phase_peak_rss_bytes": PEAKS, "outputs": spec["outputs"],
-                                                "float16_layers_applied": float16_applied}))
+    Path(spec["result"]).write_text(json.dumps({"phases": phases, "phase_peak_rss_bytes": PEAKS,
+                                                "outputs": spec["outputs"], "float16_layers_applied": float16_applied}))
 
 
 if __name__ == "__main__":

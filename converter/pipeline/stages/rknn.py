@@ -92,8 +92,9 @@ def run(jobs: list[ToolkitJob], reference: Reference, layer_dumps: bool, log: Pa
             progress.note(f"part {i + 1} of {len(jobs)}: {len(jobs[i].inputs)} inputs, {len(jobs[i].outputs)} outputs")
         return driver.build_and_simulate(jobs[i], out_dirs[i], feeds[i], logs[i], tick, layer_dumps)
 
+    results = relay(len(jobs), build, progress.tick, overlap=not in_turn)
     built = [(out_dir, job_log.read_text(errors="replace"), run_, result)
-             for out_dir, job_log, (run_, result) in zip(out_dirs, logs, relay(len(jobs), build, progress.tick, overlap=not in_turn))]
+             for out_dir, job_log, (run_, result) in zip(out_dirs, logs, results)]
     rows = []
     for i, (_, log_text, _, _) in enumerate(built, start=1):
         buffers = largest_buffers(log_text)
