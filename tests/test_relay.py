@@ -60,6 +60,18 @@ def test_in_turn_a_part_starts_once_the_one_before_has_ended():
     assert most[0] == 1
 
 
+def test_the_status_line_shows_the_running_parts_together():
+    """One status line for the stage: both parts while they overlap, not one and then the other every tick."""
+    lock, running, most = threading.Lock(), [0], [0]
+    shown: list[tuple[str | None, float]] = []
+    relay(3, _parts(lock, running, most, []), on_tick=lambda phase, line, seconds: shown.append((phase, seconds)))
+    phases = [phase for phase, _ in shown]
+    assert "part 1 export_rknn() · part 2 build()" in phases  # part 1 simulates while part 2 builds
+    assert all(phase.count("part ") <= 2 for phase in phases)
+    seconds = [s for _, s in shown]
+    assert seconds == sorted(seconds)  # the stage's time, not each child's own
+
+
 def _add_one(path) -> ToolkitJob:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 4, 4])

@@ -95,6 +95,14 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
+def plain_w8a8(model: str, out: Path, layer_report: str = "off") -> int:
+    """`rkconvert build` of `model` as w8a8 with no gate and no image check, into `out`: the toolkit's own
+    quantization (stages passes, calib, rknn with its step1 config) for a bench to read; its exit code."""
+    return subprocess.run([sys.executable, "-m", "converter.cli", "build", "--target", "rk3588", "--model", model,
+                           "--dtype", "w8a8", "--min-psnr", "0", "--layer-report", layer_report, "--image-check", "off",
+                           "--out", str(out)]).returncode
+
+
 def git_commit() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from bench_build import git_commit, machine  # tools/ is on sys.path when a tool runs as a script
+from bench_build import git_commit, machine, plain_w8a8  # tools/ is on sys.path when a tool runs as a script
 
 NOISE_KEPT, WINDOW_KEPT = 32, 48
 WINDOWS = {"t < 250 float (last 5 of 20 steps)": (0, 250), "t > 750 float (first 4 of 20 steps)": (750, 1000)}
@@ -60,9 +59,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-image-budget-") as tmp:
         out, scratch = Path(tmp) / "build", Path(tmp) / "scratch"
-        code = subprocess.run([sys.executable, "-m", "converter.cli", "build", "--target", "rk3588", "--model",
-                               args.model, "--dtype", "w8a8", "--min-psnr", "0", "--layer-report", "off",
-                               "--image-check", "off", "--out", str(out)]).returncode
+        code = plain_w8a8(args.model, out)
         if code:
             return code
         report = json.loads((out / "report.json").read_text())

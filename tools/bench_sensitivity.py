@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from bench_build import git_commit, machine  # tools/ is on sys.path when a tool runs as a script
+from bench_build import git_commit, machine, plain_w8a8  # tools/ is on sys.path when a tool runs as a script
 
 NAMED = ("time_emb", "conv_in", "conv_out", "conv_norm_out", "conv_act", "conv_shortcut", "sample")
 
@@ -76,9 +75,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-sensitivity-") as tmp:
         out = Path(tmp) / "build"
-        code = subprocess.run([sys.executable, "-m", "converter.cli", "build", "--target", "rk3588", "--model",
-                               args.model, "--dtype", "w8a8", "--min-psnr", "0", "--layer-report", "on",
-                               "--image-check", "off", "--out", str(out)]).returncode
+        code = plain_w8a8(args.model, out, layer_report="on")
         if code:
             return code
         report = json.loads((out / "report.json").read_text())

@@ -41,9 +41,16 @@ class Progress:
 
     def tick(self, phase: str | None, last_line: str, seconds: float):
         """Callback for child processes: show the toolkit's current step and its last log line."""
-        if self._status is None:
-            return
-        status, name, what = self._status
-        detail = f" — {phase}" if phase else ""
-        line = escape(last_line[-90:])
-        status.update(f"[bold]{name}[/]: {escape(what)}{detail} [{seconds:.0f} s]\n  [dim]{line}[/]")
+        if self._status is not None:
+            status, name, what = self._status
+            status.update(child_status(name, what, phase, last_line, seconds, self.console.width))
+
+
+def child_status(name: str, what: str, phase: str | None, last_line: str, seconds: float, width: int) -> str:
+    """A stage's status while a child works, as markup: its title, then the child's step and the tail of
+    its log cut to `width` (a wrapped line, such as the toolkit's node lists, made the status jump between
+    two and four lines at 80 columns)."""
+    step = f"{phase}  " if phase else ""
+    room = max(width - 4 - len(step), 0)  # the line's indent, and the spinner's width
+    tail = last_line[-room:] if room else ""
+    return f"[bold]{name}[/]: {escape(what)} [{seconds:.0f} s]\n  {escape(step)}[dim]{escape(tail)}[/]"

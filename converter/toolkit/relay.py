@@ -15,6 +15,7 @@ toolkit stage took 240 s relayed against 259 s in turn, the process tree peaked 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
@@ -30,13 +31,18 @@ class _Abandoned(Exception):
 def relay(count: int, build: Callable[[int, Tick], T], on_tick: Tick | None = None, overlap: bool = True) -> list[T]:
     """`build(i, tick)` for i in 0..count-1, each in its own thread, started as the module says (without
     `overlap`: once the one before has ended); `tick` must reach the toolkit child's wait
-    (driver.build_and_simulate's on_tick). Returns the results in order; the first part to fail stops the
-    others and its error is raised."""
+    (driver.build_and_simulate's on_tick). `on_tick` gets every running part's phase ("part 1 inference ·
+    part 2 build()") and the seconds since the relay began. Returns the results in order; the first part to
+    fail stops the others and its error is raised."""
     built = [threading.Event() for _ in range(count)]
     ended = [threading.Event() for _ in range(count)]
     failed = threading.Event()
     results: list = [None] * count
     errors: list[BaseException | None] = [None] * count
+    # The running parts' latest phases, shown together: each part's own tick alone would flip the one
+    # status line between the two parts every half second.
+    phases: dict[int, str] = {}
+    shown_lock, start = threading.Lock(), time.monotonic()
 
     def tick_of(i: int) -> Tick:
         def tick(phase: str | None, last_line: str, seconds: float) -> None:
@@ -44,8 +50,16 @@ def relay(count: int, build: Callable[[int, Tick], T], on_tick: Tick | None = No
                 raise _Abandoned
             if phase == BUILT:
                 built[i].set()
-            if on_tick is not None:
-                on_tick(f"part {i + 1} {phase}" if count > 1 and phase else phase, last_line, seconds)
+            if on_tick is None:
+                return
+            if count == 1:
+                on_tick(phase, last_line, seconds)
+                return
+            with shown_lock:  # one status line, updated by one part at a time
+                if phase:
+                    phases[i] = phase
+                shown = " · ".join(f"part {j + 1} {p}" for j, p in sorted(phases.items()))
+                on_tick(shown or None, last_line, time.monotonic() - start)
         return tick
 
     def run(i: int) -> None:
@@ -55,6 +69,8 @@ def relay(count: int, build: Callable[[int, Tick], T], on_tick: Tick | None = No
             errors[i] = e
             failed.set()
         finally:
+            with shown_lock:
+                phases.pop(i, None)
             built[i].set()
             ended[i].set()
 
