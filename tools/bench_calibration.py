@@ -59,8 +59,7 @@ def _gaussian_images(build: FinishedBuild, model: BuiltModel, tmp: Path) -> dict
 
     report = build.report
     evaluation = eval_set(build.pipeline)
-    drawing = Drawing([p.prompt for p in evaluation.prompts], [p.seed for p in evaluation.prompts], evaluation.steps,
-                      evaluation.guidance_scale, report["resolution"])
+    drawing = Drawing.of(evaluation, report["resolution"])
     _, converted = draw_both(build.pipeline, model, drawing, tmp / "gaussian-images.log",
                              Progress(Console(stderr=True)), tmp)
     folder = build.folder / report["images"]["grid"].rsplit("/", 1)[0]

@@ -46,15 +46,18 @@ def main() -> int:
     from rich.console import Console
 
     from calib_data.dataset_writer import read_samples
+    from converter.common import onnx_runtime
     from converter.common.onnx_graph import Graph
     from converter.common.progress import Progress
-    from converter.imaging.evaluation import eval_set, psnr
+    from converter.imaging.evaluation import compare_images, eval_set, judge_for
+    from converter.imaging.text_to_image import to_uint8
     from converter.pipeline.build_dir import finished_stage
+    from converter.pipeline.stages.images import Drawing, draw
     from converter.pipeline.stages.passes import Rewritten
     from converter.pipeline.stages.reference import Reference
     from converter.pipeline.stages.rknn import Converted
     from converter.pipeline.stages.sensitivity import rank
-    from converter.quantization.sensitivity import Emulation, emulate, observed_ranges
+    from converter.quantization.sensitivity import MASK, Emulation, emulate, observed_ranges
     from converter.toolkit import quant_config
 
     with tempfile.TemporaryDirectory(prefix="bench-image-budget-") as tmp:
@@ -74,18 +77,30 @@ def main() -> int:
         emulation = emulate(passes.onnx, quantized, calibration, 2, scratch)
         order = [s.tensor for s in rank(passes.onnx, emulation, Progress(Console()))]
         checks = [reference.feed(i) for i in range(len(reference.samples))]
-        drawer = _Drawer(folder, passes, evaluation, report["resolution"])
+        drawing, judge = Drawing.of(evaluation, report["resolution"]), judge_for(evaluation.judge)
+        feeder, output = passes.feeder(), passes.outputs[0]
 
-        def mask(k: int) -> np.ndarray:
-            kept = set(order[:k])
-            return np.array([0.0 if p.tensor in kept else 1.0 for p in emulation.points], np.float32)
+        def drawn(choose) -> np.ndarray:
+            """The evaluation set with the UNet in the emulation `choose(t)` picks, with its mask, for each call's
+            timestep t."""
+            timestep = [0.0]
+
+            def to_graph(feed: dict) -> dict:
+                timestep[0] = float(feed["timestep"].reshape(-1)[0])
+                return feeder(feed)
+
+            def run(feeds: list[dict]) -> list[np.ndarray]:
+                emulated, on = choose(timestep[0])
+                return [onnx_runtime.run(emulated.session, {**f, MASK: on})[output] for f in feeds]
+
+            return to_uint8(draw(folder, drawing, {"prompt": drawing.prompts}, to_graph, run))
 
         def versus(images: np.ndarray) -> dict:
-            values = [psnr(a, b) for a, b in zip(images, float32)]
-            return {"psnr_db_mean": round(float(np.mean(values)), 2), "psnr_db_min": round(float(np.min(values)), 2),
-                    "per_image": [round(v, 1) for v in values]}
+            compared = compare_images(float32, images, drawing.prompts, judge)
+            summary = {k: round(v, 3) if isinstance(v, float) else v for k, v in compared["summary"].items()}
+            return {**summary, "per_image": [round(r["psnr_db"], 1) for r in compared["rows"]]}
 
-        float32 = drawer.draw(lambda t: (emulation, np.zeros(len(emulation.points), np.float32)))
+        float32 = drawn(lambda t: (emulation, np.zeros(len(emulation.points), np.float32)))
         curve = emulation.curve(checks, order, ks)
         results = {"benchmark": "image-budget", "model": args.model, "target": "rk3588", "machine": machine(),
                    "commit": git_commit(), "resolution": report["resolution"], "images": len(float32),
@@ -93,20 +108,20 @@ def main() -> int:
                    "kept": {}, "first": order[:10]}
         for k in ks:
             results["kept"][k] = {"output_psnr_db": round(curve[k], 2),
-                                  **versus(drawer.draw(lambda t, m=mask(k): (emulation, m)))}
+                                  **versus(drawn(lambda t, m=emulation.mask(order[:k]): (emulation, m)))}
             print("kept", k, results["kept"][k], flush=True)
 
         nudged = Emulation(passes.onnx, [replace(p, scale=p.scale * (1 + 1e-6)) for p in emulation.points], [],
                            scratch / "nudged")
         results["metric_noise"] = {"kept": NOISE_KEPT,
-                                   **versus(drawer.draw(lambda t: (nudged, mask(NOISE_KEPT))))}
+                                   **versus(drawn(lambda t: (nudged, emulation.mask(order[:NOISE_KEPT]))))}
         print("metric noise", results["metric_noise"], flush=True)
 
-        quantized_mask = mask(WINDOW_KEPT)
+        quantized_mask = emulation.mask(order[:WINDOW_KEPT])
         results["float_steps"] = {"kept": WINDOW_KEPT}
         for label, (low, high) in WINDOWS.items():
             float_mask = np.zeros_like(quantized_mask)
-            results["float_steps"][label] = versus(drawer.draw(
+            results["float_steps"][label] = versus(drawn(
                 lambda t: (emulation, float_mask if low <= t < high else quantized_mask)))
             print(label, results["float_steps"][label], flush=True)
 
@@ -122,42 +137,11 @@ def main() -> int:
             "kept": WINDOW_KEPT, "split_at_timestep": HALVES,
             "median_scale_vs_whole_schedule": {name: round(h[1], 3) for name, h in halves.items()},
             "calibration_inputs": {name: h[2] for name, h in halves.items()},
-            **versus(drawer.draw(lambda t: (halves["late" if t < HALVES else "early"][0], quantized_mask)))}
+            **versus(drawn(lambda t: (halves["late" if t < HALVES else "early"][0], quantized_mask)))}
         print("timestep groups", results["timestep_groups"], flush=True)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     return 0
-
-
-class _Drawer:
-    """The evaluation set drawn by the pipeline in `folder` with the UNet in an emulation that `choose(t)`
-    picks, with its mask, for each call's timestep t."""
-
-    def __init__(self, folder: Path, passes, evaluation, resolution: int):
-        self.folder, self.evaluation, self.resolution = folder, evaluation, resolution
-        self.feeder, self.output = passes.feeder(), passes.outputs[0]
-        self.config = json.loads((folder / "unet" / "config.json").read_text())
-
-    def draw(self, choose) -> np.ndarray:
-        from converter.common import onnx_runtime
-        from converter.imaging.runtime_unet import RuntimeUNet
-        from converter.imaging.text_to_image import denoise, pipeline, to_uint8
-        from converter.quantization.sensitivity import MASK
-
-        timestep = [0.0]
-
-        def to_graph(feed: dict) -> dict:
-            timestep[0] = float(feed["timestep"].reshape(-1)[0])
-            return self.feeder(feed)
-
-        def run(feeds: list[dict]) -> list[np.ndarray]:
-            emulation, mask = choose(timestep[0])
-            return [onnx_runtime.run(emulation.session, {**f, MASK: mask})[self.output] for f in feeds]
-
-        ev = self.evaluation
-        pipe = pipeline(self.folder, RuntimeUNet(self.config, to_graph, run))
-        return to_uint8(denoise(pipe, {"prompt": [p.prompt for p in ev.prompts]}, [p.seed for p in ev.prompts],
-                                ev.steps, ev.guidance_scale, self.resolution, None, "np"))
 
 
 def _fitted(point, low: float, high: float):

@@ -219,10 +219,14 @@ class Emulation:
         reference = np.concatenate([self.outputs(f, nothing) for f in feeds])
         curve = {}
         for k in ks:
-            kept = set(order[:k])
-            mask = np.array([0.0 if p.tensor in kept else 1.0 for p in self.points], np.float32)
+            mask = self.mask(order[:k])
             curve[k] = compare(np.concatenate([self.outputs(f, mask) for f in feeds]), reference)["psnr_db"]
         return curve
+
+    def mask(self, kept: list[str]) -> np.ndarray:
+        """MASK with every point quantized but the tensors `kept` float."""
+        left = set(kept)
+        return np.array([0.0 if p.tensor in left else 1.0 for p in self.points], np.float32)
 
     def alone(self, tensors: list[str]) -> list[Sensitivity]:
         """Each of `tensors` (points' tensors) quantized alone, in their order."""

@@ -52,13 +52,10 @@ def relay(count: int, build: Callable[[int, Tick], T], on_tick: Tick | None = No
                 built[i].set()
             if on_tick is None:
                 return
-            if count == 1:
-                on_tick(phase, last_line, seconds)
-                return
             with shown_lock:  # one status line, updated by one part at a time
                 if phase:
                     phases[i] = phase
-                shown = " · ".join(f"part {j + 1} {p}" for j, p in sorted(phases.items()))
+                shown = " · ".join(f"part {j + 1} {p}" if count > 1 else p for j, p in sorted(phases.items()))
                 on_tick(shown or None, last_line, time.monotonic() - start)
         return tick
 

@@ -48,11 +48,16 @@ class Drawing:
     resolution: int
     scheduler: str | None = None  # a sampler's name (ddim, euler, euler-ancestral, lcm); None: the folder's own
 
+    @classmethod
+    def of(cls, evaluation: EvalSet, resolution: int) -> Drawing:
+        """A model's evaluation set at `resolution`."""
+        return cls([p.prompt for p in evaluation.prompts], [p.seed for p in evaluation.prompts], evaluation.steps,
+                   evaluation.guidance_scale, resolution)
+
 
 def run(folder: Path, models: PipelineModels, evaluation: EvalSet, resolution: int, log: Path, progress: Progress,
         tmp: Path) -> dict:
-    drawing = Drawing([p.prompt for p in evaluation.prompts], [p.seed for p in evaluation.prompts], evaluation.steps,
-                      evaluation.guidance_scale, resolution)
+    drawing = Drawing.of(evaluation, resolution)
     ref, converted = draw_both(folder, models, drawing, log, progress, tmp)
     result = compare_images(ref, converted, drawing.prompts, judge_for(evaluation.judge))
     for i, row in enumerate(result["rows"]):
@@ -78,15 +83,12 @@ def draw_both(folder: Path, models: PipelineModels, drawing: Drawing, log: Path,
     one simulator up at a time); BuildFailed if a rebuild computes anything else than its build did."""
     unet = models.unet
     to_graph = unet.passes.feeder()
-    config = json.loads((folder / "unet" / "config.json").read_text())
 
     def denoise_with(label: str, run, text: dict, output_type: str) -> np.ndarray:
         def on_step(done: int, total: int) -> None:
             progress.note(f"{label}: step {done}/{total} of {len(drawing.prompts)} images")
 
-        pipe = pipeline(folder, RuntimeUNet(config, to_graph, run), drawing.scheduler)
-        return denoise(pipe, text, drawing.seeds, drawing.steps, drawing.guidance_scale, drawing.resolution, on_step,
-                       output_type)
+        return draw(folder, drawing, text, to_graph, run, on_step, output_type)
 
     def simulator(model: BuiltModel, part: str):
         return rebuilt_simulator(model, log.with_name(f"{log.stem}-{part}.log") if part != "unet" else log,
@@ -107,6 +109,16 @@ def draw_both(folder: Path, models: PipelineModels, drawing: Drawing, log: Path,
                              for latent in out.numpy()])
         out = from_decoder(np.concatenate([outputs[0] for outputs in decoded]))
     return ref, to_uint8(out)
+
+
+def draw(folder: Path, drawing: Drawing, text: dict, to_graph, run, on_step=None, output_type: str = "np"):
+    """`drawing` by the pipeline in `folder` with its UNet replaced: `to_graph` turns each call's model-level
+    inputs into the graph's, `run` computes the graph's outputs for a batch of them (imaging/runtime_unet.py);
+    `text` as text_to_image.denoise takes it."""
+    config = json.loads((folder / "unet" / "config.json").read_text())
+    pipe = pipeline(folder, RuntimeUNet(config, to_graph, run), drawing.scheduler)
+    return denoise(pipe, text, drawing.seeds, drawing.steps, drawing.guidance_scale, drawing.resolution, on_step,
+                   output_type)
 
 
 def _npu_text_states(folder: Path, encoder: BuiltModel, prompts: list[str], simulator) -> dict:
