@@ -51,6 +51,7 @@ def test_time_projection_crash_is_reduced_to_its_three_nodes_and_matched(flip_cr
         ("crash", "build()", "SIGSEGV")
     reduction = diagnosis["reduction"]
     assert reduction["nodes_before"] > 500 and reduction["nodes_after"] <= 5 and reduction["reproduced"]
+    assert reduction["candidate_errors"] == 0 and reduction["stopped"] is None
     repro = onnx.load(str(out / "diagnosis" / "repro.onnx"))
     assert sorted(n.op_type for n in repro.graph.node) == ["Concat", "Slice", "Slice"]
     assert "fuse_slice_slice_concat_to_conv" in diagnosis["repro"]["rules"]

@@ -20,7 +20,8 @@ from converter.pipeline.request import BuildRequest
 @request_options(*DIAGNOSE_GROUPS)
 @click.option("--budget", "budget_s", type=click.FloatRange(1), default=None, metavar="SECONDS",
               help="Stop a toolkit run after this long and call it no progress (default: 120 s plus 120 s per GB "
-                   "of ONNX). Each candidate of the reduction gets the same budget.")
+                   "of ONNX). Each candidate of the reduction gets the same budget, and the reduction 40 of them: "
+                   "out of it, the smallest subgraph found failing so far is the repro.")
 @click.option("--known-failures", "catalogue", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               default=None, help="Catalogue of known failures to match against (default: "
                                  "converter/toolkit/known_failures.toml).")
@@ -33,9 +34,10 @@ def diagnose(request: BuildRequest, budget_s: float | None, catalogue: Path | No
     Takes the same model, target, dtype and pass options as `build` and runs its stages up to the
     toolkit, then the toolkit alone (in a child process, under a time budget), and classifies the
     outcome: crash (signal), abort (heap corruption), refusal at config(), toolkit error, no progress,
-    out of memory, or accuracy under --min-psnr. A crash, error or hang is reduced with Polygraphy's
-    `debug reduce` (bisection, then node by node; every candidate a toolkit build in a child process)
-    to the smallest subgraph that fails the same way, which is looked up in the catalogue of known
+    out of memory, or accuracy under --min-psnr. A crash, error or hang is reduced (bisecting the graph's
+    outputs, then its inputs, then node by node; every candidate a toolkit build in a child process, its
+    inputs the values they take in the whole graph) to the smallest subgraph that fails the same way, which
+    is looked up in the catalogue of known
     failures: a match names its fix and the build command with it (--apply runs it). An accuracy failure
     is located with the per-layer report instead: the first layer that departs from ONNX Runtime
     (a toolkit rewrite, or quantization / float16 noise), and the smallest ring of nodes around it that

@@ -8,7 +8,7 @@ dumps of tens of GiB: SD 1.5 at 512 px) is located from the build's own stage se
 The toolkit run and the reduction are build stages (`toolkit-probe`, `reduce`): diagnosing again with
 another catalogue, or after a failed `--apply`, reuses them. The result lands in BUILD/diagnosis/
 (written under a temporary name, renamed when complete): diagnosis.json, repro.onnx, repro.py (needs
-rknn-toolkit2 alone), the repro's toolkit log and Polygraphy's reduction logs.
+rknn-toolkit2 alone), the repro's toolkit log and the reduction's log.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,10 @@ from converter.common.progress import Progress
 from converter.diagnose import estimated_departure, locate, probe
 from converter.toolkit import repro_script
 from converter.toolkit.failure import KINDS, Failure, accuracy, classify, rules
-from converter.diagnose.reduce import reduce
+from converter.diagnose import subgraph
+from converter.diagnose.reduce import METHOD, reduce
+from converter.diagnose.subgraph import Cutter
+from converter.diagnose.tensor_store import TensorStore
 from converter.reports.layer_report import estimated_dump_bytes
 from converter.reports.report import write_html, write_json
 from converter.toolkit import driver, known_failures
@@ -61,6 +64,9 @@ NOT_REDUCED = {"refusal": "config() refuses before it reads the graph",
 ESTIMATED_NOT_GROWN = ("the departure is estimated, no layer dumped: no subgraph is grown around it (each candidate "
                        "would need ONNX Runtime on the whole graph for its inputs)")
 REPRO, REPRO_LOG, REPRO_DATA, REPRO_DATASET = "repro.onnx", "repro-toolkit.log", "repro-data", "repro-dataset.txt"
+REDUCE_LOG, VALUES = "reduce.log", "values"
+# A candidate that ends in no progress takes the whole toolkit budget: room for about 40 of them.
+REDUCE_BUDGETS = 40
 DEPARTURE_FIELDS = ("index", "layer", "op", "onnx_tensor", "onnx_nodes", "module", "cosine", "golden_cosine",
                     "added_noise_db", "psnr_db")
 
@@ -113,8 +119,10 @@ def _diagnosed(req: BuildRequest, known: list, progress: Progress, budget_s: flo
                                  {"layer": departed["layer"], "nodes": departed["onnx_nodes"]}, [probed.record, rknn],
                                  lambda tmp: _locate(settings, failure, departed, tmp, progress))
         elif failure and not skipped:
-            reduced = runner.run("reduce", f"smallest subgraph that fails the same way: {failure.describe()}", {},
-                                 [probed.record], lambda tmp: _reduce(settings, failure, tmp, progress))
+            reduce_s = REDUCE_BUDGETS * budget
+            reduced = runner.run("reduce", f"smallest subgraph that fails the same way: {failure.describe()}",
+                                 {"budget_s": reduce_s}, [probed.record],
+                                 lambda tmp: _reduce(settings, failure, reduce_s, tmp, progress))
     diagnosis = {"model": req.source.spec, "target": req.chip.name, "dtype": plan.dtype, "passes": list(plan.passes),
                  "parts": plan.parts, "toolkit_version": driver.toolkit_version(), "budget_s": round(budget),
                  "catalogue": str(catalogue), "status": "failed" if failure else "no failure",
@@ -217,44 +225,81 @@ def _probe(settings: probe.Probe, tmp: Path) -> dict:
     return {"failure": failure.to_json() if failure else None, "log": "toolkit.log"}
 
 
-def _reduce(settings: probe.Probe, failure: Failure, tmp: Path, progress: Progress) -> dict:
-    """Polygraphy's reduction into `tmp`/repro.onnx (crash, abort, error, no progress)."""
-    probe_json = settings.save(tmp / "probe.json")
-    wanted = tmp / "wanted.json"
-    write_json(wanted, failure.to_json())
-    reduction = reduce(Path(settings.source), probe_json, wanted, settings.feeds[0], tmp / REPRO, tmp, progress.tick)
-    return {"method": "polygraphy debug reduce (bisect, then linear)", "nodes_before": reduction.nodes_before,
-            "nodes_after": reduction.nodes_after, "builds": reduction.builds,
-            "minutes": round(reduction.seconds / 60, 2), **_settle(settings, failure, tmp)}
+def _reduce(settings: probe.Probe, failure: Failure, budget_s: float, tmp: Path, progress: Progress) -> dict:
+    """The reduction (reduce.py) into `tmp`/repro.onnx (crash, abort, error, no progress); every candidate a
+    line of `tmp`/reduce.log."""
+    store = TensorStore(Path(settings.source), settings.feeds, tmp / VALUES)
+    cutter = Cutter(Path(settings.source), store)
+    with open(tmp / REDUCE_LOG, "w") as log:
+        def fails(kept: frozenset[int]) -> bool:
+            try:
+                model = cutter.cut(kept)
+                if model is None:
+                    seen = "hands nothing on"
+                    return False
+                candidate = subgraph.save(model, _emptied(tmp / "candidate") / "candidate.onnx")
+                run = probe.run(candidate, settings, _emptied(tmp / "candidate-run"), store)
+                seen = run.describe() if run else "built"
+                return run is not None and run.same_way(failure)
+            except Exception as e:
+                seen = f"error of the check: {type(e).__name__}: {e}".splitlines()[0]
+                raise
+            finally:
+                log.write(f"{len(kept)} nodes ({_span(kept)}): {seen}\n")
+                log.flush()
+
+        reduction = reduce(len(cutter), fails, budget_s, progress.note)
+    subgraph.save(cutter.cut(reduction.kept), tmp / REPRO)
+    return {"method": METHOD, "nodes_before": reduction.nodes_before, "nodes_after": len(reduction.kept),
+            "builds": reduction.builds, "minutes": round(reduction.seconds / 60, 2),
+            "phases": [asdict(p) for p in reduction.phases], "stopped": reduction.stopped,
+            "candidate_errors": reduction.errors, "first_candidate_error": reduction.first_error,
+            **_settle(settings, failure, store, tmp)}
+
+
+def _emptied(folder: Path) -> Path:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _span(kept: frozenset[int]) -> str:
+    """`kept` as runs of consecutive node indices: "#4-#7, #9"."""
+    runs: list[list[int]] = []
+    for i in sorted(kept):
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return ", ".join(f"#{r[0]}-#{r[-1]}" if len(r) > 1 else f"#{r[0]}" for r in runs)
 
 
 def _locate(settings: probe.Probe, failure: Failure, departed: dict, tmp: Path, progress: Progress) -> dict:
     """The departing layer's ONNX nodes, grown downstream until they fail the gate alone, into `tmp`/repro.onnx."""
+    store = TensorStore(Path(settings.source), settings.feeds, tmp / VALUES)
+
     def fails(candidate: Path) -> bool:
-        shutil.rmtree(tmp / "candidate", ignore_errors=True)
-        seen = probe.run(candidate, settings, tmp / "candidate")
+        seen = probe.run(candidate, settings, _emptied(tmp / "candidate-run"), store)
         return seen is not None and seen.same_way(failure)
 
-    found = locate.grow(Path(settings.source), departed["onnx_nodes"], fails, tmp / REPRO, progress.note)
-    shutil.rmtree(tmp / "candidate", ignore_errors=True)
+    found = locate.grow(Cutter(Path(settings.source), store), departed["onnx_nodes"], fails, tmp / REPRO,
+                        progress.note)
     return {"method": f"layer {departed['layer']}'s ONNX nodes and {found.rings} rings of their consumers",
             "nodes_before": found.nodes_before, "nodes_after": found.nodes_after, "builds": found.builds,
-            "minutes": round(found.seconds / 60, 2), **_settle(settings, failure, tmp)}
+            "minutes": round(found.seconds / 60, 2), **_settle(settings, failure, store, tmp)}
 
 
-def _settle(settings: probe.Probe, failure: Failure, tmp: Path) -> dict:
+def _settle(settings: probe.Probe, failure: Failure, store: TensorStore, tmp: Path) -> dict:
     """The repro in `tmp` built once more for its log and failure, and its inputs saved for repro.py
     (calibration samples for a quantized build, the check input)."""
-    again = probe.run(tmp / REPRO, settings, tmp / "repro-build")
+    again = probe.run(tmp / REPRO, settings, tmp / "repro-build", store)
     shutil.copyfile(tmp / "repro-build" / "toolkit.log", tmp / REPRO_LOG)
     model = onnx.load(str(tmp / REPRO), load_external_data=False)
     (tmp / REPRO_DATA).mkdir()
-    feeds = probe.feeds_for(model, settings, tmp / "repro-build")
-    for i, feed in enumerate(feeds):
+    for i, feed in enumerate(probe.feeds_for(model, store)):
         np.savez(tmp / REPRO_DATA / f"{i}.npz", **feed)
-    for scratch in ("repro-build", "freeze-inputs.json", "probe.json", "wanted.json", "polygraphy_debug*"):
-        for path in tmp.glob(scratch):
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for scratch in ("repro-build", VALUES, "candidate", "candidate-run"):
+        shutil.rmtree(tmp / scratch, ignore_errors=True)
     return {"failure": (again or failure).to_json(), "reproduced": again is not None and again.same_way(failure)}
 
 
@@ -266,11 +311,11 @@ def _explain(failure: Failure, logs: list[Path], reduced: StageResult | None, sk
         (folder / REPRO_LOG).write_text("".join(log.read_text(errors="replace") for log in logs))
         repro_failure, reduction, feeds = failure, {"skipped": skipped}, []
     else:
-        for name in (REPRO, REPRO_LOG, *(p.name for p in reduced.path.glob("reduce-*.log"))):
-            shutil.copyfile(reduced.path / name, folder / name)
+        for name in (REPRO, REPRO_LOG, REDUCE_LOG):
+            if (reduced.path / name).exists():
+                shutil.copyfile(reduced.path / name, folder / name)
         repro_failure = Failure.from_json(reduced.meta["failure"])
-        reduction = {k: reduced.meta[k] for k in ("method", "nodes_before", "nodes_after", "builds", "minutes",
-                                                  "reproduced")}
+        reduction = {k: v for k, v in reduced.meta.items() if k != "failure"}
         feeds = sorted((reduced.path / REPRO_DATA).glob("*.npz"), key=lambda p: int(p.stem))
     ops = [n.op_type for n in onnx.load(str(folder / REPRO), load_external_data=False).graph.node]
     log_text = (folder / REPRO_LOG).read_text(errors="replace")

@@ -1,8 +1,8 @@
 """Where an accuracy failure starts, and a subgraph around it that loses the accuracy on its own.
 
-Polygraphy's reduction does not fit accuracy: every candidate is a build plus a simulator run, and
-node-by-node reduction of the tiny UNet's 870 nodes would take ~50 min (measured: bisection got
-870 -> 389 nodes in 68 s, then ~8 s a node). The per-layer report already says where the .rknn leaves
+The reduction (reduce.py) does not fit accuracy: every candidate is a build plus a simulator run, and
+node-by-node reduction of the tiny UNet's 870 nodes would take ~50 min (measured with Polygraphy's:
+bisection got 870 -> 389 nodes in 68 s, then ~8 s a node). The per-layer report already says where the .rknn leaves
 ONNX Runtime: the first layer, in the toolkit's execution order, whose toolkit float run ('golden')
 already disagrees with ONNX Runtime (a rewrite that changed what the graph computes) or that adds
 more noise than the gate allows (quantization or float16 precision). From that layer's ONNX nodes
@@ -18,10 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import onnx
-from onnx.utils import Extractor
-
-from converter.common.onnx_graph import Graph
+from converter.diagnose import subgraph
+from converter.diagnose.subgraph import Cutter
 from converter.reports.layer_report import GOLDEN_FAITHFUL_COS, worst_first
 
 MAX_RINGS = 12
@@ -59,54 +57,32 @@ class Neighbourhood:
     seconds: float
 
 
-def _ring(graph: Graph, names: set[str]) -> set[str]:
-    """`names` and the nodes that consume their outputs."""
-    return names | {c.name for n in graph.model.graph.node if n.name in names for o in n.output
-                    for c in graph.consumers.get(o, [])}
+def _ring(cutter: Cutter, kept: set[int]) -> set[int]:
+    """`kept` and the nodes that consume their outputs."""
+    return kept | {c for i in kept for o in cutter.nodes[i].output if o for c in cutter.consumers.get(o, ())}
 
 
-def _boundary(graph: Graph, names: set[str]) -> tuple[list[str], list[str]]:
-    """The subgraph's inputs (tensors from outside, constants aside) and outputs (tensors leaving it)."""
-    given = {i.name for i in graph.model.graph.initializer} | {o.name for o in graph.model.graph.output}
-    inside = [n for n in graph.model.graph.node if n.name in names]
-    produced = {o for n in inside for o in n.output}
-    inputs = [i for n in inside for i in n.input
-              if i and i not in produced and i not in given
-              and not (i in graph.producer and graph.producer[i].op_type == "Constant")]
-    outputs = [o for n in inside for o in n.output
-               if o in given or any(c.name not in names for c in graph.consumers.get(o, []))]
-    return list(dict.fromkeys(inputs)), outputs
-
-
-def _extract(cutter: Extractor, weights_dir: Path, inputs: list[str], outputs: list[str], out: Path) -> int:
-    """The subgraph from `inputs` to `outputs` into `out` with its weights inline; its node count. The
-    graph is cut without weights (a 3.4 GB UNet stays on disk), then the kept ones are read."""
-    sub = cutter.extract_model(inputs, outputs)
-    onnx.load_external_data_for_model(sub, str(weights_dir))
-    onnx.save(sub, str(out))
-    return len(sub.graph.node)
-
-
-def grow(source: Path, seed: list[str], fails: Callable[[Path], bool], out: Path,
+def grow(cutter: Cutter, seed: list[str], fails: Callable[[Path], bool], out: Path,
          on_note: Callable[[str], None] | None = None) -> Neighbourhood:
-    """The smallest ring around the `seed` nodes (0: the seed alone, then each ring adding the nodes that
-    consume the last one's outputs) whose subgraph `fails` standalone, written to `out`; the largest tried
-    is left there when none does within MAX_RINGS."""
+    """The smallest ring around the nodes named `seed` (0: the seed alone, then each ring adding the nodes
+    that consume the last one's outputs) whose subgraph `fails` standalone, written to `out`; the largest
+    tried is left there when none does within MAX_RINGS."""
     start = time.monotonic()
-    graph = Graph.load(source)
-    # Extractor needs the value_info of every tensor it cuts at: shapes inferred once for all rings.
-    cutter = Extractor(onnx.shape_inference.infer_shapes(graph.model))
-    names, builds, nodes, last = set(seed), 0, 0, None
+    kept, builds, nodes, last = cutter.index(seed), 0, 0, None
     for rings in range(MAX_RINGS + 1):
         if rings:
-            names = _ring(graph, names)
-        if names == last:
+            kept = _ring(cutter, kept)
+        if kept == last:
             break  # nothing downstream left to add
-        last = set(names)
-        nodes = _extract(cutter, source.parent, *_boundary(graph, names), out)
+        last = set(kept)
+        model = cutter.cut(kept)
+        if model is None:
+            continue  # hands nothing on yet
+        nodes = len(model.graph.node)
+        subgraph.save(model, out)
         builds += 1
         if on_note:
             on_note(f"{rings} rings: {nodes} nodes")
         if fails(out):
             break
-    return Neighbourhood(rings, len(graph.model.graph.node), nodes, builds, round(time.monotonic() - start, 1))
+    return Neighbourhood(rings, len(cutter), nodes, builds, round(time.monotonic() - start, 1))

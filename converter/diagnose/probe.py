@@ -1,15 +1,14 @@
 """One toolkit run on one ONNX graph, in a child process, ending in a Failure or in None (it worked).
 
-A subgraph's inputs are tensors inside the model it was cut from: their values come from ONNX Runtime
-on that model (`source`) with its recorded inputs, so a candidate sees what it would see in place
-(the accuracy check compares with ONNX Runtime on those values; a quantized build calibrates on them).
+A subgraph's inputs are tensors inside the model it was cut from: their values are those tensors' in
+that model (`source`) on its recorded feeds (tensor_store.py), so a candidate sees what it would see in
+place (the accuracy check compares with ONNX Runtime on those values; a quantized build calibrates on them).
 """
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import onnx
 from converter.common import onnx_runtime
 from converter.common.accuracy import compare
 from converter.common.errors import BuildFailed
+from converter.diagnose.tensor_store import TensorStore
 from converter.toolkit.failure import Failure, accuracy, classify
 from converter.toolkit import driver
 from converter.toolkit.job import ToolkitSettings
@@ -35,27 +35,11 @@ class Probe:
     def target(self) -> str:
         return self.toolkit.target
 
-    def save(self, path: Path) -> Path:
-        path.write_text(json.dumps(asdict(self), indent=1))
-        return path
 
-    @classmethod
-    def load(cls, path: Path) -> Probe:
-        data = json.loads(path.read_text())
-        return cls(**{**data, "toolkit": ToolkitSettings(**data["toolkit"])})
-
-
-def feeds_for(model: onnx.ModelProto, probe: Probe, scratch: Path) -> list[dict[str, np.ndarray]]:
+def feeds_for(model: onnx.ModelProto, store: TensorStore) -> list[dict[str, np.ndarray]]:
     """Each recorded feed of the full graph, as the values `model`'s inputs take in it."""
     names = [i.name for i in model.graph.input]
-    feeds = []
-    for npz in probe.feeds:
-        with np.load(npz) as data:
-            full = dict(data)
-        missing = [n for n in names if n not in full]
-        values = onnx_runtime.run_with_tensors(Path(probe.source), full, missing, scratch / "ort") if missing else {}
-        feeds.append({n: full[n] if n in full else values[n] for n in names})
-    return feeds
+    return [store.values(names, i) for i in range(len(store))]
 
 
 def _write_samples(feeds: list[dict[str, np.ndarray]], folder: Path) -> list[dict[str, Path]]:
@@ -69,12 +53,14 @@ def _write_samples(feeds: list[dict[str, np.ndarray]], folder: Path) -> list[dic
     return samples
 
 
-def run(onnx_path: Path, probe: Probe, folder: Path) -> Failure | None:
-    """Build `onnx_path` as `probe` says (log in `folder`/toolkit.log); the Failure, or None."""
+def run(onnx_path: Path, probe: Probe, folder: Path, store: TensorStore | None = None) -> Failure | None:
+    """Build `onnx_path`, a subgraph of `probe.source`, as `probe` says (log in `folder`/toolkit.log); the
+    Failure, or None. Its inputs' values come from `store` (one is made in `folder` when not given)."""
     folder.mkdir(parents=True, exist_ok=True)
     model = onnx.load(str(onnx_path), load_external_data=False)
     inputs, outputs = [i.name for i in model.graph.input], [o.name for o in model.graph.output]
-    feeds = feeds_for(model, probe, folder) if probe.min_psnr is not None or probe.toolkit.quantized else []
+    store = store or TensorStore(Path(probe.source), probe.feeds, folder / "values")
+    feeds = feeds_for(model, store) if probe.min_psnr is not None or probe.toolkit.quantized else []
     samples = _write_samples(feeds, folder)
     dataset = None
     if probe.toolkit.quantized:

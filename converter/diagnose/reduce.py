@@ -1,71 +1,132 @@
-"""Shrink a failing graph to a small one that fails the same way: Polygraphy's `debug reduce`.
+"""Shrink a failing graph to a small one that fails the same way: the reduction engine.
 
-Polygraphy keeps the reduction engine apart from the check, which is what this needs: its engine
-(bisect over the graph's outputs, then its inputs; then one node at a time) freezes dangling branches
-to values ONNX Runtime computes from the recorded inputs, and runs `converter.diagnose.check` on each
-candidate, which builds it with the toolkit in a child process and compares the failure class.
-Polygraphy runs in a child too (as `python -m converter.diagnose.reduce debug reduce ...`).
+The engine knows nodes only as their indices in the graph's topological order and asks one question,
+`fails(kept)`, that its caller answers (diagnosis.py cuts the nodes out with subgraph.py and builds them
+with the toolkit); the engine is apart from the check, as Polygraphy's `debug reduce` keeps it. It runs
+in three phases, each starting from the smallest failing set the one before found:
+- `outputs`: bisect the end, the shortest prefix of the graph that still fails;
+- `inputs`: bisect the start, the shortest suffix of that prefix that still fails;
+- `nodes`: drop one node at a time, kept out when the rest still fails, until a sweep drops none.
+Bisection assumes a failure that stays once its nodes are in; where it does not, its invariant still
+holds (the set it keeps has been seen to fail), only the result is larger. A candidate whose check
+raises counts as not failing (the first such error is recorded); a phase out of budget stops there and
+says so. The result is always a set seen to fail: at worst, the whole graph.
 """
 
 from __future__ import annotations
 
-import re
-import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
-import numpy as np
-import onnx
+PHASES = ("outputs", "inputs", "nodes")
+METHOD = "bisect the outputs, then the inputs, then drop nodes one at a time"
 
-from converter.toolkit.child import run_module
 
-_ITERATION = re.compile(r"(PASSED|FAILED) \| Iteration \d+")
-MODES = ("bisect", "linear")
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    nodes: int  # the smallest failing set after it
+    builds: int  # candidates it checked
 
 
 @dataclass(frozen=True)
 class Reduction:
+    kept: frozenset[int]
     nodes_before: int
-    nodes_after: int
-    builds: int  # candidates the toolkit built
+    phases: tuple[Phase, ...]
     seconds: float
+    stopped: str | None = None  # the phase that ran out of budget, and when
+    errors: int = 0  # candidates whose check raised
+    first_error: str | None = None
+
+    @property
+    def builds(self) -> int:
+        return sum(p.builds for p in self.phases)
 
 
-def _freeze_inputs(feed_npz: str, path: Path) -> Path:
-    """The check input in Polygraphy's data format, to freeze dangling branches with real values."""
-    from polygraphy.json import save_json
-
-    with np.load(feed_npz) as data:
-        save_json([dict(data)], str(path))
-    return path
+class _OutOfBudget(Exception):
+    pass
 
 
-def reduce(model: Path, probe_json: Path, wanted_json: Path, feed_npz: str, out: Path, folder: Path,
-           on_tick: Callable | None = None) -> Reduction:
-    """`model` reduced into `out` (bisection, then node by node); Polygraphy's logs in `folder`/reduce-MODE.log."""
+@dataclass
+class _Search:
+    fails: Callable[[frozenset[int]], bool]
+    deadline: float
+    on_note: Callable[[str], None] | None
+    builds: int = 0
+    errors: int = 0
+    first_error: str | None = None
+    phase: str = ""
+    smallest: frozenset[int] = field(default_factory=frozenset)
+
+    def check(self, kept: Iterable[int]) -> bool:
+        if time.monotonic() > self.deadline:
+            raise _OutOfBudget
+        kept = frozenset(kept)
+        self.builds += 1
+        try:
+            failed = bool(kept) and self.fails(kept)
+        except Exception as e:  # noqa: BLE001 - one candidate the check cannot judge does not end the search
+            self.errors += 1
+            self.first_error = self.first_error or f"{type(e).__name__}: {e}".splitlines()[0]
+            failed = False
+        if failed and len(kept) < len(self.smallest):
+            self.smallest = kept
+        if self.on_note:
+            self.on_note(f"{self.phase}: {len(kept)} nodes {'fail' if failed else 'pass'} "
+                         f"(smallest failing {len(self.smallest)}, {self.builds} builds)")
+        return failed
+
+
+def _shortest_prefix(search: _Search, kept: list[int]) -> None:
+    lo, hi = 0, len(kept)  # kept[:hi] fails; kept[:lo] is not known to
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if search.check(kept[:mid]):
+            hi = mid
+        else:
+            lo = mid
+
+
+def _shortest_suffix(search: _Search, kept: list[int]) -> None:
+    lo, hi = 0, len(kept) - 1  # kept[lo:] fails; kept[hi + 1:] is not known to
+    while hi > lo:
+        mid = (lo + hi + 1) // 2
+        if search.check(kept[mid:]):
+            lo = mid
+        else:
+            hi = mid - 1
+
+
+def _one_at_a_time(search: _Search, kept: list[int]) -> None:
+    dropped = True
+    while dropped and len(kept) > 1:
+        dropped = False
+        for node in reversed(list(kept)):  # from the outputs back: a node's consumers go before it does
+            rest = [n for n in kept if n != node]
+            if len(kept) > 1 and search.check(rest):
+                kept, dropped = rest, True
+
+
+_STEPS = {"outputs": _shortest_prefix, "inputs": _shortest_suffix, "nodes": _one_at_a_time}
+
+
+def reduce(count: int, fails: Callable[[frozenset[int]], bool], budget_s: float,
+           on_note: Callable[[str], None] | None = None) -> Reduction:
+    """The smallest set of the graph's `count` nodes (known to fail whole) found to fail within `budget_s`."""
     start = time.monotonic()
-    inputs = _freeze_inputs(feed_npz, folder / "freeze-inputs.json")
-    check = [sys.executable, "-m", "converter.diagnose.check", str(probe_json.resolve()), str(wanted_json.resolve()),
-             "polygraphy_debug.onnx"]
-    current, builds = model.resolve(), 0
-    for mode in MODES:
-        log = folder / f"reduce-{mode}.log"
-        run_module("converter.diagnose.reduce",
-                   ["debug", "reduce", str(current), "-o", str(out.resolve()), "--mode", mode,
-                    "--load-inputs", str(inputs.resolve()), "--check", *check],
-                   folder, log, f"polygraphy debug reduce --mode {mode}", on_tick)
-        builds += len(_ITERATION.findall(log.read_text(errors="replace")))
-        current = out.resolve()
-    return Reduction(_nodes(model), _nodes(out), builds, round(time.monotonic() - start, 1))
-
-
-def _nodes(path: Path) -> int:
-    return len(onnx.load(str(path), load_external_data=False).graph.node)
-
-
-if __name__ == "__main__":
-    from polygraphy.tools import main
-
-    sys.exit(main())
+    search = _Search(fails, start + budget_s, on_note, smallest=frozenset(range(count)))
+    phases, stopped = [], None
+    for name in PHASES:
+        search.phase, before = name, search.builds
+        try:
+            _STEPS[name](search, sorted(search.smallest))
+        except _OutOfBudget:
+            stopped = (f"phase {name} stopped after {search.builds} builds: the reduction's budget of "
+                       f"{budget_s / 60:.0f} min was spent")
+        phases.append(Phase(name, len(search.smallest), search.builds - before))
+        if stopped:
+            break
+    return Reduction(search.smallest, count, tuple(phases), round(time.monotonic() - start, 1), stopped,
+                     search.errors, search.first_error)

@@ -34,6 +34,11 @@ def print_diagnosis(console: Console, diagnosis: dict, folder: Path) -> None:
         say(f"reduced: {reduction['nodes_before']} -> {reduction['nodes_after']} nodes in {reduction['builds']} toolkit "
             f"builds, {reduction['minutes']:.1f} min ({reduction['method']}); the repro fails as: "
             f"{diagnosis['repro']['failure']['kind']} ({diagnosis['repro']['failure']['detail']})")
+        if reduction.get("stopped"):
+            say(f"  not reduced further: {reduction['stopped']}", "yellow")
+        if reduction.get("candidate_errors"):
+            say(f"  {reduction['candidate_errors']} candidates could not be checked, taken as not failing; the "
+                f"first: {reduction['first_candidate_error']}", "yellow")
     known = diagnosis["known"]
     if known:
         say(f"known failure {known['id']}: {known['title']}")
