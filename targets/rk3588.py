@@ -3,8 +3,10 @@
 rknn-toolkit2 2.5.0 accepts `w8a8` or no quantization (float16) for it; `w8a16` is refused at
 `config()` (see ../shared/rknn-facts.md). rkconvert builds float16, and w8a8 calibrated on the
 sampler's own trajectories (calib_data/).
-Pass order matters: split_fused_qkv_projection undoes what simplify fuses; group_norm_as_conv reads
-the GroupNorm pattern as exported (and as simplified).
+Pass order matters: host_time_projection reads the time projection's Slices as exported (steps and all);
+split_fused_qkv_projection undoes what simplify fuses; group_norm_as_conv reads the GroupNorm pattern as
+exported (and as simplified); attention_key_as_gemm and tile_attention read attention as MatMul, which
+einsum_as_matmul makes of an Einsum.
 """
 
 from .chip import Chip
@@ -21,7 +23,8 @@ CHIP = Chip(
         "w8a16": "rknn-toolkit2 2.5.0 refuses w8a16 for rk3588 at config() (it offers it for rk3562)",
         "w4a16": "rknn-toolkit2 2.5.0 offers w4a16 for rk3576 and rv1126b only",
     },
-    passes=("host_time_projection", "simplify", "split_fused_qkv_projection", "group_norm_as_conv", "tile_attention"),
+    passes=("host_time_projection", "drop_unit_slice_steps", "simplify", "split_fused_qkv_projection",
+            "group_norm_as_conv", "einsum_as_matmul", "attention_key_as_gemm", "tile_attention"),
     # onnxsim saves no build time on 2.5.0 (the toolkit folds constants itself: the demo's build()
     # took 61 s either way, 957 layers either way); it stays available for graphs that need it.
     off_by_default=("simplify",),

@@ -1,5 +1,6 @@
-"""`rkconvert diagnose` on toolkit failures the catalogue does not hold, in graphs written here: the
-reduction must end in a repro that fails the same way, whatever the graph holds."""
+"""`rkconvert diagnose` on toolkit failures in graphs written here, of the kinds that broke its reduction
+before (an optional input left out, inputs that move as the graph shrinks): it must end in a repro that
+fails the same way. Both were unknown then; the catalogue has held them since `rkconvert fuzz` met them."""
 
 from __future__ import annotations
 
@@ -64,22 +65,28 @@ def _attention(tmp_path) -> str:
                   "image_shape": np.array([1, channels, 16, 16], np.int64)})
 
 
+# Each graph, the pass that would avoid its failure (skipped: the failure is the point), its catalogue entry.
+CASES = {"cubic": ((), "cubic-resize"),
+         "attention": (("--skip-pass", "attention_key_as_gemm"), "attention-key-projection-keyerror")}
+
+
 @pytest.fixture(scope="module", params=[_cubic_resize, _attention], ids=["empty-roi", "moved-inputs"])
 def diagnosed(request, tmp_path_factory):
     """(graph as written, diagnose's process, its diagnosis folder, diagnosis.json)."""
     work = tmp_path_factory.mktemp(request.param.__name__)
     name = request.param(work)
-    result = rkconvert("diagnose", "--target", "rk3588", "--model", name, "--out", "d", cwd=work,
-                       timeout=DIAGNOSE_HANG_GUARD_SECONDS)
+    result = rkconvert("diagnose", "--target", "rk3588", "--model", name, *CASES[name.removesuffix(".onnx")][0],
+                       "--out", "d", cwd=work, timeout=DIAGNOSE_HANG_GUARD_SECONDS)
     folder = work / "d" / "diagnosis"
     return onnx.load(str(work / name)), result, folder, json.loads((folder / "diagnosis.json").read_text())
 
 
-def test_an_unknown_failure_is_reduced_to_a_repro_that_fails_the_same_way(diagnosed):
+def test_the_failure_is_reduced_to_a_repro_that_fails_the_same_way_and_recognised(diagnosed):
     source, result, folder, diagnosis = diagnosed
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr and not error_lines(result)
-    assert diagnosis["known"] is None and "unknown: no entry of" in result.stdout
+    assert diagnosis["known"]["id"] == CASES[source.graph.name][1]
+    assert f"fix: {diagnosis['known']['remedy_text']}" in result.stdout
     reduction = diagnosis["reduction"]
     assert reduction["reproduced"] and reduction["stopped"] is None and reduction["candidate_errors"] == 0
     assert reduction["nodes_after"] < reduction["nodes_before"] == len(source.graph.node)

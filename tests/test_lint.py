@@ -55,7 +55,8 @@ def test_without_the_fix_lint_fails_and_names_it(tiny_build):
     bad = rkconvert("lint", "--target", "rk3588", "--model", "tiny-unet", "--passes", "nope", cwd=work)
     assert bad.returncode == 2 and error_lines(bad) == [
         "rkconvert: error: --passes nope: no such pass (known: host_time_projection, simplify, split_fused_qkv_projection, "
-        "group_norm_as_conv, tile_attention, pad_conv_channels, pad_matmul_inner_dim)"]
+        "group_norm_as_conv, tile_attention, pad_conv_channels, pad_matmul_inner_dim, drop_unit_slice_steps, "
+        "einsum_as_matmul, attention_key_as_gemm)"]
 
 
 def test_operator_facts_skip_shape_arithmetic():

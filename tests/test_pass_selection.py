@@ -10,12 +10,13 @@ from targets import get_chip
 from targets.attention_traffic import best_tiles, tile_cap
 
 RK3588 = get_chip("rk3588")
-DEFAULT = ["host_time_projection", "split_fused_qkv_projection", "group_norm_as_conv", "tile_attention"]
+DEFAULT = ["host_time_projection", "drop_unit_slice_steps", "split_fused_qkv_projection", "group_norm_as_conv",
+           "einsum_as_matmul", "attention_key_as_gemm", "tile_attention"]
 
 
 def test_default_list_leaves_simplify_off_and_keeps_the_order():
     assert select(RK3588) == DEFAULT
-    assert select(RK3588, enable=("simplify",)) == ["host_time_projection", "simplify", *DEFAULT[1:]]
+    assert select(RK3588, enable=("simplify",)) == [*DEFAULT[:2], "simplify", *DEFAULT[2:]]
     assert select(RK3588, skip=("host_time_projection",)) == DEFAULT[1:]
     assert select(RK3588, explicit="simplify, host_time_projection") == ["simplify", "host_time_projection"]
     assert select(RK3588, attention_tiles="off") == DEFAULT[:-1]

@@ -17,7 +17,7 @@ import click
 from rich.console import Console
 
 from converter import __version__
-from converter.cli import build, calib, compare, diagnose, generate, lint, matrix, quantize, release
+from converter.cli import build, calib, compare, diagnose, fuzz, generate, lint, matrix, quantize, release
 from converter.cli.exits import EXIT_CODES
 from converter.common.errors import BuildFailed, UserError
 
@@ -51,5 +51,5 @@ def main():
 
 
 for command in (build.build, lint.lint, diagnose.diagnose, calib.calib, quantize.quantize, generate.generate,
-                compare.compare, release.release, release.verify, matrix.matrix):
+                compare.compare, release.release, release.verify, matrix.matrix, fuzz.fuzz):
     main.add_command(command)

@@ -58,7 +58,7 @@ def diagnose(request: BuildRequest, budget_s: float | None, catalogue: Path | No
     result = run_diagnose(request, Progress(Console(stderr=True, highlight=False)), budget_s, catalogue or CATALOGUE)
     console = Console(highlight=False, soft_wrap=True)
     print_diagnosis(console, result, request.out / DIAGNOSIS_DIR)
-    if result["failure"] is None or result["known"] is None:
+    if result["failure"] is None or result["known"] is None or "advice" in result["known"]["remedy"]:
         if apply_fix:
             console.print("--apply: nothing to apply", markup=False)
         sys.exit(0 if result["failure"] is None else 1)

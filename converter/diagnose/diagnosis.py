@@ -14,16 +14,12 @@ rknn-toolkit2 alone), the repro's toolkit log and the reduction's log.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
-from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper
 
 from calib_data.dataset_writer import read_samples
 from converter.common.errors import BuildFailed
@@ -40,33 +36,22 @@ from converter.pipeline.stages.passes import Rewritten
 from converter.pipeline.stages.reference import Reference
 from converter.pipeline.stages.rknn import Converted, part_log
 from converter.pipeline.toolkit_inputs import ToolkitInputs
-from converter.toolkit.child import log_lines
 from converter.common.progress import Progress
-from converter.diagnose import estimated_departure, locate, probe
-from converter.toolkit import repro_script
-from converter.toolkit.failure import KINDS, Failure, accuracy, classify, rules
-from converter.diagnose import subgraph
-from converter.diagnose.reduce import METHOD, reduce
-from converter.diagnose.subgraph import Cutter
-from converter.diagnose.tensor_store import TensorStore
+from converter.diagnose import estimated_departure, failing_graph, locate, probe
+from converter.diagnose.failing_graph import (DIAGNOSIS_FILE, REDUCE_BUDGETS, described, explain, locate_into,
+                                              reduce_into, write_folder)
+from converter.toolkit.failure import Failure, accuracy, classify
 from converter.reports.layer_report import estimated_dump_bytes
 from converter.reports.report import write_html, write_json
 from converter.toolkit import driver, known_failures
 
 DIAGNOSIS_DIR = "diagnosis"
-DIAGNOSIS_FILE = "diagnosis.json"
 # No progress: the budget grows with the graph (a tiny UNet builds in seconds, SD 1.5's 3.4 GB in ~3 min).
 BUDGET_BASE_S, BUDGET_PER_GB_S = 120.0, 120.0
-TAIL_LINES = 12
-NOT_REDUCED = {"refusal": "config() refuses before it reads the graph",
-               "out_of_memory": "a smaller graph needs less memory, so it would not fail the same way",
-               "accuracy": "no layer the simulator dumped maps to an ONNX tensor"}  # else located (locate.py)
+# An accuracy failure is located (locate.py) unless no dumped layer maps to an ONNX tensor.
+NOT_REDUCED = {**failing_graph.NOT_REDUCED, "accuracy": "no layer the simulator dumped maps to an ONNX tensor"}
 ESTIMATED_NOT_GROWN = ("the departure is estimated, no layer dumped: no subgraph is grown around it (each candidate "
                        "would need ONNX Runtime on the whole graph for its inputs)")
-REPRO, REPRO_LOG, REPRO_DATA, REPRO_DATASET = "repro.onnx", "repro-toolkit.log", "repro-data", "repro-dataset.txt"
-REDUCE_LOG, VALUES = "reduce.log", "values"
-# A candidate that ends in no progress takes the whole toolkit budget: room for about 40 of them.
-REDUCE_BUDGETS = 40
 DEPARTURE_FIELDS = ("index", "layer", "op", "onnx_tensor", "onnx_nodes", "module", "cosine", "golden_cosine",
                     "added_noise_db", "psnr_db")
 
@@ -117,16 +102,16 @@ def _diagnosed(req: BuildRequest, known: list, progress: Progress, budget_s: flo
         if departed:
             reduced = runner.run("locate", f"subgraph around layer {departed['layer']} that fails the gate alone",
                                  {"layer": departed["layer"], "nodes": departed["onnx_nodes"]}, [probed.record, rknn],
-                                 lambda tmp: _locate(settings, failure, departed, tmp, progress))
+                                 lambda tmp: locate_into(settings, failure, departed, tmp, progress.note))
         elif failure and not skipped:
             reduce_s = REDUCE_BUDGETS * budget
             reduced = runner.run("reduce", f"smallest subgraph that fails the same way: {failure.describe()}",
                                  {"budget_s": reduce_s}, [probed.record],
-                                 lambda tmp: _reduce(settings, failure, reduce_s, tmp, progress))
+                                 lambda tmp: reduce_into(settings, failure, reduce_s, tmp, progress.note))
     diagnosis = {"model": req.source.spec, "target": req.chip.name, "dtype": plan.dtype, "passes": list(plan.passes),
                  "parts": plan.parts, "toolkit_version": driver.toolkit_version(), "budget_s": round(budget),
                  "catalogue": str(catalogue), "status": "failed" if failure else "no failure",
-                 "failure": _described(failure) if failure else None}
+                 "failure": described(failure) if failure else None}
 
     if departed:
         diagnosis["departure"] = {**{k: departed.get(k) for k in DEPARTURE_FIELDS}, "cause": locate.cause(departed),
@@ -136,10 +121,12 @@ def _diagnosed(req: BuildRequest, known: list, progress: Progress, budget_s: flo
 
     def fill(folder: Path) -> dict:
         if failure:
-            diagnosis.update(_explain(failure, probed.logs, reduced, skipped, settings, known, folder))
+            diagnosis.update(explain(failure, probed.logs, reduced and reduced.path,
+                                     reduced.meta if reduced else {"skipped": skipped}, settings, known, folder,
+                                     req.out / DIAGNOSIS_DIR))
         return diagnosis
 
-    _write(req.out / DIAGNOSIS_DIR, fill)
+    write_folder(req.out / DIAGNOSIS_DIR, fill)
     _link_from_report(req, failure, diagnosis.get("known"))
     return diagnosis
 
@@ -195,19 +182,6 @@ def _link_from_report(req: BuildRequest, failure: Failure | None, known: dict | 
     write_html(req.html_path, report)
 
 
-def _write(final: Path, fill) -> None:
-    """The diagnosis folder, written under a temporary name and renamed when complete."""
-    work = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    try:
-        write_json(work / DIAGNOSIS_FILE, fill(work))
-        shutil.rmtree(final, ignore_errors=True)
-        work.rename(final)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
 def _save_feeds(reference: Reference, calib: Calibration | None, folder: Path) -> list[str]:
     """The check input, then each calibration sample, as .npz of the graph's inputs."""
     feeds = [reference.feed(0)] + (read_samples(calib.path)[0] if calib else [])
@@ -225,146 +199,3 @@ def _probe(settings: probe.Probe, tmp: Path) -> dict:
     return {"failure": failure.to_json() if failure else None, "log": "toolkit.log"}
 
 
-def _reduce(settings: probe.Probe, failure: Failure, budget_s: float, tmp: Path, progress: Progress) -> dict:
-    """The reduction (reduce.py) into `tmp`/repro.onnx (crash, abort, error, no progress); every candidate a
-    line of `tmp`/reduce.log."""
-    store = TensorStore(Path(settings.source), settings.feeds, tmp / VALUES)
-    cutter = Cutter(Path(settings.source), store)
-    with open(tmp / REDUCE_LOG, "w") as log:
-        def fails(kept: frozenset[int]) -> bool:
-            try:
-                model = cutter.cut(kept)
-                if model is None:
-                    seen = "hands nothing on"
-                    return False
-                candidate = subgraph.save(model, _emptied(tmp / "candidate") / "candidate.onnx")
-                run = probe.run(candidate, settings, _emptied(tmp / "candidate-run"), store)
-                seen = run.describe() if run else "built"
-                return run is not None and run.same_way(failure)
-            except Exception as e:
-                seen = f"error of the check: {type(e).__name__}: {e}".splitlines()[0]
-                raise
-            finally:
-                log.write(f"{len(kept)} nodes ({_span(kept)}): {seen}\n")
-                log.flush()
-
-        reduction = reduce(len(cutter), fails, budget_s, progress.note)
-    subgraph.save(cutter.cut(reduction.kept), tmp / REPRO)
-    return {"method": METHOD, "nodes_before": reduction.nodes_before, "nodes_after": len(reduction.kept),
-            "builds": reduction.builds, "minutes": round(reduction.seconds / 60, 2),
-            "phases": [asdict(p) for p in reduction.phases], "stopped": reduction.stopped,
-            "candidate_errors": reduction.errors, "first_candidate_error": reduction.first_error,
-            **_settle(settings, failure, store, tmp)}
-
-
-def _emptied(folder: Path) -> Path:
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    return folder
-
-
-def _span(kept: frozenset[int]) -> str:
-    """`kept` as runs of consecutive node indices: "#4-#7, #9"."""
-    runs: list[list[int]] = []
-    for i in sorted(kept):
-        if runs and i == runs[-1][-1] + 1:
-            runs[-1].append(i)
-        else:
-            runs.append([i])
-    return ", ".join(f"#{r[0]}-#{r[-1]}" if len(r) > 1 else f"#{r[0]}" for r in runs)
-
-
-def _locate(settings: probe.Probe, failure: Failure, departed: dict, tmp: Path, progress: Progress) -> dict:
-    """The departing layer's ONNX nodes, grown downstream until they fail the gate alone, into `tmp`/repro.onnx."""
-    store = TensorStore(Path(settings.source), settings.feeds, tmp / VALUES)
-
-    def fails(candidate: Path) -> bool:
-        seen = probe.run(candidate, settings, _emptied(tmp / "candidate-run"), store)
-        return seen is not None and seen.same_way(failure)
-
-    found = locate.grow(Cutter(Path(settings.source), store), departed["onnx_nodes"], fails, tmp / REPRO,
-                        progress.note)
-    return {"method": f"layer {departed['layer']}'s ONNX nodes and {found.rings} rings of their consumers",
-            "nodes_before": found.nodes_before, "nodes_after": found.nodes_after, "builds": found.builds,
-            "minutes": round(found.seconds / 60, 2), **_settle(settings, failure, store, tmp)}
-
-
-def _settle(settings: probe.Probe, failure: Failure, store: TensorStore, tmp: Path) -> dict:
-    """The repro in `tmp` built once more for its log and failure, and its inputs saved for repro.py
-    (calibration samples for a quantized build, the check input)."""
-    again = probe.run(tmp / REPRO, settings, tmp / "repro-build", store)
-    shutil.copyfile(tmp / "repro-build" / "toolkit.log", tmp / REPRO_LOG)
-    model = onnx.load(str(tmp / REPRO), load_external_data=False)
-    (tmp / REPRO_DATA).mkdir()
-    for i, feed in enumerate(probe.feeds_for(model, store)):
-        np.savez(tmp / REPRO_DATA / f"{i}.npz", **feed)
-    for scratch in ("repro-build", VALUES, "candidate", "candidate-run"):
-        shutil.rmtree(tmp / scratch, ignore_errors=True)
-    return {"failure": (again or failure).to_json(), "reproduced": again is not None and again.same_way(failure)}
-
-
-def _explain(failure: Failure, logs: list[Path], reduced: StageResult | None, skipped: str | None,
-             settings: probe.Probe, known: list, folder: Path) -> dict:
-    """Copy the repro into `folder`, match it against the catalogue, write repro.py."""
-    if reduced is None:
-        onnx.save(_any_graph(), str(folder / REPRO))
-        (folder / REPRO_LOG).write_text("".join(log.read_text(errors="replace") for log in logs))
-        repro_failure, reduction, feeds = failure, {"skipped": skipped}, []
-    else:
-        for name in (REPRO, REPRO_LOG, REDUCE_LOG):
-            if (reduced.path / name).exists():
-                shutil.copyfile(reduced.path / name, folder / name)
-        repro_failure = Failure.from_json(reduced.meta["failure"])
-        reduction = {k: v for k, v in reduced.meta.items() if k != "failure"}
-        feeds = sorted((reduced.path / REPRO_DATA).glob("*.npz"), key=lambda p: int(p.stem))
-    ops = [n.op_type for n in onnx.load(str(folder / REPRO), load_external_data=False).graph.node]
-    log_text = (folder / REPRO_LOG).read_text(errors="replace")
-    seen = known_failures.Seen(repro_failure.kind, repro_failure.phase, repro_failure.detail, settings.target,
-                               driver.toolkit_version(), rules(log_text), ops)
-    entry = known_failures.match(seen, known)
-    dataset = settings.toolkit.quantized and bool(feeds)
-    if feeds:
-        _repro_inputs(feeds, folder, dataset)
-    repro_script.write(folder, repro_failure, entry.title if entry else f"Unknown failure: {failure.describe()}",
-                       settings.source, reduction.get("nodes_before", 0), len(ops),
-                       settings.toolkit.job(Path(REPRO), [], [], Path(REPRO_DATASET) if dataset else None))
-    return {"reduction": reduction,
-            "repro": {"onnx": REPRO, "script": "repro.py", "command": f"cd {folder.with_name(DIAGNOSIS_DIR)} && "
-                      "python repro.py", "ops": dict(Counter(ops)), "failure": _described(repro_failure),
-                      "rules": seen.rules[-5:], "log_tail": _tail(log_text)},
-            "known": None if entry is None else {"id": entry.id, "title": entry.title, "remedy": entry.remedy,
-                                                 "remedy_text": entry.remedy_text(), "why": entry.why}}
-
-
-def _repro_inputs(feeds: list[Path], folder: Path, dataset: bool) -> None:
-    """repro-input.npz (the check input), and for a quantized build repro-dataset.txt: the toolkit's
-    dataset file over .npy files of the calibration samples."""
-    shutil.copyfile(feeds[0], folder / "repro-input.npz")
-    if not dataset:
-        return
-    (folder / REPRO_DATA).mkdir()
-    lines = []
-    for i, path in enumerate(feeds[1:] or feeds):
-        with np.load(path) as data:
-            files = []
-            for j, name in enumerate(data.files):
-                files.append(f"{REPRO_DATA}/{i}-{j}.npy")
-                np.save(folder / files[-1], data[name])
-        lines.append(" ".join(files))
-    (folder / REPRO_DATASET).write_text("\n".join(lines) + "\n")
-
-
-def _described(failure: Failure) -> dict:
-    return {**failure.to_json(), "meaning": KINDS[failure.kind]}
-
-
-def _tail(log_text: str) -> list[str]:
-    return [line for line in log_lines(log_text) if not line.startswith("@@rkconvert")][-TAIL_LINES:]
-
-
-def _any_graph() -> onnx.ModelProto:
-    """A one-node graph: what config() refuses does not depend on the graph."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "repro", [x], [y])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

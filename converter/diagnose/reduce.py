@@ -59,11 +59,14 @@ class _Search:
     first_error: str | None = None
     phase: str = ""
     smallest: frozenset[int] = field(default_factory=frozenset)
+    judged: dict[frozenset[int], bool] = field(default_factory=dict)  # a sweep that drops nothing asks again
 
     def check(self, kept: Iterable[int]) -> bool:
+        kept = frozenset(kept)
+        if kept in self.judged:
+            return self.judged[kept]
         if time.monotonic() > self.deadline:
             raise _OutOfBudget
-        kept = frozenset(kept)
         self.builds += 1
         try:
             failed = bool(kept) and self.fails(kept)
@@ -71,6 +74,7 @@ class _Search:
             self.errors += 1
             self.first_error = self.first_error or f"{type(e).__name__}: {e}".splitlines()[0]
             failed = False
+        self.judged[kept] = failed
         if failed and len(kept) < len(self.smallest):
             self.smallest = kept
         if self.on_note:

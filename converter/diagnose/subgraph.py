@@ -80,7 +80,8 @@ class Cutter:
                    and (o in self.graph_outputs or self.consumers.get(o, set()) - inside)]
         if not outputs:
             return None
-        unknown = [t for t in inputs + outputs if onnx_files.static_shape(self.types.get(t, onnx.ValueInfoProto())) is None]
+        unknown = [t for t in inputs + outputs
+                   if onnx_files.static_shape(self.types.get(t, onnx.ValueInfoProto())) is None]
         values = self.store.values(folded + unknown) if folded or unknown else {}
         graph = helper.make_graph(
             nodes, f"{self.model.graph.name or 'graph'}-cut", [self._typed(t, values) for t in inputs],

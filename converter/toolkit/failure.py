@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from converter.toolkit.child import Ending, log_lines
-from converter.toolkit.known_failures import same_kind
+from converter.toolkit.known_failures import ALIKE
 
 KINDS = {
     "crash": "the toolkit died by a signal",
@@ -43,11 +43,13 @@ class Failure:
         """Fails as `other` does: same class in the same call, and the same message (names and numbers
         aside: a subgraph's nodes are named differently). A crash and an abort are one class here: heap
         corruption ends in SIGSEGV or SIGABRT from run to run (rk3562 w8a16's Conv does both)."""
-        if self.phase != other.phase or not same_kind(self.kind, other.kind):
-            return False
-        if self.kind in ("error", "refusal"):
-            return _VOLATILE.sub("_", self.detail) == _VOLATILE.sub("_", other.detail)
-        return True
+        return self.way() == other.way()
+
+    def way(self) -> tuple[str, str | None, str]:
+        """What two failures that fail the same way share: the class (a crash and an abort are one), the
+        call, and for an error or refusal its message with names and numbers blanked."""
+        message = _VOLATILE.sub("_", self.detail) if self.kind in ("error", "refusal") else ""
+        return ALIKE.get(self.kind, self.kind), self.phase, message
 
     def describe(self) -> str:
         where = f" during {self.phase}" if self.phase else ""

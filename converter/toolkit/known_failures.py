@@ -11,10 +11,10 @@ from pathlib import Path
 from converter.common.errors import UserError
 
 CATALOGUE = Path(__file__).with_name("known_failures.toml")
-REMEDIES = ("pass", "dtypes")
+REMEDIES = ("pass", "dtypes", "advice")  # advice: no rewrite or setting avoids it; what a user can do
 # Heap corruption ends in SIGSEGV or SIGABRT from run to run (rk3562 w8a16's Conv does both): one class.
-_ALIKE = {"abort": "crash"}
-_FIELDS = {"id", "title", "toolkit", "kind", "phase", "targets", "message", "rule", "ops", "remedy", "why"}
+ALIKE = {"abort": "crash"}
+_FIELDS = {"id", "title", "toolkit", "kind", "phase", "targets", "built_as", "message", "rule", "ops", "remedy", "why"}
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class Seen:
     toolkit: str
     rules: list[str] = field(default_factory=list)
     ops: list[str] = field(default_factory=list)
+    dtype: str = "float16"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class KnownFailure:
     toolkit: str | None = None
     phase: str | None = None
     targets: tuple[str, ...] = ()
+    built_as: tuple[str, ...] = ()  # dtypes
     message: str | None = None
     rule: str | None = None
     ops: tuple[str, ...] = ()
@@ -50,6 +52,7 @@ class KnownFailure:
                 and self.toolkit in (None, seen.toolkit)
                 and self.phase in (None, seen.phase)
                 and (not self.targets or seen.target in self.targets)
+                and (not self.built_as or seen.dtype in self.built_as)
                 and (self.message is None or re.search(self.message, seen.detail) is not None)
                 and (self.rule is None or self.rule in seen.rules)
                 and not Counter(self.ops) - Counter(seen.ops))
@@ -57,11 +60,13 @@ class KnownFailure:
     def remedy_text(self) -> str:
         if "pass" in self.remedy:
             return f"graph pass {self.remedy['pass']}"
+        if "advice" in self.remedy:
+            return self.remedy["advice"]
         return "build as " + " or ".join(self.remedy["dtypes"])
 
 
 def same_kind(a: str, b: str) -> bool:
-    return _ALIKE.get(a, a) == _ALIKE.get(b, b)
+    return ALIKE.get(a, a) == ALIKE.get(b, b)
 
 
 def load(path: Path = CATALOGUE) -> list[KnownFailure]:
@@ -79,7 +84,7 @@ def load(path: Path = CATALOGUE) -> list[KnownFailure]:
             raise UserError(f"{path}: failure {name!r} needs id, title, kind and one remedy ({', '.join(REMEDIES)})"
                             + (f"; unknown fields {sorted(unknown)}" if unknown else ""))
         known.append(KnownFailure(**{**entry, "targets": tuple(entry.get("targets", ())),
-                                     "ops": tuple(entry.get("ops", ()))}))
+                                     "built_as": tuple(entry.get("built_as", ())), "ops": tuple(entry.get("ops", ()))}))
     return known
 
 
