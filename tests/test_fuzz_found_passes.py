@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from converter.common import onnx_runtime
 from converter.diagnose import probe
 from converter.fuzz.graphs import random_graph
+from converter.fuzz.trial import normal_feed
 from converter.toolkit.job import ToolkitSettings
 from graph_passes import CATALOGUE
 
@@ -86,10 +87,7 @@ def _built(model: onnx.ModelProto, folder) -> object:
     folder.mkdir()
     path = folder / "model.onnx"
     onnx.save(model, path)
-    rng = np.random.default_rng(2)
-    feed = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
-            for i in model.graph.input}
-    np.savez(folder / "feed.npz", **feed)
+    np.savez(folder / "feed.npz", **normal_feed(model, np.random.default_rng(2)))
     settings = probe.Probe(ToolkitSettings("rk3588"), 120.0, str(path), [str(folder / "feed.npz")], GATE_DB)
     return probe.run(path, settings, folder / "run")
 
@@ -113,9 +111,7 @@ def test_the_pass_turns_a_toolkit_failure_into_a_faithful_build(tmp_path, make, 
     assert before is not None and before.kind == fails_as[0] and fails_as[1] in before.detail
     rewritten, report, _ = CATALOGUE[pass_name].run(model)
     assert report.rewrites, report.skipped
-    rng = np.random.default_rng(3)
-    feed = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
-            for i in model.graph.input}
+    feed = normal_feed(model, np.random.default_rng(3))
     ours, theirs = (onnx_runtime.run(onnx_runtime.session(m), feed)[model.graph.output[0].name]
                     for m in (rewritten, model))
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=tolerance * np.abs(theirs).max())

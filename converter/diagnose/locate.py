@@ -2,10 +2,10 @@
 
 The reduction (reduce.py) does not fit accuracy: every candidate is a build plus a simulator run, and
 node-by-node reduction of the tiny UNet's 870 nodes would take ~50 min (measured with Polygraphy's:
-bisection got 870 -> 389 nodes in 68 s, then ~8 s a node). The per-layer report already says where the .rknn leaves
-ONNX Runtime: the first layer, in the toolkit's execution order, whose toolkit float run ('golden')
-already disagrees with ONNX Runtime (a rewrite that changed what the graph computes) or that adds
-more noise than the gate allows (quantization or float16 precision). From that layer's ONNX nodes
+bisection got 870 -> 389 nodes in 68 s, then ~8 s a node). The per-layer report already says where the
+.rknn leaves ONNX Runtime: the first layer, in the toolkit's execution order, whose toolkit float run
+('golden') already disagrees with ONNX Runtime (a rewrite that changed what the graph computes) or that
+adds more noise than the gate allows (quantization or float16 precision). From that layer's ONNX nodes
 the subgraph grows ring by ring downstream until a candidate fails the gate standalone: a toolkit
 fusion often spans the layer and what follows it (onnxsim's fused q/k/v MatMul comes out wrong only
 with the attention after it, which the toolkit fuses into one exSDPAttention).

@@ -25,6 +25,7 @@ from onnx import helper, numpy_helper
 
 from converter.common import external_weights, onnx_files
 from converter.diagnose.tensor_store import TensorStore
+from graph_passes.framework import with_shapes
 
 # Outputs fixed by a static-shape graph's shapes, whatever its inputs' values.
 _SHAPE_OPS = {"Shape", "Size"}
@@ -39,7 +40,7 @@ class Cutter:
         self.initializers = {t.name: t for t in graph.initializer}
         self.graph_outputs = {o.name for o in graph.output}
         try:
-            inferred = onnx.shape_inference.infer_shapes(onnx_files.load(source, with_weights=False)).graph.value_info
+            inferred = with_shapes(self.model).graph.value_info
         except Exception:  # noqa: BLE001 - without inferred shapes, values give them
             inferred = []
         self.types = {v.name: v for v in [*inferred, *graph.input, *graph.output]}

@@ -17,7 +17,6 @@ RESIDUAL = 0.3  # how often a pattern that keeps its input's shape gets a residu
 
 @dataclass(frozen=True)
 class FuzzGraph:
-    seed: int
     model: onnx.ModelProto
     patterns: tuple[str, ...]  # each pattern's variant, in order
 
@@ -38,4 +37,4 @@ def random_graph(seed: int) -> FuzzGraph:
             variant += "+residual"
         used.append(variant)
         x = y
-    return FuzzGraph(seed, b.model([x], f"fuzz-{seed}"), tuple(used))
+    return FuzzGraph(b.model([x], f"fuzz-{seed}"), tuple(used))

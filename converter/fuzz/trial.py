@@ -45,16 +45,20 @@ class Trial:
         return cls(**{**data, "patterns": tuple(data["patterns"])})
 
 
+def normal_feed(model: onnx.ModelProto, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Standard normal values for every (float, static-shape) input of `model`."""
+    return {v.name: rng.standard_normal([d.dim_value for d in v.type.tensor_type.shape.dim]).astype(np.float32)
+            for v in model.graph.input}
+
+
 def _feeds(model: onnx.ModelProto, seed: int, folder: Path) -> list[str]:
-    """The check input, then the calibration samples: standard normal values for every input."""
+    """The check input, then the calibration samples."""
     folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)
     paths = []
     for i in range(1 + CALIBRATION_SAMPLES):
-        feed = {v.name: rng.standard_normal([d.dim_value for d in v.type.tensor_type.shape.dim]).astype(np.float32)
-                for v in model.graph.input}
         paths.append(str((folder / f"{i}.npz").resolve()))
-        np.savez(paths[-1], **feed)
+        np.savez(paths[-1], **normal_feed(model, rng))
     return paths
 
 
