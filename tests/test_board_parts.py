@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+from converter.board import samplers as sampler
+from converter.board.clip_tokenizer import ClipTokenizer
+from converter.board.manifest import (SCHEMA, Accuracy, Check, FileEntry, ForSize, Manifest, ManifestError, Pipeline,
+                                      Run, Tensor)
+from converter.board.noise import TorchGenerator
 from converter.models.demo import PIPELINE as DEMO_PIPELINE
-from converter.release.board.clip_tokenizer import ClipTokenizer
-from converter.release.board import samplers as sampler
-from converter.release.board.noise import TorchGenerator
 
-BOARD = Path(__file__).resolve().parents[1] / "converter" / "release" / "board"
+BOARD = Path(__file__).resolve().parents[1] / "converter" / "board"
 # What a board has: the standard library, numpy, onnxruntime and (lazily) rknn-toolkit-lite2.
 BOARD_IMPORTS = {"numpy", "onnxruntime", "rknnlite"}
 TEXTS = ["", "A  RED circle, on the LEFT!!", "a purple_zebra 42 on the right", "héllo wörld ²", "a " * 100,
@@ -124,6 +126,48 @@ def test_the_board_code_imports_nothing_a_board_lacks():
                      else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
             for name in names:
                 top = name.split(".")[0]
-                if name.startswith("converter.") and path.name == "run.py":
-                    continue  # --simulate only, on the host that has rkconvert
                 assert top in sys.stdlib_module_names | BOARD_IMPORTS | own, f"{path.name} imports {name}"
+
+
+def _manifest() -> Manifest:
+    """A bundle of two sizes, its decoder on the NPU at each: every kind of entry the manifest has."""
+    sample = Tensor("sample", [1, 4, 8, 8], "float16", "NCHW")
+    decoder = Run("npu/vae_decoder.rknn", [sample], [Tensor("image", [1, 3, 64, 64], "float16", "NCHW")],
+                  {"Conv": 3}, {"float16": 100}, accuracy=Accuracy(41.5, 0.9999), build="64px")
+    one = ForSize(resolution=64, rknn="model.part1.rknn", inputs=[sample], outputs=[sample], op_counts={"Conv": 5},
+                  constant_bytes={"float16": 64},
+                  parts=[Run("model.part1.rknn", [sample], [sample], {"Conv": 2}, {"float16": 32}),
+                         Run("model.part2.rknn", [sample], [sample], {"Conv": 3}, {"float16": 32})],
+                  host_programs=["host/t.onnx"], accuracy=Accuracy(38.2, 0.998, 0.1, "gaussian", 30.0), images=None,
+                  build_command="rkconvert build", check=Check("check", ["sample"], ["out_sample"]),
+                  pipeline=Pipeline([1, 4, 8, 8], 0.18215, 20, 7.5, ["a red circle"], {"vae_decoder": decoder},
+                                    {"vae_decoder": "cpu/vae_decoder.onnx"}), build="64px")
+    other = ForSize(**{**vars(one), "resolution": 128, "rknn": "128px/model.rknn", "parts": None, "build": "128px"})
+    return Manifest(SCHEMA, "0.1.0", "rk3588", "2.5.0", "2.5.0 (x)", "2.5.0", "float16", "demo",
+                    {"model.part1.rknn": FileEntry("ab" * 32, 10)}, one, {"64": one, "128": other})
+
+
+def test_the_manifest_reads_back_what_it_writes_and_names_what_is_wrong():
+    made = _manifest()
+    assert Manifest.loads(made.dumps()) == made
+    assert made.at(None) is made.first and made.at(128).rknn == "128px/model.rknn"
+    assert [r.rknn for r in made.at(64).runs()] == ["model.part1.rknn", "model.part2.rknn"]
+    assert [r.rknn for r in made.at(128).runs()] == ["128px/model.rknn"]
+    assert [r.rknn for r in made.all_runs()] == ["model.part1.rknn", "model.part2.rknn", "npu/vae_decoder.rknn",
+                                                 "128px/model.rknn"]
+    with pytest.raises(ManifestError, match=r"^--size 256: this bundle draws at 64, 128 px$"):
+        made.at(256)
+    raw = made.to_json()
+    bad = {
+        "not JSON": (b"{", r"^manifest.json: not JSON"),
+        "no target": (json.dumps({k: v for k, v in raw.items() if k != "target"}), r"^manifest.json: no 'target'$"),
+        "schema": (json.dumps({**raw, "schema": "other/2"}), r"schema 'other/2', expected 'rkconvert-bundle/1'"),
+        "files": (json.dumps({**raw, "files": {"x": {"sha256": 1}}}), r"files\['x'\] needs sha256 and bytes"),
+        "a size's check": (json.dumps({**raw, "sizes": {"128": {**raw["sizes"]["128"], "check": {"folder": "c"}}}}),
+                           r"^manifest.json: sizes: 128: check: no 'inputs'$"),
+        "a part's steps": (json.dumps({**raw, "pipeline": {**raw["pipeline"], "steps": "20"}}),
+                           r"^manifest.json: pipeline: 'steps' is str$"),
+    }
+    for name, (text, message) in bad.items():
+        with pytest.raises(ManifestError, match=message):
+            Manifest.loads(text)

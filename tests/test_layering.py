@@ -1,7 +1,6 @@
-"""Imports flow one way: cli -> verbs -> pipeline stages -> models, reports, quantization -> toolkit -> common.
+"""Imports flow one way, down this list: a package imports only packages of the layers below its own.
 
-The packages beside converter (targets, calib_data, graph_passes) may use converter.common only, and
-no two of converter's subpackages import each other.
+The packages beside converter (targets, calib_data, graph_passes) may use converter.common only.
 """
 
 from __future__ import annotations
@@ -11,6 +10,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SIBLINGS = ("targets", "calib_data", "graph_passes")
+LAYERS = (
+    ("cli",),
+    ("fuzz", "matrix", "release", "generate", "lint", "quantize"),  # the verbs
+    ("diagnose",),  # fuzz diagnoses what it finds
+    ("pipeline",),  # a build: its request, plan and stages
+    ("imaging",),  # drawing with a diffusers pipeline, a UNet replaced
+    ("models",),
+    ("quantization", "reports"),
+    ("toolkit",),  # rknn-toolkit2, in a child process
+    ("common", "board"),  # board: the runner shipped in every bundle, which the host draws with too
+)
+LAYER = {f"converter.{name}": depth for depth, names in enumerate(LAYERS) for name in names}
 
 
 def _imports(path: Path) -> set[str]:
@@ -23,47 +34,30 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-# The board runner's libraries (samplers, noise, tokenizer, PNG): shipped in every bundle, they import nothing
-# of converter, and the host draws with the same samplers: a leaf. Its run.py reaches the host's rkconvert
-# under --simulate: part of converter.release.
-BOARD, BOARD_PROGRAM = "converter.release.board", "converter.release.board.run"
-
-
 def _unit(module: str) -> str | None:
-    """converter.pipeline.stages.rknn -> converter.pipeline; converter.cli -> converter.cli; the board's
-    libraries -> BOARD; others None."""
+    """converter.pipeline.stages.rknn -> converter.pipeline; others (converter itself, torch) None."""
     parts = module.split(".")
-    if parts[0] != "converter" or len(parts) == 1:
-        return None
-    return BOARD if module.startswith(BOARD) and module != BOARD_PROGRAM else ".".join(parts[:2])
+    return ".".join(parts[:2]) if parts[0] == "converter" and len(parts) > 1 else None
 
 
 def _graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for path in (ROOT / "converter").rglob("*.py"):
-        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
         unit = _unit(module)
-        deps = {_unit(m) for m in _imports(path)} - {None, unit}
-        graph.setdefault(unit, set()).update(deps)
+        if unit is not None:
+            graph.setdefault(unit, set()).update({_unit(m) for m in _imports(path)} - {None, unit})
     return graph
 
 
-def test_no_two_subpackages_import_each_other():
-    graph = _graph()
-    visiting, done = [], set()
+def test_every_package_has_a_layer():
+    assert set(_graph()) == set(LAYER)
 
-    def visit(unit: str) -> None:
-        assert unit not in visiting, f"import cycle: {' -> '.join(visiting[visiting.index(unit):] + [unit])}"
-        if unit in done:
-            return
-        visiting.append(unit)
-        for dep in sorted(graph.get(unit, ())):
-            visit(dep)
-        visiting.pop()
-        done.add(unit)
 
-    for unit in sorted(graph):
-        visit(unit)
+def test_imports_run_only_down_the_layers():
+    upward = [f"{unit} imports {dep}" for unit, deps in _graph().items() for dep in sorted(deps)
+              if LAYER[dep] <= LAYER[unit]]
+    assert not upward
 
 
 def test_common_is_the_bottom_and_siblings_use_only_it():
@@ -98,5 +92,5 @@ def test_the_toolkit_package_uses_only_common():
     assert _graph()["converter.toolkit"] <= {"converter.common"}
 
 
-def test_the_board_libraries_import_nothing_of_converter():
-    assert not _graph()[BOARD]
+def test_the_board_library_imports_nothing_of_converter():
+    assert not _graph()["converter.board"]

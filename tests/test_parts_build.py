@@ -6,15 +6,17 @@ from __future__ import annotations
 import json
 import shutil
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from converter.board.manifest import Manifest
+from converter.board.run import chain
 from converter.common import onnx_runtime
 from converter.release import tarball
-from converter.release.board.run import chain
 from converter.toolkit import rknn_file
 from tests.conftest import (
     SAME_WEIGHTS_ATOL,
@@ -146,12 +148,12 @@ def test_a_release_in_parts_verifies_and_its_runner_chains_the_parts(builds, tmp
     released = rkconvert("release", str(out), "--out", str(bundle), cwd=work)
     assert released.returncode == 0, released.stderr
     with tarfile.open(bundle, "r:gz") as tar:
-        made = json.loads(tar.extractfile("parts/manifest.json").read())
+        made = Manifest.loads(tar.extractfile("parts/manifest.json").read())
         names = sorted(n for n in tar.getnames() if n.endswith(".rknn"))
     assert names == ["parts/model.part1.rknn", "parts/model.part2.rknn"]
     report = json.loads((out / "report.json").read_text())
-    assert [p["rknn"] for p in made["parts"]] == ["model.part1.rknn", "model.part2.rknn"]
-    assert [[t["name"] for t in p["inputs"]] for p in made["parts"]] == [p["inputs"] for p in report["parts"]]
+    assert [p.rknn for p in made.first.parts] == ["model.part1.rknn", "model.part2.rknn"]
+    assert [[t.name for t in p.inputs] for p in made.first.parts] == [p["inputs"] for p in report["parts"]]
     ran = rkconvert("verify", str(bundle), "--run", str(out), cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
     assert "equals the build's" in ran.stdout
@@ -161,7 +163,7 @@ def test_a_release_in_parts_verifies_and_its_runner_chains_the_parts(builds, tmp
     infers = [lambda xs, s=s: s.run(None, dict(zip((i.name for i in s.get_inputs()), xs))) for s in sessions]
     reference = json.loads((out / "stages" / "reference" / "stage.json").read_text())["meta"]
     feed = {k: np.load(out / "stages" / "reference" / v) for k, v in reference["samples"][0].items()}
-    got = chain(made["parts"], infers)(feed)
+    got = chain(made.first.parts, infers)(feed)
     want = np.load(out / "stages" / "reference" / reference["outputs"][0]["out_sample"])
     np.testing.assert_allclose(got, want, rtol=SAME_WEIGHTS_RTOL, atol=SAME_WEIGHTS_ATOL)
 
@@ -173,9 +175,10 @@ def test_a_bundle_whose_part_says_other_tensors_fails_verify(builds, tmp_path):
     members = {}
     with tarfile.open(bundle, "r:gz") as tar:
         members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
-    made = json.loads(members["parts/manifest.json"])
-    made["parts"][1]["inputs"] = made["parts"][1]["inputs"][:-1]
-    members["parts/manifest.json"] = json.dumps(made).encode()
+    made = Manifest.loads(members["parts/manifest.json"])
+    second = made.first.parts[1]
+    parts = [made.first.parts[0], replace(second, inputs=second.inputs[:-1])]
+    members["parts/manifest.json"] = replace(made, first=replace(made.first, parts=parts)).dumps().encode()
     tarball.write(tmp_path / "edited.tar.gz", members)
     checked = rkconvert("verify", str(tmp_path / "edited.tar.gz"), cwd=tmp_path)
     assert checked.returncode != 0

@@ -9,12 +9,14 @@ import json
 import subprocess
 import sys
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from converter.board.manifest import Check, Manifest
 from converter.imaging.evaluation import psnr
 from converter.models.demo.judge import judge
 from converter.release import tarball
@@ -44,23 +46,26 @@ def test_release_carries_what_the_rknn_declares_and_verifies(released):
     report = json.loads((out / "report.json").read_text())
     members = _members(bundle)
     assert sorted(members) == [
-        "tiny/board/clip_tokenizer.py", "tiny/board/noise.py", "tiny/board/png.py", "tiny/board/run.py",
+        "tiny/board/clip_tokenizer.py", "tiny/board/manifest.py", "tiny/board/noise.py", "tiny/board/png.py",
+        "tiny/board/run.py",
         "tiny/board/samplers.py", "tiny/check/input-encoder_hidden_states.npy", "tiny/check/input-sample.npy",
         "tiny/check/input-t_emb.npy", "tiny/check/reference-out_sample.npy", "tiny/check/simulator-out_sample.npy",
         "tiny/host/host_time_projection.onnx", "tiny/manifest.json", "tiny/model.rknn", "tiny/report.html",
         "tiny/report.json"]  # a UNet alone: no text encoder, decoder, tokenizer or scheduler
-    made = json.loads(members["tiny/manifest.json"])
-    assert made["pipeline"] is None and made["check"] == {"inputs": ["sample", "t_emb", "encoder_hidden_states"],
-                                                          "outputs": ["out_sample"], "folder": "check"}
-    assert made["target"] == "rk3588" and made["librknnrt_version"] == made["toolkit_version"] == "2.5.0"
-    assert made["inputs"] == report["rknn_file"]["inputs"] and made["inputs"][0]["dtype"] == "float16"
-    assert made["files"]["model.rknn"]["sha256"] == hashlib.sha256((out / report["artifact"]).read_bytes()).hexdigest()
-    assert made["accuracy"]["output_psnr_db"] == report["output_psnr_db"]
-    assert made["build_command"] == report["command"]
+    made = Manifest.loads(members["tiny/manifest.json"])
+    one = made.first
+    assert one.pipeline is None and one.check == Check("check", ["sample", "t_emb", "encoder_hidden_states"],
+                                                       ["out_sample"])
+    assert made.target == "rk3588" and made.librknnrt_version == made.toolkit_version == "2.5.0"
+    assert [vars(t) for t in one.inputs] == report["rknn_file"]["inputs"] and one.inputs[0].dtype == "float16"
+    assert made.files["model.rknn"].sha256 == hashlib.sha256((out / report["artifact"]).read_bytes()).hexdigest()
+    assert one.accuracy.output_psnr_db == report["output_psnr_db"]
+    assert one.build_command == report["command"]
+    assert Manifest.loads(made.dumps()) == made  # what it writes, it reads back
     assert report["command"].startswith("rkconvert build --target rk3588")
     shown = _verify(work, bundle)
     assert shown.returncode == 0, shown.stderr
-    assert "verified, 14 files match manifest.json; rk3588" in shown.stdout
+    assert "verified, 15 files match manifest.json; rk3588" in shown.stdout
 
 
 def test_the_same_build_gives_byte_identical_bundles(released, tmp_path):
@@ -87,9 +92,7 @@ def test_verify_names_a_flipped_byte_a_missing_and_an_added_file(released, tmp_p
         m["tiny/model.rknn"] = bytes(data)
 
     def retarget(m):  # a manifest that lies about the target, with its checksums intact
-        made = json.loads(m["tiny/manifest.json"])
-        made["target"] = "rk3576"
-        m["tiny/manifest.json"] = json.dumps(made).encode()
+        m["tiny/manifest.json"] = replace(Manifest.loads(m["tiny/manifest.json"]), target="rk3576").dumps().encode()
 
     cases = {
         "flipped": (flip, "tiny.tar.gz: model.rknn: sha256 differs from the manifest"),

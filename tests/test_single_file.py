@@ -138,7 +138,7 @@ def test_the_tokenizer_is_clips(tmp_path):
     transformers and in the board runner's reader of tokenizer.json."""
     from transformers import CLIPTokenizer
 
-    from converter.release.board.clip_tokenizer import ClipTokenizer
+    from converter.board.clip_tokenizer import ClipTokenizer
 
     spec = importlib.util.spec_from_file_location(
         "open_clip_tokenizer", clip_vocabulary.vocabulary_path().parent / "tokenizer.py")

@@ -12,6 +12,7 @@ import tarfile
 import numpy as np
 from PIL import Image
 
+from converter.board.manifest import Manifest
 from tests.conftest import error_lines, rkconvert
 
 
@@ -45,16 +46,17 @@ def test_two_sizes_build_into_one_bundle_whose_runner_draws_at_both(tiny_pipelin
     with tarfile.open(bundle, "r:gz") as tar:
         tar.extractall(tmp_path / "unpacked", filter="data")
         names = set(tar.getnames())
-        made = json.loads(tar.extractfile("tiny/manifest.json").read())
+        made = Manifest.loads(tar.extractfile("tiny/manifest.json").read())
     # Per size: the UNet, its check tensors and the decoder; once: the text encoder, runner, tokenizer, scheduler.
     assert {"tiny/model.rknn", "tiny/128px/model.rknn", "tiny/npu/vae_decoder.rknn", "tiny/128px/npu/vae_decoder.rknn",
             "tiny/cpu/vae_decoder.onnx", "tiny/128px/cpu/vae_decoder.onnx", "tiny/npu/text_encoder.rknn",
             "tiny/128px/check/input-sample.npy", "tiny/board/run.py"} <= names
     assert not {n for n in names if n.startswith("tiny/128px/") and ("text_encoder" in n or "/board/" in n
                                                                      or "tokenizer" in n)}
-    assert made["resolution"] == 64 and sorted(made["sizes"], key=int) == ["64", "128"]  # the first size on top
-    assert made["sizes"]["128"]["pipeline"]["latent_shape"] == [1, 4, 16, 16]
-    assert made["sizes"]["128"]["pipeline"]["npu"]["text_encoder"]["rknn"] == "npu/text_encoder.rknn"
+    assert made.first.resolution == 64 and made.resolutions() == ["64", "128"]  # the first size on top
+    assert made.at(128).pipeline.latent_shape == [1, 4, 16, 16]
+    assert made.at(128).npu_parts()["text_encoder"].rknn == "npu/text_encoder.rknn"
+    assert made.at(128).npu_parts()["vae_decoder"].rknn == "128px/npu/vae_decoder.rknn"
 
     folder = tmp_path / "unpacked" / "tiny"
     for size, report in reports.items():

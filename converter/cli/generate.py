@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from converter.release.board.samplers import NAMES as SAMPLER_NAMES
+from converter.board.samplers import NAMES as SAMPLER_NAMES
 
 
 @click.command(epilog="Exit status: 0 images written, 1 the toolkit failed, 2 bad input.")

@@ -26,9 +26,9 @@ def release(build_dir, out):
 
     out = out or default_out(build_dir)
     made = write_release(build_dir, out)
-    psnr = made["accuracy"]["output_psnr_db"]
-    click.echo(f"{out}: {len(made['files'])} files, {made['target']} {made['dtype']}, needs librknnrt "
-               f"{made['librknnrt_version']}" + (f", {psnr:.1f} dB vs ONNX Runtime" if psnr is not None else ""))
+    psnr = made.first.accuracy.output_psnr_db
+    click.echo(f"{out}: {len(made.files)} files, {made.target} {made.dtype}, needs librknnrt "
+               f"{made.librknnrt_version}" + (f", {psnr:.1f} dB vs ONNX Runtime" if psnr is not None else ""))
 
 
 @click.command(epilog="Exit status: 0 the bundle is what its manifest says, 1 it is not, 2 bad input "
@@ -57,5 +57,5 @@ def verify(bundle, build_dir):
         click.echo(f"{bundle}: {line}", err=True)
     if found:
         sys.exit(1)
-    click.echo(f"{bundle}: verified, {len(made['files'])} files match manifest.json; {made['target']}, "
-               f"rknn-toolkit2 {made['toolkit_version']} (board needs librknnrt {made['librknnrt_version']})")
+    click.echo(f"{bundle}: verified, {len(made.files)} files match manifest.json; {made.target}, "
+               f"rknn-toolkit2 {made.toolkit_version} (board needs librknnrt {made.librknnrt_version})")

@@ -24,7 +24,7 @@ def scheduler(folder: Path, name: str | None = None):
     (a board samplers.NAMES key) reads it: only those the board runner samples with."""
     import diffusers
 
-    from converter.release.board.samplers import SamplerError, class_name
+    from converter.board.samplers import SamplerError, class_name
 
     config = folder / "scheduler" / "scheduler_config.json"
     try:

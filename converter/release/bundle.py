@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from converter.board.manifest import NAME as MANIFEST, Accuracy, Check, Manifest, Pipeline
 from converter.common.errors import UserError
 from converter.imaging.evaluation import eval_set
 from converter.pipeline.finished import FinishedBuild
@@ -14,24 +14,24 @@ from converter.reports.compare_builds import load_report
 from converter.toolkit import rknn_file
 
 SUFFIX = ".tar.gz"
-BOARD = Path(__file__).with_name("board")
+BOARD = Path(__file__).parents[1] / "board"
 
 
 def default_out(build_dir: Path) -> Path:
     return build_dir.resolve().parent / f"{build_dir.resolve().name}{SUFFIX}"
 
 
-def _check_files(build: FinishedBuild) -> tuple[dict[str, Path], dict]:
+def _check_files(build: FinishedBuild) -> tuple[dict[str, Path], Check]:
     """The build's check sample 0: its inputs, ONNX Runtime's output and the simulator's, so the runner
     can check one UNet step against both."""
     inputs, outputs = build.reference.samples[0], build.reference.outputs[0]
     files = {f"check/input-{name}.npy": path for name, path in inputs.items()}
     files.update({f"check/reference-{name}.npy": path for name, path in outputs.items()})
     files.update({f"check/simulator-{name}.npy": path for name, path in zip(outputs, build.rknn.simulator[0])})
-    return files, {"inputs": list(inputs), "outputs": list(outputs), "folder": "check"}
+    return files, Check("check", list(inputs), list(outputs))
 
 
-def _pipeline_files(build: FinishedBuild) -> tuple[dict[str, Path], dict | None]:
+def _pipeline_files(build: FinishedBuild) -> tuple[dict[str, Path], Pipeline | None]:
     """For a model that draws: its text encoder and VAE decoder as ONNX (for the board's CPU) and as .rknn where
     the build made them, tokenizer and scheduler config, and what the board's loop needs to know."""
     folder = build.pipeline
@@ -47,26 +47,26 @@ def _pipeline_files(build: FinishedBuild) -> tuple[dict[str, Path], dict | None]
     npu = {}
     for name, part in build.npu_parts.items():
         (artifact,) = part.artifacts
-        npu[name] = manifest.part_run(name, rknn_file.read(artifact).to_json(),
-                                      {k: part.report[k] for k in ("output_psnr_db", "output_cosine")})
-        files[npu[name]["rknn"]] = artifact
-    return files, {"latent_shape": traced.latent_shape, "vae_scaling_factor": traced.vae_scaling_factor,
-                   "steps": declared.steps if declared else 20,
-                   "guidance_scale": declared.guidance_scale if declared else 7.5,
-                   "prompts": [p.prompt for p in declared.prompts] if declared else [], "npu": npu,
-                   "cpu": {name: f"cpu/{name}.onnx" for name in traced.onnx}}
+        npu[name] = manifest.run(f"npu/{name}.rknn", rknn_file.read(artifact), build="",
+                                 accuracy=Accuracy(part.report["output_psnr_db"], part.report["output_cosine"]))
+        files[npu[name].rknn] = artifact
+    return files, Pipeline(latent_shape=traced.latent_shape, vae_scaling_factor=traced.vae_scaling_factor,
+                           steps=declared.steps if declared else 20,
+                           guidance_scale=declared.guidance_scale if declared else 7.5,
+                           prompts=[p.prompt for p in declared.prompts] if declared else [], npu=npu,
+                           cpu={name: f"cpu/{name}.onnx" for name in traced.onnx})
 
 
-def contents(build_dir: Path) -> tuple[dict, dict[str, Path | bytes]]:
+def contents(build_dir: Path) -> tuple[Manifest, dict[str, Path | bytes]]:
     """(manifest, bundle files by name) for a finished build, or for the builds of several sizes
     (--resolution A,B,...: release/sized.py); UserError naming what is missing."""
     index = load_report(build_dir)
     if SIZES_KEY in index:
-        return sized.combined(build_dir, {int(size): contents(build_dir / entry["folder"])
-                                          for size, entry in index[SIZES_KEY].items()})
+        return sized.combined({int(size): contents(build_dir / entry["folder"])
+                               for size, entry in index[SIZES_KEY].items()})
     build = FinishedBuild.open(build_dir, "only a finished build can be released")
     report, artifacts = build.report, build.artifacts
-    declared = [rknn_file.read(a).to_json() for a in artifacts]
+    declared = [rknn_file.read(a) for a in artifacts]
     files: dict[str, Path | bytes] = dict(zip(manifest.rknn_names(len(artifacts)), artifacts))
     files.update({"report.json": build_dir / "report.json", "report.html": build_dir / "report.html"})
     files.update({program: build_dir / program for program in report.get("host_programs", [])})
@@ -81,7 +81,7 @@ def contents(build_dir: Path) -> tuple[dict, dict[str, Path | bytes]]:
     return manifest.make(report, declared, files, check, pipeline), files
 
 
-def release(build_dir: Path, out: Path) -> dict:
+def release(build_dir: Path, out: Path) -> Manifest:
     """Write `out` (NAME.tar.gz, every member under NAME/); returns its manifest."""
     if not out.name.endswith(SUFFIX) or out.name == SUFFIX:
         raise UserError(f"{out}: a release is written as NAME{SUFFIX}")
@@ -90,6 +90,6 @@ def release(build_dir: Path, out: Path) -> dict:
     made, files = contents(build_dir)
     root = out.name[:-len(SUFFIX)]
     members = {f"{root}/{name}": content for name, content in files.items()}
-    members[f"{root}/{manifest.NAME}"] = (json.dumps(made, indent=2, sort_keys=True) + "\n").encode()
+    members[f"{root}/{MANIFEST}"] = made.dumps().encode()
     tarball.write(out, members)
     return made

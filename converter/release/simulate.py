@@ -1,4 +1,6 @@
 """The board runner's `--simulate BUILD_DIR` on the host: the bundle's models in the toolkit's simulator.
+run.py finds this module by the entry point rkconvert.board:simulator (setup.cfg), so the runner imports
+nothing of rkconvert by name.
 
 The simulator cannot run a `.rknn` file, only a model the toolkit has just built, so the build folder
 the bundle came from is rebuilt as the images stage rebuilds it (and checked against the build's own
@@ -11,29 +13,30 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from converter.common.errors import UserError
+from converter.board.manifest import ForSize, Manifest
+from converter.common.digest import file_chunks, sha256
+from converter.common.errors import BuildFailed, UserError
 from converter.pipeline.finished import FinishedBuild
 from converter.pipeline.simulator import rebuilt_simulator
-from converter.release.manifest import file_chunks, npu_parts, runs, sha256
 
 THEN = "simulate with the build folder the bundle was released from"
+ERRORS = (UserError, BuildFailed)  # one line each, which the runner prints as its own
 
 
 @contextmanager
-def in_simulator(build_dir: Path, manifest: dict, part: str | None = None):
+def in_simulator(build_dir: Path, bundle: Manifest, one: ForSize, part: str | None = None):
     """infer(feed) -> the first output, the feed holding the graph's inputs by name: the UNet, or the pipeline
-    part `part` (text_encoder, vae_decoder) the bundle runs on the NPU (`manifest`: as the runner reads it for
-    the size it draws)."""
-    ran = runs(manifest) if part is None else [npu_parts(manifest)[part]]
-    made_by = manifest if part is None else ran[0]
-    build = FinishedBuild.open(build_dir / made_by.get("build", ""), THEN)  # a bundle of several sizes: one of them
+    model `part` (text_encoder, vae_decoder) the bundle runs on the NPU, at the size `one`."""
+    ran = one.runs() if part is None else [one.npu_parts()[part]]
+    made_in = one.build if part is None else ran[0].build
+    build = FinishedBuild.open(build_dir / (made_in or ""), THEN)  # a bundle of several sizes: one of them
     if part is not None:
         if part not in build.npu_parts:
             raise UserError(f"{build_dir}: built without its {part} for the NPU; {THEN}")
         build = build.npu_parts[part]
-    names = [run["rknn"] for run in ran]
+    names = [run.rknn for run in ran]
     artifacts = build.artifacts
-    if len(artifacts) != len(names) or any(not a.is_file() or sha256(file_chunks(a)) != manifest["files"][n]["sha256"]
+    if len(artifacts) != len(names) or any(not a.is_file() or sha256(file_chunks(a)) != bundle.files[n].sha256
                                            for a, n in zip(artifacts, names)):
         raise UserError(f"{build.folder}: its .rknn {'files are' if len(names) > 1 else 'is'} not this bundle's "
                         f"{', '.join(names)}; {THEN}")

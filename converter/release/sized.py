@@ -5,50 +5,45 @@ tokenizer, the scheduler config, and the text encoder (its ONNX and its .rknn)."
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import replace
 
+from converter.board.manifest import Check, ForSize, Manifest
 from converter.pipeline.sizes import folder_name
 from converter.release.manifest import file_entries
 
 # Bundle names shared by every size; the text encoder's input (77 token ids) has no resolution.
 SHARED = ("board/", "tokenizer/", "scheduler/", "cpu/text_encoder.onnx", "npu/text_encoder.rknn")
-# What the runner reads per size (besides `files`).
-SIZE_KEYS = ("resolution", "rknn", "inputs", "outputs", "op_counts", "constant_bytes", "parts", "host_programs",
-             "accuracy", "images", "build_command", "check", "pipeline", "build")
 
 
 def _shared(name: str) -> bool:
     return name.startswith(SHARED)
 
 
-def _moved(made: dict, prefix: str, build: str, first: dict | None) -> dict:
-    """`made` (one size's manifest) with its own files under `prefix`, its shared ones `first`'s (None: it is the
-    first), and its build folder `build`."""
+def _moved(made: ForSize, prefix: str, build: str, first: ForSize | None) -> ForSize:
+    """`made` (one size's) with its own files under `prefix`, its shared ones `first`'s (None: it is the first),
+    and its build folder `build`."""
     def at(name: str) -> str:
         return name if _shared(name) else prefix + name
 
-    moved = {**made, "rknn": at(made["rknn"]), "host_programs": [at(p) for p in made["host_programs"]],
-             "check": {**made["check"], "folder": at(made["check"]["folder"])}, "build": build}
-    if made.get("parts"):
-        moved["parts"] = [{**part, "rknn": at(part["rknn"])} for part in made["parts"]]
-    if made.get("pipeline"):
-        pipe = made["pipeline"]
-        theirs = ((first or {}).get("pipeline") or {}).get("npu", {})
-        moved["pipeline"] = {**pipe, "cpu": {name: at(path) for name, path in pipe["cpu"].items()},
-                             "npu": {name: theirs.get(name) if _shared(run["rknn"]) and name in theirs
-                                     else {**run, "rknn": at(run["rknn"]), "build": build}
-                                     for name, run in pipe["npu"].items()}}
-    return moved
+    pipeline = made.pipeline
+    if pipeline:
+        theirs = first.npu_parts() if first else {}
+        pipeline = replace(pipeline, cpu={name: at(path) for name, path in pipeline.cpu.items()},
+                           npu={name: theirs[name] if _shared(run.rknn) and name in theirs else run.moved(at, build)
+                                for name, run in pipeline.npu.items()})
+    return replace(made, rknn=at(made.rknn), host_programs=[at(p) for p in made.host_programs],
+                   check=Check(at(made.check.folder), made.check.inputs, made.check.outputs), build=build,
+                   parts=[part.moved(at) for part in made.parts] if made.parts else None, pipeline=pipeline)
 
 
-def combined(build_dir: Path, each: dict[int, tuple[dict, dict]]) -> tuple[dict, dict]:
+def combined(each: dict[int, tuple[Manifest, dict]]) -> tuple[Manifest, dict]:
     """(manifest, files) of one bundle from each size's (manifest, files), in --resolution's order."""
     top, files, sizes = None, {}, {}
     for size, (made, made_files) in each.items():
         prefix = "" if top is None else f"{folder_name(size)}/"
-        moved = _moved(made, prefix, folder_name(size), top)
+        moved = _moved(made.first, prefix, folder_name(size), top.first if top else None)
         for name, path in made_files.items():
             files.setdefault(name if _shared(name) else prefix + name, path)  # a shared name: the first size's
-        top = top or moved
-        sizes[str(size)] = {key: moved.get(key) for key in SIZE_KEYS}
-    return {**top, "sizes": sizes, "files": file_entries(files)}, files
+        top = top or replace(made, first=moved)
+        sizes[str(size)] = moved
+    return replace(top, sizes=sizes, files=file_entries(files)), files

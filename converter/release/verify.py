@@ -11,8 +11,10 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
+from converter.board.manifest import NAME, Manifest, ManifestError, Run
+from converter.common.digest import sha256
 from converter.common.errors import UserError
-from converter.release import manifest, tarball
+from converter.release import tarball
 from converter.toolkit import rknn_file
 
 # Manifest keys each .rknn file itself must agree with: the bundle's, and its own run's.
@@ -20,7 +22,7 @@ BUNDLE_WIDE = ("target", "toolkit_version", "compiler_version")
 RUN_KEYS = ("inputs", "outputs", "op_counts")
 
 
-def verify(bundle: Path) -> tuple[dict | None, list[str]]:
+def verify(bundle: Path) -> tuple[Manifest | None, list[str]]:
     """(the manifest, what is wrong: one line each naming the member); UserError for unsafe tarballs."""
     members = tarball.safe_members(bundle)
     roots = {PurePosixPath(m.name).parts[0] for m in members}
@@ -32,47 +34,45 @@ def verify(bundle: Path) -> tuple[dict | None, list[str]]:
         copies = {}  # every .rknn, kept to read what it declares once the manifest says which are ours
         for info, chunks in tarball.chunks(bundle):
             name = str(PurePosixPath(info.name).relative_to(root))
-            if name == manifest.NAME:
+            if name == NAME:
                 raw_manifest = b"".join(chunks)
                 continue
             if name.endswith(".rknn"):
                 copies[name] = Path(tmp) / f"{len(copies)}.rknn"
             with open(copies.get(name, os.devnull), "wb") as sink:
-                sums[name] = (manifest.sha256(_tee(chunks, sink)), info.size)
+                sums[name] = (sha256(_tee(chunks, sink)), info.size)
         if raw_manifest is None:
-            return None, [f"{manifest.NAME}: missing"]
+            return None, [f"{NAME}: missing"]
         try:
-            made = json.loads(raw_manifest)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            return None, [f"{manifest.NAME}: not JSON ({e})"]
-        found = manifest.problems(made)
-        if found:
-            return None, found
-        found += _files(made["files"], sums)
-        for run in manifest.all_runs(made):
-            if run["rknn"] not in copies:
+            made = Manifest.loads(raw_manifest)
+        except ManifestError as e:
+            return None, [str(e)]
+        found = _files(made, sums)
+        for run in made.all_runs():
+            if run.rknn not in copies:
                 continue  # named missing above
             try:
-                found += _declared(made, run, rknn_file.read(copies[run["rknn"]]).to_json())
+                found += _declared(made, run, rknn_file.read(copies[run.rknn]))
             except UserError as e:
-                found.append(str(e).replace(str(copies[run["rknn"]]), run["rknn"]))
+                found.append(str(e).replace(str(copies[run.rknn]), run.rknn))
     return made, found
 
 
-def _files(listed: dict, sums: dict[str, tuple[str, int]]) -> list[str]:
+def _files(made: Manifest, sums: dict[str, tuple[str, int]]) -> list[str]:
+    listed = made.files
     found = [f"{name}: listed in the manifest, not in the bundle" for name in sorted(set(listed) - set(sums))]
     found += [f"{name}: in the bundle, not in the manifest" for name in sorted(set(sums) - set(listed))]
     found += [f"{name}: sha256 differs from the manifest" for name in sorted(set(listed) & set(sums))
-              if (listed[name]["sha256"], listed[name]["bytes"]) != sums[name]]
+              if (listed[name].sha256, listed[name].bytes) != sums[name]]
     return found
 
 
-def _declared(made: dict, run: dict, declared: dict) -> list[str]:
+def _declared(made: Manifest, run: Run, declared: rknn_file.RknnFile) -> list[str]:
     """What `run`'s .rknn says of itself against the manifest: the bundle's target and versions, the run's
     tensors and node counts."""
-    said = {**{key: made.get(key) for key in BUNDLE_WIDE}, **{key: run.get(key) for key in RUN_KEYS}}
-    return [f"{run['rknn']}: the file says {key} {declared[key]!r}, the manifest {said[key]!r}"
-            for key in (*BUNDLE_WIDE, *RUN_KEYS) if said[key] != declared[key]]
+    said = {**{key: getattr(made, key) for key in BUNDLE_WIDE}, **run.to_json()}
+    return [f"{run.rknn}: the file says {key} {getattr(declared, key)!r}, the manifest {said[key]!r}"
+            for key in (*BUNDLE_WIDE, *RUN_KEYS) if said[key] != getattr(declared, key)]
 
 
 def _tee(chunks, sink):

@@ -22,7 +22,7 @@ from converter.pipeline.build_dir import StageOutput, StageResult
 from converter.pipeline.stages.calib import Calibration
 from converter.pipeline.stages.export import Exported
 from converter.pipeline.stages.passes import Rewritten
-from converter.release.board.samplers import guidance_embedding
+from converter.board.samplers import guidance_embedding
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from samplers import NAMES as SAMPLER_NAMES  # noqa: E402
 from samplers import from_config as sampler_from_config  # noqa: E402
 from samplers import guidance_embedding  # noqa: E402
 from png import save_png  # noqa: E402
+from manifest import NAME as MANIFEST, ForSize, Manifest, ManifestError, Run  # noqa: E402
 
 GUIDANCE_INPUT = "timestep_cond"  # rkconvert's tracing.GUIDANCE_INPUT: the bundle's own name for it
 
@@ -47,14 +48,14 @@ class RunnerError(Exception):
     """A check that failed: printed as one line, exit status 2."""
 
 
-def checksums(manifest: dict) -> None:
-    for name, entry in sorted(manifest["files"].items()):
+def checksums(manifest: Manifest) -> None:
+    for name, entry in sorted(manifest.files.items()):
         digest = hashlib.sha256()
         with open(BUNDLE / name, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
-        if digest.hexdigest() != entry["sha256"]:
-            raise RunnerError(f"{name}: sha256 differs from manifest.json (a damaged or edited bundle)")
+        if digest.hexdigest() != entry.sha256:
+            raise RunnerError(f"{name}: sha256 differs from {MANIFEST} (a damaged or edited bundle)")
 
 
 def runtime_version(text: str) -> str | None:
@@ -63,10 +64,10 @@ def runtime_version(text: str) -> str | None:
 
 
 @contextlib.contextmanager
-def on_npu(manifest: dict, runs: list[dict], core_mask: str):
+def on_npu(manifest: Manifest, runs: list[Run], core_mask: str):
     """infer(feed) -> the last run's first output on the board's NPU, after checking the runtime's version. A
-    model built in parts (`runs`: manifest `parts`) is one RKNNLite per part, run in turn, each fed by name
-    from the graph's inputs and the earlier parts' outputs."""
+    model built in parts (`runs`: the manifest's `parts`) is one RKNNLite per part, run in turn, each fed by
+    name from the graph's inputs and the earlier parts' outputs."""
     try:
         from rknnlite.api import RKNNLite
     except ImportError:
@@ -77,15 +78,15 @@ def on_npu(manifest: dict, runs: list[dict], core_mask: str):
         for run in runs:
             lite = RKNNLite(verbose=False)
             loaded.append(lite)
-            if lite.load_rknn(str(BUNDLE / run["rknn"])) != 0:
-                raise RunnerError(f"{run['rknn']}: load_rknn failed")
+            if lite.load_rknn(str(BUNDLE / run.rknn)) != 0:
+                raise RunnerError(f"{run.rknn}: load_rknn failed")
             if lite.init_runtime(core_mask=CORE_MASKS[core_mask]) != 0:
                 raise RunnerError("init_runtime failed: is the NPU driver loaded and librknnrt installed?")
         have = runtime_version(str(loaded[0].get_sdk_version()))
-        if have != manifest["librknnrt_version"]:
+        if have != manifest.librknnrt_version:
             raise RunnerError(f"this board's librknnrt is {have or 'of unknown version'}, the model was built by "
-                              f"rknn-toolkit2 {manifest['toolkit_version']}: install librknnrt "
-                              f"{manifest['librknnrt_version']} (a model from one toolkit fails on another runtime)")
+                              f"rknn-toolkit2 {manifest.toolkit_version}: install librknnrt "
+                              f"{manifest.librknnrt_version} (a model from one toolkit fails on another runtime)")
         yield chain(runs, [lambda xs, lite=lite: lite.inference(inputs=xs, data_format=["nchw"] * len(xs))
                            for lite in loaded])
     finally:
@@ -102,35 +103,24 @@ def on_cpu(onnx: Path):
     yield lambda feed: session.run(None, feed)[0]
 
 
-def unet_runs(manifest: dict) -> list[dict]:
-    """As converter/release/manifest.runs reads them (this runner ships without rkconvert)."""
-    return manifest.get("parts") or [{"rknn": manifest["rknn"], "inputs": manifest["inputs"],
-                                      "outputs": manifest["outputs"]}]
-
-
-def npu_parts(manifest: dict) -> dict:
-    """As converter/release/manifest.npu_parts reads them: the pipeline parts that have a .rknn in the bundle."""
-    return (manifest.get("pipeline") or {}).get("npu") or {}
-
-
-def chain(runs: list[dict], infers: list):
+def chain(runs: list[Run], infers: list):
     """unet(feed) -> the last run's first output: each run's infer([input, ...]) -> [output, ...] fed by name
     from `feed` and the earlier runs' outputs."""
     def unet(feed: dict) -> np.ndarray:
         tensors = dict(feed)
         for run, infer in zip(runs, infers):
-            outputs = infer([tensors[t["name"]] for t in run["inputs"]])
-            tensors.update(zip((t["name"] for t in run["outputs"]), outputs))
-        return tensors[runs[-1]["outputs"][0]["name"]]
+            outputs = infer([tensors[t.name] for t in run.inputs])
+            tensors.update(zip((t.name for t in run.outputs), outputs))
+        return tensors[runs[-1].outputs[0].name]
     return unet
 
 
-def host_programs(manifest: dict):
+def host_programs(one: ForSize):
     """timestep -> the rewritten graph's extra inputs (t_emb), computed on the CPU as on the board."""
     import onnxruntime
 
     sessions = [onnxruntime.InferenceSession(str(BUNDLE / p), providers=["CPUExecutionProvider"])
-                for p in manifest["host_programs"]]
+                for p in one.host_programs]
 
     def extra(timestep: float) -> dict[str, np.ndarray]:
         feed = {}
@@ -148,10 +138,10 @@ def psnr_db(candidate: np.ndarray, reference: np.ndarray) -> float:
     return float("inf") if rmse == 0 else float(20 * np.log10(np.abs(reference).max() / rmse))
 
 
-def step_check(manifest: dict, unet, simulated: bool) -> dict:
-    check = BUNDLE / manifest["check"]["folder"]
-    feed = {name: np.load(check / f"input-{name}.npy") for name in manifest["check"]["inputs"]}
-    output = manifest["check"]["outputs"][0]
+def step_check(one: ForSize, unet, simulated: bool) -> dict:
+    check = BUNDLE / one.check.folder
+    feed = {name: np.load(check / f"input-{name}.npy") for name in one.check.inputs}
+    output = one.check.outputs[0]
     start = time.monotonic()
     out = np.asarray(unet(feed), np.float32)
     result = {"seconds": round(time.monotonic() - start, 4),
@@ -161,12 +151,12 @@ def step_check(manifest: dict, unet, simulated: bool) -> dict:
     return result
 
 
-def where(manifest: dict, part: str, cpu_parts: bool) -> str:
+def where(one: ForSize, part: str, cpu_parts: bool) -> str:
     """Where a pipeline part runs: "npu" when the bundle has its .rknn and --cpu-parts is not given."""
-    return "npu" if part in npu_parts(manifest) and not cpu_parts else "cpu"
+    return "npu" if part in one.npu_parts() and not cpu_parts else "cpu"
 
 
-def encode(manifest: dict, open_part, prompt: str, cfg: bool, timing: dict) -> list[np.ndarray]:
+def encode(open_part, prompt: str, cfg: bool, timing: dict) -> list[np.ndarray]:
     """The text states of the empty prompt (with classifier-free guidance) and of `prompt`."""
     try:
         tokenizer = ClipTokenizer(BUNDLE / "tokenizer" / "tokenizer.json")
@@ -181,16 +171,16 @@ def encode(manifest: dict, open_part, prompt: str, cfg: bool, timing: dict) -> l
     return states
 
 
-def denoise(manifest: dict, unet, states: list[np.ndarray], sampler, seed: int, guidance: float,
+def denoise(one: ForSize, unet, states: list[np.ndarray], sampler, seed: int, guidance: float,
             timing: dict) -> np.ndarray:
     """The latents after the sampler's steps, as StableDiffusionPipeline denoises them."""
-    extra = host_programs(manifest)
-    embedded = GUIDANCE_INPUT in manifest["check"]["inputs"]  # an LCM UNet: guidance embedded, one pass per step
-    width = np.load(BUNDLE / manifest["check"]["folder"] / f"input-{GUIDANCE_INPUT}.npy").shape[-1] if embedded else 0
+    extra = host_programs(one)
+    embedded = GUIDANCE_INPUT in one.check.inputs  # an LCM UNet: guidance embedded, one pass per step
+    width = np.load(BUNDLE / one.check.folder / f"input-{GUIDANCE_INPUT}.npy").shape[-1] if embedded else 0
     fixed = {GUIDANCE_INPUT: guidance_embedding(guidance, width)} if embedded else {}
     cfg = len(states) == 2
     generator = TorchGenerator(seed)
-    latents = generator.randn(tuple(manifest["pipeline"]["latent_shape"])) * sampler.init_noise_sigma
+    latents = generator.randn(tuple(one.pipeline.latent_shape)) * sampler.init_noise_sigma
     timing["unet_step_seconds"] = []
     for i, t in enumerate(sampler.timesteps):
         start = time.monotonic()
@@ -202,11 +192,11 @@ def denoise(manifest: dict, unet, states: list[np.ndarray], sampler, seed: int, 
     return latents
 
 
-def decode(manifest: dict, open_part, latents: np.ndarray, timing: dict) -> np.ndarray:
+def decode(one: ForSize, open_part, latents: np.ndarray, timing: dict) -> np.ndarray:
     """The (H, W, 3) uint8 image of the VAE decoder."""
     with open_part("vae_decoder") as vae_decoder:
         start = time.monotonic()
-        scaled = (latents / np.float32(manifest["pipeline"]["vae_scaling_factor"])).astype(np.float32)
+        scaled = (latents / np.float32(one.pipeline.vae_scaling_factor)).astype(np.float32)
         image = np.asarray(vae_decoder({"latents": scaled}), np.float32)
         timing["decoder_seconds"] = round(time.monotonic() - start, 4)
     pixels = np.clip(image[0].transpose(1, 2, 0) / 2 + 0.5, 0, 1)
@@ -244,62 +234,59 @@ def _args(argv):
     return parser.parse_args(argv)
 
 
-def sized(manifest: dict, size: int | None) -> dict:
-    """The manifest as the runner reads it for one size (`sizes`: a bundle of several, release/sized.py)."""
-    sizes = manifest.get("sizes") or {str(manifest["resolution"]): {}}
-    if size is None or str(size) == str(manifest["resolution"]):
-        return manifest
-    if str(size) not in sizes:
-        raise RunnerError(f"--size {size}: this bundle draws at {', '.join(sorted(sizes, key=int))} px")
-    return {**manifest, **sizes[str(size)]}
+def host_simulator():
+    """The host's rkconvert, as it registers itself for `--simulate` (the entry point rkconvert.board:
+    simulator): a module with in_simulator(build_dir, manifest, one, part) and the ERRORS it raises."""
+    from importlib.metadata import entry_points
+
+    found = entry_points(group="rkconvert.board", name="simulator")
+    if not found:
+        raise RunnerError("--simulate needs rkconvert installed in this Python (the toolkit's simulator runs on "
+                          "the host)")
+    return next(iter(found)).load()
 
 
 def main(argv=None) -> int:
     args = _args(argv)
-    bundled = json.loads((BUNDLE / "manifest.json").read_text())
     host_errors: tuple = ()  # with --simulate: rkconvert's own one-line errors
     try:
+        bundled = Manifest.loads((BUNDLE / MANIFEST).read_bytes())
         if not args.skip_checksums:
             checksums(bundled)
-        manifest = sized(bundled, args.size)
-        if args.prompt and not manifest.get("pipeline"):
-            raise RunnerError(f"{manifest['model']} is a UNet alone: this bundle has no text encoder or decoder")
-        timing = {"bundle": BUNDLE.name, "size": manifest["resolution"], "target": manifest["target"],
-                  "dtype": manifest["dtype"],
+        one = bundled.at(args.size)
+        if args.prompt and not one.pipeline:
+            raise RunnerError(f"{bundled.model} is a UNet alone: this bundle has no text encoder or decoder")
+        timing = {"bundle": BUNDLE.name, "size": one.resolution, "target": bundled.target, "dtype": bundled.dtype,
                   "machine": platform.machine(), "backend": "simulator" if args.simulate else "npu",
                   "core_mask": args.core_mask}
         if args.simulate:
-            from converter.common.errors import BuildFailed, UserError  # the host's rkconvert, never on a board
-            from converter.release.simulate import in_simulator
-
-            host_errors = (UserError, BuildFailed)
+            host = host_simulator()
+            host_errors = host.ERRORS
 
         def open_part(part: str):
             """The UNet, or a pipeline part, loaded where this run puts it: infer(feed) -> first output."""
-            if part != "unet" and where(manifest, part, args.cpu_parts) == "cpu":
-                return on_cpu(BUNDLE / manifest["pipeline"]["cpu"][part])
+            if part != "unet" and where(one, part, args.cpu_parts) == "cpu":
+                return on_cpu(BUNDLE / one.pipeline.cpu[part])
             if args.simulate:
-                return in_simulator(args.simulate, manifest, None if part == "unet" else part)
-            return on_npu(manifest, unet_runs(manifest) if part == "unet" else [npu_parts(manifest)[part]],
-                          args.core_mask)
+                return host.in_simulator(args.simulate, bundled, one, None if part == "unet" else part)
+            return on_npu(bundled, one.runs() if part == "unet" else [one.npu_parts()[part]], args.core_mask)
 
         if args.prompt:
-            pipe = manifest["pipeline"]
-            steps = args.steps or pipe["steps"]
-            guidance = pipe["guidance_scale"] if args.guidance_scale is None else args.guidance_scale
+            steps = args.steps or one.pipeline.steps
+            guidance = one.pipeline.guidance_scale if args.guidance_scale is None else args.guidance_scale
             sampler = sampler_for(steps, args.scheduler)
             timing.update(prompt=args.prompt, seed=args.seed, steps=steps, guidance_scale=guidance,
-                          on={part: where(manifest, part, args.cpu_parts) for part in ("text_encoder", "vae_decoder")})
-            cfg = guidance > 1 and GUIDANCE_INPUT not in manifest["check"]["inputs"]
-            states = encode(manifest, open_part, args.prompt, cfg, timing)
+                          on={part: where(one, part, args.cpu_parts) for part in ("text_encoder", "vae_decoder")})
+            cfg = guidance > 1 and GUIDANCE_INPUT not in one.check.inputs
+            states = encode(open_part, args.prompt, cfg, timing)
         with open_part("unet") as unet:
-            timing["unet_check"] = step_check(manifest, unet, bool(args.simulate))
+            timing["unet_check"] = step_check(one, unet, bool(args.simulate))
             print(f"UNet step on the check input: {timing['unet_check']['seconds']:.3f} s, PSNR "
                   f"{timing['unet_check']['psnr_db_vs_onnxruntime']:.1f} dB against ONNX Runtime")
             if args.prompt:
-                latents = denoise(manifest, unet, states, sampler, args.seed, guidance, timing)
+                latents = denoise(one, unet, states, sampler, args.seed, guidance, timing)
         if args.prompt:
-            image = decode(manifest, open_part, latents, timing)
+            image = decode(one, open_part, latents, timing)
             args.out.mkdir(parents=True, exist_ok=True)
             png = args.out / f"{args.seed}-{re.sub(r'[^a-z0-9]+', '-', args.prompt.lower()).strip('-')[:60]}.png"
             save_png(png, image)
@@ -307,7 +294,7 @@ def main(argv=None) -> int:
             on = ", ".join(f"{part.replace('_', ' ')} on the {place.upper()}" for part, place in timing["on"].items())
             print(f"{png}: text encoder {timing['text_encoder_seconds']:.3f} s, {steps} UNet steps "
                   f"{sum(timing['unet_step_seconds']):.3f} s, decoder {timing['decoder_seconds']:.3f} s ({on})")
-    except (RunnerError, *host_errors) as e:
+    except (RunnerError, ManifestError, *host_errors) as e:
         print(f"run.py: error: {e}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
