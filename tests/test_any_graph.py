@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from converter.common import onnx_runtime
-from converter.models import pipeline_parts
+from converter.models import pipeline_models
 from tests.conftest import TINY_RESOLUTION, as_numpy, error_lines, rkconvert, save_tiny_pipeline, tiny_unet, unet_inputs
 
 
 @pytest.fixture(scope="module")
 def graphs(tmp_path_factory):
     """A tiny UNet exported with the LDM code's input names, and a tiny pipeline's text encoder and VAE decoder
-    as a build traces them beside the UNet (pipeline_parts)."""
+    as a build traces them beside the UNet (pipeline_models)."""
     work = tmp_path_factory.mktemp("graphs")
     unet = tiny_unet()
     inputs = unet_inputs(unet)
@@ -28,7 +28,7 @@ def graphs(tmp_path_factory):
                           input_names=["x", "timesteps", "context"], output_names=["out"], opset_version=17,
                           dynamo=False)
     save_tiny_pipeline(work / "pipeline")
-    pipeline_parts.export(work / "pipeline", TINY_RESOLUTION, work)  # text_encoder.onnx, vae_decoder.onnx
+    pipeline_models.export(work / "pipeline", TINY_RESOLUTION, work)  # text_encoder.onnx, vae_decoder.onnx
     return work, inputs
 
 

@@ -95,7 +95,7 @@ def test_bad_flags(tmp_path):
                    expect="--quant-algorithm mmse is about int8: --dtype float16 quantizes nothing")
     _fails_cleanly(tmp_path, "--model", "demo", "--dtype", "float16", "--toolkit-auto-hybrid", "0.99",
                    expect="--toolkit-auto-hybrid 0.99 is about int8: --dtype float16 quantizes nothing")
-    _fails_cleanly(tmp_path, "--model", "demo", "--npu-parts", "vae",
-                   expect="Invalid value for '--npu-parts': 'vae': text_encoder, vae_decoder (comma-separated), or none")
+    _fails_cleanly(tmp_path, "--model", "demo", "--npu-models", "vae",
+                   expect="Invalid value for '--npu-models': 'vae': text_encoder, vae_decoder (comma-separated), or none")
     _fails_cleanly(tmp_path, "--model", "demo", "--resolution", "128,128",
                    expect="'128,128': a size in pixels, or several different ones separated by commas (256,384,512)")

@@ -14,11 +14,11 @@ import onnx
 import pytest
 from conftest import error_lines, rkconvert, tiny_unet
 
-from converter.toolkit.child import Ending
 from converter.diagnose import locate, probe
-from converter.toolkit.failure import Failure, classify
 from converter.diagnose.remedy import remedied
 from converter.toolkit import known_failures
+from converter.toolkit.child import Ending
+from converter.toolkit.failure import Failure, classify
 from converter.toolkit.job import ToolkitSettings
 
 # The flip crash reduces in ~25 toolkit builds, ~1 min on 2 cores.
@@ -199,10 +199,10 @@ def test_departure_is_the_first_layer_the_gate_cannot_take():
 def test_an_estimated_departure_is_the_first_tensor_in_order_the_gate_cannot_take_alone(tmp_path):
     from onnx import TensorProto, helper
 
+    from converter.build.build_dir import StageResult
+    from converter.build.stages.sensitivity import Sensitivities
     from converter.common.onnx_graph import Graph
     from converter.diagnose import estimated_departure
-    from converter.pipeline.build_dir import StageResult
-    from converter.pipeline.stages.sensitivity import Sensitivities
 
     chain = [helper.make_node("Relu", [a], [b], name=f"n{b}") for a, b in zip("xabc", "abcy")]
     value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [1])  # noqa: E731
@@ -234,8 +234,8 @@ def test_an_estimated_departure_is_the_first_tensor_in_order_the_gate_cannot_tak
 def test_a_remedy_changes_only_the_options_it_needs(tmp_path):
     from dataclasses import replace
 
+    from converter.build.request import BuildRequest, PassChoice
     from converter.models.model_source import resolve
-    from converter.pipeline.request import BuildRequest, PassChoice
     from targets import get_chip
 
     base = BuildRequest(resolve("sd15:mini"), get_chip("rk3588"), tmp_path, dtype="auto",

@@ -7,11 +7,11 @@ import numpy as np
 import onnx
 import pytest
 
-from converter.pipeline.pass_selection import instances
+from converter.build.pass_selection import instances
 from converter.common import onnx_files, onnx_runtime
+from converter.common import external_weights
 from converter.common.errors import UserError
 from converter.models.tracing import trace
-from converter.common import external_weights
 from targets import get_chip
 from tests.conftest import SAME_WEIGHTS_ATOL, SAME_WEIGHTS_RTOL, as_numpy, tiny_unet, unet_inputs
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from converter.quantization.fewest_search import fewest, fewest_in_rounds
+from converter.mixed_precision.fewest_search import fewest, fewest_in_rounds
 
 
 @pytest.mark.parametrize("threshold, limit", [(1, 10), (5, 10), (10, 10), (37, 100), (64, 64), (3, 3)])

@@ -109,13 +109,13 @@ def test_generate_draws_with_both_unets_and_agrees_with_the_build(tiny_pipeline_
 
 def test_a_part_left_on_the_cpu_is_drawn_there_by_the_check_the_bundle_and_the_runner(tiny_pipeline_build, tmp_path):
     """The text encoder and VAE decoder are each a build of their own beside the UNet (npu/<part>/); one that is
-    not built for the NPU (--npu-parts, as a part the toolkit fails) is drawn on the CPU by the image check, is
+    not built for the NPU (--npu-models, as a part the toolkit fails) is drawn on the CPU by the image check, is
     shipped as ONNX only, and the board runner runs it in onnxruntime, the rest on the NPU."""
     work, result, whole = tiny_pipeline_build
     assert result.returncode == 0, result.stderr
     full = json.loads((whole / "report.json").read_text())
     assert full["images"]["on_npu"] == ["unet", "text_encoder", "vae_decoder"]
-    for name, part in full["npu_parts"].items():
+    for name, part in full["npu_models"].items():
         own = json.loads((whole / part["folder"] / "report.json").read_text())
         assert own["status"] == "ok" and own["graph"] == "graph" and own["dtype"] == "float16"
         assert part["output_psnr_db"] == own["output_psnr_db"] >= own["min_psnr"] == 40
@@ -124,12 +124,12 @@ def test_a_part_left_on_the_cpu_is_drawn_there_by_the_check_the_bundle_and_the_r
     out = tmp_path / "decoder-only"
     shutil.copytree(whole, out)
     built = rkconvert("build", "--target", "rk3588", "--model", str(work / "tiny-pipeline"), "--layer-report", "off",
-                      "--npu-parts", "vae_decoder", "--out", str(out), cwd=work)
+                      "--npu-models", "vae_decoder", "--out", str(out), cwd=work)
     assert built.returncode == 0, built.stderr
     report = json.loads((out / "report.json").read_text())
-    assert report["npu_parts"]["text_encoder"] == {"on": "cpu", "why": "--npu-parts vae_decoder"}
+    assert report["npu_models"]["text_encoder"] == {"on": "cpu", "why": "--npu-models vae_decoder"}
     assert report["images"]["on_npu"] == ["unet", "vae_decoder"]
-    assert "on the CPU (onnxruntime): --npu-parts vae_decoder" in " ".join(built.stdout.split())
+    assert "on the CPU (onnxruntime): --npu-models vae_decoder" in " ".join(built.stdout.split())
     # The text encoder in torch instead of float16 on the NPU: the same pictures, not the same bytes.
     for row, npu_row in zip(report["images"]["rows"], full["images"]["rows"]):
         drawn = _png(out / "images" / "evaluation" / row["rknn"])
@@ -152,9 +152,9 @@ def test_a_part_left_on_the_cpu_is_drawn_there_by_the_check_the_bundle_and_the_r
     drawn = _png(tmp_path / "run" / timing["image"])
     # onnxruntime's float32 text encoder against torch's, numpy's sampler against diffusers': a level or two.
     assert np.abs(drawn.astype(int) - _png(out / "images" / "evaluation" / first["rknn"])).max() <= 2
-    # --cpu-parts: the decoder the bundle has as a .rknn in onnxruntime too, float32 against float16.
+    # --cpu-models: the decoder the bundle has as a .rknn in onnxruntime too, float32 against float16.
     ran = subprocess.run([sys.executable, "board/run.py", "--simulate", str(out), "--prompt", first["prompt"],
-                          "--seed", str(first["seed"]), "--steps", str(report["images"]["steps"]), "--cpu-parts",
+                          "--seed", str(first["seed"]), "--steps", str(report["images"]["steps"]), "--cpu-models",
                           "--out", str(tmp_path / "run-cpu")], cwd=tmp_path / "unpacked" / "tiny", capture_output=True,
                          text=True, timeout=600)
     assert ran.returncode == 0, ran.stderr

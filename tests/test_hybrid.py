@@ -11,7 +11,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from converter.pipeline.finished import FinishedBuild
+from converter.build.finished import FinishedBuild
 from converter.reports.report import print_summary
 from tests.conftest import error_lines, rkconvert, tiny_unet
 
@@ -172,13 +172,13 @@ def test_the_gradient_ranking_is_the_ranking_of_each_tensor_quantized_alone(sens
     from scipy.stats import spearmanr
 
     from calib_data.dataset_writer import read_samples
+    from converter.build.build_dir import finished_stage
+    from converter.build.stages.passes import Rewritten
+    from converter.build.stages.rknn import Converted
     from converter.common import onnx_runtime
     from converter.common.onnx_graph import Graph
     from converter.common.onnx_torch import TorchGraph
-    from converter.pipeline.build_dir import finished_stage
-    from converter.pipeline.stages.passes import Rewritten
-    from converter.pipeline.stages.rknn import Converted
-    from converter.quantization.sensitivity import emulate
+    from converter.mixed_precision.sensitivity import emulate
     from converter.toolkit import quant_config
 
     work, _ = sensitive

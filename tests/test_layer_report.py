@@ -15,11 +15,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 
-from converter.pipeline.build import build
-from converter.pipeline.request import BuildRequest, Gates
-from converter.pipeline.build_dir import finished_stage
-from converter.pipeline.stages.layers import LayerRows
-from converter.pipeline.stages.reference import Reference
+from converter.build.build_dir import finished_stage
+from converter.build.builder import build
+from converter.build.request import BuildRequest, Gates
+from converter.build.stages.layers import LayerRows
+from converter.build.stages.reference import Reference
 from converter.common import onnx_runtime
 from converter.common.accuracy import compare
 from converter.common.progress import Progress
@@ -170,8 +170,8 @@ def test_compare_puts_the_cost_estimates_side_by_side():
 
 
 def test_large_graphs_skip_layer_dumps_unless_asked(tmp_path, monkeypatch, tiny_folder):
+    from converter.build import plan
     from converter.common.errors import BuildFailed
-    from converter.pipeline import plan
 
     monkeypatch.setattr(plan, "AUTO_LAYER_DUMP_LIMIT", 0)
     req = BuildRequest(resolve(str(tiny_folder)), get_chip("rk3588"), tmp_path / "out", gates=Gates(min_layer_cos=0.5))

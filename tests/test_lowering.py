@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 from rich.console import Console
 
-from converter.pipeline.build import build
-from converter.pipeline.request import BuildRequest, CalibSettings, Checks, Gates, HybridSettings
+from converter.build.builder import build
+from converter.build.request import BuildRequest, CalibSettings, Checks, Gates, HybridSettings
 from converter.common.errors import UserError
 from converter.common.progress import Progress
 from converter.models.model_source import resolve

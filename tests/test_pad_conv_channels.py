@@ -7,13 +7,13 @@ import onnx
 import pytest
 from rich.console import Console
 
-from converter.pipeline.build import build
-from converter.pipeline.request import BuildRequest, CalibSettings, Checks, HybridSettings, PassChoice
+from converter.build.builder import build
+from converter.build.request import BuildRequest, CalibSettings, Checks, HybridSettings, PassChoice
 from converter.common import onnx_runtime
 from converter.common.errors import BuildFailed
 from converter.common.progress import Progress
-from converter.models.model_source import resolve
 from converter.models import tracing
+from converter.models.model_source import resolve
 from graph_passes import CATALOGUE
 from targets import get_chip
 from tests.conftest import TINY_RESOLUTION, as_numpy, tiny_unet, unet_inputs

@@ -7,12 +7,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 
+from converter.build.builder import build
+from converter.build.request import BuildRequest, CalibSettings, Checks, Gates, HybridSettings
 from converter.common import onnx_runtime
 from converter.common.progress import Progress
 from converter.models import tracing
 from converter.models.model_source import resolve
-from converter.pipeline.build import build
-from converter.pipeline.request import BuildRequest, CalibSettings, Checks, Gates, HybridSettings
 from converter.toolkit import known_failures
 from graph_passes import CATALOGUE
 from targets import get_chip

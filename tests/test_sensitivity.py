@@ -7,13 +7,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from converter.build.stages.sensitivity import EXACT_DB, Fitted, Sensitivities
 from converter.common import onnx_runtime
 from converter.common.accuracy import compare
-from converter.common.onnx_graph import Graph
 from converter.common.errors import BuildFailed
-from converter.pipeline.stages.sensitivity import EXACT_DB, Fitted, Sensitivities
-from converter.quantization.proxy import carried
-from converter.quantization.sensitivity import Point, Sensitivity, emulate
+from converter.common.onnx_graph import Graph
+from converter.mixed_precision.proxy import carried
+from converter.mixed_precision.sensitivity import Point, Sensitivity, emulate
 from converter.toolkit.naming import named_tensor
 from converter.toolkit.quant_config import QuantizedTensor
 

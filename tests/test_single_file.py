@@ -48,7 +48,7 @@ def _assert_same_weights(loaded: torch.nn.Module, original: torch.nn.Module, hal
 def _built(tmp_path, name: str, *extra: str) -> tuple[Path, dict]:
     # The text encoder and decoder stay on the CPU here: what a single file changes is the folder they come from.
     result = rkconvert("build", "--target", "rk3588", "--model", f"{name}.safetensors", "--resolution", "64",
-                       "--layer-report", "off", "--npu-parts", "none", *extra, cwd=tmp_path)
+                       "--layer-report", "off", "--npu-models", "none", *extra, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert not [line for line in (result.stdout + result.stderr).splitlines() if any(t in line for t in THIRD_PARTY)]
     out = tmp_path / "build" / f"{name}-rk3588"

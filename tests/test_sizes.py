@@ -55,8 +55,8 @@ def test_two_sizes_build_into_one_bundle_whose_runner_draws_at_both(tiny_pipelin
                                                                      or "tokenizer" in n)}
     assert made.first.resolution == 64 and made.resolutions() == ["64", "128"]  # the first size on top
     assert made.at(128).pipeline.latent_shape == [1, 4, 16, 16]
-    assert made.at(128).npu_parts()["text_encoder"].rknn == "npu/text_encoder.rknn"
-    assert made.at(128).npu_parts()["vae_decoder"].rknn == "128px/npu/vae_decoder.rknn"
+    assert made.at(128).npu_models()["text_encoder"].rknn == "npu/text_encoder.rknn"
+    assert made.at(128).npu_models()["vae_decoder"].rknn == "128px/npu/vae_decoder.rknn"
 
     folder = tmp_path / "unpacked" / "tiny"
     for size, report in reports.items():

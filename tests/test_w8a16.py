@@ -15,10 +15,10 @@ from safetensors.torch import load_file, save_file
 from converter.common import onnx_files, onnx_runtime
 from converter.common.errors import UserError
 from converter.models.model_source import resolve
-from converter.quantization import weight_dequantize
-from converter.quantization.w8a16 import QMAX, dequantize, quantize
-from converter.quantization.w8a16_checkpoint import FORMAT, SCALE_SUFFIX
 from converter.quantize.command import ONNX_NAME
+from converter.w8a16 import weight_dequantize
+from converter.w8a16.checkpoint import FORMAT, SCALE_SUFFIX
+from converter.w8a16.int8_weights import QMAX, dequantize, quantize
 from tests.conftest import as_numpy, error_lines, rkconvert, tiny_unet, torch_output, unet_inputs
 
 

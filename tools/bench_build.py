@@ -82,7 +82,7 @@ def figures(run: dict) -> dict:
         "onnx_bytes": report.get("onnx_bytes"),
         "cpu_ops": report.get("cpu_ops"),
         "passes": report.get("passes"),
-        "npu_parts": report.get("npu_parts"),  # a model that draws: its text encoder's and VAE decoder's builds
+        "npu_models": report.get("npu_models"),  # a model that draws: its text encoder's and VAE decoder's builds
         "error": report.get("error"),
         "toolkit_version": report.get("toolkit_version"),
     }

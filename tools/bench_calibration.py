@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from calib_data.check_inputs import check_inputs
+from converter.build.build_dir import finished_stage
+from converter.build.finished import FinishedBuild
+from converter.build.simulator import BuiltModel
+from converter.build.stages.export import Exported
 from converter.common.accuracy import compare
 from converter.models.unet_interface import specs_from_json
-from converter.pipeline.build_dir import finished_stage
-from converter.pipeline.finished import FinishedBuild
-from converter.pipeline.simulator import BuiltModel
-from converter.pipeline.stages.export import Exported
 from converter.toolkit import driver
 from converter.toolkit.job import ToolkitSettings
 
@@ -53,9 +53,9 @@ def _gaussian_images(build: FinishedBuild, model: BuiltModel, tmp: Path) -> dict
     from PIL import Image
     from rich.console import Console
 
+    from converter.build.stages.images import Drawing, draw_both
     from converter.common.progress import Progress
     from converter.imaging.evaluation import compare_images, eval_set, judge_for
-    from converter.pipeline.stages.images import Drawing, draw_both
 
     report = build.report
     evaluation = eval_set(build.pipeline)

@@ -3,7 +3,7 @@
     .venv/bin/python tools/bench_image_budget.py --model demo [--ks 0,16,32,48,64,96,128]
 
 One plain w8a8 build gives the toolkit's quantization (every activation's scale and zero point); then the
-model's evaluation set is drawn with the UNet in the emulation (converter/quantization/sensitivity.py: the
+model's evaluation set is drawn with the UNet in the emulation (converter/mixed_precision/sensitivity.py: the
 toolkit's int8 on every activation, weights float), the first k tensors of stage sensitivity's ranking left
 float, and each image is compared with the one ONNX Runtime draws in float32. No toolkit build per point:
 a drawing costs an ONNX Runtime inference per UNet call. Rows:
@@ -46,18 +46,18 @@ def main() -> int:
     from rich.console import Console
 
     from calib_data.dataset_writer import read_samples
+    from converter.build.build_dir import finished_stage
+    from converter.build.stages.images import Drawing, draw
+    from converter.build.stages.passes import Rewritten
+    from converter.build.stages.reference import Reference
+    from converter.build.stages.rknn import Converted
+    from converter.build.stages.sensitivity import rank
     from converter.common import onnx_runtime
     from converter.common.onnx_graph import Graph
     from converter.common.progress import Progress
     from converter.imaging.evaluation import compare_images, eval_set, judge_for
     from converter.imaging.text_to_image import to_uint8
-    from converter.pipeline.build_dir import finished_stage
-    from converter.pipeline.stages.images import Drawing, draw
-    from converter.pipeline.stages.passes import Rewritten
-    from converter.pipeline.stages.reference import Reference
-    from converter.pipeline.stages.rknn import Converted
-    from converter.pipeline.stages.sensitivity import rank
-    from converter.quantization.sensitivity import MASK, Emulation, emulate, observed_ranges
+    from converter.mixed_precision.sensitivity import MASK, Emulation, emulate, observed_ranges
     from converter.toolkit import quant_config
 
     with tempfile.TemporaryDirectory(prefix="bench-image-budget-") as tmp:

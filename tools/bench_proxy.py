@@ -6,7 +6,7 @@
 One plain w8a8 build at --resolution gives the toolkit's quantization. Stage `sensitivity` then ranks its
 quantized tensors twice: on the build's own graph (`native`: gradients there, the first 32 quantized
 alone), and through the model exported again at --proxy (`proxy`: what `rkconvert build` does past
---hybrid-rank-resolution, converter/quantization/proxy.py). Reported, both orders carried to the build's
+--hybrid-rank-resolution, converter/mixed_precision/proxy.py). Reported, both orders carried to the build's
 tensors by the toolkit names they hold:
 - rank correlation (Spearman) of the two, and how many of the first k they share;
 - the output PSNR at --resolution, emulated (ONNX Runtime, the toolkit's scales, every tensor matched by
@@ -54,18 +54,18 @@ def main() -> int:
     from rich.console import Console
 
     from calib_data.dataset_writer import read_samples
+    from converter.build import builder
+    from converter.build.build_dir import BuildDir, finished_stage
+    from converter.build.outcome import Outcome
+    from converter.build.request import BuildRequest, HybridSettings
+    from converter.build.stage_run import StageRunner
+    from converter.build.stages.rknn import Converted
+    from converter.build.stages.sensitivity import FEEDS
     from converter.common.accuracy import compare
     from converter.common.onnx_graph import Graph
     from converter.common.progress import Progress
+    from converter.mixed_precision.sensitivity import emulate
     from converter.models.model_source import resolve
-    from converter.pipeline import build
-    from converter.pipeline.build_dir import BuildDir, finished_stage
-    from converter.pipeline.outcome import Outcome
-    from converter.pipeline.request import BuildRequest, HybridSettings
-    from converter.pipeline.stage_run import StageRunner
-    from converter.pipeline.stages.rknn import Converted
-    from converter.pipeline.stages.sensitivity import FEEDS
-    from converter.quantization.sensitivity import emulate
     from converter.toolkit import driver, quant_config
     from converter.toolkit.job import ToolkitJob
     from targets import get_chip
@@ -80,14 +80,14 @@ def main() -> int:
         req = BuildRequest(resolve(args.model), get_chip("rk3588"), out, resolution=args.resolution, dtype="w8a8",
                            hybrid=HybridSettings(rank_resolution=args.proxy))
         runner = StageRunner(BuildDir(out), Progress(Console()))
-        plan, exported, rewritten, reference, calib = build.toolkit_inputs(req, None, runner, Outcome(req))
+        plan, exported, rewritten, reference, calib = builder.toolkit_inputs(req, None, runner, Outcome(req))
         plain = Converted.read(finished_stage(out, "rknn"))
         timings = {}
         rankings = {}
         for label, graph in (("native", lambda: rewritten),
-                             ("proxy", lambda: build.ranking_graph(plan, exported, rewritten, runner))):
+                             ("proxy", lambda: builder.ranking_graph(plan, exported, rewritten, runner))):
             start = time.monotonic()
-            rankings[label] = build.sensitivity(rewritten, graph(), calib, reference, plain, runner)
+            rankings[label] = builder.sensitivity(rewritten, graph(), calib, reference, plain, runner)
             timings[label] = round(time.monotonic() - start, 1)
 
         graph = Graph.load(rewritten.onnx)

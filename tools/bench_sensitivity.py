@@ -7,7 +7,7 @@ keeps its first k tensors float, and its output PSNR on the check inputs is take
 (every k of --ks) and from real toolkit builds (every k of --built; step2 from the plain build's step1):
 - `measured`: each tensor quantized alone in the emulation, its cost at the model's output;
 - `gradient`: rkconvert's (stage sensitivity), the same cost to first order from gradients
-  (converter/quantization/gradient.py), its first 32 measured again as `measured` does;
+  (converter/mixed_precision/gradient.py), its first 32 measured again as `measured` does;
 - `local`: each tensor's own quantization error (signal over noise of the tensor itself, the per-layer
   PSNR a per-layer analysis such as the toolkit's accuracy_analysis reports);
 - `added-noise`: the per-layer report's noise added per layer in one dump of the plain build (the
@@ -34,7 +34,7 @@ def _local_order(onnx_path: Path, points, feed: dict, scratch: Path) -> list[str
     import torch
 
     from converter.common import onnx_runtime
-    from converter.quantization.gradient import int8_error
+    from converter.mixed_precision.gradient import int8_error
 
     values = onnx_runtime.run_with_tensors(onnx_path, feed, [p.tensor for p in points if p.tensor not in feed], scratch)
     values.update(feed)
@@ -60,15 +60,15 @@ def main() -> int:
     from rich.console import Console
 
     from calib_data.dataset_writer import read_samples
+    from converter.build.build_dir import finished_stage
+    from converter.build.stages.layers import LayerRows
+    from converter.build.stages.passes import Rewritten
+    from converter.build.stages.reference import Reference
+    from converter.build.stages.rknn import Converted
+    from converter.build.stages.sensitivity import rank
     from converter.common.onnx_graph import Graph
     from converter.common.progress import Progress
-    from converter.pipeline.build_dir import finished_stage
-    from converter.pipeline.stages.layers import LayerRows
-    from converter.pipeline.stages.passes import Rewritten
-    from converter.pipeline.stages.reference import Reference
-    from converter.pipeline.stages.rknn import Converted
-    from converter.pipeline.stages.sensitivity import rank
-    from converter.quantization.sensitivity import emulate
+    from converter.mixed_precision.sensitivity import emulate
     from converter.toolkit import driver, quant_config
     from converter.toolkit.job import ToolkitJob
     from converter.toolkit.naming import named_tensor

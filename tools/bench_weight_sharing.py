@@ -24,9 +24,9 @@ import numpy as np
 
 from bench_build import git_commit, machine  # tools/ is on sys.path as a script's folder
 
+from converter.build.finished import FinishedBuild
+from converter.build.sizes import KEY
 from converter.common.errors import BuildFailed
-from converter.pipeline.finished import FinishedBuild
-from converter.pipeline.sizes import KEY
 from converter.reports.compare_builds import load_report
 from converter.toolkit import driver, rknn_file
 

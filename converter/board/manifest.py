@@ -207,7 +207,7 @@ class ForSize:
         """What the runner loads for the UNet, in order: the parts, or the one .rknn described above."""
         return self.parts or [Run(self.rknn, self.inputs, self.outputs, self.op_counts, self.constant_bytes)]
 
-    def npu_parts(self) -> dict[str, Run]:
+    def npu_models(self) -> dict[str, Run]:
         """The pipeline's models that have a .rknn in the bundle, by name (text_encoder, vae_decoder)."""
         return self.pipeline.npu if self.pipeline else {}
 
@@ -285,6 +285,6 @@ class Manifest:
         """Every .rknn the bundle runs (its UNet's, its pipeline models', of every size), each once."""
         found = {}
         for one in [self.first, *(self.sizes or {}).values()]:
-            for run in [*one.runs(), *one.npu_parts().values()]:
+            for run in [*one.runs(), *one.npu_models().values()]:
                 found.setdefault(run.rknn, run)
         return list(found.values())

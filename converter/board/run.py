@@ -9,7 +9,7 @@ version the model was built with. Then one UNet step on the build's own check in
 ONNX Runtime's output (and, simulated, with the build's simulator output). With --prompt, the whole
 loop of a model that draws: the tokenizer, the text encoder, the UNet with classifier-free guidance, the
 bundle's sampler in numpy (DDIM, Euler, Euler-ancestral or LCM), the VAE decoder, a PNG. The UNet runs on
-the NPU, and so do the text encoder and the VAE decoder where the bundle has their .rknn (--cpu-parts:
+the NPU, and so do the text encoder and the VAE decoder where the bundle has their .rknn (--cpu-models:
 onnxruntime on the CPU instead); one model is loaded at a time. Every part is timed; timing.json is what
 to send back so board figures can sit beside the toolkit's estimate.
 """
@@ -151,18 +151,18 @@ def step_check(one: ForSize, unet, simulated: bool) -> dict:
     return result
 
 
-def where(one: ForSize, part: str, cpu_parts: bool) -> str:
-    """Where a pipeline part runs: "npu" when the bundle has its .rknn and --cpu-parts is not given."""
-    return "npu" if part in one.npu_parts() and not cpu_parts else "cpu"
+def where(one: ForSize, model: str, cpu_models: bool) -> str:
+    """Where a pipeline model runs: "npu" when the bundle has its .rknn and --cpu-models is not given."""
+    return "npu" if model in one.npu_models() and not cpu_models else "cpu"
 
 
-def encode(open_part, prompt: str, cfg: bool, timing: dict) -> list[np.ndarray]:
+def encode(open_model, prompt: str, cfg: bool, timing: dict) -> list[np.ndarray]:
     """The text states of the empty prompt (with classifier-free guidance) and of `prompt`."""
     try:
         tokenizer = ClipTokenizer(BUNDLE / "tokenizer" / "tokenizer.json")
     except ValueError as e:  # a tokenizer this runner does not implement, named with the file
         raise RunnerError(str(e)) from None
-    with open_part("text_encoder") as text_encoder:
+    with open_model("text_encoder") as text_encoder:
         start = time.monotonic()
         texts = ["", prompt] if cfg else [prompt]
         states = [np.asarray(text_encoder({"input_ids": np.array([tokenizer(t)], np.int64)}), np.float32)
@@ -192,9 +192,9 @@ def denoise(one: ForSize, unet, states: list[np.ndarray], sampler, seed: int, gu
     return latents
 
 
-def decode(one: ForSize, open_part, latents: np.ndarray, timing: dict) -> np.ndarray:
+def decode(one: ForSize, open_model, latents: np.ndarray, timing: dict) -> np.ndarray:
     """The (H, W, 3) uint8 image of the VAE decoder."""
-    with open_part("vae_decoder") as vae_decoder:
+    with open_model("vae_decoder") as vae_decoder:
         start = time.monotonic()
         scaled = (latents / np.float32(one.pipeline.vae_scaling_factor)).astype(np.float32)
         image = np.asarray(vae_decoder({"latents": scaled}), np.float32)
@@ -223,7 +223,7 @@ def _args(argv):
                         help="sampler (default: the one scheduler/scheduler_config.json names)")
     parser.add_argument("--size", type=int, default=None,
                         help="image size in pixels, for a bundle of several (default: its first)")
-    parser.add_argument("--cpu-parts", action="store_true",
+    parser.add_argument("--cpu-models", action="store_true",
                         help="run the text encoder and the VAE decoder in onnxruntime on the CPU, even where the "
                              "bundle has their .rknn")
     parser.add_argument("--core-mask", choices=sorted(CORE_MASKS), default="auto", help="NPU cores (RK3588: 0, 1, 2)")
@@ -236,7 +236,7 @@ def _args(argv):
 
 def host_simulator():
     """The host's rkconvert, as it registers itself for `--simulate` (the entry point rkconvert.board:
-    simulator): a module with in_simulator(build_dir, manifest, one, part) and the ERRORS it raises."""
+    simulator): a module with in_simulator(build_dir, manifest, one, model) and the ERRORS it raises."""
     from importlib.metadata import entry_points
 
     found = entry_points(group="rkconvert.board", name="simulator")
@@ -263,35 +263,35 @@ def main(argv=None) -> int:
             host = host_simulator()
             host_errors = host.ERRORS
 
-        def open_part(part: str):
-            """The UNet, or a pipeline part, loaded where this run puts it: infer(feed) -> first output."""
-            if part != "unet" and where(one, part, args.cpu_parts) == "cpu":
-                return on_cpu(BUNDLE / one.pipeline.cpu[part])
+        def open_model(model: str):
+            """The UNet, or a pipeline model, loaded where this run puts it: infer(feed) -> first output."""
+            if model != "unet" and where(one, model, args.cpu_models) == "cpu":
+                return on_cpu(BUNDLE / one.pipeline.cpu[model])
             if args.simulate:
-                return host.in_simulator(args.simulate, bundled, one, None if part == "unet" else part)
-            return on_npu(bundled, one.runs() if part == "unet" else [one.npu_parts()[part]], args.core_mask)
+                return host.in_simulator(args.simulate, bundled, one, None if model == "unet" else model)
+            return on_npu(bundled, one.runs() if model == "unet" else [one.npu_models()[model]], args.core_mask)
 
         if args.prompt:
             steps = args.steps or one.pipeline.steps
             guidance = one.pipeline.guidance_scale if args.guidance_scale is None else args.guidance_scale
             sampler = sampler_for(steps, args.scheduler)
             timing.update(prompt=args.prompt, seed=args.seed, steps=steps, guidance_scale=guidance,
-                          on={part: where(one, part, args.cpu_parts) for part in ("text_encoder", "vae_decoder")})
+                          on={model: where(one, model, args.cpu_models) for model in ("text_encoder", "vae_decoder")})
             cfg = guidance > 1 and GUIDANCE_INPUT not in one.check.inputs
-            states = encode(open_part, args.prompt, cfg, timing)
-        with open_part("unet") as unet:
+            states = encode(open_model, args.prompt, cfg, timing)
+        with open_model("unet") as unet:
             timing["unet_check"] = step_check(one, unet, bool(args.simulate))
             print(f"UNet step on the check input: {timing['unet_check']['seconds']:.3f} s, PSNR "
                   f"{timing['unet_check']['psnr_db_vs_onnxruntime']:.1f} dB against ONNX Runtime")
             if args.prompt:
                 latents = denoise(one, unet, states, sampler, args.seed, guidance, timing)
         if args.prompt:
-            image = decode(one, open_part, latents, timing)
+            image = decode(one, open_model, latents, timing)
             args.out.mkdir(parents=True, exist_ok=True)
             png = args.out / f"{args.seed}-{re.sub(r'[^a-z0-9]+', '-', args.prompt.lower()).strip('-')[:60]}.png"
             save_png(png, image)
             timing["image"] = png.name
-            on = ", ".join(f"{part.replace('_', ' ')} on the {place.upper()}" for part, place in timing["on"].items())
+            on = ", ".join(f"{model.replace('_', ' ')} on the {place.upper()}" for model, place in timing["on"].items())
             print(f"{png}: text encoder {timing['text_encoder_seconds']:.3f} s, {steps} UNet steps "
                   f"{sum(timing['unet_step_seconds']):.3f} s, decoder {timing['decoder_seconds']:.3f} s ({on})")
     except (RunnerError, ManifestError, *host_errors) as e:

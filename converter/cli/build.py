@@ -7,11 +7,11 @@ import shlex
 import click
 from rich.console import Console
 
+from converter.build.request import BuildRequest
 from converter.cli.exits import EXIT_CODES
 from converter.cli.groups import BUILD_GROUPS, DIAGNOSE_GROUPS
 from converter.cli.options import arguments, request_options
 from converter.common.errors import BuildFailed
-from converter.pipeline.request import BuildRequest
 
 
 @click.command(epilog=EXIT_CODES)
@@ -22,8 +22,8 @@ def build(request: BuildRequest):
     Stages: export (trace to static-shape ONNX, opset 17) -> passes (the target's graph rewrites) ->
     reference (ONNX Runtime outputs on check inputs) -> rknn (rknn-toolkit2 build and simulator run,
     in a child process) -> layers (every layer the simulator dumps against ONNX Runtime) -> for models
-    that can draw, pipeline-parts (text encoder and VAE decoder to ONNX, each then built for the NPU as
-    a graph of its own in --out/npu/<part>/, see --npu-parts) and images (text to image through ONNX
+    that can draw, pipeline-models (text encoder and VAE decoder to ONNX, each then built for the NPU as
+    a graph of its own in --out/npu/<part>/, see --npu-models) and images (text to image through ONNX
     Runtime and through the .rknn models in the simulator) -> report.json + report.html. The .rknn,
     the reports and any host programs (small ONNX models computing inputs such as t_emb from the
     timestep on the board's CPU) land in --out.
@@ -34,7 +34,7 @@ def build(request: BuildRequest):
 def run(request: BuildRequest) -> None:
     """The build (of each size, --resolution A,B,...), its summary on the terminal; a toolkit failure names the
     diagnose that takes it from there."""
-    from converter.pipeline import sizes
+    from converter.build import sizes
 
     if not request.resolutions:
         _run_one(request)
@@ -47,8 +47,8 @@ def run(request: BuildRequest) -> None:
 
 
 def _run_one(request: BuildRequest) -> dict:
+    from converter.build.builder import build as run_build
     from converter.common.progress import Progress
-    from converter.pipeline.build import build as run_build
     from converter.reports.report import print_summary
 
     try:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
+from converter.build.request import BuildRequest
 from converter.cli.exits import EXIT_CODES
 from converter.cli.groups import CALIB_GROUPS
 from converter.cli.options import request_options
-from converter.pipeline.request import BuildRequest
 
 
 @click.command(epilog=EXIT_CODES)
@@ -21,8 +21,8 @@ def calib(request: BuildRequest):
     RKNN's dataset format (stages/calib/dataset.txt, one line per sample) with calib.json (per-input
     statistics, overall and per timestep). Deterministic for --seed; reused by `build` when unchanged.
     """
+    from converter.build.builder import calibrate
     from converter.common.progress import Progress
-    from converter.pipeline.build import calibrate
     from converter.reports.report import print_calibration
 
     recorded = calibrate(request, Progress(Console(stderr=True, highlight=False)))

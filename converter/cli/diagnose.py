@@ -10,9 +10,9 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from converter.build.request import BuildRequest
 from converter.cli.groups import BUILD_GROUPS, DIAGNOSE_GROUPS
 from converter.cli.options import arguments, request_options
-from converter.pipeline.request import BuildRequest
 
 
 @click.command(epilog="Exit status: 0 no failure (with --apply: the fixed build passed), 1 a failure was diagnosed "

@@ -9,8 +9,8 @@ import click
 
 from converter.cli.options import Group
 from converter.models import presets
-from converter.models.pipeline_parts import PARTS as NPU_PART_CHOICES
-from converter.pipeline.request import (CHECK_INPUT_CHOICES, IMAGE_CHECK_CHOICES, LAYER_REPORT_CHOICES, CalibSettings,
+from converter.models.pipeline_models import MODELS as NPU_MODEL_CHOICES
+from converter.build.request import (CHECK_INPUT_CHOICES, IMAGE_CHECK_CHOICES, LAYER_REPORT_CHOICES, CalibSettings,
                                         Checks, Gates, HybridSettings, PassChoice, default_out)
 from converter.toolkit.job import QUANT_ALGORITHMS
 
@@ -226,30 +226,30 @@ GATES = Group((
                  "min_prompt_accuracy": req.gates.min_prompt_accuracy})
 
 
-class PartNames(click.ParamType):
-    """--npu-parts: a comma list of a pipeline's parts, or none."""
+class ModelNames(click.ParamType):
+    """--npu-models: a comma list of the pipeline's models beside the UNet, or none."""
 
-    name = "PARTS|none"
+    name = "MODELS|none"
 
     def convert(self, value, param, ctx) -> tuple[str, ...]:
         if isinstance(value, tuple):
             return value
         names = () if value == "none" else tuple(n.strip() for n in str(value).split(","))
-        unknown = [n for n in names if n not in NPU_PART_CHOICES]
+        unknown = [n for n in names if n not in NPU_MODEL_CHOICES]
         if unknown:
-            self.fail(f"{unknown[0]!r}: {', '.join(NPU_PART_CHOICES)} (comma-separated), or none", param, ctx)
+            self.fail(f"{unknown[0]!r}: {', '.join(NPU_MODEL_CHOICES)} (comma-separated), or none", param, ctx)
         return names
 
 
-NPU_PARTS = Group((
-    click.option("--npu-parts", type=PartNames(), default=",".join(NPU_PART_CHOICES), show_default=True,
-                 metavar="PARTS|none",
-                 help="A model that draws: its parts beside the UNet built for the NPU too, each a float16 build of "
-                      "its own in BUILD_DIR/npu/<part>/ (the target's passes, checked against ONNX Runtime at "
-                      "--min-psnr, report.json 'npu_parts'). The image check, generate, release and the board runner "
-                      "use them; a part that does not build stays on the CPU (onnxruntime), and the build says why. "
+NPU_MODELS = Group((
+    click.option("--npu-models", type=ModelNames(), default=",".join(NPU_MODEL_CHOICES), show_default=True,
+                 metavar="MODELS|none",
+                 help="A model that draws: its other models beside the UNet built for the NPU too, each a float16 build of "
+                      "its own in BUILD_DIR/npu/<model>/ (the target's passes, checked against ONNX Runtime at "
+                      "--min-psnr, report.json 'npu_models'). The image check, generate, release and the board runner "
+                      "use them; a model that does not build stays on the CPU (onnxruntime), and the build says why. "
                       "none: the UNet alone on the NPU."),
-), lambda values: {"npu_parts": values["npu_parts"]}, lambda req: {"npu_parts": ",".join(req.npu_parts) or "none"})
+), lambda values: {"npu_models": values["npu_models"]}, lambda req: {"npu_models": ",".join(req.npu_models) or "none"})
 
 
 RAY = click.option(
@@ -298,7 +298,7 @@ HYBRID = Group((
 
 # What each command that works on a build takes; a failed build names its diagnose, and diagnose the
 # build with its fix, through these.
-BUILD_GROUPS = (MODEL, TARGET, RESOLUTIONS, OUTPUT, TOOLKIT, GATES, HYBRID, CHECKS, NPU_PARTS, CALIB, PASSES)
+BUILD_GROUPS = (MODEL, TARGET, RESOLUTIONS, OUTPUT, TOOLKIT, GATES, HYBRID, CHECKS, NPU_MODELS, CALIB, PASSES)
 DIAGNOSE_GROUPS = (MODEL, TARGET, RESOLUTION, OUTPUT, TOOLKIT.only("dtype", "parts", "quant_algorithm"),
                    GATES.only("min_psnr"), CALIB, PASSES)
 LINT_GROUPS = (MODEL, TARGET, RESOLUTION, OUTPUT, PASSES)

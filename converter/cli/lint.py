@@ -7,9 +7,9 @@ import sys
 import click
 from rich.console import Console
 
+from converter.build.request import BuildRequest
 from converter.cli.groups import LINT_GROUPS
 from converter.cli.options import request_options
-from converter.pipeline.request import BuildRequest
 
 
 @click.command(epilog="Exit status: 0 nothing left without a fix, 1 something is, 2 bad input.")

@@ -1,6 +1,6 @@
 """An ONNX graph evaluated op by op in torch, so that autograd can differentiate it: the gradient of the
 output with respect to every tensor of the graph in one backward pass (quantization sensitivity,
-converter/quantization/gradient.py). Covers the operators rkconvert's UNet graphs hold after the passes
+converter/mixed_precision/gradient.py). Covers the operators rkconvert's UNet graphs hold after the passes
 (24 kinds on the demo and SD 1.5, and the Split of tiled attention); any other raises Unsupported naming
 it. Checked against ONNX Runtime in tests/test_hybrid.py (SD 1.5 at 64 px: 5.6e-7 apart on outputs of
 magnitude 1) and tests/test_tile_attention.py."""

@@ -24,26 +24,26 @@ import numpy as np
 from calib_data.dataset_writer import read_samples
 from converter.common.errors import BuildFailed
 from converter.common.onnx_graph import Graph
-from converter.pipeline.build import (convert, layer_rows, part_calibration, ranking_graph, sensitivity, split_model,
+from converter.build.builder import (convert, layer_rows, part_calibration, ranking_graph, sensitivity, split_model,
                                       toolkit_inputs)
-from converter.pipeline.build_dir import BuildDir, StageResult, undone_on_bad_input
-from converter.pipeline.outcome import Outcome
-from converter.pipeline.plan import BuildPlan
-from converter.pipeline.request import BuildRequest
-from converter.pipeline.stage_run import StageRunner
-from converter.pipeline.stages.calib import Calibration
-from converter.pipeline.stages.passes import Rewritten
-from converter.pipeline.stages.reference import Reference
-from converter.pipeline.stages.rknn import Converted, part_log
-from converter.pipeline.toolkit_inputs import ToolkitInputs
+from converter.build.build_dir import BuildDir, StageResult, undone_on_bad_input
+from converter.build.outcome import Outcome
+from converter.build.plan import BuildPlan
+from converter.build.request import BuildRequest
+from converter.build.stage_run import StageRunner
+from converter.build.stages.calib import Calibration
+from converter.build.stages.passes import Rewritten
+from converter.build.stages.reference import Reference
+from converter.build.stages.rknn import Converted, part_log
+from converter.build.toolkit_inputs import ToolkitInputs
 from converter.common.progress import Progress
 from converter.diagnose import estimated_departure, failing_graph, locate, probe
 from converter.diagnose.failing_graph import (DIAGNOSIS_FILE, REDUCE_BUDGETS, described, explain, locate_into,
                                               reduce_into, write_folder)
-from converter.toolkit.failure import Failure, accuracy, classify
 from converter.reports.layer_report import estimated_dump_bytes
 from converter.reports.report import write_html, write_json
 from converter.toolkit import driver, known_failures
+from converter.toolkit.failure import Failure, accuracy, classify
 
 DIAGNOSIS_DIR = "diagnosis"
 # No progress: the budget grows with the graph (a tiny UNet builds in seconds, SD 1.5's 3.4 GB in ~3 min).

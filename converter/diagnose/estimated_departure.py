@@ -3,7 +3,7 @@ in parts (the per-layer report maps a graph built whole) and its dumps would be 
 
 Stage sensitivity already measures, with the toolkit's own int8 scales, what quantizing each tensor alone
 costs at the output (gradients, the costliest verified each quantized alone; at full size through a
-proxy resolution: converter/quantization/proxy.py). Those costs are measured on calibration inputs, whose
+proxy resolution: converter/mixed_precision/proxy.py). Those costs are measured on calibration inputs, whose
 outputs are not the check's (on the tiny UNet below the costliest alone cost 12.6 dB there while every
 tensor quantized together cost 38.0 on the check inputs), so each is read as its share of the summed
 costs, and that share of the emulated noise on the check inputs (every matched tensor quantized) is
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import math
 
+from converter.build.stages.sensitivity import EXACT_DB, Sensitivities
 from converter.common.onnx_graph import Graph
-from converter.pipeline.stages.sensitivity import EXACT_DB, Sensitivities
 
 # The emulation against the simulator on every matched tensor quantized: 0.5 dB apart on SD 1.5 at 512 px
 # (39.98 emulated, 40.50 simulated), under 2 dB on the tiny UNet (tests/test_hybrid.py).

@@ -7,12 +7,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from converter.build.finished import FinishedBuild
+from converter.build.stages.images import Drawing, draw_both, save_trio
 from converter.common.errors import UserError
 from converter.common.progress import Progress
 from converter.imaging.evaluation import eval_set, psnr, ssim
 from converter.imaging.pictures import comparison_grid, save_png
-from converter.pipeline.finished import FinishedBuild
-from converter.pipeline.stages.images import Drawing, draw_both, save_trio
 
 
 def generate(build_dir: Path, prompts: list[str], seed: int, steps: int | None, guidance_scale: float | None,

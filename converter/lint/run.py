@@ -3,14 +3,14 @@ checked against the target's pass list."""
 
 from __future__ import annotations
 
+from converter.build import plan
+from converter.build.build_dir import BuildDir, undone_on_bad_input
+from converter.build.builder import export_model
+from converter.build.request import BuildRequest
+from converter.build.stage_run import StageRunner
 from converter.common import onnx_files
 from converter.common.progress import Progress
 from converter.lint.check import LintResult, lint
-from converter.pipeline import plan
-from converter.pipeline.build import export_model
-from converter.pipeline.build_dir import BuildDir, undone_on_bad_input
-from converter.pipeline.request import BuildRequest
-from converter.pipeline.stage_run import StageRunner
 
 
 def lint_model(req: BuildRequest, progress: Progress) -> tuple[LintResult, list[str]]:

@@ -22,7 +22,7 @@ class ModelSource:
     trust_pickle: bool = False
     seed: int = 0
     origin: Path | None = None  # the single-file checkpoint a "pipeline" source was converted from
-    # What stands for the files in stage keys when they were made by a stage (a pipeline part traced by a build:
+    # What stands for the files in stage keys when they were made by a stage (a pipeline model traced by a build:
     # that stage's key), so a copied or moved build folder still reuses what was built from them.
     identity: str | None = None
 

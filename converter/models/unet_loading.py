@@ -22,7 +22,7 @@ from diffusers import UNet2DConditionModel
 from converter.common.errors import UserError
 from converter.models.presets import preset_config
 from converter.models.pruned_shapes import fit_modules_to_weights
-from converter.quantization.w8a16_checkpoint import dequantized, is_w8a16
+from converter.w8a16.checkpoint import dequantized, is_w8a16
 
 UNET_CLASS = "UNet2DConditionModel"
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")

@@ -1,7 +1,7 @@
 """`rkconvert quantize`: W8A16 weight-only PTQ of a UNet, written in the two forms tools exchange.
 
 Output folder: `config.json` + `diffusion_pytorch_model.safetensors` (int8 weights + scales, see
-quantization/w8a16_checkpoint.py), `unet-w8a16.onnx` (traced at --resolution, weight-only DequantizeLinear), and
+w8a16/checkpoint.py), `unet-w8a16.onnx` (traced at --resolution, weight-only DequantizeLinear), and
 `quantize.json` (per layer: weight SQNR, how many channels took the histogram range). A pipeline
 folder (the demo) stays one: its other parts are copied and the UNet's files go in `unet/`.
 """
@@ -20,8 +20,8 @@ from converter.common import onnx_files
 from converter.common.errors import UserError
 from converter.models import tracing
 from converter.models.model_source import ModelSource
-from converter.quantization import weight_dequantize
-from converter.quantization.w8a16_checkpoint import FORMAT, dequantized, int8_layers, quantize_unet
+from converter.w8a16 import weight_dequantize
+from converter.w8a16.checkpoint import FORMAT, dequantized, int8_layers, quantize_unet
 
 ONNX_NAME = "unet-w8a16.onnx"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from converter.board.manifest import NAME as MANIFEST, Accuracy, Check, Manifest, Pipeline
+from converter.build.finished import FinishedBuild
+from converter.build.sizes import KEY as SIZES_KEY
 from converter.common.errors import UserError
 from converter.imaging.evaluation import eval_set
-from converter.pipeline.finished import FinishedBuild
-from converter.pipeline.sizes import KEY as SIZES_KEY
 from converter.release import manifest, sized, tarball
 from converter.reports.compare_builds import load_report
 from converter.toolkit import rknn_file
@@ -45,10 +45,10 @@ def _pipeline_files(build: FinishedBuild) -> tuple[dict[str, Path], Pipeline | N
     files.update({"tokenizer/tokenizer.json": tokenizer,
                   "scheduler/scheduler_config.json": folder / "scheduler" / "scheduler_config.json"})
     npu = {}
-    for name, part in build.npu_parts.items():
-        (artifact,) = part.artifacts
+    for name, built in build.npu_models.items():
+        (artifact,) = built.artifacts
         npu[name] = manifest.run(f"npu/{name}.rknn", rknn_file.read(artifact), build="",
-                                 accuracy=Accuracy(part.report["output_psnr_db"], part.report["output_cosine"]))
+                                 accuracy=Accuracy(built.report["output_psnr_db"], built.report["output_cosine"]))
         files[npu[name].rknn] = artifact
     return files, Pipeline(latent_shape=traced.latent_shape, vae_scaling_factor=traced.vae_scaling_factor,
                            steps=declared.steps if declared else 20,

@@ -14,26 +14,26 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from converter.board.manifest import ForSize, Manifest
+from converter.build.finished import FinishedBuild
+from converter.build.simulator import rebuilt_simulator
 from converter.common.digest import file_chunks, sha256
 from converter.common.errors import BuildFailed, UserError
-from converter.pipeline.finished import FinishedBuild
-from converter.pipeline.simulator import rebuilt_simulator
 
 THEN = "simulate with the build folder the bundle was released from"
 ERRORS = (UserError, BuildFailed)  # one line each, which the runner prints as its own
 
 
 @contextmanager
-def in_simulator(build_dir: Path, bundle: Manifest, one: ForSize, part: str | None = None):
+def in_simulator(build_dir: Path, bundle: Manifest, one: ForSize, model: str | None = None):
     """infer(feed) -> the first output, the feed holding the graph's inputs by name: the UNet, or the pipeline
-    model `part` (text_encoder, vae_decoder) the bundle runs on the NPU, at the size `one`."""
-    ran = one.runs() if part is None else [one.npu_parts()[part]]
-    made_in = one.build if part is None else ran[0].build
+    model `model` (text_encoder, vae_decoder) the bundle runs on the NPU, at the size `one`."""
+    ran = one.runs() if model is None else [one.npu_models()[model]]
+    made_in = one.build if model is None else ran[0].build
     build = FinishedBuild.open(build_dir / (made_in or ""), THEN)  # a bundle of several sizes: one of them
-    if part is not None:
-        if part not in build.npu_parts:
-            raise UserError(f"{build_dir}: built without its {part} for the NPU; {THEN}")
-        build = build.npu_parts[part]
+    if model is not None:
+        if model not in build.npu_models:
+            raise UserError(f"{build_dir}: built without its {model} for the NPU; {THEN}")
+        build = build.npu_models[model]
     names = [run.rknn for run in ran]
     artifacts = build.artifacts
     if len(artifacts) != len(names) or any(not a.is_file() or sha256(file_chunks(a)) != bundle.files[n].sha256

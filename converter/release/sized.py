@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from converter.board.manifest import Check, ForSize, Manifest
-from converter.pipeline.sizes import folder_name
+from converter.build.sizes import folder_name
 from converter.release.manifest import file_entries
 
 # Bundle names shared by every size; the text encoder's input (77 token ids) has no resolution.
@@ -27,7 +27,7 @@ def _moved(made: ForSize, prefix: str, build: str, first: ForSize | None) -> For
 
     pipeline = made.pipeline
     if pipeline:
-        theirs = first.npu_parts() if first else {}
+        theirs = first.npu_models() if first else {}
         pipeline = replace(pipeline, cpu={name: at(path) for name, path in pipeline.cpu.items()},
                            npu={name: theirs[name] if _shared(run.rknn) and name in theirs else run.moved(at, build)
                                 for name, run in pipeline.npu.items()})

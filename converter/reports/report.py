@@ -172,7 +172,7 @@ def print_summary(console: Console, report: dict, report_path: Path) -> None:
         rows.append(("attention", "the toolkit's flash attention (enable_flash_attention; --attention-tiles auto)"))
     if report.get("cost"):
         rows.append(("cost (estimate)", cost_summary(report["cost"], run_unit(report))))
-    for name, part in (report.get("npu_parts") or {}).items():
+    for name, part in (report.get("npu_models") or {}).items():
         rows.append((name.replace("_", " "), _part_summary(part, report_path.parent)))
     if report.get("images"):
         s = report["images"]["summary"]
@@ -188,7 +188,7 @@ def print_summary(console: Console, report: dict, report_path: Path) -> None:
 
 
 def _part_summary(part: dict, build_dir: Path) -> str:
-    """A pipeline part's line: its .rknn and how it did, or why it stays on the CPU."""
+    """A pipeline model's line: its .rknn and how it did, or why it stays on the CPU."""
     if part["on"] == "cpu":
         return f"on the CPU (onnxruntime): {part['why']}"
     estimate = part["estimate"]

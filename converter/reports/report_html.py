@@ -144,7 +144,7 @@ def _images(images: dict | None) -> str:
             f"<table id=image-rows><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
-def _npu_parts(parts: dict | None) -> str:
+def _npu_models(parts: dict | None) -> str:
     """The pipeline's text encoder and VAE decoder: each one's own build (its report.json has the rest), or why
     it stays on the CPU."""
     if not parts:
@@ -162,7 +162,7 @@ def _npu_parts(parts: dict | None) -> str:
         rows.append("<tr>" + "".join(f"<td class=t>{c}</td>" for c in cells) + "</tr>")
     head = "".join(f"<th>{h}</th>" for h in ("part", "on the NPU as", "placement", "size", "PSNR dB vs ONNX Runtime",
                                              "cycles (toolkit's estimate, not a board's)"))
-    return (f"<h2>Text encoder and VAE decoder</h2><table id=npu-parts><thead><tr>{head}</tr></thead>"
+    return (f"<h2>Text encoder and VAE decoder</h2><table id=npu-models><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
@@ -213,7 +213,7 @@ def render(report: dict) -> str:
             f"{html.escape(str(report.get('model')))} for {html.escape(str(report.get('target')))}</title>"
             f"<style>{_STYLE}</style></head><body><h1>rkconvert build report</h1><dl>{summary}</dl>"
             f"{''.join(_declared(p.get('rknn_file')) for p in report.get('parts') or [report])}"
-            f"{_npu_parts(report.get('npu_parts'))}{_images(report.get('images'))}"
+            f"{_npu_models(report.get('npu_models'))}{_images(report.get('images'))}"
             f"{_placement(report.get('placement') or [])}"
             f"{cost_section(report.get('cost'), run_unit(report))}{layers}<details><summary>stages</summary><pre>{stages}</pre></details>"
             f"<script>{_SORT}</script></body></html>")

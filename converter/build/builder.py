@@ -1,0 +1,350 @@
+"""`rkconvert build`: model -> ONNX -> graph passes -> ONNX Runtime reference -> .rknn -> layers -> (a model
+that draws: its text encoder and VAE decoder, each a build of its own -> images) -> report.
+
+Each stage (converter/build/stages/) runs through the build folder, reused when its inputs are
+unchanged. The toolkit runs in a child process; ONNX Runtime runs here, before it, and memory is handed
+back between stages, so the two never hold a large model at the same time. The choices the request
+leaves open are settled once, in a plan (plan.py), after the stages that show the model.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from calib_data.schedules import get_schedule
+from converter.build import hybrid, npu_models, plan as planning
+from converter.build.build_dir import BuildDir, StageOutput, undone_on_bad_input
+from converter.build.finished import FinishedBuild
+from converter.build.npu_models import NpuModel
+from converter.build.outcome import IMAGES_DIR, Delivery, Outcome
+from converter.build.pass_selection import instances
+from converter.build.plan import BuildPlan
+from converter.build.request import BuildRequest, CalibSettings
+from converter.build.simulator import BuiltModel, PipelineModels
+from converter.build.stage_run import StageRunner
+from converter.build.stages import calib as calib_stage
+from converter.build.stages import export as export_stage
+from converter.build.stages import images as images_stage
+from converter.build.stages import layers as layers_stage
+from converter.build.stages import passes as passes_stage
+from converter.build.stages import pipeline_models as traced_stage
+from converter.build.stages import reference as reference_stage
+from converter.build.stages import rknn as rknn_stage
+from converter.build.stages import sensitivity as sensitivity_stage
+from converter.build.stages import split as split_stage
+from converter.build.stages import split_calib as split_calib_stage
+from converter.build.stages.calib import Calibration
+from converter.build.stages.export import Exported
+from converter.build.stages.images import Images
+from converter.build.stages.layers import LayerRows
+from converter.build.stages.passes import Rewritten
+from converter.build.stages.pipeline_models import Traced
+from converter.build.stages.reference import Reference
+from converter.build.stages.rknn import Converted
+from converter.build.stages.sensitivity import Sensitivities
+from converter.build.stages.split import Split
+from converter.build.stages.split_calib import PartCalibration
+from converter.build.toolkit_inputs import ToolkitInputs
+from converter.common.errors import BuildFailed, UserError
+from converter.common.progress import Progress
+from converter.imaging.evaluation import EvalSet
+from converter.models.pipeline_models import MODELS as PIPELINE_MODELS
+from converter.reports.layer_report import first_below
+from converter.reports.report import print_images, print_layers, write_html, write_json
+
+
+def build(req: BuildRequest, progress: Progress) -> dict:
+    """Run every stage; write the artifact, report.json and report.html. Raises UserError / BuildFailed.
+
+    Bad input (UserError) leaves nothing behind that this run created; a failed build leaves its
+    completed stages (for reuse and diagnosis) and reports with status "failed", never a .rknn.
+    """
+    evaluation = planning.check(req)
+    with undone_on_bad_input(req.out):
+        req.out.mkdir(parents=True, exist_ok=True)
+        for stale in (req.artifact, *req.out.glob(f"{req.artifact.stem}.part*.rknn"), req.report_path,
+                      req.html_path):
+            stale.unlink(missing_ok=True)
+        runner = StageRunner(BuildDir(req.out, req.rebuild), progress)
+        outcome = Outcome(req, stages=runner.ran)
+        status = "failed"
+        try:
+            _run_stages(req, evaluation, runner, outcome)
+            status = "ok"
+        except BuildFailed as e:
+            outcome.error = str(e)
+            raise
+        finally:
+            report = outcome.report(status)
+            if req.out.exists():
+                write_json(req.report_path, report)
+                write_html(req.html_path, report)
+    return report
+
+
+def export_model(req: BuildRequest, runner: StageRunner, resolution: int | None = None,
+                 name: str = "export") -> Exported:
+    """The model as ONNX at `resolution` (default: the request's), reused from an earlier run when unchanged."""
+    resolution = resolution or req.resolution
+    what = f"{req.source.spec} to ONNX" + (f" at {resolution} px" if name != "export" else "")
+    return Exported.read(runner.run(name, what, {"source": req.source.fingerprint(), "resolution": resolution}, [],
+                                    lambda tmp: export_stage.run(req.source, resolution, tmp)))
+
+
+def prepare(req: BuildRequest, evaluation: EvalSet | None, runner: StageRunner,
+            outcome: Outcome | None = None) -> tuple[BuildPlan, Exported, Rewritten]:
+    """Stages `export` and `passes`, and the plan they settle: --dtype auto reads the exported weights (a
+    W8A16 checkpoint?), the pass list follows the dtype, --parts auto the rewritten graph's weight."""
+    outcome = outcome or Outcome(req)
+    outcome.exported = exported = export_model(req, runner)
+    chosen = planning.dtype(req, exported)
+    if chosen[1]:
+        runner.progress.note(f"--dtype auto: {chosen[0]} ({chosen[1]})")
+    names = planning.pass_names(req, chosen[0])
+    outcome.rewritten = rewritten = rewrite(req, names, exported, runner)
+    outcome.plan = plan = planning.settle(req, evaluation, chosen, names, exported.graph, rewritten)
+    if plan.parts_choice:
+        runner.progress.note(f"--parts auto: {plan.parts} ({plan.parts_choice})")
+    return plan, exported, rewritten
+
+
+def rewrite(req: BuildRequest, names: list[str] | tuple[str, ...], exported: Exported, runner: StageRunner,
+            name: str = "passes") -> Rewritten:
+    """Stage `passes` (or another name): the graph passes `names` on `exported`."""
+    return Rewritten.read(runner.run(
+        name, ", ".join(names) or "none", planning.passes_key(req, list(names)), [exported],
+        lambda tmp: passes_stage.run(exported.onnx, instances(list(names), req.chip, req.passes.attention_tiles), tmp)))
+
+
+def record(req: BuildRequest, settings: CalibSettings, seed: int, exported: Exported, rewritten: Rewritten,
+           runner: StageRunner, name: str = "calib") -> Calibration:
+    """Stage `calib` (or another name): UNet inputs recorded along the sampler's trajectories, in RKNN's
+    dataset format."""
+    what = f"{settings.samples} inputs along {settings.schedule} trajectories"
+    return Calibration.read(runner.run(
+        name, what, {"calib": settings.fingerprint(), "seed": seed}, [exported, rewritten],
+        lambda tmp: calib_stage.run(req.source, settings, seed, exported, rewritten, runner.progress, tmp)))
+
+
+def calibrate(req: BuildRequest, progress: Progress) -> Calibration:
+    """`rkconvert calib`: the build's stages up to the graph the toolkit gets, and the calibration set
+    recorded on it as --samples / --schedule ask (whatever the dtype)."""
+    with undone_on_bad_input(req.out):
+        runner = StageRunner(BuildDir(req.out, req.rebuild), progress)
+        _, exported, rewritten = prepare(req, None, runner)
+        return record(req, req.calib, req.seed, exported, rewritten, runner)
+
+
+def toolkit_inputs(req: BuildRequest, evaluation: EvalSet | None, runner: StageRunner,
+                   outcome: Outcome) -> tuple[BuildPlan, Exported, Rewritten, Reference, Calibration | None]:
+    """Stages export, passes, (checkset,) reference and (quantized builds) calib: everything the toolkit is
+    handed but the graph's parts, and the plan."""
+    plan, exported, rewritten = prepare(req, evaluation, runner, outcome)
+    checkset = None
+    if plan.check_inputs == "trajectories":  # held out: other prompts and noise than the calibration's
+        samples = req.checks.samples
+        checkset = record(req, replace(req.calib, samples=samples, trajectories=samples), req.seed + 1, exported,
+                          rewritten, runner, "checkset")
+    guidance = get_schedule(req.calib.schedule).embedding_guidance
+    outcome.reference = reference = Reference.read(runner.run(
+        "reference", "ONNX Runtime on check inputs",
+        {"samples": req.checks.samples, "seed": req.seed, "guidance_scale": guidance},
+        [rewritten] + ([checkset] if checkset else []),
+        lambda tmp: reference_stage.run(exported, rewritten, checkset, req.checks.samples, req.seed, guidance, tmp)))
+    outcome.calibration = calib = record(req, plan.calibration, req.seed, exported, rewritten, runner) \
+        if plan.quantized else None
+    return plan, exported, rewritten, reference, calib
+
+
+def _run_stages(req: BuildRequest, evaluation: EvalSet | None, runner: StageRunner, outcome: Outcome) -> None:
+    plan, exported, rewritten, reference, calib = toolkit_inputs(req, evaluation, runner, outcome)
+    split = split_model(plan, rewritten, runner)
+    # what each toolkit build calibrates on
+    given = ToolkitInputs(rewritten, split, reference, part_calibration(rewritten, split, calib, runner))
+    outcome.plain = rknn = convert(plan, given, plan.layer_dumps, runner)
+    outcome.accuracy = rknn.accuracy(reference)
+    if plan.layer_dumps:
+        outcome.layers = layer_rows(rewritten, reference, rknn, runner)
+        print_layers(runner.progress.console, outcome.layers)
+    # (the toolkit's own mixed precision, --toolkit-auto-hybrid, is a baseline: no search after it)
+    searching = plan.quantized and req.hybrid.enabled and not plan.toolkit.auto_hybrid
+    if searching and outcome.accuracy["psnr_db"] < req.gates.min_psnr:
+        ranked_on = ranking_graph(plan, exported, rewritten, runner)
+        outcome.sensitivity = measured = sensitivity(rewritten, ranked_on, calib, reference, rknn, runner)
+        outcome.hybrid = found = hybrid.search(plan, given, measured, rknn, outcome.accuracy["psnr_db"], runner)
+        if found.found is None:
+            raise BuildFailed(found.shortfall(req.gates.min_psnr, req.hybrid.builds))
+        rknn = found.found.converted
+        outcome.accuracy = rknn.accuracy(reference)
+    outcome.rknn_files = rknn.file_facts()
+    outcome.final = rknn
+    models = PipelineModels(BuiltModel(rewritten, reference, given.jobs(plan.toolkit, rknn.float16_layers,
+                                                                         rknn.step1), rknn.simulator[0][0]))
+    if req.source.pipeline:
+        outcome.npu_models = built = build_npu_models(req, trace_pipeline_models(req, exported, runner),
+                                                      runner.progress)
+        models = replace(models, **{m.name: m.built.model() for m in built if m.built})
+    shutil.rmtree(req.out / IMAGES_DIR, ignore_errors=True)
+    if plan.evaluation is not None:
+        made_by = [*given.stages, rknn, *(m.built.rknn for m in outcome.npu_models or () if m.built)]
+        outcome.images = images = draw(plan, exported, models, made_by, runner)
+        # Placed before the gates: a build that fails on its images shows them.
+        for png in images.pngs:
+            _place(png, req.out / IMAGES_DIR / png.name)
+        print_images(runner.progress.console, images.figures)
+    outcome.peak_rss_bytes = {"rkconvert": _self_peak_rss(), "toolkit": rknn.peak_rss_bytes}
+    _gate(req, outcome.accuracy, outcome.layers, images.figures if outcome.images else None)
+    outcome.delivery = _deliver(plan, rewritten, rknn)
+
+
+def split_model(plan: BuildPlan, rewritten: Rewritten, runner: StageRunner) -> Split | None:
+    """Stage `split` under --parts N (N > 1): the graph the toolkit gets, as N parts; None for a whole model."""
+    if plan.parts == 1:
+        return None
+    return Split.read(runner.run("split", f"the graph cut into {plan.parts} parts of about equal weight",
+                                 {"parts": plan.parts}, [rewritten],
+                                 lambda tmp: split_stage.run(rewritten.onnx, plan.parts, tmp)))
+
+
+def part_calibration(rewritten: Rewritten, split: Split | None, calib: Calibration | None,
+                     runner: StageRunner) -> Calibration | PartCalibration | None:
+    """Stage `split-calib` for a quantized build in parts: each part's calibration inputs; else `calib` as it is."""
+    if split is None or calib is None:
+        return calib
+    return PartCalibration.read(runner.run(
+        "split-calib", "each part's calibration inputs (ONNX Runtime on the parts before it)", {},
+        [rewritten, split, calib],
+        lambda tmp: split_calib_stage.run(rewritten.input_names, split, calib, runner.progress, tmp)))
+
+
+def convert(plan: BuildPlan, given: ToolkitInputs, dumps: bool, runner: StageRunner) -> Converted:
+    """Stage `rknn`: the toolkit's build (of each part, in turn), simulated on the check inputs (and every
+    layer dumped if `dumps`)."""
+    what = f"rknn-toolkit2 {plan.dtype} build for {plan.chip.name} + simulator"
+    what += f", {plan.parts} parts" if given.split else ""
+    return Converted.read(runner.run(
+        "rknn", what, {"target": plan.chip.name, "dtype": plan.dtype, "layer_dumps": dumps, **plan.toolkit.options},
+        given.stages, lambda tmp: rknn_stage.run(given.jobs(plan.toolkit), given.reference, dumps,
+                                                 runner.logs / "rknn.log", runner.progress, tmp,
+                                                 plan.request.parts_in_turn)))
+
+
+def ranking_graph(plan: BuildPlan, exported: Exported, rewritten: Rewritten, runner: StageRunner) -> Rewritten:
+    """The graph stage `sensitivity` ranks on: the build's, or (stages `proxy-export`, `proxy-passes`) the
+    same passes on the model exported at --hybrid-rank-resolution when the build's resolution is larger
+    (an ONNX source has fixed shapes: ranked on them)."""
+    req = plan.request
+    proxy = req.hybrid.rank_resolution
+    if exported.resolution <= proxy or req.source.kind == "onnx":
+        return rewritten
+    try:
+        smaller = export_model(req, runner, proxy, "proxy-export")
+    except UserError as e:  # not bad input of this run's making: the stages so far stay
+        raise BuildFailed(f"--hybrid-rank-resolution {proxy}: {e}") from None
+    return rewrite(req, plan.passes, smaller, runner, "proxy-passes")
+
+
+def sensitivity(rewritten: Rewritten, ranked_on: Rewritten, calib: Calibration, reference: Reference,
+                rknn: Converted, runner: StageRunner) -> Sensitivities:
+    """Stage `sensitivity`: what each tensor the plain build quantized costs at the output, ranked on
+    `ranked_on` (`rewritten` or its proxy)."""
+    return Sensitivities.read(runner.run(
+        "sensitivity", "each quantized tensor's cost at the output, from gradients, with the toolkit's int8 scales",
+        {},
+        [rewritten, ranked_on, calib, reference, rknn],
+        lambda tmp: sensitivity_stage.run(rewritten, ranked_on, calib, reference, rknn, runner.progress, tmp)))
+
+
+def layer_rows(rewritten: Rewritten, reference: Reference, rknn: Converted, runner: StageRunner) -> list[dict]:
+    """Stage `layers`: the per-layer report's rows of a `convert` with dumps."""
+    return LayerRows.read(runner.run("layers", "every layer against ONNX Runtime", {}, [rewritten, reference, rknn],
+                                     lambda tmp: layers_stage.run(rewritten, reference, rknn, tmp))).rows
+
+
+def trace_pipeline_models(req: BuildRequest, exported: Exported, runner: StageRunner) -> Traced:
+    """Stage `pipeline-models`: the text encoder and VAE decoder of a model that draws, as ONNX."""
+    folder = req.source.pipeline
+    # Keyed by the source and the size it was exported at (not by chaining on `export`, which is keyed by the size
+    # asked): the model's default size and the same size asked for trace the same parts.
+    return Traced.read(runner.run("pipeline-models", f"text encoder and VAE decoder to ONNX at {exported.resolution} px",
+                                  {"source": req.source.fingerprint(), "resolution": exported.resolution}, [],
+                                  lambda tmp: traced_stage.run(folder, exported.resolution, tmp)))
+
+
+def build_npu_models(req: BuildRequest, traced: Traced, progress: Progress) -> list[NpuModel]:
+    """The pipeline models --npu-models asks for, each built for the NPU as a graph of its own (build/npu_models.py); one
+    that fails stays on the CPU, said on the terminal and in the report."""
+    found = []
+    for name in PIPELINE_MODELS:
+        if name not in req.npu_models:
+            found.append(NpuModel(name, None, f"--npu-models {','.join(req.npu_models) or 'none'}"))
+            continue
+        model = npu_models.request(req, name, traced)
+        try:
+            build(model, progress.within(name))
+            found.append(NpuModel(name, FinishedBuild.open(model.out)))
+        except (BuildFailed, UserError) as e:
+            progress.console.print(f"[yellow]![/] [bold]{name}[/] stays on the CPU: {e}")
+            found.append(NpuModel(name, None, str(e)))
+    return found
+
+
+def draw(plan: BuildPlan, exported: Exported, models: PipelineModels, made_by: list[StageOutput],
+         runner: StageRunner) -> Images:
+    """Stage `images`: the plan's evaluation set, drawn through ONNX Runtime and through what `models` run on
+    the NPU (which stages `made_by` made)."""
+    evaluation = plan.evaluation
+    npu = " + ".join(models.on_npu)
+    what = f"{len(evaluation.prompts)} prompts, {evaluation.steps} steps, ONNX Runtime vs {npu} in the simulator"
+    return Images.read(runner.run(
+        "images", what, {"evaluation": evaluation.fingerprint(), "dtype": plan.dtype, "target": plan.chip.name},
+        [exported, *made_by],
+        lambda tmp: images_stage.run(plan.request.source.pipeline, models, evaluation, exported.resolution,
+                                     runner.logs / "rknn-images.log", runner.progress, tmp)))
+
+
+def _gate(req: BuildRequest, metrics: dict, rows: list[dict] | None, images: dict | None) -> None:
+    gates = req.gates
+    if metrics["psnr_db"] < gates.min_psnr:
+        raise BuildFailed(f"output PSNR {metrics['psnr_db']:.1f} dB against ONNX Runtime is under "
+                          f"--min-psnr {gates.min_psnr:g} (cosine {metrics['cosine']:.6f})")
+    if gates.min_prompt_accuracy is not None:
+        accuracy = images["summary"]["rknn_prompt_accuracy"]
+        if accuracy < gates.min_prompt_accuracy:
+            raise BuildFailed(f"prompt accuracy of the .rknn's images {accuracy:.0%} is under --min-prompt-accuracy "
+                              f"{gates.min_prompt_accuracy:.0%} (reference "
+                              f"{images['summary']['reference_prompt_accuracy']:.0%})")
+    if gates.min_layer_cos is None:
+        return
+    if rows is None:
+        raise BuildFailed("--min-layer-cos needs the per-layer report, which this build skipped "
+                          "(see layers_skipped in report.json)")
+    row = first_below(rows, gates.min_layer_cos)
+    if row is not None:
+        raise BuildFailed(f"layer {row['layer']} ({row['module'] or row['onnx_tensor']}) has cosine "
+                          f"{row['cosine']:.6f} against ONNX Runtime, under --min-layer-cos {gates.min_layer_cos:g}")
+
+
+def _deliver(plan: BuildPlan, rewritten: Rewritten, rknn: Converted) -> Delivery:
+    """Place the .rknn (or its parts) and its host programs beside report.json (temp name, then rename)."""
+    out = plan.request.out
+    shutil.rmtree(out / "host", ignore_errors=True)
+    host = [str(_place(rewritten.path / rel, out / rel).relative_to(out)) for rel in rewritten.host_programs]
+    artifacts = [_place(src, dst) for src, dst in zip(rknn.rknn, plan.artifacts)]
+    return Delivery([a.name for a in artifacts], [a.stat().st_size for a in artifacts], host)
+
+
+def _place(src: Path, dst: Path) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    shutil.copyfile(src, tmp)
+    tmp.rename(dst)
+    return dst
+
+
+def _self_peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -1,0 +1,97 @@
+"""A finished build reopened as one object: its report, its stages as their typed results, and its
+`.rknn` ready to be rebuilt in a serving simulator. `generate`, `release`, the board runner's
+`--simulate` and the benchmarks work from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from converter.build.build_dir import finished_stage
+from converter.build.simulator import BuiltModel, PipelineModels
+from converter.build.sizes import KEY as SIZES_KEY
+from converter.build.stages.calib import Calibration
+from converter.build.stages.passes import Rewritten
+from converter.build.stages.pipeline_models import Traced
+from converter.build.stages.reference import Reference
+from converter.build.stages.rknn import Converted
+from converter.build.stages.split import Split
+from converter.build.stages.split_calib import PartCalibration
+from converter.build.toolkit_inputs import ToolkitInputs
+from converter.common.errors import UserError
+from converter.reports.compare_builds import load_report
+from converter.toolkit.job import ToolkitSettings, quantized
+
+
+@dataclass(frozen=True)
+class FinishedBuild:
+    folder: Path
+    report: dict
+
+    @classmethod
+    def open(cls, folder: Path, then: str = "build it first") -> FinishedBuild:
+        """The build in `folder`; UserError unless it finished (`then`: what the user should do about it)."""
+        report = load_report(folder)
+        if SIZES_KEY in report:
+            sizes = ", ".join(f"{folder / entry['folder']}" for entry in report[SIZES_KEY].values())
+            raise UserError(f"{folder}: one build per size (--resolution A,B,...): name one of {sizes}")
+        if report.get("status") != "ok":
+            raise UserError(f"{folder / 'report.json'}: the build did not finish (status {report.get('status')!r}); "
+                            f"{then}")
+        return cls(folder, report)
+
+    @property
+    def pipeline(self) -> Path | None:
+        """The diffusers pipeline folder the model came from (a model that draws), else None."""
+        return Path(self.report["pipeline"]) if self.report.get("pipeline") else None
+
+    @property
+    def artifacts(self) -> list[Path]:
+        """The delivered .rknn, or its parts in run order."""
+        return [self.folder / p["artifact"] for p in self.report.get("parts") or [self.report]]
+
+    @cached_property
+    def passes(self) -> Rewritten:
+        return Rewritten.read(finished_stage(self.folder, "passes"))
+
+    @cached_property
+    def reference(self) -> Reference:
+        return Reference.read(finished_stage(self.folder, "reference"))
+
+    @cached_property
+    def rknn(self) -> Converted:
+        """The toolkit build that was delivered (the plain one, or the hybrid search's)."""
+        return Converted.read(finished_stage(self.folder, self.report["rknn_stage"]))
+
+    @cached_property
+    def toolkit_inputs(self) -> ToolkitInputs:
+        parts = bool(self.report.get("parts"))
+        calibration = None
+        if quantized(self.report["dtype"]):
+            calibration = (PartCalibration.read(finished_stage(self.folder, "split-calib")) if parts
+                           else Calibration.read(finished_stage(self.folder, "calib")))
+        split = Split.read(finished_stage(self.folder, "split")) if parts else None
+        return ToolkitInputs(self.passes, split, self.reference, calibration)
+
+    @cached_property
+    def traced(self) -> Traced:
+        """The text encoder and VAE decoder as ONNX (a model that draws)."""
+        return Traced.read(finished_stage(self.folder, "pipeline-models"))
+
+    @cached_property
+    def npu_models(self) -> dict[str, FinishedBuild]:
+        """The builds of the pipeline's models that run on the NPU beside the UNet (build/npu_models.py)."""
+        return {name: FinishedBuild.open(self.folder / entry["folder"], f"rebuild {self.folder}")
+                for name, entry in (self.report.get("npu_models") or {}).items() if entry["on"] == "npu"}
+
+    def models(self) -> PipelineModels:
+        """What a drawing runs on the NPU: the UNet, and the pipeline models built beside it."""
+        return PipelineModels(self.model(), **{name: built.model() for name, built in self.npu_models.items()})
+
+    def model(self) -> BuiltModel:
+        """What the simulator rebuilds: the delivered build's jobs, with its float16 layers and options."""
+        settings = ToolkitSettings(self.report["target"], self.report["dtype"], self.rknn.toolkit_config,
+                                   self.rknn.auto_hybrid)
+        jobs = self.toolkit_inputs.jobs(settings, self.rknn.float16_layers, self.rknn.step1)
+        return BuiltModel(self.passes, self.reference, jobs, self.rknn.simulator[0][0])

@@ -1,0 +1,55 @@
+"""The text encoder and VAE decoder of a model that draws, built for the NPU beside its UNet.
+
+Each is a build of its own, by the same pipeline as any ONNX graph (the target's passes that match it, a
+float16 build, the simulator checked against ONNX Runtime, the toolkit's cost estimate), in
+BUILD_DIR/npu/<model>/ with its own report.json and stages, reused like the UNet's. A model the toolkit
+cannot build, or whose output misses --min-psnr, stays on the CPU (onnxruntime on the board): the report
+says why, and the build goes on, since the UNet is what it delivers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from converter.build.finished import FinishedBuild
+from converter.build.request import BuildRequest, Checks, Gates
+from converter.build.stages.pipeline_models import Traced
+from converter.models.model_source import ModelSource
+from converter.reports.report import placement_summary
+
+NPU_DIR = "npu"
+
+
+@dataclass(frozen=True)
+class NpuModel:
+    name: str  # a pipeline_models.MODELS name
+    built: FinishedBuild | None  # its finished build; None: it stays on the CPU
+    why_cpu: str | None = None
+
+    def summary(self, build_dir: Path) -> dict:
+        """report.json `npu_models` entry: where the .rknn is and how it did, or why the model stays on the CPU."""
+        if self.built is None:
+            return {"on": "cpu", "why": self.why_cpu}
+        r, cost = self.built.report, self.built.report.get("cost") or {}
+        where = self.built.folder.resolve().relative_to(build_dir.resolve())
+        return {"on": "npu", "folder": str(where), "artifact": str(where / r["artifact"]),
+                "artifact_bytes": r["artifact_bytes"], "output_psnr_db": r["output_psnr_db"],
+                "output_cosine": r["output_cosine"], "placement": placement_summary(r["placement"]),
+                "estimate": {k: cost.get(k) for k in ("label", "leaves_out", "total_cycles", "npu_clock_hz",
+                                                      "estimated_seconds_per_step")}}
+
+def folder(build_dir: Path, name: str) -> Path:
+    return build_dir / NPU_DIR / name
+
+
+def request(req: BuildRequest, name: str, traced: Traced) -> BuildRequest:
+    """The build of pipeline model `name` from its traced `onnx`: float16 (a decoder's activations span what int8 would
+    clip, and neither model is worth a calibration set), checked on Gaussian inputs at the UNet's gate, without
+    the per-layer report (`rkconvert build --model` on the model's ONNX makes one), with the target's passes."""
+    onnx = traced.onnx[name]
+    source = ModelSource(f"{onnx.parent.name}/{onnx.name}", "onnx", onnx, identity=f"{traced.key}/{name}")
+    return BuildRequest(source=source, chip=req.chip, out=folder(req.out, name),
+                        seed=req.seed, dtype="float16", checks=Checks(layer_report="off"),
+                        gates=Gates(min_psnr=req.gates.min_psnr), rebuild=req.rebuild)
+

@@ -1,0 +1,31 @@
+"""Stage `layers`: every layer the simulator dumped, against ONNX Runtime (converter/reports/layer_report.py)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from converter.build.build_dir import StageOutput, StageResult
+from converter.build.stages.passes import Rewritten
+from converter.build.stages.reference import Reference
+from converter.build.stages.rknn import Converted
+from converter.reports.layer_report import analyse
+
+ROWS = "layers.json"
+
+
+@dataclass(frozen=True)
+class LayerRows(StageOutput):
+    rows: list[dict]  # the per-layer report's rows, in the toolkit's execution order
+
+    @classmethod
+    def read(cls, record: StageResult) -> LayerRows:
+        return cls(record, json.loads((record.path / record.meta["rows"]).read_text()))
+
+
+def run(passes: Rewritten, reference: Reference, rknn: Converted, tmp: Path) -> dict:
+    rows = analyse(rknn.snapshot, passes.onnx, reference.feed(0), tmp / "scratch")
+    (tmp / "scratch").rmdir()
+    (tmp / ROWS).write_text(json.dumps(rows))
+    return {"rows": ROWS, "count": len(rows), "unmapped": sum(r["mapping"] == "unmapped" for r in rows)}

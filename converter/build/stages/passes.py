@@ -1,0 +1,58 @@
+"""Stage `passes`: the target's graph rewrites, in order; host programs saved beside the graph."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from converter.build.build_dir import StageOutput, StageResult
+from converter.build.host_programs import GraphFeeder
+from converter.common import onnx_files
+from converter.models.unet_interface import graph_inputs, specs_of, specs_to_json
+from graph_passes import GraphPass
+
+
+@dataclass(frozen=True)
+class Rewritten(StageOutput):
+    onnx: Path
+    onnx_bytes: int  # the graph and its weights on disk
+    passes: list[dict]  # what each pass did (GraphPass reports)
+    host_programs: list[str]  # relative to the stage folder: host/<name>.onnx, run before the graph
+    inputs: dict  # the rewritten graph's inputs: name -> {"shape", "dtype"}
+    outputs: list[str]
+
+    @classmethod
+    def read(cls, record: StageResult) -> Rewritten:
+        meta = record.meta
+        return cls(record, record.path / meta["onnx"], meta["onnx_bytes"], meta["passes"], meta["host_programs"],
+                   meta["inputs"], meta["outputs"])
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.inputs)
+
+    def feeder(self) -> GraphFeeder:
+        """Model-level inputs (sample, timestep, ...) -> the rewritten graph's inputs."""
+        return GraphFeeder([self.path / p for p in self.host_programs], self.input_names)
+
+
+def run(onnx_path: Path, passes: list[GraphPass], tmp: Path) -> dict:
+    model = onnx_files.load_lazy(onnx_path)
+    reports, programs = [], []
+    (tmp / "host").mkdir()
+    for graph_pass in passes:
+        model, report, host = graph_pass.run(model)
+        reports.append(report.as_dict())
+        for program in host:
+            path = tmp / "host" / f"{program.name}.onnx"
+            onnx_files.save(program.model, path)
+            programs.append(f"host/{path.name}")
+    files = onnx_files.save(model, tmp / "model.onnx")
+    return {
+        "onnx": "model.onnx",
+        "onnx_bytes": sum(f.stat().st_size for f in files),
+        "passes": reports,
+        "host_programs": programs,
+        "inputs": specs_to_json(specs_of(graph_inputs(model))),
+        "outputs": [o.name for o in model.graph.output],
+    }

@@ -1,0 +1,28 @@
+"""Stage `pipeline-models`: a model that draws has a text encoder and a VAE decoder beside its UNet, traced
+here to ONNX at the build's resolution. The board runs them from this stage's files (onnxruntime) or from
+their own `.rknn` builds (build/npu_models.py), and `release` ships these bytes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from converter.build.build_dir import StageOutput, StageResult
+from converter.models import pipeline_models
+
+
+@dataclass(frozen=True)
+class Traced(StageOutput):
+    onnx: dict[str, Path]  # pipeline_models.MODELS name -> its ONNX
+    latent_shape: list[int]
+    vae_scaling_factor: float
+
+    @classmethod
+    def read(cls, record: StageResult) -> Traced:
+        meta = record.meta
+        return cls(record, {name: record.path / f"{name}.onnx" for name in pipeline_models.MODELS},
+                   meta["latent_shape"], meta["vae_scaling_factor"])
+
+
+def run(folder: Path, resolution: int, tmp: Path) -> dict:
+    return pipeline_models.export(folder, resolution, tmp)

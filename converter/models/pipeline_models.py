@@ -1,0 +1,64 @@
+"""The other models of a text-to-image pipeline beside its UNet, as ONNX: the CLIP text encoder (token ids ->
+hidden states) and the VAE decoder (latents -> image in [-1, 1]). Traced once per build (stage
+`pipeline-models`) with the TorchScript exporter, as the UNet is; the build makes each a `.rknn` too
+(build/npu_models.py), and the board runs either form (onnxruntime on its CPU with --cpu-models)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from converter.common.errors import UserError
+from converter.models.tracing import OPSET, TEXT_TOKENS, VAE_SCALE
+
+TEXT_ENCODER = "text_encoder"
+VAE_DECODER = "vae_decoder"
+MODELS = (TEXT_ENCODER, VAE_DECODER)  # in the order an image needs them
+
+
+class _Encode(torch.nn.Module):
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids):
+        return self.encoder(input_ids, return_dict=False)[0]
+
+
+class _Decode(torch.nn.Module):
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latents):
+        return self.vae.decode(latents, return_dict=False)[0]
+
+
+def export(pipeline: Path, resolution: int, out: Path) -> dict:
+    """Write TEXT_ENCODER.onnx and VAE_DECODER.onnx into `out`; returns what the board loop needs to know of the
+    pipeline (latent shape, the VAE's scaling factor)."""
+    from diffusers import AutoencoderKL
+    from diffusers.utils import logging as diffusers_logging
+    from transformers import CLIPTextModel
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.set_verbosity_error()
+    try:
+        encoder = CLIPTextModel.from_pretrained(pipeline / "text_encoder", local_files_only=True).eval()
+        vae = AutoencoderKL.from_pretrained(pipeline / "vae", local_files_only=True).eval()
+    except (OSError, ValueError) as e:
+        raise UserError(f"{pipeline}: no text encoder and VAE to ship ({str(e).splitlines()[0]})") from None
+    latent = [1, vae.config.latent_channels, resolution // VAE_SCALE, resolution // VAE_SCALE]
+    out.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Encode(encoder), (torch.zeros(1, TEXT_TOKENS, dtype=torch.int64),),
+                          str(out / f"{TEXT_ENCODER}.onnx"), input_names=["input_ids"], output_names=["hidden_states"],
+                          opset_version=OPSET, dynamo=False)
+        torch.onnx.export(_Decode(vae), (torch.zeros(latent),), str(out / f"{VAE_DECODER}.onnx"),
+                          input_names=["latents"], output_names=["image"], opset_version=OPSET, dynamo=False)
+    return {"latent_shape": latent, "vae_scaling_factor": vae.config.scaling_factor}
