@@ -95,8 +95,10 @@ def check_dtype(req: BuildRequest) -> None:
 
 
 def _int8_options(req: BuildRequest) -> tuple[tuple[str, object], ...]:
-    """The options that only mean something to a quantized build, and their values."""
-    return ("--quant-algorithm", req.quant_algorithm), ("--toolkit-auto-hybrid", req.hybrid.toolkit_cos)
+    """The options that only mean something to a quantized build, and their values (None: not asked for;
+    `--quant-algorithm auto` asks for nothing a float16 build lacks)."""
+    algorithm = None if req.quant_algorithm == "auto" else req.quant_algorithm
+    return ("--quant-algorithm", algorithm), ("--toolkit-auto-hybrid", req.hybrid.toolkit_cos)
 
 
 def pass_names(req: BuildRequest, dtype: str | None = None) -> list[str]:

@@ -15,7 +15,7 @@ from rich.console import Console
 from converter.common import ray_cluster
 from converter.common.errors import UserError
 from converter.matrix import spec, summary
-from converter.matrix.entry_run import Outcome
+from converter.matrix.entry_run import EntryResult
 from converter.matrix.executors import run_local, run_ray
 
 MARKS = {"ok": "✓", "failed": "✗", "bad input": "✗", "killed": "✗"}
@@ -50,7 +50,7 @@ def run_matrix(matrix: Path, out: Path | None, known: dict[str, str], problem: C
         console.print(f"[{entries.index(entry) + 1}/{len(entries)}] {entry.name}: rkconvert build "
                       f"{' '.join(entry.arguments())}", highlight=False, markup=False)
 
-    outcomes: list[Outcome] = []
+    outcomes: list[EntryResult] = []
     run = run_ray(entries, matrix.parent.resolve(), out, ray_address, on_start) if ray_address else \
         run_local(entries, matrix.parent.resolve(), out, on_start)
     for outcome in run:

@@ -1,6 +1,6 @@
 """One matrix entry: an ordinary `rkconvert build` in its own process, into its own folder.
 
-Whatever runs it (here, or a Ray worker) gets back an Outcome: how the build ended and its report. A
+Whatever runs it (here, or a Ray worker) gets back an EntryResult: how the build ended and its report. A
 build that crashes the toolkit is a failed entry like any other (the build reports it); a process
 killed from outside (out of memory, a lost node) ends by a signal, which an executor may retry.
 """
@@ -19,8 +19,8 @@ from converter.matrix.spec import Entry
 ERROR_PREFIX = "rkconvert: error: "
 
 
-@dataclass
-class Outcome:
+@dataclass(frozen=True)
+class EntryResult:
     name: str
     status: str  # ok | failed (the build failed: crash, refusal, gate) | bad input | killed
     exit_code: int
@@ -36,7 +36,7 @@ def status_of(exit_code: int) -> str:
     return {0: "ok", 1: "failed", 2: "bad input"}.get(exit_code, "killed" if exit_code < 0 else "failed")
 
 
-def run_entry(entry: Entry, workdir: Path, out: Path) -> Outcome:
+def run_entry(entry: Entry, workdir: Path, out: Path) -> EntryResult:
     """Build `entry` into `out`/<name>, from `workdir` (relative paths in its options start there);
     its output goes to `out`/logs/<name>.log."""
     folder, log = out / entry.name, out / "logs" / f"{entry.name}.log"
@@ -56,4 +56,4 @@ def run_entry(entry: Entry, workdir: Path, out: Path) -> Outcome:
     errors = [line[len(ERROR_PREFIX):] for line in log.read_text(errors="replace").splitlines()
               if line.startswith(ERROR_PREFIX)]
     error = errors[-1] if errors else (f"ended by signal {-code}" if code < 0 else None)
-    return Outcome(entry.name, status_of(code), code, seconds, error, report)
+    return EntryResult(entry.name, status_of(code), code, seconds, error, report)

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from converter.common import ray_cluster
-from converter.matrix.entry_run import Outcome, run_entry
+from converter.matrix.entry_run import EntryResult, run_entry
 from converter.matrix.memory_estimate import peak_bytes
 from converter.matrix.spec import Entry
 
 
 def run_local(entries: list[Entry], workdir: Path, out: Path,
-              on_start: Callable[[Entry], None]) -> Iterator[Outcome]:
+              on_start: Callable[[Entry], None]) -> Iterator[EntryResult]:
     for entry in entries:
         on_start(entry)
         yield run_entry(entry, workdir, out)
@@ -38,7 +38,7 @@ def build_on_node(name: str, options: dict, workdir: str, out: str) -> dict:
 
 
 def run_ray(entries: list[Entry], workdir: Path, out: Path, address: str,
-            on_start: Callable[[Entry], None]) -> Iterator[Outcome]:
+            on_start: Callable[[Entry], None]) -> Iterator[EntryResult]:
     """Outcomes as builds finish (not in entry order)."""
     with ray_cluster.joined(address) as ray:
         task = ray.remote(max_retries=1, retry_exceptions=[BuildKilled])(build_on_node)
@@ -52,7 +52,7 @@ def run_ray(entries: list[Entry], workdir: Path, out: Path, address: str,
             (ref,), _ = ray.wait(list(pending), num_returns=1)
             entry = pending.pop(ref)
             try:
-                yield Outcome(**ray.get(ref))
+                yield EntryResult(**ray.get(ref))
             except ray.exceptions.RayError as e:  # killed twice, or its worker lost twice
                 cause = str(e).strip().splitlines()[-1]
-                yield Outcome(entry.name, "killed", -1, 0.0, f"killed on both tries ({cause})", None)
+                yield EntryResult(entry.name, "killed", -1, 0.0, f"killed on both tries ({cause})", None)

@@ -10,13 +10,13 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from converter.matrix.entry_run import Outcome
+from converter.matrix.entry_run import EntryResult
 from converter.reports.report import write_json, write_text
 
 SUMMARY_JSON, SUMMARY_HTML = "summary.json", "summary.html"
 
 
-def row(outcome: Outcome) -> dict:
+def row(outcome: EntryResult) -> dict:
     r = outcome.report or {}
     cost = r.get("cost") or {}
     return {"entry": outcome.name, "status": outcome.status, "target": r.get("target"), "dtype": r.get("dtype"),
