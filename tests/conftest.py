@@ -122,15 +122,32 @@ def tiny_build(tmp_path_factory):
     return work, result, out, report
 
 
+def once_per_run(tmp_path_factory, name: str, make) -> tuple[Path, list]:
+    """`make(folder)` -> its process, run once per test run in a folder every worker then only reads: `make
+    test` runs the suite on every core (pytest-xdist), and the first worker to ask makes it while the others
+    wait. Returns (folder, the process's [args, returncode, stdout, stderr])."""
+    base = tmp_path_factory.getbasetemp()
+    run_folder = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, record = run_folder / name, run_folder / f"{name}.json"
+    with FileLock(run_folder / f"{name}.lock"):
+        if not record.exists():
+            folder.mkdir(exist_ok=True)
+            result = make(folder)
+            record.write_text(json.dumps([result.args, result.returncode, result.stdout, result.stderr]))
+    return folder, json.loads(record.read_text())
+
+
 @pytest.fixture(scope="session")
-def tiny_artifact_build(tiny_build, tmp_path_factory):
-    """A tiny build of its own, for tests that read its .rknn: tiny_build's folder is rebuilt later by
-    tests that make a build fail there (no .rknn left). Returns (working folder, build folder)."""
-    work, _, _, _ = tiny_build
-    out = tmp_path_factory.mktemp("tiny-artifact") / "tiny-unet-rk3588"
-    result = rkconvert("build", "--target", "rk3588", "--model", "tiny-unet", "--out", str(out), cwd=work)
-    assert result.returncode == 0, result.stderr
-    return work, out
+def tiny_artifact_build(tmp_path_factory):
+    """A tiny UNet's build that is only read, for tests that read its .rknn (tiny_build's folder is rebuilt
+    later by tests that make a build fail there). Returns (working folder, build folder)."""
+    def make(work):
+        tiny_unet().save_pretrained(work / "tiny-unet")
+        return rkconvert("build", "--target", "rk3588", "--model", "tiny-unet", "--out", "tiny-unet-rk3588", cwd=work)
+
+    work, (_, returncode, _, stderr) = once_per_run(tmp_path_factory, "tiny-artifact", make)
+    assert returncode == 0, stderr
+    return work, work / "tiny-unet-rk3588"
 
 
 TINY_EVALUATION = {"steps": 4, "guidance_scale": 3.0,
@@ -158,29 +175,20 @@ def save_tiny_pipeline(folder: Path, unet: UNet2DConditionModel | None = None, s
 
 @pytest.fixture(scope="session")
 def tiny_pipeline_build(tmp_path_factory):
-    """`rkconvert build` of a tiny pipeline folder: (working folder, process, build folder)."""
-    work = tmp_path_factory.mktemp("tiny-pipeline")
-    save_tiny_pipeline(work / "tiny-pipeline")
-    result = rkconvert("build", "--target", "rk3588", "--model", "tiny-pipeline", "--layer-report", "off", cwd=work)
-    return work, result, work / "build" / "tiny-pipeline-rk3588"
+    """`rkconvert build` of a tiny pipeline folder at its own size, asked for (so a build of several sizes reuses
+    it), only read: (working folder, process, build folder)."""
+    def make(work):
+        save_tiny_pipeline(work / "tiny-pipeline")
+        return rkconvert("build", "--target", "rk3588", "--model", "tiny-pipeline", "--resolution", "64",
+                         "--layer-report", "off", cwd=work)
+
+    work, record = once_per_run(tmp_path_factory, "tiny-pipeline", make)
+    return work, subprocess.CompletedProcess(*record), work / "build" / "tiny-pipeline-rk3588"
 
 
 @pytest.fixture(scope="session")
 def demo_build(tmp_path_factory):
-    """`rkconvert build --target rk3588 --model demo`, as `make demo` runs it; (process, build folder).
-
-    Built once per test run and only read: `make test` runs the suite on every core (pytest-xdist), and
-    the workers share this ~2-minute build through the run's common folder, the first to ask building it.
-    """
-    base = tmp_path_factory.getbasetemp()
-    run_folder = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    work, record = run_folder / "demo", run_folder / "demo" / "process.json"
-    with FileLock(run_folder / "demo.lock"):
-        if not record.exists():
-            work.mkdir(exist_ok=True)
-            result = rkconvert("build", "--target", "rk3588", "--model", "demo", cwd=work,
-                               timeout=DEMO_HANG_GUARD_SECONDS)
-            record.write_text(json.dumps([result.args, result.returncode, result.stdout, result.stderr]))
-    result = subprocess.CompletedProcess(*json.loads(record.read_text()))
-    return result, work / "build" / "demo-rk3588"
-
+    """`rkconvert build --target rk3588 --model demo`, as `make demo` runs it; (process, build folder)."""
+    work, record = once_per_run(tmp_path_factory, "demo", lambda work: rkconvert(
+        "build", "--target", "rk3588", "--model", "demo", cwd=work, timeout=DEMO_HANG_GUARD_SECONDS))
+    return subprocess.CompletedProcess(*record), work / "build" / "demo-rk3588"

@@ -25,13 +25,15 @@ def test_two_sizes_build_into_one_bundle_whose_runner_draws_at_both(tiny_pipelin
                       "--layer-report", "off", "--out", str(out), cwd=tmp_path)
     assert built.returncode == 0, built.stderr
     # A copied build folder reuses its text encoder and decoder builds (their source is the traced stage's key,
-    # not a path); the UNet's export is keyed by the asked size (the copy was built at the model's default).
+    # not a path), and at the size it was built at, every stage.
     for part in ("text_encoder", "vae_decoder"):
         assert f"{part}: rknn rknn-toolkit2 float16 build for rk3588 + simulator (reused)" in built.stderr
     index = json.loads((out / "report.json").read_text())
     assert index["status"] == "ok" and list(index["sizes"]) == ["64", "128"]
     reports = {size: json.loads((out / entry["folder"] / "report.json").read_text())
                for size, entry in index["sizes"].items()}
+    assert all(stage["reused"] for stage in reports["64"]["stages"])
+    assert not next(stage for stage in reports["128"]["stages"] if stage["name"] == "export")["reused"]
     for size, report in reports.items():
         assert report["status"] == "ok" and report["resolution"] == int(size)
         assert report["rknn_file"]["inputs"][0]["shape"][-1] == int(size) // 8
