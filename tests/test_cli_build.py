@@ -131,7 +131,7 @@ def test_external_data_is_kept_through_every_stage(tmp_path, monkeypatch):
     folder = tmp_path / "tiny-unet"
     tiny_unet().save_pretrained(folder)
     req = BuildRequest(resolve(str(folder)), get_chip("rk3588"), tmp_path / "out")
-    report = build(req, Progress(Console(file=open(tmp_path / "progress.txt", "w"))))
+    report = build(req, Progress(Console(file=open(tmp_path / "progress.txt", "w")))).to_json()
     for stage in ("export", "passes"):
         assert (tmp_path / "out" / "stages" / stage / "model.onnx.data").stat().st_size > 1_000_000
     assert report["output_psnr_db"] >= 50

@@ -107,6 +107,31 @@ def test_generate_draws_with_both_unets_and_agrees_with_the_build(tiny_pipeline_
                 _png(out / "images" / "evaluation" / first["reference"])) > 35
 
 
+def test_a_build_that_fails_after_its_pipeline_models_passed_places_none_of_them(tiny_pipeline_build, tmp_path):
+    """The text encoder's and VAE decoder's .rknn are placed once the whole build has passed: a UNet that fails its
+    last gate (or a build killed there) leaves their builds passed and reused, and no .rknn beside any report."""
+    work, result, whole = tiny_pipeline_build
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "failed"
+    shutil.copytree(whole, out)
+    failed = rkconvert("build", "--target", "rk3588", "--model", str(work / "tiny-pipeline"), "--resolution", "64",
+                       "--min-layer-cos", "0.99999999", "--out", str(out), cwd=tmp_path)
+    assert failed.returncode == 1 and "under --min-layer-cos" in error_lines(failed)[0], failed.stderr
+    assert json.loads((out / "report.json").read_text())["status"] == "failed"
+    for name in ("text_encoder", "vae_decoder"):
+        assert f"{name}: rknn rknn-toolkit2 float16 build for rk3588 + simulator (reused)" in failed.stderr
+        assert json.loads((out / "npu" / name / "report.json").read_text())["status"] == "passed"
+    assert sorted(p.relative_to(out) for p in out.rglob("*.rknn") if "stages" not in p.parts) == []
+    again = rkconvert("build", "--target", "rk3588", "--model", str(work / "tiny-pipeline"), "--resolution", "64",
+                      "--layer-report", "off", "--out", str(out), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    placed = sorted(str(p.relative_to(out)) for p in out.rglob("*.rknn") if "stages" not in p.parts)
+    assert placed == ["npu/text_encoder/text_encoder-rk3588.rknn", "npu/vae_decoder/vae_decoder-rk3588.rknn",
+                      "tiny-pipeline-rk3588.rknn"]
+    assert {json.loads((out / "npu" / name / "report.json").read_text())["status"]
+            for name in ("text_encoder", "vae_decoder")} == {"ok"}
+
+
 def test_a_part_left_on_the_cpu_is_drawn_there_by_the_check_the_bundle_and_the_runner(tiny_pipeline_build, tmp_path):
     """The text encoder and VAE decoder are each a build of their own beside the UNet (npu/<part>/); one that is
     not built for the NPU (--npu-models, as a part the toolkit fails) is drawn on the CPU by the image check, is

@@ -94,7 +94,7 @@ def test_a_gate_the_emulation_puts_past_the_float16_share_stops_before_any_trial
     assert "the emulation (stage sensitivity) predicts reaching it needs about" in line
     assert "over --hybrid-max-float16 0.01" in line
     report = json.loads((work / "w8a8" / "report.json").read_text())
-    assert "hybrid_trials" not in report and report["sensitivity"]["costliest"][0]["tensor"] == SENSITIVE
+    assert report["hybrid_trials"] is None and report["sensitivity"]["costliest"][0]["tensor"] == SENSITIVE
     assert not list((work / "w8a8").glob("*.rknn"))
 
     unreachable = _build(work, "--min-psnr", "500")
@@ -155,7 +155,7 @@ def test_the_toolkits_own_auto_hybrid_runs_as_a_baseline(sensitive):
     assert result.returncode == 0, result.stderr
     report = json.loads((work / "auto-hybrid" / "report.json").read_text())
     assert report["toolkit_config"] == {"auto_hybrid_cos_thresh": 0.999}
-    assert "sensitivity" not in report and "hybrid_trials" not in report and report["float16_layers"] == []
+    assert report["sensitivity"] is None and report["hybrid_trials"] is None and report["float16_layers"] == []
     assert _fp16_layers(report) > _fp16_layers(base) == 0
     assert report["output_psnr_db"] > base["output_psnr_db"]
     # What a rebuilt simulator (image check, generate, release --simulate) builds: auto_hybrid again, from

@@ -94,3 +94,16 @@ def test_the_toolkit_package_uses_only_common():
 
 def test_the_board_library_imports_nothing_of_converter():
     assert not _graph()["converter.board"]
+
+
+def test_only_their_owners_read_report_json_and_manifest_json_by_key():
+    """Commands read a build's report as a BuildReport (converter/reports/build_report.py) and a bundle's
+    manifest as a Manifest (converter/board/manifest.py): one owner each for their JSON."""
+    import re
+
+    by_key = re.compile(r"\b(?:report|index|made|manifest|bundled)(?:\[\s*['\"]|\.get\(\s*['\"])")
+    owners = (ROOT / "converter" / "reports", ROOT / "converter" / "board" / "manifest.py")
+    found = [f"{path.relative_to(ROOT)}:{number}" for package in ("converter", "tools")
+             for path in sorted((ROOT / package).rglob("*.py")) if not any(path.is_relative_to(o) for o in owners)
+             for number, line in enumerate(path.read_text().splitlines(), start=1) if by_key.search(line)]
+    assert not found

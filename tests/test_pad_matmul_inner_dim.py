@@ -65,7 +65,7 @@ def test_a_unet_with_16_channel_attention_builds_as_w8a16_on_rk3562(tmp_path):
     req = BuildRequest(resolve(str(tmp_path / "narrow-unet")), get_chip("rk3562"), tmp_path / "out", dtype="w8a16",
                        gates=Gates(min_psnr=45), checks=Checks(samples=2, layer_report="off"),
                        hybrid=HybridSettings(enabled=False), calib=CalibSettings(samples=4, trajectories=1))
-    report = build(req, Progress(Console(file=open(tmp_path / "progress.txt", "w"))))
+    report = build(req, Progress(Console(file=open(tmp_path / "progress.txt", "w")))).to_json()
     assert report["status"] == "ok" and report["dtype"] == "w8a16" and report["output_psnr_db"] >= 45
     applied = {p["pass"]: len(p["rewrites"]) for p in report["passes"]}
     assert applied["pad_matmul_inner_dim"] > 10 and applied["pad_conv_channels"] > 2

@@ -40,7 +40,7 @@ def test_builds_reach_60_db(model, simplify, pruned_folder, tmp_path):
     source = resolve(str(pruned_folder) if model == "pruned" else model)
     req = BuildRequest(source, get_chip("rk3588"), tmp_path / "out", resolution=RESOLUTION, gates=Gates(min_psnr=60),
                        checks=Checks(layer_report="off"), passes=PassChoice(enable=("simplify",) if simplify else ()))
-    report = build(req, Progress(Console(file=open(tmp_path / "progress.txt", "w"))))
+    report = build(req, Progress(Console(file=open(tmp_path / "progress.txt", "w")))).to_json()
     assert report["output_psnr_db"] >= 60
     applied = [p["pass"] for p in report["passes"]]
     assert ("simplify" in applied) == simplify

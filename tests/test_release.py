@@ -8,6 +8,7 @@ import io
 import json
 import subprocess
 import sys
+import shutil
 import tarfile
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from converter.board.manifest import Check, Manifest
 from converter.imaging.evaluation import psnr
 from converter.models.demo.judge import judge
 from converter.release import tarball
+from converter.reports.build_report import BuildReport
 from tests.conftest import error_lines, rkconvert
 
 
@@ -149,6 +151,30 @@ def test_release_refuses_what_it_cannot_bundle(released, tmp_path):
     assert list(tmp_path.iterdir()) == []
     not_a_bundle = rkconvert("verify", str(out / "report.json"), cwd=work)
     assert not_a_bundle.returncode == 2 and "not a readable .tar.gz" in error_lines(not_a_bundle)[0]
+
+
+def test_a_build_whose_rknn_was_deleted_or_changed_is_not_opened(released, tmp_path):
+    """Opening a finished build checks the .rknn its report names (present, same size and sha256): what
+    release, generate and the runner's --simulate start from."""
+    work, out, _ = released
+    report = BuildReport.from_json(json.loads((out / "report.json").read_text()))
+    (artifact,) = report.artifacts
+    for case, damage in (("deleted", lambda path: path.unlink()),
+                         ("flipped", lambda path: path.write_bytes(_flipped(path.read_bytes())))):
+        copy = tmp_path / case
+        shutil.copytree(out, copy)
+        damage(copy / artifact)
+        refused = rkconvert("release", str(copy), "--out", str(tmp_path / f"{case}.tar.gz"), cwd=work)
+        assert refused.returncode == 2 and not (tmp_path / f"{case}.tar.gz").exists()
+        expected = ("missing from the build folder" if case == "deleted"
+                    else "not the .rknn this build delivered (its size or sha256 differs)")
+        assert error_lines(refused) == [f"rkconvert: error: {copy / artifact}: {expected}; only a finished build can "
+                                        "be released"]
+
+
+def _flipped(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
 
 
 def _unpack(bundle, into):

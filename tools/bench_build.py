@@ -29,6 +29,8 @@ from pathlib import Path
 
 import psutil
 
+from converter.reports.build_report import BuildReport, load_build
+
 
 def tree_rss(proc: psutil.Process) -> int:
     total = 0
@@ -53,10 +55,9 @@ def timed(args: list[str]) -> dict:
 
 
 def timed_build(build_args: list[str], out: Path) -> dict:
-    """`rkconvert build ... --out out --rebuild`, timed, and the build's report.json ({} if it wrote none)."""
+    """`rkconvert build ... --out out --rebuild`, timed, and the build's report (None if it wrote none)."""
     run = timed(["build", *build_args, "--out", str(out), "--rebuild"])
-    report_path = out / "report.json"
-    return {**run, "report": json.loads(report_path.read_text()) if report_path.exists() else {}}
+    return {**run, "report": load_build(out) if (out / "report.json").exists() else None}
 
 
 # rknn-toolkit2 used bare: only the cut without which it dies (host_time_projection), whole and untiled.
@@ -65,26 +66,29 @@ BARE = ["--passes", "host_time_projection", "--parts", "1", "--attention-tiles",
 
 def figures(run: dict) -> dict:
     """What a benchmark row records of one timed build."""
-    report = run["report"]
+    report: BuildReport | None = run["report"]
+    row = {"exit_code": run["exit_code"], "wall_seconds": run["wall_seconds"], "peak_rss_bytes": run["peak_rss_bytes"]}
+    if report is None:
+        return {"parts_built": None, **row}
+    accuracy, delivered = report.accuracy, report.delivered
     return {
-        "parts_built": len(report.get("parts") or [None]) if report else None,
-        "exit_code": run["exit_code"],
-        "wall_seconds": run["wall_seconds"],
-        "peak_rss_bytes": run["peak_rss_bytes"],
-        "peak_rss_bytes_by_process": report.get("peak_rss_bytes"),
-        "stages": report.get("stages"),
-        "toolkit_phases": report.get("toolkit_phases"),
-        "toolkit_phase_peak_rss_bytes": report.get("toolkit_phase_peak_rss_bytes"),
-        "output_psnr_db": report.get("output_psnr_db"),
-        "output_cosine": report.get("output_cosine"),
-        "output_max_abs": report.get("output_max_abs"),
-        "artifact_bytes": report.get("artifact_bytes"),
-        "onnx_bytes": report.get("onnx_bytes"),
-        "cpu_ops": report.get("cpu_ops"),
-        "passes": report.get("passes"),
-        "npu_models": report.get("npu_models"),  # a model that draws: its text encoder's and VAE decoder's builds
-        "error": report.get("error"),
-        "toolkit_version": report.get("toolkit_version"),
+        "parts_built": len(report.artifacts) or 1,
+        **row,
+        "peak_rss_bytes_by_process": report.peak_rss_bytes,
+        "stages": report.stages,
+        "toolkit_phases": report.toolkit_phases,
+        "toolkit_phase_peak_rss_bytes": report.toolkit_phase_peak_rss_bytes,
+        "output_psnr_db": accuracy and accuracy.psnr_db,
+        "output_cosine": accuracy and accuracy.cosine,
+        "output_max_abs": accuracy and accuracy.max_abs,
+        "artifact_bytes": delivered and delivered.artifact_bytes,
+        "onnx_bytes": report.onnx_bytes,
+        "cpu_ops": report.cpu_ops,
+        "passes": report.passes,
+        # a model that draws: its text encoder's and VAE decoder's builds
+        "npu_models": {name: vars(entry) for name, entry in report.npu_models.items()} if report.npu_models else None,
+        "error": report.error,
+        "toolkit_version": report.toolkit_version,
     }
 
 

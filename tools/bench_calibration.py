@@ -59,12 +59,11 @@ def _gaussian_images(build: FinishedBuild, model: BuiltModel, tmp: Path) -> dict
 
     report = build.report
     evaluation = eval_set(build.pipeline)
-    drawing = Drawing.of(evaluation, report["resolution"])
+    drawing = Drawing.of(evaluation, report.resolution)
     _, converted = draw_both(build.pipeline, model, drawing, tmp / "gaussian-images.log",
                              Progress(Console(stderr=True)), tmp)
-    folder = build.folder / report["images"]["grid"].rsplit("/", 1)[0]
-    reference = np.stack([np.asarray(Image.open(folder / r["reference"]).convert("RGB"))
-                          for r in report["images"]["rows"]])
+    folder = build.folder / report.images.grid.rsplit("/", 1)[0]
+    reference = np.stack([np.asarray(Image.open(folder / r["reference"]).convert("RGB")) for r in report.images.rows])
     return compare_images(reference, converted, drawing.prompts, judge_for(evaluation.judge))["summary"]
 
 
@@ -100,7 +99,7 @@ def main() -> int:
         ref = np.concatenate([np.load(path).ravel() for outputs in reference.outputs for path in outputs.values()])
         sim = np.concatenate([np.load(p).ravel() for outs in result["outputs"] for p in outs])
         gaussian = compare(sim, ref)
-        images = report.get("images")
+        images = report.images
         model = BuiltModel(passes, reference, [job], Path(result["outputs"][0][0]))
         gaussian_images = _gaussian_images(build, model, Path(tmp)) if images else None
 
@@ -108,12 +107,12 @@ def main() -> int:
         "benchmark": "calibration",
         "model": args.model, "target": args.target, "dtype": "w8a8", "samples": args.samples,
         "trajectories": args.trajectories, "check_samples": args.check_samples,
-        "check_inputs": report["check_inputs"],
-        "trajectory_calibrated": {"psnr_db": report["output_psnr_db"], "cosine": report["output_cosine"]},
+        "check_inputs": report.check_inputs,
+        "trajectory_calibrated": {"psnr_db": report.accuracy.psnr_db, "cosine": report.accuracy.cosine},
         "gaussian_calibrated": {"psnr_db": gaussian["psnr_db"], "cosine": gaussian["cosine"]},
     }
     if images:
-        summary["trajectory_calibrated"]["images"] = images["summary"]
+        summary["trajectory_calibrated"]["images"] = images.summary
         summary["gaussian_calibrated"]["images"] = gaussian_images
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(summary, indent=2) + "\n")

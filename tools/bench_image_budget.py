@@ -57,6 +57,7 @@ def main() -> int:
     from converter.common.progress import Progress
     from converter.imaging.evaluation import compare_images, eval_set, judge_for
     from converter.imaging.text_to_image import to_uint8
+    from converter.reports.build_report import load_build
     from converter.mixed_precision.sensitivity import MASK, Emulation, emulate, observed_ranges
     from converter.toolkit import quant_config
 
@@ -65,8 +66,8 @@ def main() -> int:
         code = plain_w8a8(args.model, out)
         if code:
             return code
-        report = json.loads((out / "report.json").read_text())
-        folder = Path(report["pipeline"])
+        report = load_build(out)
+        folder = Path(report.pipeline)
         evaluation = eval_set(folder)
         passes = Rewritten.read(finished_stage(out, "passes"))
         reference = Reference.read(finished_stage(out, "reference"))
@@ -77,7 +78,7 @@ def main() -> int:
         emulation = emulate(passes.onnx, quantized, calibration, 2, scratch)
         order = [s.tensor for s in rank(passes.onnx, emulation, Progress(Console()))]
         checks = [reference.feed(i) for i in range(len(reference.samples))]
-        drawing, judge = Drawing.of(evaluation, report["resolution"]), judge_for(evaluation.judge)
+        drawing, judge = Drawing.of(evaluation, report.resolution), judge_for(evaluation.judge)
         feeder, output = passes.feeder(), passes.outputs[0]
 
         def drawn(choose) -> np.ndarray:
@@ -103,8 +104,8 @@ def main() -> int:
         float32 = drawn(lambda t: (emulation, np.zeros(len(emulation.points), np.float32)))
         curve = emulation.curve(checks, order, ks)
         results = {"benchmark": "image-budget", "model": args.model, "target": "rk3588", "machine": machine(),
-                   "commit": git_commit(), "resolution": report["resolution"], "images": len(float32),
-                   "steps": evaluation.steps, "tensors": len(order), "plain_output_psnr_db": report["output_psnr_db"],
+                   "commit": git_commit(), "resolution": report.resolution, "images": len(float32),
+                   "steps": evaluation.steps, "tensors": len(order), "plain_output_psnr_db": report.psnr_db,
                    "kept": {}, "first": order[:10]}
         for k in ks:
             results["kept"][k] = {"output_psnr_db": round(curve[k], 2),

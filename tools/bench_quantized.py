@@ -29,16 +29,18 @@ from pathlib import Path
 import numpy as np
 from bench_build import git_commit, machine, timed, timed_build  # tools/ is on sys.path when a tool runs as a script
 
+from converter.reports.build_report import BuildReport
+
 METHODS = ("plain", "toolkit", "rkconvert")
 
 
-def _images(out: Path, report: dict) -> dict[str, Path]:
+def _images(out: Path, report: BuildReport | None) -> dict[str, Path]:
     """Prompt -> the build's own (.rknn) image."""
-    images = report.get("images")
+    images = report and report.images
     if not images:
         return {}
-    folder = out / images["grid"].rsplit("/", 1)[0]
-    return {r["prompt"]: folder / r["rknn"] for r in images["rows"]}
+    folder = out / images.grid.rsplit("/", 1)[0]
+    return {r["prompt"]: folder / r["rknn"] for r in images.rows}
 
 
 def _against(images: dict[str, Path], float16: dict[str, Path]) -> dict | None:
@@ -55,22 +57,24 @@ def _against(images: dict[str, Path], float16: dict[str, Path]) -> dict | None:
 
 
 def _row(run: dict, out: Path, float16: dict[str, Path], float16_cycles: int | None) -> dict:
-    report = run["report"]
-    cost = report.get("cost") or {}
-    share = cost.get("float16_share") or {}
-    summary = (report.get("images") or {}).get("summary") or {}
-    return {"exit_code": run["exit_code"], "error": report.get("error"),
-            "float16_layers_share": share.get("layers"), "float16_cycles_share_estimated": share.get("cycles"),
-            "cycles_vs_float16_estimated": round(cost["total_cycles"] / float16_cycles, 4)
-            if cost.get("total_cycles") and float16_cycles else None,
-            "output_psnr_db": report.get("output_psnr_db"),
+    report: BuildReport | None = run["report"]
+    if report is None:
+        return {"exit_code": run["exit_code"], "error": None, "wall_seconds": run["wall_seconds"],
+                "peak_rss_bytes": run["peak_rss_bytes"]}
+    layers_share, cycles_share = report.float16_share
+    cycles = report.estimated_cycles
+    return {"exit_code": run["exit_code"], "error": report.error,
+            "float16_layers_share": layers_share, "float16_cycles_share_estimated": cycles_share,
+            "cycles_vs_float16_estimated": round(cycles / float16_cycles, 4) if cycles and float16_cycles else None,
+            "output_psnr_db": report.psnr_db,
             "images_vs_float16": _against(_images(out, report), float16),
-            "prompt_accuracy": summary.get("rknn_prompt_accuracy"), "artifact_bytes": report.get("artifact_bytes"),
-            "hybrid_kept": report.get("hybrid_kept"), "hybrid_trials": len(report.get("hybrid_trials") or []),
+            "prompt_accuracy": report.images.rknn_prompt_accuracy if report.images else None,
+            "artifact_bytes": report.delivered.artifact_bytes if report.delivered else None,
+            "hybrid_kept": report.hybrid_kept, "hybrid_trials": len(report.hybrid_trials or []),
             "wall_seconds": run["wall_seconds"], "peak_rss_bytes": run["peak_rss_bytes"],
             # each process's own max RSS (getrusage): a spike shorter than the tree sampler's 0.5 s shows here
-            "peak_rss_bytes_by_process": report.get("peak_rss_bytes"),
-            "stages": [(s["name"], round(s.get("seconds", 0), 1)) for s in report.get("stages") or []]}
+            "peak_rss_bytes_by_process": report.peak_rss_bytes,
+            "stages": [(s["name"], round(s.get("seconds", 0), 1)) for s in report.stages or []]}
 
 
 def _diagnosed(args: list[str], out: Path) -> dict:
@@ -129,10 +133,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-quantized-") as tmp:
         out = Path(tmp) / "float16"
         run = timed_build([*model, "--dtype", "float16", "--min-psnr", "0", "--layer-report", "off"], out)
-        float16 = _images(out, run["report"])
-        results["float16"] = {key: run["report"].get(key) for key in ("output_psnr_db", "artifact_bytes")}
-        float16_cycles = results["float16"]["total_cycles_estimated"] = (run["report"].get("cost") or {}).get(
-            "total_cycles")
+        report = run["report"]
+        float16 = _images(out, report)
+        float16_cycles = report.estimated_cycles
+        results["float16"] = {"output_psnr_db": report.psnr_db, "artifact_bytes": report.delivered.artifact_bytes,
+                              "total_cycles_estimated": float16_cycles}
         for algorithm in args.algorithms.split(","):
             toolkit = [*model, "--dtype", "w8a8", "--quant-algorithm", algorithm]  # what diagnose takes too
             quantized = [*toolkit, "--layer-report", "off"]

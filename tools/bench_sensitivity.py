@@ -65,6 +65,7 @@ def main() -> int:
     from converter.build.stages.passes import Rewritten
     from converter.build.stages.reference import Reference
     from converter.build.stages.rknn import Converted
+    from converter.reports.build_report import load_build
     from converter.build.stages.sensitivity import rank
     from converter.common.onnx_graph import Graph
     from converter.common.progress import Progress
@@ -78,7 +79,7 @@ def main() -> int:
         code = plain_w8a8(args.model, out, layer_report="on")
         if code:
             return code
-        report = json.loads((out / "report.json").read_text())
+        report = load_build(out)
         passes = Rewritten.read(finished_stage(out, "passes"))
         reference = Reference.read(finished_stage(out, "reference"))
         plain = Converted.read(finished_stage(out, "rknn"))
@@ -117,7 +118,7 @@ def main() -> int:
             return compare(sim, ref)["psnr_db"]
 
         results = {"benchmark": "sensitivity", "model": args.model, "target": "rk3588", "machine": machine(),
-                   "commit": git_commit(), "plain_psnr_db": report["output_psnr_db"],
+                   "commit": git_commit(), "plain_psnr_db": report.psnr_db,
                    "emulated_plain_psnr_db": emulation.curve(checks, [], [0])[0], "tensors": len(measured),
                    "named_tensors": len(named), "orderings": {}}
         for label, order in orderings.items():

@@ -37,6 +37,7 @@ from graph_passes.tile_attention import TileAttention
 from converter.toolkit import driver
 from targets import get_chip
 from targets.attention_traffic import tiled_traffic
+from converter.reports.build_report import BuildReport
 from converter.toolkit.layer_table import largest_buffers, memory, placement
 
 # SD 1.5 at 512²: (tokens, channels, cross-attention width or None); 8 heads throughout.
@@ -49,21 +50,25 @@ def build_variant(args, tiles: str, folder: Path) -> dict:
     run = timed_build(["--target", args.target, "--model", args.model, "--resolution", str(args.resolution),
                        "--layer-report", "off", "--attention-tiles", tiles,
                        "--parts", "1"], folder)  # one memory map: tiling's figures, not the cut's
-    report = run["report"]
-    cost = report.get("cost") or {}
+    report: BuildReport | None = run["report"]
+    row = {"attention_tiles": tiles, "exit_code": run["exit_code"], "wall_seconds": run["wall_seconds"],
+           "peak_rss_bytes": run["peak_rss_bytes"]}
+    if report is None:
+        return row
+    cost = report.cost or {}  # the toolkit's estimate, as reports/cost.py lays it out
     traffic = cost.get("attention_traffic", {})
-    tiling = next((p for p in report.get("passes", []) if p["pass"] == "tile_attention"), {"rewrites": []})
+    tiling = next((p for p in report.passes or [] if p["pass"] == "tile_attention"), {"rewrites": []})
     return {
-        "attention_tiles": tiles, "exit_code": run["exit_code"], "wall_seconds": run["wall_seconds"],
-        "peak_rss_bytes": run["peak_rss_bytes"], "stages": report.get("stages"), "toolkit_phases": report.get("toolkit_phases"),
-        "toolkit_phase_peak_rss_bytes": report.get("toolkit_phase_peak_rss_bytes"),
-        "output_psnr_db": report.get("output_psnr_db"), "output_cosine": report.get("output_cosine"),
-        "artifact_bytes": report.get("artifact_bytes"), "tiled_attentions": tiling["rewrites"],
+        **row, "stages": report.stages, "toolkit_phases": report.toolkit_phases,
+        "toolkit_phase_peak_rss_bytes": report.toolkit_phase_peak_rss_bytes,
+        "output_psnr_db": report.psnr_db, "output_cosine": report.accuracy.cosine if report.accuracy else None,
+        "artifact_bytes": report.delivered.artifact_bytes if report.delivered else None,
+        "tiled_attentions": tiling["rewrites"],
         "estimate": {k: cost.get(k) for k in ("label", "total_cycles", "estimated_seconds_per_step", "internal_bytes",
                                               "weight_bytes", "attention_layers", "largest_attention_buffer_bytes")},
         "attention_dram_bytes_model": traffic.get("dram_bytes"),
         "attention_layers_whose_scores_spill": traffic.get("layers_whose_scores_spill"),
-        "error": report.get("error"),
+        "error": report.error,
     }
 
 

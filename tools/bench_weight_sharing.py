@@ -25,9 +25,8 @@ import numpy as np
 from bench_build import git_commit, machine  # tools/ is on sys.path as a script's folder
 
 from converter.build.finished import FinishedBuild
-from converter.build.sizes import KEY
 from converter.common.errors import BuildFailed
-from converter.reports.compare_builds import load_report
+from converter.reports.build_report import SizesIndex, load
 from converter.toolkit import driver, rknn_file
 
 
@@ -54,15 +53,15 @@ def main() -> int:
     parser.add_argument("--build", type=Path, required=True)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    index = load_report(args.build)
-    if KEY not in index:
+    index = load(args.build)
+    if not isinstance(index, SizesIndex):
         sys.exit(f"{args.build}: not a build of several sizes (rkconvert build --resolution A,B)")
     rows = []
-    for size, entry in index[KEY].items():
-        build = FinishedBuild.open(args.build / entry["folder"])
+    for size, entry in index.sizes.items():
+        build = FinishedBuild.open(args.build / entry.folder)
         (artifact,) = build.artifacts
         row = {"size": int(size), "bytes": artifact.stat().st_size,
-               "constant_bytes": rknn_file.read(artifact).to_json()["constant_bytes"]}
+               "constant_bytes": rknn_file.read(artifact).constant_bytes}
         if rows:
             with tempfile.TemporaryDirectory(prefix="bench-weight-sharing-") as scratch:
                 row["remove_weight"] = slave(build, Path(scratch))

@@ -269,7 +269,7 @@ class Manifest:
         return json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
 
     def resolutions(self) -> list[str]:
-        return list(self.sizes) if self.sizes else [str(self.first.resolution)]
+        return sorted(self.sizes, key=int) if self.sizes else [str(self.first.resolution)]
 
     def at(self, size: int | None) -> ForSize:
         """What the runner draws with at `size` pixels (None: the first size); ManifestError for a size the

@@ -49,20 +49,33 @@ from converter.build.stages.sensitivity import Sensitivities
 from converter.build.stages.split import Split
 from converter.build.stages.split_calib import PartCalibration
 from converter.build.toolkit_inputs import ToolkitInputs
+from converter.common.digest import file_chunks, sha256
 from converter.common.errors import BuildFailed, UserError
 from converter.common.progress import Progress
 from converter.imaging.evaluation import EvalSet
 from converter.models.pipeline_models import MODELS as PIPELINE_MODELS
 from converter.reports.layer_report import first_below
-from converter.reports.report import print_images, print_layers, write_html, write_json
+from converter.reports.build_report import BuildReport
+from converter.reports.report import print_images, print_layers
 
 
-def build(req: BuildRequest, progress: Progress) -> dict:
+# A pipeline model's build whose gates passed: delivered (status ok) once the build it belongs to has passed.
+PASSED = "passed"
+
+
+def build(req: BuildRequest, progress: Progress) -> BuildReport:
     """Run every stage; write the artifact, report.json and report.html. Raises UserError / BuildFailed.
 
     Bad input (UserError) leaves nothing behind that this run created; a failed build leaves its
-    completed stages (for reuse and diagnosis) and reports with status "failed", never a .rknn.
+    completed stages (for reuse and diagnosis) and reports with status "failed", never a .rknn. The
+    artifacts (the UNet's and its pipeline models') are placed once the whole build has passed.
     """
+    return _build(req, progress, deliver=True).report("ok")
+
+
+def _build(req: BuildRequest, progress: Progress, deliver: bool) -> Outcome:
+    """The build; without `deliver`, a build that passes writes its report with status PASSED and places
+    nothing (_finish places it)."""
     evaluation = planning.check(req)
     with undone_on_bad_input(req.out):
         req.out.mkdir(parents=True, exist_ok=True)
@@ -74,16 +87,28 @@ def build(req: BuildRequest, progress: Progress) -> dict:
         status = "failed"
         try:
             _run_stages(req, evaluation, runner, outcome)
-            status = "ok"
+            if deliver:
+                _finish(outcome)
+            status = "ok" if deliver else PASSED
         except BuildFailed as e:
             outcome.error = str(e)
             raise
         finally:
-            report = outcome.report(status)
             if req.out.exists():
-                write_json(req.report_path, report)
-                write_html(req.html_path, report)
-    return report
+                outcome.report(status).written(req.report_path, req.html_path)
+    return outcome
+
+
+def _finish(outcome: Outcome) -> None:
+    """Place what a build that passed delivers: its pipeline models' .rknn (each build's report then says
+    ok), then its own .rknn and host programs."""
+    for name, model in (outcome.passed_models or {}).items():
+        model.delivery = _deliver(model.plan, model.rewritten, model.final)
+        report = model.report("ok")
+        report.written(model.request.report_path, model.request.html_path)
+        outcome.npu_models = [replace(m, built=FinishedBuild(m.built.folder, report)) if m.name == name else m
+                              for m in outcome.npu_models]
+    outcome.delivery = _deliver(outcome.plan, outcome.rewritten, outcome.final)
 
 
 def export_model(req: BuildRequest, runner: StageRunner, resolution: int | None = None,
@@ -185,9 +210,9 @@ def _run_stages(req: BuildRequest, evaluation: EvalSet | None, runner: StageRunn
     models = PipelineModels(BuiltModel(rewritten, reference, given.jobs(plan.toolkit, rknn.float16_layers,
                                                                          rknn.step1), rknn.simulator[0][0]))
     if req.source.pipeline:
-        outcome.npu_models = built = build_npu_models(req, trace_pipeline_models(req, exported, runner),
-                                                      runner.progress)
-        models = replace(models, **{m.name: m.built.model() for m in built if m.built})
+        outcome.npu_models, outcome.passed_models = build_npu_models(
+            req, trace_pipeline_models(req, exported, runner), runner.progress)
+        models = replace(models, **{m.name: m.built.model() for m in outcome.npu_models if m.built})
     shutil.rmtree(req.out / IMAGES_DIR, ignore_errors=True)
     if plan.evaluation is not None:
         made_by = [*given.stages, rknn, *(m.built.rknn for m in outcome.npu_models or () if m.built)]
@@ -198,7 +223,6 @@ def _run_stages(req: BuildRequest, evaluation: EvalSet | None, runner: StageRunn
         print_images(runner.progress.console, images.figures)
     outcome.peak_rss_bytes = {"rkconvert": _self_peak_rss(), "toolkit": rknn.peak_rss_bytes}
     _gate(req, outcome.accuracy, outcome.layers, images.figures if outcome.images else None)
-    outcome.delivery = _deliver(plan, rewritten, rknn)
 
 
 def split_model(plan: BuildPlan, rewritten: Rewritten, runner: StageRunner) -> Split | None:
@@ -227,7 +251,7 @@ def convert(plan: BuildPlan, given: ToolkitInputs, dumps: bool, runner: StageRun
     what = f"rknn-toolkit2 {plan.dtype} build for {plan.chip.name} + simulator"
     what += f", {plan.parts} parts" if given.split else ""
     return Converted.read(runner.run(
-        "rknn", what, {"target": plan.chip.name, "dtype": plan.dtype, "layer_dumps": dumps, **plan.toolkit.options},
+        "rknn", what, plan.toolkit.key(layer_dumps=dumps),
         given.stages, lambda tmp: rknn_stage.run(given.jobs(plan.toolkit), given.reference, dumps,
                                                  runner.logs / "rknn.log", runner.progress, tmp,
                                                  plan.request.parts_in_turn)))
@@ -270,27 +294,31 @@ def trace_pipeline_models(req: BuildRequest, exported: Exported, runner: StageRu
     folder = req.source.pipeline
     # Keyed by the source and the size it was exported at (not by chaining on `export`, which is keyed by the size
     # asked): the model's default size and the same size asked for trace the same parts.
-    return Traced.read(runner.run("pipeline-models", f"text encoder and VAE decoder to ONNX at {exported.resolution} px",
+    what = f"text encoder and VAE decoder to ONNX at {exported.resolution} px"
+    return Traced.read(runner.run("pipeline-models", what,
                                   {"source": req.source.fingerprint(), "resolution": exported.resolution}, [],
                                   lambda tmp: traced_stage.run(folder, exported.resolution, tmp)))
 
 
-def build_npu_models(req: BuildRequest, traced: Traced, progress: Progress) -> list[NpuModel]:
-    """The pipeline models --npu-models asks for, each built for the NPU as a graph of its own (build/npu_models.py); one
-    that fails stays on the CPU, said on the terminal and in the report."""
-    found = []
+def build_npu_models(req: BuildRequest, traced: Traced,
+                     progress: Progress) -> tuple[list[NpuModel], dict[str, Outcome]]:
+    """The pipeline's models, and the builds of those --npu-models asks for, each built for the NPU as a graph of
+    its own (build/npu_models.py) and not yet placed, by name; one that fails stays on the CPU, said on the
+    terminal and in the report."""
+    models, passed = [], {}
     for name in PIPELINE_MODELS:
         if name not in req.npu_models:
-            found.append(NpuModel(name, None, f"--npu-models {','.join(req.npu_models) or 'none'}"))
+            models.append(NpuModel(name, None, f"--npu-models {','.join(req.npu_models) or 'none'}"))
             continue
-        model = npu_models.request(req, name, traced)
+        request = npu_models.request(req, name, traced)
         try:
-            build(model, progress.within(name))
-            found.append(NpuModel(name, FinishedBuild.open(model.out)))
+            passed[name] = _build(request, progress.within(name), deliver=False)
         except (BuildFailed, UserError) as e:
             progress.console.print(f"[yellow]![/] [bold]{name}[/] stays on the CPU: {e}")
-            found.append(NpuModel(name, None, str(e)))
-    return found
+            models.append(NpuModel(name, None, str(e)))
+            continue
+        models.append(NpuModel(name, FinishedBuild(request.out, passed[name].report(PASSED))))
+    return models, passed
 
 
 def draw(plan: BuildPlan, exported: Exported, models: PipelineModels, made_by: list[StageOutput],
@@ -335,7 +363,8 @@ def _deliver(plan: BuildPlan, rewritten: Rewritten, rknn: Converted) -> Delivery
     shutil.rmtree(out / "host", ignore_errors=True)
     host = [str(_place(rewritten.path / rel, out / rel).relative_to(out)) for rel in rewritten.host_programs]
     artifacts = [_place(src, dst) for src, dst in zip(rknn.rknn, plan.artifacts)]
-    return Delivery([a.name for a in artifacts], [a.stat().st_size for a in artifacts], host)
+    return Delivery([a.name for a in artifacts], [a.stat().st_size for a in artifacts],
+                    [sha256(file_chunks(a)) for a in artifacts], host)
 
 
 def _place(src: Path, dst: Path) -> Path:

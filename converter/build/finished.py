@@ -10,7 +10,6 @@ from pathlib import Path
 
 from converter.build.build_dir import finished_stage
 from converter.build.simulator import BuiltModel, PipelineModels
-from converter.build.sizes import KEY as SIZES_KEY
 from converter.build.stages.calib import Calibration
 from converter.build.stages.passes import Rewritten
 from converter.build.stages.pipeline_models import Traced
@@ -19,37 +18,43 @@ from converter.build.stages.rknn import Converted
 from converter.build.stages.split import Split
 from converter.build.stages.split_calib import PartCalibration
 from converter.build.toolkit_inputs import ToolkitInputs
+from converter.common.digest import file_chunks, sha256
 from converter.common.errors import UserError
-from converter.reports.compare_builds import load_report
+from converter.reports.build_report import BuildReport, load_build
 from converter.toolkit.job import ToolkitSettings, quantized
 
 
 @dataclass(frozen=True)
 class FinishedBuild:
     folder: Path
-    report: dict
+    report: BuildReport
 
     @classmethod
     def open(cls, folder: Path, then: str = "build it first") -> FinishedBuild:
-        """The build in `folder`; UserError unless it finished (`then`: what the user should do about it)."""
-        report = load_report(folder)
-        if SIZES_KEY in report:
-            sizes = ", ".join(f"{folder / entry['folder']}" for entry in report[SIZES_KEY].values())
-            raise UserError(f"{folder}: one build per size (--resolution A,B,...): name one of {sizes}")
-        if report.get("status") != "ok":
-            raise UserError(f"{folder / 'report.json'}: the build did not finish (status {report.get('status')!r}); "
-                            f"{then}")
-        return cls(folder, report)
+        """The build in `folder`; UserError unless it finished and its .rknn files are the ones it delivered
+        (`then`: what the user should do about it)."""
+        report = load_build(folder)
+        if not report.ok:
+            raise UserError(f"{folder / 'report.json'}: the build did not finish (status {report.status!r}); {then}")
+        built = cls(folder, report)
+        delivered = report.delivered
+        sizes = [p.bytes for p in delivered.parts] if delivered.parts else [delivered.artifact_bytes]
+        for path, size, digest in zip(built.artifacts, sizes, delivered.artifact_sha256 or [None] * len(sizes)):
+            if not path.is_file():
+                raise UserError(f"{path}: missing from the build folder; {then}")
+            if path.stat().st_size != size or digest is not None and sha256(file_chunks(path)) != digest:
+                raise UserError(f"{path}: not the .rknn this build delivered (its size or sha256 differs); {then}")
+        return built
 
     @property
     def pipeline(self) -> Path | None:
         """The diffusers pipeline folder the model came from (a model that draws), else None."""
-        return Path(self.report["pipeline"]) if self.report.get("pipeline") else None
+        return Path(self.report.pipeline) if self.report.pipeline else None
 
     @property
     def artifacts(self) -> list[Path]:
         """The delivered .rknn, or its parts in run order."""
-        return [self.folder / p["artifact"] for p in self.report.get("parts") or [self.report]]
+        return [self.folder / name for name in self.report.artifacts]
 
     @cached_property
     def passes(self) -> Rewritten:
@@ -62,13 +67,13 @@ class FinishedBuild:
     @cached_property
     def rknn(self) -> Converted:
         """The toolkit build that was delivered (the plain one, or the hybrid search's)."""
-        return Converted.read(finished_stage(self.folder, self.report["rknn_stage"]))
+        return Converted.read(finished_stage(self.folder, self.report.rknn_stage))
 
     @cached_property
     def toolkit_inputs(self) -> ToolkitInputs:
-        parts = bool(self.report.get("parts"))
+        parts = bool(self.report.delivered.parts)
         calibration = None
-        if quantized(self.report["dtype"]):
+        if quantized(self.report.dtype):
             calibration = (PartCalibration.read(finished_stage(self.folder, "split-calib")) if parts
                            else Calibration.read(finished_stage(self.folder, "calib")))
         split = Split.read(finished_stage(self.folder, "split")) if parts else None
@@ -82,8 +87,8 @@ class FinishedBuild:
     @cached_property
     def npu_models(self) -> dict[str, FinishedBuild]:
         """The builds of the pipeline's models that run on the NPU beside the UNet (build/npu_models.py)."""
-        return {name: FinishedBuild.open(self.folder / entry["folder"], f"rebuild {self.folder}")
-                for name, entry in (self.report.get("npu_models") or {}).items() if entry["on"] == "npu"}
+        return {name: FinishedBuild.open(self.folder / entry.folder, f"rebuild {self.folder}")
+                for name, entry in (self.report.npu_models or {}).items() if entry.on == "npu"}
 
     def models(self) -> PipelineModels:
         """What a drawing runs on the NPU: the UNet, and the pipeline models built beside it."""
@@ -91,7 +96,7 @@ class FinishedBuild:
 
     def model(self) -> BuiltModel:
         """What the simulator rebuilds: the delivered build's jobs, with its float16 layers and options."""
-        settings = ToolkitSettings(self.report["target"], self.report["dtype"], self.rknn.toolkit_config,
+        settings = ToolkitSettings(self.report.target, self.report.dtype, self.rknn.toolkit_config,
                                    self.rknn.auto_hybrid)
         jobs = self.toolkit_inputs.jobs(settings, self.rknn.float16_layers, self.rknn.step1)
         return BuiltModel(self.passes, self.reference, jobs, self.rknn.simulator[0][0])

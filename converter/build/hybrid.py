@@ -110,8 +110,7 @@ def search(plan: BuildPlan, given: ToolkitInputs, sensitivities: Sensitivities, 
 
         def trial(k: int, shown: Progress) -> None:
             record = runner.run(f"hybrid-{k}", f"{plan.dtype} with the {k} costliest layers in float16",
-                                {"target": plan.chip.name, "dtype": plan.dtype,
-                                 "float16": sensitivities.float16_names(k), **plan.toolkit.options},
+                                plan.toolkit.key(float16=sensitivities.float16_names(k)),
                                 [*given.stages, plain], lambda tmp: produce(k, shown, tmp), shown)
             converted = Converted.read(record)
             trials[k] = Trial(k, converted, converted.accuracy(given.reference)["psnr_db"])

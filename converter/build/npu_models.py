@@ -16,6 +16,8 @@ from converter.build.finished import FinishedBuild
 from converter.build.request import BuildRequest, Checks, Gates
 from converter.build.stages.pipeline_models import Traced
 from converter.models.model_source import ModelSource
+from converter.reports.build_report import NpuModelEntry
+from converter.reports.cost import estimate_headline
 from converter.reports.report import placement_summary
 
 NPU_DIR = "npu"
@@ -27,17 +29,19 @@ class NpuModel:
     built: FinishedBuild | None  # its finished build; None: it stays on the CPU
     why_cpu: str | None = None
 
-    def summary(self, build_dir: Path) -> dict:
+    def summary(self, build_dir: Path) -> NpuModelEntry:
         """report.json `npu_models` entry: where the .rknn is and how it did, or why the model stays on the CPU."""
         if self.built is None:
-            return {"on": "cpu", "why": self.why_cpu}
-        r, cost = self.built.report, self.built.report.get("cost") or {}
+            return NpuModelEntry("cpu", why=self.why_cpu)
+        r = self.built.report
         where = self.built.folder.resolve().relative_to(build_dir.resolve())
-        return {"on": "npu", "folder": str(where), "artifact": str(where / r["artifact"]),
-                "artifact_bytes": r["artifact_bytes"], "output_psnr_db": r["output_psnr_db"],
-                "output_cosine": r["output_cosine"], "placement": placement_summary(r["placement"]),
-                "estimate": {k: cost.get(k) for k in ("label", "leaves_out", "total_cycles", "npu_clock_hz",
-                                                      "estimated_seconds_per_step")}}
+        placed = r.delivered  # None until the build it belongs to has passed
+        return NpuModelEntry("npu", folder=str(where), artifact=str(where / placed.artifact) if placed else None,
+                             artifact_bytes=placed.artifact_bytes if placed else None,
+                             output_psnr_db=r.accuracy.psnr_db, output_cosine=r.accuracy.cosine,
+                             placement=placement_summary(r.placement),
+                             estimate=estimate_headline(r.cost))
+
 
 def folder(build_dir: Path, name: str) -> Path:
     return build_dir / NPU_DIR / name

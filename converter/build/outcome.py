@@ -17,8 +17,10 @@ from converter.build.stages.passes import Rewritten
 from converter.build.stages.reference import Reference
 from converter.build.stages.rknn import Converted
 from converter.build.stages.sensitivity import Sensitivities
+from converter.reports.build_report import BuildReport, Delivered, DeliveredPart, ImageCheck, OutputAccuracy
 from converter.reports.cost import cost
 from converter.toolkit.driver import toolkit_version
+from converter.toolkit.rknn_file import RknnFile
 
 IMAGES_DIR = "images/evaluation"  # `rkconvert generate` writes beside it, into images/
 
@@ -29,6 +31,7 @@ class Delivery:
 
     artifacts: list[str]  # the .rknn, or its parts in run order (names in the build folder)
     artifact_bytes: list[int]
+    sha256: list[str]
     host_programs: list[str]
 
 
@@ -46,81 +49,59 @@ class Outcome:
     sensitivity: Sensitivities | None = None
     hybrid: HybridSearch | None = None
     final: Converted | None = None  # what is delivered: the plain build, or the hybrid search's
-    rknn_files: list[dict] | None = None  # what each delivered .rknn declares about itself
+    rknn_files: list[RknnFile] | None = None  # what each delivered .rknn declares about itself
     npu_models: list[NpuModel] | None = None  # a model that draws: its text encoder and VAE decoder, where they run
+    passed_models: dict[str, Outcome] | None = None  # their builds that passed, placed once this one has
     images: Images | None = None
     peak_rss_bytes: dict | None = None
     delivery: Delivery | None = None
     error: str | None = None
     stages: list[StageResult] = field(default_factory=list)
 
-    def report(self, status: str) -> dict:
+    def report(self, status: str) -> BuildReport:
         """report.json's content."""
         req, plan = self.request, self.plan
-        report = {"status": status, "target": req.chip.name, "model": req.source.spec,
-                  "dtype": plan.dtype if plan else req.dtype, "toolkit_version": toolkit_version(),
-                  "min_psnr": req.gates.min_psnr, "min_layer_cos": req.gates.min_layer_cos, "command": req.command}
-        if plan and plan.dtype_choice:
-            report["dtype_choice"] = plan.dtype_choice
-        if self.exported:
-            report.update(resolution=self.exported.resolution, weights=self.exported.weights)
-        if self.rewritten:
-            report.update(onnx_bytes=self.rewritten.onnx_bytes, passes=self.rewritten.passes,
-                          inputs=self.rewritten.inputs)
-        if plan:
-            report["graph"] = plan.graph
-            if plan.parts_choice:
-                report["parts_choice"] = plan.parts_choice
-            if plan.algorithm_choice:
-                report["quant_algorithm_choice"] = plan.algorithm_choice
-            if plan.layers_skipped:
-                report["layers_skipped"] = plan.layers_skipped
-            report["toolkit_config"] = plan.toolkit.options
-        delivered = self.final or self.plain
+        exported, rewritten, delivered = self.exported, self.rewritten, self.final or self.plain
         placement = delivered.placement_rows() if delivered else None  # read once: `cost` reads it too
-        if self.plain:
-            report.update(self._accuracy(), check_inputs=self.reference.check_inputs,
-                          check_timesteps=self.reference.timesteps,
-                          calibration=self.calibration.summary() if self.calibration else None,
-                          toolkit_phases=self.plain.phases, toolkit_phase_peak_rss_bytes=self.plain.phase_peak_rss_bytes,
-                          placement=placement, cpu_ops=delivered.cpu_ops)
-        if self.layers is not None:
-            report["layers"] = self.layers
-        if self.sensitivity:
-            report["sensitivity"] = self.sensitivity.summary()
-        if self.hybrid:
-            found = self.hybrid.found
-            report.update(hybrid_trials=self.hybrid.rows(), hybrid_guess=self.hybrid.predicted,
-                          hybrid_floor=self.hybrid.floor, hybrid_kept=found.float16_layers if found else None)
-        if self.final:
-            report.update(float16_layers=self.final.float16_layers, rknn_stage=self.final.record.name,
-                          rknn_file=self.rknn_files[0],
-                          cost=cost(placement, self.final.memory, req.chip),
-                          pipeline=str(req.source.pipeline.resolve()) if req.source.pipeline else None)
-        if self.npu_models is not None:
-            report["npu_models"] = {p.name: p.summary(req.out) for p in self.npu_models}
-        if self.images:
-            report["images"] = {**self.images.figures, "grid": f"{IMAGES_DIR}/{self.images.figures['grid']}"}
-        if self.peak_rss_bytes:
-            report["peak_rss_bytes"] = self.peak_rss_bytes
-        if self.delivery:
-            report.update(self._delivered())
-        if self.error:
-            report["error"] = self.error
-        report["stages"] = [s.summary() for s in self.stages]
-        return report
+        plain, hybrid, final = self.plain, self.hybrid, self.final
+        return BuildReport(
+            status=status, target=req.chip.name, model=req.source.spec, dtype=plan.dtype if plan else req.dtype,
+            toolkit_version=toolkit_version(), min_psnr=req.gates.min_psnr, min_layer_cos=req.gates.min_layer_cos,
+            command=req.command, dtype_choice=plan.dtype_choice if plan else None,
+            resolution=exported.resolution if exported else None, weights=exported.weights if exported else None,
+            onnx_bytes=rewritten.onnx_bytes if rewritten else None, passes=rewritten.passes if rewritten else None,
+            inputs=rewritten.inputs if rewritten else None, graph=plan.graph if plan else None,
+            parts_choice=plan.parts_choice if plan else None,
+            quant_algorithm_choice=plan.algorithm_choice if plan else None,
+            layers_skipped=plan.layers_skipped if plan else None, toolkit_config=plan.toolkit.options if plan else None,
+            accuracy=OutputAccuracy.of(self.accuracy) if plain else None,
+            check_inputs=self.reference.check_inputs if plain else None,
+            check_timesteps=self.reference.timesteps if plain else None,
+            calibration=self.calibration.summary() if plain and self.calibration else None,
+            toolkit_phases=plain.phases if plain else None,
+            toolkit_phase_peak_rss_bytes=plain.phase_peak_rss_bytes if plain else None,
+            placement=placement if plain else None, cpu_ops=delivered.cpu_ops if plain else None,
+            layers=self.layers, sensitivity=self.sensitivity.summary() if self.sensitivity else None,
+            hybrid_trials=hybrid.rows() if hybrid else None, hybrid_guess=hybrid.predicted if hybrid else None,
+            hybrid_floor=hybrid.floor if hybrid else None,
+            hybrid_kept=hybrid.found.float16_layers if hybrid and hybrid.found else None,
+            float16_layers=final.float16_layers if final else None, rknn_stage=final.record.name if final else None,
+            rknn_file=self.rknn_files[0] if final else None,
+            cost=cost(placement, final.memory, req.chip) if final else None,
+            pipeline=str(req.source.pipeline.resolve()) if final and req.source.pipeline else None,
+            npu_models=None if self.npu_models is None else {m.name: m.summary(req.out) for m in self.npu_models},
+            images=ImageCheck(**{**self.images.figures, "grid": f"{IMAGES_DIR}/{self.images.figures['grid']}"})
+            if self.images else None,
+            peak_rss_bytes=self.peak_rss_bytes, delivered=self._delivered(), error=self.error,
+            stages=[s.summary() for s in self.stages])
 
-    def _accuracy(self) -> dict:
-        a = self.accuracy
-        return {"output_psnr_db": a["psnr_db"], "output_cosine": a["cosine"], "output_max_abs": a["max_abs"],
-                "output_mean_abs": a["mean_abs"]}
-
-    def _delivered(self) -> dict:
+    def _delivered(self) -> Delivered | None:
         d = self.delivery
+        if d is None:
+            return None
         total = sum(d.artifact_bytes)
-        delivered = {"artifact": d.artifacts[0], "artifact_bytes": total, "host_programs": d.host_programs,
-                     "artifact_to_onnx": round(total / self.rewritten.onnx_bytes, 4)}
-        if len(d.artifacts) > 1:
-            delivered["parts"] = [{"artifact": name, "bytes": size, **io, "rknn_file": facts} for name, size, io, facts
-                                  in zip(d.artifacts, d.artifact_bytes, self.final.part_io, self.rknn_files)]
-        return delivered
+        parts = [DeliveredPart(name, size, io["inputs"], io["outputs"], facts) for name, size, io, facts
+                 in zip(d.artifacts, d.artifact_bytes, self.final.part_io, self.rknn_files)]
+        return Delivered(artifact=d.artifacts[0], artifact_bytes=total, host_programs=d.host_programs,
+                         artifact_to_onnx=round(total / self.rewritten.onnx_bytes, 4), artifact_sha256=d.sha256,
+                         parts=parts if len(parts) > 1 else None)

@@ -5,13 +5,11 @@ them (release/bundle.py) whose runner picks one with --size."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
 from converter.build.request import BuildRequest
-
-KEY = "sizes"  # the index report's key: size -> that build's folder and figures
+from converter.reports.build_report import BuildReport, SizeEntry, SizesIndex
 
 
 def folder_name(size: int) -> str:
@@ -23,20 +21,17 @@ def each(req: BuildRequest) -> list[BuildRequest]:
     return [replace(req, resolution=size, resolutions=(), out=req.out / folder_name(size)) for size in req.resolutions]
 
 
-def index(req: BuildRequest, reports: list[dict]) -> dict:
+def index(req: BuildRequest, reports: list[BuildReport]) -> SizesIndex:
     """OUT/report.json of the sizes' builds (`reports`, in --resolution's order)."""
     first = reports[0]
-    return {"status": "ok" if all(r["status"] == "ok" for r in reports) else "failed", "model": first["model"],
-            "target": first["target"], "dtype": first["dtype"], "command": req.command,
-            KEY: {str(r["resolution"]): {"folder": folder_name(r["resolution"]), "status": r["status"],
-                                         "artifact_bytes": r.get("artifact_bytes"),
-                                         "output_psnr_db": r.get("output_psnr_db"),
-                                         "images": (r.get("images") or {}).get("summary")} for r in reports}}
+    return SizesIndex(
+        status="ok" if all(r.ok for r in reports) else "failed", model=first.model, target=first.target,
+        dtype=first.dtype, command=req.command,
+        sizes={str(r.resolution): SizeEntry(folder_name(r.resolution), r.status,
+                                            r.delivered.artifact_bytes if r.delivered else None, r.psnr_db,
+                                            r.images.summary if r.images else None) for r in reports})
 
 
-def write_index(req: BuildRequest, reports: list[dict]) -> Path:
-    path = req.report_path
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(index(req, reports), indent=2) + "\n")
-    tmp.rename(path)
-    return path
+def write_index(req: BuildRequest, reports: list[BuildReport]) -> Path:
+    index(req, reports).write(req.report_path)
+    return req.report_path

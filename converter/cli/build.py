@@ -12,6 +12,7 @@ from converter.cli.exits import EXIT_CODES
 from converter.cli.groups import BUILD_GROUPS, DIAGNOSE_GROUPS
 from converter.cli.options import arguments, request_options
 from converter.common.errors import BuildFailed
+from converter.reports.build_report import BuildReport
 
 
 @click.command(epilog=EXIT_CODES)
@@ -41,12 +42,12 @@ def run(request: BuildRequest) -> None:
         return
     reports = [_run_one(one) for one in sizes.each(request)]
     index = sizes.write_index(request, reports)
-    built = ", ".join(f"{r['resolution']} px" for r in reports)
+    built = ", ".join(f"{r.resolution} px" for r in reports)
     Console().print(f"[bold]sizes[/]  {built}: one build each under {request.out}/ (index: {index}); "
                     f"`rkconvert release {request.out}` bundles them all")
 
 
-def _run_one(request: BuildRequest) -> dict:
+def _run_one(request: BuildRequest) -> BuildReport:
     from converter.build.builder import build as run_build
     from converter.common.progress import Progress
     from converter.reports.report import print_summary
@@ -58,5 +59,5 @@ def _run_one(request: BuildRequest) -> dict:
             again = arguments(request, DIAGNOSE_GROUPS, leave_out=("rebuild",))
             e.details = (*e.details, f"find out why: {shlex.join(['rkconvert', 'diagnose', *again])}")
         raise
-    print_summary(Console(), report, request.report_path)
+    print_summary(Console(), report.to_json(), request.report_path)
     return report

@@ -23,10 +23,11 @@ def compare(build_a, build_b, top, json_path):
     layer name, the rest by the ONNX tensor they match, so the same model built with different
     passes or toolkits lines up.
     """
-    from converter.reports.compare_builds import join_layers, load_report, print_comparison
-    from converter.reports.report import write_json
+    from converter.common.json_files import write_json
+    from converter.reports.build_report import load_build
+    from converter.reports.compare_builds import join_layers, print_comparison
 
-    a, b = load_report(build_a), load_report(build_b)
+    a, b = load_build(build_a).to_json(), load_build(build_b).to_json()
     joined = join_layers(a.get("layers") or [], b.get("layers") or [])
     print_comparison(Console(), a, b, (str(build_a), str(build_b)), joined, top)
     if json_path:

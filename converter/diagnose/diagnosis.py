@@ -13,10 +13,9 @@ rknn-toolkit2 alone), the repro's toolkit log and the reduction's log.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,7 @@ from converter.diagnose import estimated_departure, failing_graph, locate, probe
 from converter.diagnose.failing_graph import (DIAGNOSIS_FILE, REDUCE_BUDGETS, described, explain, locate_into,
                                               reduce_into, write_folder)
 from converter.reports.layer_report import estimated_dump_bytes
-from converter.reports.report import write_html, write_json
+from converter.reports.build_report import load_build
 from converter.toolkit import driver, known_failures
 from converter.toolkit.failure import Failure, accuracy, classify
 
@@ -143,8 +142,7 @@ class Probed:
 def _probe_whole(plan: BuildPlan, settings: probe.Probe, passes: Rewritten, reference: Reference,
                  calib: Calibration | None, runner: StageRunner) -> Probed:
     """Stage toolkit-probe: the graph whole, in the toolkit, under the budget and the gate."""
-    key = {"target": plan.chip.name, "dtype": plan.dtype, "budget_s": settings.budget_s, "min_psnr": settings.min_psnr,
-           **plan.toolkit.options}
+    key = plan.toolkit.key(budget_s=settings.budget_s, min_psnr=settings.min_psnr)
     record = runner.run("toolkit-probe", f"{plan.dtype} build for {plan.chip.name}, budget {settings.budget_s:.0f} s",
                         key, [passes, reference] + ([calib] if calib else []), lambda tmp: _probe(settings, tmp))
     failure = record.meta["failure"] and Failure.from_json(record.meta["failure"])
@@ -173,13 +171,12 @@ def _link_from_report(req: BuildRequest, failure: Failure | None, known: dict | 
     """A failed build's report.json and report.html point at the diagnosis of its folder."""
     if not req.report_path.exists():
         return
-    report = json.loads(req.report_path.read_text())
-    if report.get("status") != "failed":
+    report = load_build(req.report_path)
+    if report.ok:
         return
-    report["diagnosis"] = {"file": f"{DIAGNOSIS_DIR}/{DIAGNOSIS_FILE}", "failure": failure and failure.describe(),
-                           "known": known and known["id"], "fix": known and known["remedy_text"]}
-    write_json(req.report_path, report)
-    write_html(req.html_path, report)
+    replace(report, diagnosis={"file": f"{DIAGNOSIS_DIR}/{DIAGNOSIS_FILE}", "failure": failure and failure.describe(),
+                               "known": known and known["id"], "fix": known and known["remedy_text"]}
+            ).written(req.report_path, req.html_path)
 
 
 def _save_feeds(reference: Reference, calib: Calibration | None, folder: Path) -> list[str]:

@@ -21,7 +21,7 @@ from converter.diagnose import locate, probe, subgraph
 from converter.diagnose.reduce import METHOD, reduce
 from converter.diagnose.subgraph import Cutter
 from converter.diagnose.tensor_store import TensorStore
-from converter.reports.report import write_json
+from converter.common.json_files import write_json
 from converter.toolkit import driver, known_failures, repro_script
 from converter.toolkit.child import log_lines
 from converter.toolkit.failure import KINDS, Failure, rules

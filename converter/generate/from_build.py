@@ -21,13 +21,13 @@ def generate(build_dir: Path, prompts: list[str], seed: int, steps: int | None, 
     build = FinishedBuild.open(build_dir)
     folder = build.pipeline
     if folder is None:
-        raise UserError(f"{build_dir / 'report.json'}: {build.report.get('model')} is a UNet alone; generate needs "
+        raise UserError(f"{build_dir / 'report.json'}: {build.report.model} is a UNet alone; generate needs "
                         "its text encoder, scheduler and VAE: build a diffusers pipeline folder (or the demo)")
     declared = eval_set(folder)
     steps = steps or (declared.steps if declared else 20)
     guidance_scale = guidance_scale if guidance_scale is not None else (declared.guidance_scale if declared else 7.5)
     drawing = Drawing(prompts, [seed + i for i in range(len(prompts))], steps, guidance_scale,
-                      build.report["resolution"], scheduler)
+                      build.report.resolution, scheduler)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".generate-", dir=out) as scratch, \
             progress.stage("generate", f"{len(prompts)} prompts, {steps} steps, ONNX Runtime and the .rknn"):

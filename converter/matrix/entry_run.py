@@ -7,14 +7,14 @@ killed from outside (out of memory, a lost node) ends by a signal, which an exec
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from converter.matrix.spec import Entry
+from converter.reports.build_report import BuildReport, load_build
 
 ERROR_PREFIX = "rkconvert: error: "
 
@@ -26,10 +26,15 @@ class EntryResult:
     exit_code: int
     seconds: float
     error: str | None
-    report: dict | None
+    report: BuildReport | None
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """Its JSON form, as a Ray task hands it back."""
+        return {**vars(self), "report": self.report.to_json() if self.report else None}
+
+    @classmethod
+    def from_json(cls, raw: dict) -> EntryResult:
+        return cls(**{**raw, "report": BuildReport.from_json(raw["report"]) if raw["report"] else None})
 
 
 def status_of(exit_code: int) -> str:
@@ -52,7 +57,7 @@ def run_entry(entry: Entry, workdir: Path, out: Path) -> EntryResult:
     report_path = folder / "report.json"
     # Only this run's report: a build refused as bad input, or killed, leaves an earlier run's in place.
     fresh = report_path.is_file() and report_path.stat().st_mtime >= started_at
-    report = json.loads(report_path.read_text()) if fresh else None
+    report = load_build(report_path) if fresh else None
     errors = [line[len(ERROR_PREFIX):] for line in log.read_text(errors="replace").splitlines()
               if line.startswith(ERROR_PREFIX)]
     error = errors[-1] if errors else (f"ended by signal {-code}" if code < 0 else None)

@@ -52,7 +52,7 @@ def run_ray(entries: list[Entry], workdir: Path, out: Path, address: str,
             (ref,), _ = ray.wait(list(pending), num_returns=1)
             entry = pending.pop(ref)
             try:
-                yield EntryResult(**ray.get(ref))
+                yield EntryResult.from_json(ray.get(ref))
             except ray.exceptions.RayError as e:  # killed twice, or its worker lost twice
                 cause = str(e).strip().splitlines()[-1]
                 yield EntryResult(entry.name, "killed", -1, 0.0, f"killed on both tries ({cause})", None)

@@ -11,22 +11,20 @@ from rich.console import Console
 from rich.table import Table
 
 from converter.matrix.entry_run import EntryResult
-from converter.reports.report import write_json, write_text
+from converter.common.json_files import write_json, write_text
 
 SUMMARY_JSON, SUMMARY_HTML = "summary.json", "summary.html"
 
 
 def row(outcome: EntryResult) -> dict:
-    r = outcome.report or {}
-    cost = r.get("cost") or {}
-    return {"entry": outcome.name, "status": outcome.status, "target": r.get("target"), "dtype": r.get("dtype"),
-            "output_psnr_db": r.get("output_psnr_db"), "artifact_bytes": r.get("artifact_bytes"),
-            "estimated_cycles": cost.get("total_cycles"),
-            "estimated_ms_per_step": (cost["estimated_seconds_per_step"] * 1e3
-                                      if cost.get("estimated_seconds_per_step") is not None else None),
-            "seconds": outcome.seconds, "error": outcome.error,
-            "diagnosis": r.get("diagnosis"),
-            "report": f"{outcome.name}/report.html" if outcome.report else None}
+    r = outcome.report
+    seconds = r.estimated_seconds_per_step if r else None
+    return {"entry": outcome.name, "status": outcome.status, "target": r and r.target, "dtype": r and r.dtype,
+            "output_psnr_db": r and r.psnr_db, "artifact_bytes": r and r.delivered and r.delivered.artifact_bytes,
+            "estimated_cycles": r and r.estimated_cycles,
+            "estimated_ms_per_step": seconds * 1e3 if seconds is not None else None,
+            "seconds": outcome.seconds, "error": outcome.error, "diagnosis": r and r.diagnosis,
+            "report": f"{outcome.name}/report.html" if r else None}
 
 
 def _num(value, spec: str) -> str:

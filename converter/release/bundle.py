@@ -6,11 +6,10 @@ from pathlib import Path
 
 from converter.board.manifest import NAME as MANIFEST, Accuracy, Check, Manifest, Pipeline
 from converter.build.finished import FinishedBuild
-from converter.build.sizes import KEY as SIZES_KEY
 from converter.common.errors import UserError
 from converter.imaging.evaluation import eval_set
 from converter.release import manifest, sized, tarball
-from converter.reports.compare_builds import load_report
+from converter.reports.build_report import SizesIndex, load
 from converter.toolkit import rknn_file
 
 SUFFIX = ".tar.gz"
@@ -48,7 +47,7 @@ def _pipeline_files(build: FinishedBuild) -> tuple[dict[str, Path], Pipeline | N
     for name, built in build.npu_models.items():
         (artifact,) = built.artifacts
         npu[name] = manifest.run(f"npu/{name}.rknn", rknn_file.read(artifact), build="",
-                                 accuracy=Accuracy(built.report["output_psnr_db"], built.report["output_cosine"]))
+                                 accuracy=Accuracy(built.report.accuracy.psnr_db, built.report.accuracy.cosine))
         files[npu[name].rknn] = artifact
     return files, Pipeline(latent_shape=traced.latent_shape, vae_scaling_factor=traced.vae_scaling_factor,
                            steps=declared.steps if declared else 20,
@@ -60,16 +59,15 @@ def _pipeline_files(build: FinishedBuild) -> tuple[dict[str, Path], Pipeline | N
 def contents(build_dir: Path) -> tuple[Manifest, dict[str, Path | bytes]]:
     """(manifest, bundle files by name) for a finished build, or for the builds of several sizes
     (--resolution A,B,...: release/sized.py); UserError naming what is missing."""
-    index = load_report(build_dir)
-    if SIZES_KEY in index:
-        return sized.combined({int(size): contents(build_dir / entry["folder"])
-                               for size, entry in index[SIZES_KEY].items()})
+    index = load(build_dir)
+    if isinstance(index, SizesIndex):
+        return sized.combined({int(size): contents(build_dir / entry.folder) for size, entry in index.sizes.items()})
     build = FinishedBuild.open(build_dir, "only a finished build can be released")
     report, artifacts = build.report, build.artifacts
     declared = [rknn_file.read(a) for a in artifacts]
     files: dict[str, Path | bytes] = dict(zip(manifest.rknn_names(len(artifacts)), artifacts))
     files.update({"report.json": build_dir / "report.json", "report.html": build_dir / "report.html"})
-    files.update({program: build_dir / program for program in report.get("host_programs", [])})
+    files.update({program: build_dir / program for program in report.delivered.host_programs})
     files.update({f"board/{p.name}": p for p in sorted(BOARD.glob("*.py")) if p.name != "__init__.py"})
     check_files, check = _check_files(build)
     pipeline_files, pipeline = _pipeline_files(build)

@@ -10,6 +10,7 @@ from pathlib import Path
 from converter import __version__
 from converter.board.manifest import SCHEMA, Accuracy, Check, FileEntry, ForSize, Manifest, Pipeline, Run, Tensor
 from converter.common.digest import file_chunks, sha256
+from converter.reports.build_report import BuildReport
 from converter.toolkit.rknn_file import RknnFile
 
 RKNN = "model.rknn"
@@ -27,26 +28,24 @@ def run(rknn: str, declared: RknnFile, **pipeline_model) -> Run:
                declared.op_counts, declared.constant_bytes, **pipeline_model)
 
 
-def make(report: dict, declared: list[RknnFile], files: dict[str, Path | bytes], check: Check,
+def make(report: BuildReport, declared: list[RknnFile], files: dict[str, Path | bytes], check: Check,
          pipeline: Pipeline | None) -> Manifest:
     """The manifest for a build's `report`, the artifacts' own accounts `declared` (one per .rknn, in run
     order), the bundle's other `files` (name in the bundle -> file or bytes), its check sample and, for a
     model that draws, what the board's text-to-image loop needs (`pipeline`)."""
-    images = report.get("images")
-    first = declared[0]
+    first, accuracy = declared[0], report.accuracy
     runs = [run(name, d) for name, d in zip(rknn_names(len(declared)), declared)]
     return Manifest(
         schema=SCHEMA, rkconvert_version=__version__, target=first.target, toolkit_version=first.toolkit_version,
-        compiler_version=first.compiler_version, librknnrt_version=first.toolkit_version, dtype=report["dtype"],
-        model=report["model"], files=file_entries(files),
+        compiler_version=first.compiler_version, librknnrt_version=first.toolkit_version, dtype=report.dtype,
+        model=report.model, files=file_entries(files),
         first=ForSize(
-            resolution=report.get("resolution"), rknn=runs[0].rknn, inputs=runs[0].inputs, outputs=runs[-1].outputs,
+            resolution=report.resolution, rknn=runs[0].rknn, inputs=runs[0].inputs, outputs=runs[-1].outputs,
             op_counts=dict(sum((Counter(d.op_counts) for d in declared), Counter())),
             constant_bytes=dict(sum((Counter(d.constant_bytes) for d in declared), Counter())),
-            parts=runs if len(runs) > 1 else None, host_programs=report.get("host_programs", []),
-            accuracy=Accuracy(report.get("output_psnr_db"), report.get("output_cosine"), report.get("output_max_abs"),
-                              report.get("check_inputs"), report.get("min_psnr")),
-            images=images["summary"] if images else None, build_command=report.get("command"), check=check,
+            parts=runs if len(runs) > 1 else None, host_programs=report.delivered.host_programs,
+            accuracy=Accuracy(accuracy.psnr_db, accuracy.cosine, accuracy.max_abs, report.check_inputs, report.min_psnr),
+            images=report.images.summary if report.images else None, build_command=report.command, check=check,
             pipeline=pipeline, build=""))
 
 

@@ -6,31 +6,13 @@ model built two ways keeps its ONNX names even where the toolkit names its layer
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from converter.common.errors import UserError
-
 SUMMARY = ("status", "model", "target", "dtype", "resolution", "output_psnr_db", "output_cosine",
            "output_max_abs", "artifact_bytes", "onnx_bytes")
-
-
-def load_report(path: Path) -> dict:
-    """A build folder or its report.json."""
-    report_path = path / "report.json" if path.is_dir() else path
-    try:
-        report = json.loads(report_path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: no report.json (not an rkconvert build folder)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{report_path}: not a readable report ({e})") from None
-    if not isinstance(report, dict) or "target" not in report:
-        raise UserError(f"{report_path}: not an rkconvert report")
-    return report
 
 
 def _by_tensor(rows: list[dict]) -> dict[str, dict]:

@@ -91,3 +91,11 @@ def cost(rows: list[dict], memory: dict, chip: Chip) -> dict | None:
             "layers": traffic,
         },
     }
+
+
+HEADLINE = ("label", "leaves_out", "total_cycles", "npu_clock_hz", "estimated_seconds_per_step")
+
+
+def estimate_headline(estimate: dict | None) -> dict:
+    """What a line about a model's cost needs of its estimate (`cost`): its label, what it leaves out, its cycles."""
+    return {k: (estimate or {}).get(k) for k in HEADLINE}

@@ -12,7 +12,7 @@ def _mib(n: float) -> str:
 
 def run_unit(report: dict) -> str:
     """What one inference of the built graph is: a UNet's denoising step, or a run of another graph."""
-    return "UNet step" if report.get("graph", "unet") == "unet" else "run"
+    return "UNet step" if (report.get("graph") or "unet") == "unet" else "run"
 
 
 def cost_section(cost: dict | None, per: str) -> str:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -12,6 +10,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from converter.common.json_files import write_text
 from converter.reports.cost_html import run_unit
 from converter.reports.layer_report import worst_first
 from converter.reports.report_html import render
@@ -19,28 +18,6 @@ from converter.toolkit.job import quantized
 from converter.toolkit.layer_table import IO_OPS, cpu_ops
 
 WORST_SHOWN = 10
-
-
-def _finite(value):
-    """JSON has no Infinity: a bit-exact comparison reports its dB figures as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
-def write_text(path: Path, text: str) -> None:
-    """`text` into `path` under a temp name, then renamed: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    tmp.rename(path)
-
-
-def write_json(path: Path, data: dict) -> None:
-    write_text(path, json.dumps(_finite(data), indent=2) + "\n")
 
 
 def write_html(path: Path, report: dict) -> None:
@@ -168,7 +145,7 @@ def print_summary(console: Console, report: dict, report_path: Path) -> None:
         rows.append(("float16 share", f"{share['layers']:.0%} of the layers{cycles}{mostly}"))
     if report.get("layers_skipped"):
         rows.append(("layers", report["layers_skipped"]))
-    if report.get("toolkit_config", {}).get("enable_flash_attention"):
+    if (report.get("toolkit_config") or {}).get("enable_flash_attention"):
         rows.append(("attention", "the toolkit's flash attention (enable_flash_attention; --attention-tiles auto)"))
     if report.get("cost"):
         rows.append(("cost (estimate)", cost_summary(report["cost"], run_unit(report))))
@@ -178,7 +155,7 @@ def print_summary(console: Console, report: dict, report_path: Path) -> None:
         s = report["images"]["summary"]
         accuracy = (f", prompt accuracy {s['reference_prompt_accuracy']:.0%} -> {s['rknn_prompt_accuracy']:.0%}"
                     if "rknn_prompt_accuracy" in s else "")
-        on_npu = report["images"].get("on_npu", ["unet"])
+        on_npu = report["images"].get("on_npu") or ["unet"]
         drawn = f"; {' + '.join(on_npu)} on the NPU" if len(on_npu) > 1 else ""
         rows.append(("images", f"{report_path.parent / report['images']['grid']} (reference | .rknn | difference x4): "
                                f"PSNR {s['psnr_db_mean']:.1f} dB, SSIM {s['ssim_mean']:.3f}{accuracy}{drawn}"))

@@ -208,7 +208,7 @@ def render(report: dict) -> str:
               f"<h2>Layers ({len(rows)}, {unmapped} unmapped), most added noise first</h2>"
               f"<p>Click a heading to sort. Metrics compare the simulator with ONNX Runtime on check sample 0.</p>"
               f"{_table(worst)}") if rows else "<p>No per-layer report in this build.</p>"
-    stages = html.escape(json.dumps(report.get("stages", [])))
+    stages = html.escape(json.dumps(report.get("stages") or []))
     return (f"<!doctype html><html><head><meta charset=utf-8><title>rkconvert report: "
             f"{html.escape(str(report.get('model')))} for {html.escape(str(report.get('target')))}</title>"
             f"<style>{_STYLE}</style></head><body><h1>rkconvert build report</h1><dl>{summary}</dl>"

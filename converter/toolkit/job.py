@@ -84,6 +84,10 @@ class ToolkitSettings:
         agree bit for bit. kl_divergence is not measured: treated as mmse."""
         return self.options.get("quantized_algorithm", "normal") == "normal"
 
+    def key(self, **extra) -> dict:
+        """What a stage that runs the toolkit with these settings depends on, beside its inputs and `extra`."""
+        return {"target": self.target, "dtype": self.dtype, **extra, **self.options}
+
     def job(self, onnx: Path, inputs: list[str], outputs: list[str], dataset: Path | None = None,
             float16_layers: list[str] = (), step1: Path | None = None) -> ToolkitJob:
         """`step1` is dropped where it is not reusable (`step1_reusable`): the job then runs step1 itself."""

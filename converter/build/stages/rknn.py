@@ -58,9 +58,9 @@ class Converted(StageOutput):
     def placement_rows(self) -> list[dict]:
         return json.loads(self.placement.read_text())
 
-    def file_facts(self) -> list[dict]:
+    def file_facts(self) -> list[rknn_file.RknnFile]:
         """What each built .rknn declares about itself (a corrupt file fails here, before delivery)."""
-        return [rknn_file.read(path).to_json() for path in self.rknn]
+        return [rknn_file.read(path) for path in self.rknn]
 
     def accuracy(self, reference: Reference) -> dict:
         """Simulator outputs against ONNX Runtime's, over every check sample (graph outputs in order)."""
