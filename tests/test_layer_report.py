@@ -24,7 +24,8 @@ from converter.common import onnx_runtime
 from converter.common.accuracy import compare
 from converter.common.progress import Progress
 from converter.models.model_source import resolve
-from converter.reports.compare_builds import cost_rows, load_report
+from converter.reports.build_report import load_build
+from converter.reports.compare_builds import cost_rows
 from converter.reports.layer_report import analyse, worst_first
 from converter.toolkit.snapshot import load_dump, read_layers
 from targets import get_chip
@@ -141,7 +142,7 @@ def test_compare_pairs_every_layer_of_two_builds(tiny_build, tmp_path):
     assert "output_psnr_db" in shown.stdout and "layers only in A: 0, only in B: 0" in shown.stdout
     # Same architecture, other weights: the toolkit's cost estimate does not move.
     assert "estimated cycles" in shown.stdout and "not measured on a board" in shown.stdout
-    assert all(row[3] == "+0.0%" for row in cost_rows(load_report(out), load_report(other)))
+    assert all(row[3] == "+0.0%" for row in cost_rows(load_build(out).to_json(), load_build(other).to_json()))
     joined = json.loads((tmp_path / "c.json").read_text())["layers"]
     assert len(joined) == len(_rows(out))
     deltas = [j["delta_sqnr_db"] for j in joined if j["delta_sqnr_db"] is not None]

@@ -71,7 +71,7 @@ class FinishedBuild:
 
     @cached_property
     def toolkit_inputs(self) -> ToolkitInputs:
-        parts = bool(self.report.delivered.parts)
+        parts = len(self.rknn.rknn) > 1
         calibration = None
         if quantized(self.report.dtype):
             calibration = (PartCalibration.read(finished_stage(self.folder, "split-calib")) if parts

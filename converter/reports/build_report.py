@@ -73,6 +73,10 @@ class NpuModelEntry:
     placement: str | None = None
     estimate: dict | None = None  # the toolkit's cycle estimate: label, leaves_out, total_cycles, ...
 
+    def to_json(self) -> dict:
+        """On the CPU: why; on the NPU: the rest (artifact null until the build it belongs to has passed)."""
+        return {k: v for k, v in vars(self).items() if (k in ("on", "why")) == (self.on == "cpu") or k == "on"}
+
 
 @dataclass(frozen=True)
 class ImageCheck:
@@ -189,7 +193,7 @@ class BuildReport:
             elif f.name == "rknn_file":
                 made[f.name] = value.to_json() if value else None
             elif f.name == "npu_models":
-                made[f.name] = None if value is None else {k: _dropped_nones(vars(v)) for k, v in value.items()}
+                made[f.name] = None if value is None else {k: v.to_json() for k, v in value.items()}
             elif f.name == "images":
                 made[f.name] = vars(value) if value else None
             else:
@@ -288,7 +292,3 @@ def load_build(path: Path) -> BuildReport:
         folders = ", ".join(str(path / entry.folder) for entry in report.sizes.values())
         raise UserError(f"{path}: one build per size (--resolution A,B,...): name one of {folders}")
     return report
-
-
-def _dropped_nones(entry: dict) -> dict:
-    return {k: v for k, v in entry.items() if v is not None}

@@ -156,8 +156,10 @@ def _npu_models(parts: dict | None) -> str:
         else:
             e = p["estimate"]
             cycles = f"{e['total_cycles'] / 1e6:.3g} M" if e.get("total_cycles") is not None else "?"
-            cells = [name, f'<a href="{html.escape(p["folder"])}/report.html">{html.escape(p["artifact"])}</a>',
-                     html.escape(p["placement"]), f"{p['artifact_bytes'] / 2**20:.1f} MiB",
+            placed = p["artifact"] or "not placed: the build did not pass"
+            size = f"{p['artifact_bytes'] / 2**20:.1f} MiB" if p["artifact_bytes"] else ""
+            cells = [name, f'<a href="{html.escape(p["folder"])}/report.html">{html.escape(placed)}</a>',
+                     html.escape(p["placement"]), size,
                      _fmt(p["output_psnr_db"], 1)[0], cycles]
         rows.append("<tr>" + "".join(f"<td class=t>{c}</td>" for c in cells) + "</tr>")
     head = "".join(f"<th>{h}</th>" for h in ("part", "on the NPU as", "placement", "size", "PSNR dB vs ONNX Runtime",
