@@ -188,11 +188,10 @@ def test_a_part_left_on_the_cpu_is_drawn_there_by_the_check_the_bundle_and_the_r
     assert 40 <= psnr(on_cpu, drawn) < float("inf")
 
 
-def test_generate_and_the_image_gates_need_a_model_that_can_draw(tiny_build, tiny_pipeline_build, tmp_path):
-    work, _, _, first_report = tiny_build
-    unet_only = tmp_path / "unet-only"  # the tiny build's report as first written (later tests rewrite it)
-    unet_only.mkdir()
-    (unet_only / "report.json").write_text(json.dumps(first_report))
+def test_generate_and_the_image_gates_need_a_model_that_can_draw(tiny_build, tiny_artifact_build, tiny_pipeline_build,
+                                                                tmp_path):
+    work, _, _, _ = tiny_build
+    _, unet_only = tiny_artifact_build  # a finished build of a UNet alone
     result = rkconvert("generate", str(unet_only), "--prompt", "a red circle", cwd=tmp_path)
     assert result.returncode == 2
     (line,) = error_lines(result)
