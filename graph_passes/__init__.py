@@ -12,7 +12,7 @@ from .simplify import Simplify
 from .split_fused_qkv_projection import SplitFusedQkvProjection
 from .tile_attention import TileAttention
 
-# tile_attention's entry tiles nothing: a build configures it (converter/build/pass_selection.py).
+# tile_attention's entry tiles nothing: a build configures it (converter/builds/pass_selection.py).
 CATALOGUE: dict[str, GraphPass] = {p.name: p for p in (HostTimeProjection(), Simplify(), SplitFusedQkvProjection(),
                                                         GroupNormAsConv(), TileAttention(), PadConvChannels(),
                                                         PadMatmulInnerDim(), DropUnitSliceSteps(),

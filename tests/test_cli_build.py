@@ -9,8 +9,8 @@ import pytest
 from rich.console import Console
 from safetensors.torch import save_file
 
-from converter.build.builder import build
-from converter.build.request import BuildRequest
+from converter.builds.builder import build
+from converter.builds.request import BuildRequest
 from converter.common import onnx_files, onnx_runtime
 from converter.common.progress import Progress
 from converter.models.model_source import resolve

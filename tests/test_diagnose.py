@@ -199,8 +199,8 @@ def test_departure_is_the_first_layer_the_gate_cannot_take():
 def test_an_estimated_departure_is_the_first_tensor_in_order_the_gate_cannot_take_alone(tmp_path):
     from onnx import TensorProto, helper
 
-    from converter.build.build_dir import StageResult
-    from converter.build.stages.sensitivity import Sensitivities
+    from converter.builds.build_dir import StageResult
+    from converter.builds.stages.sensitivity import Sensitivities
     from converter.common.onnx_graph import Graph
     from converter.diagnose import estimated_departure
 
@@ -234,7 +234,7 @@ def test_an_estimated_departure_is_the_first_tensor_in_order_the_gate_cannot_tak
 def test_a_remedy_changes_only_the_options_it_needs(tmp_path):
     from dataclasses import replace
 
-    from converter.build.request import BuildRequest, PassChoice
+    from converter.builds.request import BuildRequest, PassChoice
     from converter.models.model_source import resolve
     from targets import get_chip
 

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 
-from converter.build.pass_selection import instances
+from converter.builds.pass_selection import instances
 from converter.common import onnx_files, onnx_runtime
 from converter.common import external_weights
 from converter.common.errors import UserError

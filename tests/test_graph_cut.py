@@ -1,4 +1,4 @@
-"""A graph cut into parts (converter/build/graph_cut.py): the parts run one after another in ONNX Runtime
+"""A graph cut into parts (converter/builds/graph_cut.py): the parts run one after another in ONNX Runtime
 give the whole graph's output, each holds about its share of the weights, and only activations cross."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import onnx
 import pytest
 from onnx import helper
 
-from converter.build import graph_cut
-from converter.build.pass_selection import instances
+from converter.builds import graph_cut
+from converter.builds.pass_selection import instances
 from converter.common import onnx_files, onnx_runtime
 from converter.models.tracing import trace
 from targets import get_chip

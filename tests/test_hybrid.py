@@ -11,7 +11,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from converter.build.finished import FinishedBuild
+from converter.builds.finished import FinishedBuild
 from converter.reports.report import print_summary
 from tests.conftest import error_lines, rkconvert, tiny_unet
 
@@ -172,9 +172,9 @@ def test_the_gradient_ranking_is_the_ranking_of_each_tensor_quantized_alone(sens
     from scipy.stats import spearmanr
 
     from calib_data.dataset_writer import read_samples
-    from converter.build.build_dir import finished_stage
-    from converter.build.stages.passes import Rewritten
-    from converter.build.stages.rknn import Converted
+    from converter.builds.build_dir import finished_stage
+    from converter.builds.stages.passes import Rewritten
+    from converter.builds.stages.rknn import Converted
     from converter.common import onnx_runtime
     from converter.common.onnx_graph import Graph
     from converter.common.onnx_torch import TorchGraph

@@ -15,11 +15,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 
-from converter.build.build_dir import finished_stage
-from converter.build.builder import build
-from converter.build.request import BuildRequest, Gates
-from converter.build.stages.layers import LayerRows
-from converter.build.stages.reference import Reference
+from converter.builds.build_dir import finished_stage
+from converter.builds.builder import build
+from converter.builds.request import BuildRequest, Gates
+from converter.builds.stages.layers import LayerRows
+from converter.builds.stages.reference import Reference
 from converter.common import onnx_runtime
 from converter.common.accuracy import compare
 from converter.common.progress import Progress
@@ -171,7 +171,7 @@ def test_compare_puts_the_cost_estimates_side_by_side():
 
 
 def test_large_graphs_skip_layer_dumps_unless_asked(tmp_path, monkeypatch, tiny_folder):
-    from converter.build import plan
+    from converter.builds import plan
     from converter.common.errors import BuildFailed
 
     monkeypatch.setattr(plan, "AUTO_LAYER_DUMP_LIMIT", 0)

@@ -14,7 +14,7 @@ LAYERS = (
     ("cli",),
     ("fuzz", "matrix", "release", "generate", "lint", "quantize"),  # the verbs
     ("diagnose",),  # fuzz diagnoses what it finds
-    ("build",),  # a build: its request, plan and stages
+    ("builds",),  # a build: its request, plan and stages
     ("imaging",),  # drawing with a diffusers pipeline, a UNet replaced
     ("models",),
     ("mixed_precision", "w8a16", "reports"),
@@ -35,7 +35,7 @@ def _imports(path: Path) -> set[str]:
 
 
 def _unit(module: str) -> str | None:
-    """converter.build.stages.rknn -> converter.build; others (converter itself, torch) None."""
+    """converter.builds.stages.rknn -> converter.build; others (converter itself, torch) None."""
     parts = module.split(".")
     return ".".join(parts[:2]) if parts[0] == "converter" and len(parts) > 1 else None
 
@@ -70,12 +70,12 @@ def test_common_is_the_bottom_and_siblings_use_only_it():
 
 def test_stage_keys_cover_every_source_package():
     """A changed pass or exporter must invalidate the stages it made (the key hashes these files)."""
-    from converter.build.build_dir import sources
+    from converter.builds.build_dir import sources
 
     found = {path.relative_to(ROOT).parts[0] for path in sources()}
     assert found == {"converter", "graph_passes", "calib_data", "targets"}
     assert ROOT / "graph_passes" / "framework.py" in sources()
-    assert ROOT / "converter" / "build" / "build_dir.py" in sources()
+    assert ROOT / "converter" / "builds" / "build_dir.py" in sources()
 
 
 def test_only_the_toolkit_package_imports_rknn():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from onnx import TensorProto, helper
 
-from converter.build.pass_selection import select
+from converter.builds.pass_selection import select
 from converter.common import onnx_files
 from converter.lint.check import findings, lint
 from targets import get_chip

@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 from rich.console import Console
 
-from converter.build.builder import build
-from converter.build.request import BuildRequest, CalibSettings, Checks, Gates, HybridSettings
+from converter.builds.builder import build
+from converter.builds.request import BuildRequest, CalibSettings, Checks, Gates, HybridSettings
 from converter.common.errors import UserError
 from converter.common.progress import Progress
 from converter.models.model_source import resolve

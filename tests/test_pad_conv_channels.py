@@ -7,8 +7,8 @@ import onnx
 import pytest
 from rich.console import Console
 
-from converter.build.builder import build
-from converter.build.request import BuildRequest, CalibSettings, Checks, HybridSettings, PassChoice
+from converter.builds.builder import build
+from converter.builds.request import BuildRequest, CalibSettings, Checks, HybridSettings, PassChoice
 from converter.common import onnx_runtime
 from converter.common.errors import BuildFailed
 from converter.common.progress import Progress

@@ -7,8 +7,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 
-from converter.build.builder import build
-from converter.build.request import BuildRequest, CalibSettings, Checks, Gates, HybridSettings
+from converter.builds.builder import build
+from converter.builds.request import BuildRequest, CalibSettings, Checks, Gates, HybridSettings
 from converter.common import onnx_runtime
 from converter.common.progress import Progress
 from converter.models import tracing

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from converter.build.pass_selection import instances, select, toolkit_attention
+from converter.builds.pass_selection import instances, select, toolkit_attention
 from converter.common.errors import UserError
 from targets import get_chip
 from targets.attention_traffic import best_tiles, tile_cap

@@ -1,5 +1,5 @@
 """The plan settles what a request leaves open, each choice with its reason, from the request and the
-graph's facts alone: no toolkit, no model run (converter/build/plan.py)."""
+graph's facts alone: no toolkit, no model run (converter/builds/plan.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from converter.build import plan
-from converter.build.build_dir import StageResult
-from converter.build.request import BuildRequest, Checks, Gates, HybridSettings
-from converter.build.stages.export import Exported
-from converter.build.stages.passes import Rewritten
+from converter.builds import plan
+from converter.builds.build_dir import StageResult
+from converter.builds.request import BuildRequest, Checks, Gates, HybridSettings
+from converter.builds.stages.export import Exported
+from converter.builds.stages.passes import Rewritten
 from converter.common.errors import UserError
 from converter.models.model_source import ModelSource
 from converter.models.unet_interface import GRAPH, UNET

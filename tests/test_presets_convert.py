@@ -8,8 +8,8 @@ import pytest
 from rich.console import Console
 from safetensors.torch import save_file
 
-from converter.build.builder import build
-from converter.build.request import BuildRequest, Checks, Gates, PassChoice
+from converter.builds.builder import build
+from converter.builds.request import BuildRequest, Checks, Gates, PassChoice
 from converter.common.progress import Progress
 from converter.models.model_source import resolve
 from targets import get_chip

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from converter.build.stages.sensitivity import EXACT_DB, Fitted, Sensitivities
+from converter.builds.stages.sensitivity import EXACT_DB, Fitted, Sensitivities
 from converter.common import onnx_runtime
 from converter.common.accuracy import compare
 from converter.common.errors import BuildFailed

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from calib_data.check_inputs import check_inputs
-from converter.build.build_dir import finished_stage
-from converter.build.finished import FinishedBuild
-from converter.build.simulator import BuiltModel
-from converter.build.stages.export import Exported
+from converter.builds.build_dir import finished_stage
+from converter.builds.finished import FinishedBuild
+from converter.builds.simulator import BuiltModel
+from converter.builds.stages.export import Exported
 from converter.common.accuracy import compare
 from converter.models.unet_interface import specs_from_json
 from converter.toolkit import driver
@@ -53,7 +53,7 @@ def _gaussian_images(build: FinishedBuild, model: BuiltModel, tmp: Path) -> dict
     from PIL import Image
     from rich.console import Console
 
-    from converter.build.stages.images import Drawing, draw_both
+    from converter.builds.stages.images import Drawing, draw_both
     from converter.common.progress import Progress
     from converter.imaging.evaluation import compare_images, eval_set, judge_for
 

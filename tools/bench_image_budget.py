@@ -46,19 +46,19 @@ def main() -> int:
     from rich.console import Console
 
     from calib_data.dataset_writer import read_samples
-    from converter.build.build_dir import finished_stage
-    from converter.build.stages.images import Drawing, draw
-    from converter.build.stages.passes import Rewritten
-    from converter.build.stages.reference import Reference
-    from converter.build.stages.rknn import Converted
-    from converter.build.stages.sensitivity import rank
+    from converter.builds.build_dir import finished_stage
+    from converter.builds.stages.images import Drawing, draw
+    from converter.builds.stages.passes import Rewritten
+    from converter.builds.stages.reference import Reference
+    from converter.builds.stages.rknn import Converted
+    from converter.builds.stages.sensitivity import rank
     from converter.common import onnx_runtime
     from converter.common.onnx_graph import Graph
     from converter.common.progress import Progress
     from converter.imaging.evaluation import compare_images, eval_set, judge_for
     from converter.imaging.text_to_image import to_uint8
-    from converter.reports.build_report import load_build
     from converter.mixed_precision.sensitivity import MASK, Emulation, emulate, observed_ranges
+    from converter.reports.build_report import load_build
     from converter.toolkit import quant_config
 
     with tempfile.TemporaryDirectory(prefix="bench-image-budget-") as tmp:

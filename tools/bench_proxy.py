@@ -54,13 +54,13 @@ def main() -> int:
     from rich.console import Console
 
     from calib_data.dataset_writer import read_samples
-    from converter.build import builder
-    from converter.build.build_dir import BuildDir, finished_stage
-    from converter.build.outcome import Outcome
-    from converter.build.request import BuildRequest, HybridSettings
-    from converter.build.stage_run import StageRunner
-    from converter.build.stages.rknn import Converted
-    from converter.build.stages.sensitivity import FEEDS
+    from converter.builds import builder
+    from converter.builds.build_dir import BuildDir, finished_stage
+    from converter.builds.outcome import Outcome
+    from converter.builds.request import BuildRequest, HybridSettings
+    from converter.builds.stage_run import StageRunner
+    from converter.builds.stages.rknn import Converted
+    from converter.builds.stages.sensitivity import FEEDS
     from converter.common.accuracy import compare
     from converter.common.onnx_graph import Graph
     from converter.common.progress import Progress

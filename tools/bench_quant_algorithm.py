@@ -6,7 +6,7 @@
 Reads the build's `split` and `split-calib` stages (the part's ONNX and its calibration set; the build may be
 stopped once they exist) and runs the toolkit on that part as the build does (hybrid step1 + step2 + the
 simulator, in a child process) once per algorithm, one at a time: wall time, the toolkit's phases and each
-phase's peak memory. What `--quant-algorithm auto` decides by (converter/build/plan.py).
+phase's peak memory. What `--quant-algorithm auto` decides by (converter/builds/plan.py).
 """
 
 from __future__ import annotations

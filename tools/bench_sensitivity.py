@@ -60,16 +60,16 @@ def main() -> int:
     from rich.console import Console
 
     from calib_data.dataset_writer import read_samples
-    from converter.build.build_dir import finished_stage
-    from converter.build.stages.layers import LayerRows
-    from converter.build.stages.passes import Rewritten
-    from converter.build.stages.reference import Reference
-    from converter.build.stages.rknn import Converted
-    from converter.reports.build_report import load_build
-    from converter.build.stages.sensitivity import rank
+    from converter.builds.build_dir import finished_stage
+    from converter.builds.stages.layers import LayerRows
+    from converter.builds.stages.passes import Rewritten
+    from converter.builds.stages.reference import Reference
+    from converter.builds.stages.rknn import Converted
+    from converter.builds.stages.sensitivity import rank
     from converter.common.onnx_graph import Graph
     from converter.common.progress import Progress
     from converter.mixed_precision.sensitivity import emulate
+    from converter.reports.build_report import load_build
     from converter.toolkit import driver, quant_config
     from converter.toolkit.job import ToolkitJob
     from converter.toolkit.naming import named_tensor

@@ -24,7 +24,7 @@ import numpy as np
 
 from bench_build import git_commit, machine  # tools/ is on sys.path as a script's folder
 
-from converter.build.finished import FinishedBuild
+from converter.builds.finished import FinishedBuild
 from converter.common.errors import BuildFailed
 from converter.reports.build_report import SizesIndex, load
 from converter.toolkit import driver, rknn_file

@@ -7,7 +7,7 @@ import shlex
 import click
 from rich.console import Console
 
-from converter.build.request import BuildRequest
+from converter.builds.request import BuildRequest
 from converter.cli.exits import EXIT_CODES
 from converter.cli.groups import BUILD_GROUPS, DIAGNOSE_GROUPS
 from converter.cli.options import arguments, request_options
@@ -35,7 +35,7 @@ def build(request: BuildRequest):
 def run(request: BuildRequest) -> None:
     """The build (of each size, --resolution A,B,...), its summary on the terminal; a toolkit failure names the
     diagnose that takes it from there."""
-    from converter.build import sizes
+    from converter.builds import sizes
 
     if not request.resolutions:
         _run_one(request)
@@ -48,7 +48,7 @@ def run(request: BuildRequest) -> None:
 
 
 def _run_one(request: BuildRequest) -> BuildReport:
-    from converter.build.builder import build as run_build
+    from converter.builds.builder import build as run_build
     from converter.common.progress import Progress
     from converter.reports.report import print_summary
 

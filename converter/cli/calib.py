@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
-from converter.build.request import BuildRequest
+from converter.builds.request import BuildRequest
 from converter.cli.exits import EXIT_CODES
 from converter.cli.groups import CALIB_GROUPS
 from converter.cli.options import request_options
@@ -21,7 +21,7 @@ def calib(request: BuildRequest):
     RKNN's dataset format (stages/calib/dataset.txt, one line per sample) with calib.json (per-input
     statistics, overall and per timestep). Deterministic for --seed; reused by `build` when unchanged.
     """
-    from converter.build.builder import calibrate
+    from converter.builds.builder import calibrate
     from converter.common.progress import Progress
     from converter.reports.report import print_calibration
 

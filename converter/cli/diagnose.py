@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from converter.build.request import BuildRequest
+from converter.builds.request import BuildRequest
 from converter.cli.groups import BUILD_GROUPS, DIAGNOSE_GROUPS
 from converter.cli.options import arguments, request_options
 

@@ -7,7 +7,7 @@ import sys
 import click
 from rich.console import Console
 
-from converter.build.request import BuildRequest
+from converter.builds.request import BuildRequest
 from converter.cli.groups import LINT_GROUPS
 from converter.cli.options import request_options
 

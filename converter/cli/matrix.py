@@ -47,7 +47,7 @@ def matrix(matrix_path, out, ray_address):
 def _problem(arguments: list[str]) -> str | None:
     """What keeps `rkconvert build ARGUMENTS` from starting, or None: its option values, its model and
     target, and what the build refuses before it writes anything (passes, the dtype for the target, ...)."""
-    from converter.build import plan
+    from converter.builds import plan
 
     try:
         context = build.make_context("build", list(arguments))

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import click
 
-from converter.build.request import BuildRequest, default_out
+from converter.builds.request import BuildRequest, default_out
 
 
 @dataclass(frozen=True)

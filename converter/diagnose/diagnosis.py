@@ -23,24 +23,24 @@ import numpy as np
 from calib_data.dataset_writer import read_samples
 from converter.common.errors import BuildFailed
 from converter.common.onnx_graph import Graph
-from converter.build.builder import (convert, layer_rows, part_calibration, ranking_graph, sensitivity, split_model,
+from converter.builds.builder import (convert, layer_rows, part_calibration, ranking_graph, sensitivity, split_model,
                                       toolkit_inputs)
-from converter.build.build_dir import BuildDir, StageResult, undone_on_bad_input
-from converter.build.outcome import Outcome
-from converter.build.plan import BuildPlan
-from converter.build.request import BuildRequest
-from converter.build.stage_run import StageRunner
-from converter.build.stages.calib import Calibration
-from converter.build.stages.passes import Rewritten
-from converter.build.stages.reference import Reference
-from converter.build.stages.rknn import Converted, part_log
-from converter.build.toolkit_inputs import ToolkitInputs
+from converter.builds.build_dir import BuildDir, StageResult, undone_on_bad_input
+from converter.builds.outcome import Outcome
+from converter.builds.plan import BuildPlan
+from converter.builds.request import BuildRequest
+from converter.builds.stage_run import StageRunner
+from converter.builds.stages.calib import Calibration
+from converter.builds.stages.passes import Rewritten
+from converter.builds.stages.reference import Reference
+from converter.builds.stages.rknn import Converted, part_log
+from converter.builds.toolkit_inputs import ToolkitInputs
 from converter.common.progress import Progress
 from converter.diagnose import estimated_departure, failing_graph, locate, probe
 from converter.diagnose.failing_graph import (DIAGNOSIS_FILE, REDUCE_BUDGETS, described, explain, locate_into,
                                               reduce_into, write_folder)
-from converter.reports.layer_report import estimated_dump_bytes
 from converter.reports.build_report import load_build
+from converter.reports.layer_report import estimated_dump_bytes
 from converter.toolkit import driver, known_failures
 from converter.toolkit.failure import Failure, accuracy, classify
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 
-from converter.build.stages.sensitivity import EXACT_DB, Sensitivities
+from converter.builds.stages.sensitivity import EXACT_DB, Sensitivities
 from converter.common.onnx_graph import Graph
 
 # The emulation against the simulator on every matched tensor quantized: 0.5 dB apart on SD 1.5 at 512 px

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from converter.build.request import BuildRequest
+from converter.builds.request import BuildRequest
 
 
 def remedied(req: BuildRequest, remedy: dict) -> BuildRequest:

@@ -1,7 +1,7 @@
 """Prompts to images with a diffusers pipeline folder's own parts around any UNet module.
 
 The tokenizer, text encoder, scheduler and VAE come from the folder (the text states and the decoding
-may come from elsewhere: the parts' .rknn in the simulator, build/stages/images.py); the UNet is
+may come from elsewhere: the parts' .rknn in the simulator, builds/stages/images.py); the UNet is
 whatever module is given: the folder's own in torch, or a RuntimeUNet over ONNX Runtime or the
 toolkit's simulator. Each image has its own seeded generator,
 so the same prompt and seed start from the same noise whichever UNet denoises it.

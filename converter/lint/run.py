@@ -3,11 +3,11 @@ checked against the target's pass list."""
 
 from __future__ import annotations
 
-from converter.build import plan
-from converter.build.build_dir import BuildDir, undone_on_bad_input
-from converter.build.builder import export_model
-from converter.build.request import BuildRequest
-from converter.build.stage_run import StageRunner
+from converter.builds import plan
+from converter.builds.build_dir import BuildDir, undone_on_bad_input
+from converter.builds.builder import export_model
+from converter.builds.request import BuildRequest
+from converter.builds.stage_run import StageRunner
 from converter.common import onnx_files
 from converter.common.progress import Progress
 from converter.lint.check import LintResult, lint

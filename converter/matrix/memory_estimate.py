@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converter.build import graph_cut
+from converter.builds import graph_cut
 from converter.toolkit.job import FLOAT16
 
 PEAK_PER_WEIGHT_BYTE = 4.4

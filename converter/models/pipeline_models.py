@@ -1,7 +1,7 @@
 """The other models of a text-to-image pipeline beside its UNet, as ONNX: the CLIP text encoder (token ids ->
 hidden states) and the VAE decoder (latents -> image in [-1, 1]). Traced once per build (stage
 `pipeline-models`) with the TorchScript exporter, as the UNet is; the build makes each a `.rknn` too
-(build/npu_models.py), and the board runs either form (onnxruntime on its CPU with --cpu-models)."""
+(builds/npu_models.py), and the board runs either form (onnxruntime on its CPU with --cpu-models)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from converter.board.manifest import NAME as MANIFEST, Accuracy, Check, Manifest, Pipeline
-from converter.build.finished import FinishedBuild
+from converter.builds.finished import FinishedBuild
 from converter.common.errors import UserError
 from converter.imaging.evaluation import eval_set
 from converter.release import manifest, sized, tarball

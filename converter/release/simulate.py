@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from converter.board.manifest import ForSize, Manifest
-from converter.build.finished import FinishedBuild
-from converter.build.simulator import rebuilt_simulator
+from converter.builds.finished import FinishedBuild
+from converter.builds.simulator import rebuilt_simulator
 from converter.common.digest import file_chunks, sha256
 from converter.common.errors import BuildFailed, UserError
 

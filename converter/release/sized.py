@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from converter.board.manifest import Check, ForSize, Manifest
-from converter.build.sizes import folder_name
+from converter.builds.sizes import folder_name
 from converter.release.manifest import file_entries
 
 # Bundle names shared by every size; the text encoder's input (77 token ids) has no resolution.

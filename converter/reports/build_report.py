@@ -1,4 +1,4 @@
-"""report.json of a build, and its one reader and writer: `build` writes it (from build/outcome.py), and
+"""report.json of a build, and its one reader and writer: `build` writes it (from builds/outcome.py), and
 `generate`, `release`, `diagnose`, the matrix, the image and size checks and the benchmarks read it as a
 `BuildReport`, never by key. The renderers (report.py, report_html.py) take its JSON form.
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from converter.build.build_dir import StageOutput, StageResult
-from converter.build.simulator import BuiltModel, PipelineModels, rebuilt_simulator
+from converter.builds.build_dir import StageOutput, StageResult
+from converter.builds.simulator import BuiltModel, PipelineModels, rebuilt_simulator
 from converter.common import onnx_runtime
 from converter.common.progress import Progress
 from converter.imaging.evaluation import EvalSet, compare_images, judge_for

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from converter.build import graph_cut
-from converter.build.pass_selection import TILE_ATTENTION, select, toolkit_attention
-from converter.build.request import BuildRequest, CalibSettings
-from converter.build.stages.export import Exported
-from converter.build.stages.passes import Rewritten
+from converter.builds import graph_cut
+from converter.builds.pass_selection import TILE_ATTENTION, select, toolkit_attention
+from converter.builds.request import BuildRequest, CalibSettings
+from converter.builds.stages.export import Exported
+from converter.builds.stages.passes import Rewritten
 from converter.common.errors import UserError
 from converter.imaging.evaluation import GENERIC, SPEC_FILE, EvalSet, eval_set
 from converter.models.unet_interface import UNET

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from converter.build.build_dir import StageOutput, StageResult
-from converter.build.host_programs import GraphFeeder
+from converter.builds.build_dir import StageOutput, StageResult
+from converter.builds.host_programs import GraphFeeder
 from converter.common import onnx_files
 from converter.models.unet_interface import graph_inputs, specs_of, specs_to_json
 from graph_passes import GraphPass

@@ -19,12 +19,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from converter.build.plan import BuildPlan
-from converter.build.stage_run import StageRunner
-from converter.build.stages import rknn as rknn_stage
-from converter.build.stages.rknn import Converted
-from converter.build.stages.sensitivity import Sensitivities
-from converter.build.toolkit_inputs import ToolkitInputs
+from converter.builds.plan import BuildPlan
+from converter.builds.stage_run import StageRunner
+from converter.builds.stages import rknn as rknn_stage
+from converter.builds.stages.rknn import Converted
+from converter.builds.stages.sensitivity import Sensitivities
+from converter.builds.toolkit_inputs import ToolkitInputs
 from converter.common import ray_cluster
 from converter.common.errors import BuildFailed
 from converter.common.progress import Progress

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from converter.build.build_dir import StageOutput, StageResult
-from converter.build.stages.reference import Reference
+from converter.builds.build_dir import StageOutput, StageResult
+from converter.builds.stages.reference import Reference
 from converter.common.accuracy import compare
 from converter.common.progress import Progress
 from converter.toolkit import driver, rknn_file

@@ -36,7 +36,7 @@ class CalibSettings:
 
 @dataclass(frozen=True)
 class PassChoice:
-    """Which graph passes to run: the target's list (converter/build/pass_selection.py) as adjusted."""
+    """Which graph passes to run: the target's list (converter/builds/pass_selection.py) as adjusted."""
 
     explicit: str | None = None  # "a,b,c" replacing the target's list
     enable: tuple[str, ...] = ()
@@ -96,7 +96,7 @@ class BuildRequest:
     resolutions: tuple[int, ...] = ()  # several sizes, a build of each (build/sizes.py); resolution is then None
     seed: int = 0
     dtype: str = "float16"  # an RKNN dtype, or "auto"
-    parts: int | None = 1  # the graph as this many .rknn files (converter/build/graph_cut.py); None: auto
+    parts: int | None = 1  # the graph as this many .rknn files (converter/builds/graph_cut.py); None: auto
     parts_in_turn: bool = False  # each part's toolkit exits before the next starts; else relayed (toolkit/relay.py)
     quant_algorithm: str | None = None  # the toolkit's quantized_algorithm for a quantized build; None: normal
     passes: PassChoice = PassChoice()

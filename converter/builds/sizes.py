@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from converter.build.request import BuildRequest
+from converter.builds.request import BuildRequest
 from converter.reports.build_report import BuildReport, SizeEntry, SizesIndex
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from converter.build.build_dir import BuildDir, StageOutput, StageResult
+from converter.builds.build_dir import BuildDir, StageOutput, StageResult
 from converter.common import memory
 from converter.common.progress import Progress
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from calib_data.dataset_writer import read_samples
-from converter.build.build_dir import StageOutput, StageResult
-from converter.build.stages.calib import Calibration
-from converter.build.stages.passes import Rewritten
-from converter.build.stages.reference import Reference
-from converter.build.stages.rknn import Converted
+from converter.builds.build_dir import StageOutput, StageResult
+from converter.builds.stages.calib import Calibration
+from converter.builds.stages.passes import Rewritten
+from converter.builds.stages.reference import Reference
+from converter.builds.stages.rknn import Converted
 from converter.common.errors import BuildFailed
 from converter.common.onnx_graph import Graph
 from converter.common.onnx_torch import Unsupported

@@ -1,13 +1,13 @@
 """Stage `split` (--parts N): the passes' graph cut into N consecutive parts, each saved as an ONNX model
-with its own weights, for one toolkit build each (converter/build/graph_cut.py)."""
+with its own weights, for one toolkit build each (converter/builds/graph_cut.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from converter.build import graph_cut
-from converter.build.build_dir import StageOutput, StageResult
+from converter.builds import graph_cut
+from converter.builds.build_dir import StageOutput, StageResult
 from converter.common import onnx_files
 from converter.common.errors import BuildFailed
 

@@ -1,7 +1,7 @@
 """`rkconvert build`: model -> ONNX -> graph passes -> ONNX Runtime reference -> .rknn -> layers -> (a model
 that draws: its text encoder and VAE decoder, each a build of its own -> images) -> report.
 
-Each stage (converter/build/stages/) runs through the build folder, reused when its inputs are
+Each stage (converter/builds/stages/) runs through the build folder, reused when its inputs are
 unchanged. The toolkit runs in a child process; ONNX Runtime runs here, before it, and memory is handed
 back between stages, so the two never hold a large model at the same time. The choices the request
 leaves open are settled once, in a plan (plan.py), after the stages that show the model.
@@ -16,46 +16,46 @@ from dataclasses import replace
 from pathlib import Path
 
 from calib_data.schedules import get_schedule
-from converter.build import hybrid, npu_models, plan as planning
-from converter.build.build_dir import BuildDir, StageOutput, undone_on_bad_input
-from converter.build.finished import FinishedBuild
-from converter.build.npu_models import NpuModel
-from converter.build.outcome import IMAGES_DIR, Delivery, Outcome
-from converter.build.pass_selection import instances
-from converter.build.plan import BuildPlan
-from converter.build.request import BuildRequest, CalibSettings
-from converter.build.simulator import BuiltModel, PipelineModels
-from converter.build.stage_run import StageRunner
-from converter.build.stages import calib as calib_stage
-from converter.build.stages import export as export_stage
-from converter.build.stages import images as images_stage
-from converter.build.stages import layers as layers_stage
-from converter.build.stages import passes as passes_stage
-from converter.build.stages import pipeline_models as traced_stage
-from converter.build.stages import reference as reference_stage
-from converter.build.stages import rknn as rknn_stage
-from converter.build.stages import sensitivity as sensitivity_stage
-from converter.build.stages import split as split_stage
-from converter.build.stages import split_calib as split_calib_stage
-from converter.build.stages.calib import Calibration
-from converter.build.stages.export import Exported
-from converter.build.stages.images import Images
-from converter.build.stages.layers import LayerRows
-from converter.build.stages.passes import Rewritten
-from converter.build.stages.pipeline_models import Traced
-from converter.build.stages.reference import Reference
-from converter.build.stages.rknn import Converted
-from converter.build.stages.sensitivity import Sensitivities
-from converter.build.stages.split import Split
-from converter.build.stages.split_calib import PartCalibration
-from converter.build.toolkit_inputs import ToolkitInputs
+from converter.builds import hybrid, npu_models, plan as planning
+from converter.builds.build_dir import BuildDir, StageOutput, undone_on_bad_input
+from converter.builds.finished import FinishedBuild
+from converter.builds.npu_models import NpuModel
+from converter.builds.outcome import IMAGES_DIR, Delivery, Outcome
+from converter.builds.pass_selection import instances
+from converter.builds.plan import BuildPlan
+from converter.builds.request import BuildRequest, CalibSettings
+from converter.builds.simulator import BuiltModel, PipelineModels
+from converter.builds.stage_run import StageRunner
+from converter.builds.stages import calib as calib_stage
+from converter.builds.stages import export as export_stage
+from converter.builds.stages import images as images_stage
+from converter.builds.stages import layers as layers_stage
+from converter.builds.stages import passes as passes_stage
+from converter.builds.stages import pipeline_models as traced_stage
+from converter.builds.stages import reference as reference_stage
+from converter.builds.stages import rknn as rknn_stage
+from converter.builds.stages import sensitivity as sensitivity_stage
+from converter.builds.stages import split as split_stage
+from converter.builds.stages import split_calib as split_calib_stage
+from converter.builds.stages.calib import Calibration
+from converter.builds.stages.export import Exported
+from converter.builds.stages.images import Images
+from converter.builds.stages.layers import LayerRows
+from converter.builds.stages.passes import Rewritten
+from converter.builds.stages.pipeline_models import Traced
+from converter.builds.stages.reference import Reference
+from converter.builds.stages.rknn import Converted
+from converter.builds.stages.sensitivity import Sensitivities
+from converter.builds.stages.split import Split
+from converter.builds.stages.split_calib import PartCalibration
+from converter.builds.toolkit_inputs import ToolkitInputs
 from converter.common.digest import file_chunks, sha256
 from converter.common.errors import BuildFailed, UserError
 from converter.common.progress import Progress
 from converter.imaging.evaluation import EvalSet
 from converter.models.pipeline_models import MODELS as PIPELINE_MODELS
-from converter.reports.layer_report import first_below
 from converter.reports.build_report import BuildReport
+from converter.reports.layer_report import first_below
 from converter.reports.report import print_images, print_layers
 
 

@@ -22,7 +22,7 @@ STAGE_FILE = "stage.json"
 _PACKAGES = ("converter", "graph_passes", "calib_data", "targets")
 
 
-_ROOT = Path(__file__).resolve().parents[2]  # the checkout: converter/build/build_dir.py
+_ROOT = Path(__file__).resolve().parents[2]  # the checkout: converter/builds/build_dir.py
 
 
 def sources() -> list[Path]:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from converter.build.finished import FinishedBuild
-from converter.build.request import BuildRequest, Checks, Gates
-from converter.build.stages.pipeline_models import Traced
+from converter.builds.finished import FinishedBuild
+from converter.builds.request import BuildRequest, Checks, Gates
+from converter.builds.stages.pipeline_models import Traced
 from converter.models.model_source import ModelSource
 from converter.reports.build_report import NpuModelEntry
 from converter.reports.cost import estimate_headline

@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from converter.build.build_dir import StageOutput
-from converter.build.stages.calib import Calibration
-from converter.build.stages.passes import Rewritten
-from converter.build.stages.reference import Reference
-from converter.build.stages.split import Split
-from converter.build.stages.split_calib import PartCalibration
+from converter.builds.build_dir import StageOutput
+from converter.builds.stages.calib import Calibration
+from converter.builds.stages.passes import Rewritten
+from converter.builds.stages.reference import Reference
+from converter.builds.stages.split import Split
+from converter.builds.stages.split_calib import PartCalibration
 from converter.toolkit.job import ToolkitJob, ToolkitSettings
 
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from converter.build.build_dir import StageResult
-from converter.build.hybrid import HybridSearch
-from converter.build.npu_models import NpuModel
-from converter.build.plan import BuildPlan
-from converter.build.request import BuildRequest
-from converter.build.stages.calib import Calibration
-from converter.build.stages.export import Exported
-from converter.build.stages.images import Images
-from converter.build.stages.passes import Rewritten
-from converter.build.stages.reference import Reference
-from converter.build.stages.rknn import Converted
-from converter.build.stages.sensitivity import Sensitivities
+from converter.builds.build_dir import StageResult
+from converter.builds.hybrid import HybridSearch
+from converter.builds.npu_models import NpuModel
+from converter.builds.plan import BuildPlan
+from converter.builds.request import BuildRequest
+from converter.builds.stages.calib import Calibration
+from converter.builds.stages.export import Exported
+from converter.builds.stages.images import Images
+from converter.builds.stages.passes import Rewritten
+from converter.builds.stages.reference import Reference
+from converter.builds.stages.rknn import Converted
+from converter.builds.stages.sensitivity import Sensitivities
 from converter.reports.build_report import BuildReport, Delivered, DeliveredPart, ImageCheck, OutputAccuracy
 from converter.reports.cost import cost
 from converter.toolkit.driver import toolkit_version

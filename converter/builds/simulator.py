@@ -16,9 +16,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from converter.build.stages.passes import Rewritten
-from converter.build.stages.reference import Reference
-from converter.build.stages.rknn import part_log
+from converter.builds.stages.passes import Rewritten
+from converter.builds.stages.reference import Reference
+from converter.builds.stages.rknn import part_log
 from converter.common.errors import BuildFailed
 from converter.toolkit import driver
 from converter.toolkit.job import ToolkitJob

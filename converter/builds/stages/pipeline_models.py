@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from converter.build.build_dir import StageOutput, StageResult
+from converter.builds.build_dir import StageOutput, StageResult
 from converter.models import pipeline_models
 
 

@@ -8,16 +8,16 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from converter.build.build_dir import finished_stage
-from converter.build.simulator import BuiltModel, PipelineModels
-from converter.build.stages.calib import Calibration
-from converter.build.stages.passes import Rewritten
-from converter.build.stages.pipeline_models import Traced
-from converter.build.stages.reference import Reference
-from converter.build.stages.rknn import Converted
-from converter.build.stages.split import Split
-from converter.build.stages.split_calib import PartCalibration
-from converter.build.toolkit_inputs import ToolkitInputs
+from converter.builds.build_dir import finished_stage
+from converter.builds.simulator import BuiltModel, PipelineModels
+from converter.builds.stages.calib import Calibration
+from converter.builds.stages.passes import Rewritten
+from converter.builds.stages.pipeline_models import Traced
+from converter.builds.stages.reference import Reference
+from converter.builds.stages.rknn import Converted
+from converter.builds.stages.split import Split
+from converter.builds.stages.split_calib import PartCalibration
+from converter.builds.toolkit_inputs import ToolkitInputs
 from converter.common.digest import file_chunks, sha256
 from converter.common.errors import UserError
 from converter.reports.build_report import BuildReport, load_build

@@ -15,10 +15,10 @@ import numpy as np
 from calib_data.check_inputs import check_inputs, check_timesteps
 from calib_data.dataset_writer import read_samples
 from converter.board.samplers import guidance_embedding
-from converter.build.build_dir import StageOutput, StageResult
-from converter.build.stages.calib import Calibration
-from converter.build.stages.export import Exported
-from converter.build.stages.passes import Rewritten
+from converter.builds.build_dir import StageOutput, StageResult
+from converter.builds.stages.calib import Calibration
+from converter.builds.stages.export import Exported
+from converter.builds.stages.passes import Rewritten
 from converter.common import onnx_files, onnx_runtime
 from converter.common.errors import BuildFailed
 from converter.models.tracing import GUIDANCE_INPUT

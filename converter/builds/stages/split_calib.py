@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from converter.build.build_dir import StageOutput, StageResult
-from converter.build.stages.calib import Calibration
-from converter.build.stages.split import Split
+from converter.builds.build_dir import StageOutput, StageResult
+from converter.builds.stages.calib import Calibration
+from converter.builds.stages.split import Split
 from converter.common import onnx_runtime
 from converter.common.progress import Progress
 

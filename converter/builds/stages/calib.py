@@ -11,10 +11,10 @@ from calib_data.dataset_writer import DATASET, STATS, DatasetWriter
 from calib_data.prompts import load_prompts
 from calib_data.recorder import UnetCall, choose, pipeline, record, timesteps_of
 from calib_data.schedules import get_schedule
-from converter.build.build_dir import StageOutput, StageResult
-from converter.build.request import CalibSettings
-from converter.build.stages.export import Exported
-from converter.build.stages.passes import Rewritten
+from converter.builds.build_dir import StageOutput, StageResult
+from converter.builds.request import CalibSettings
+from converter.builds.stages.export import Exported
+from converter.builds.stages.passes import Rewritten
 from converter.common import onnx_runtime
 from converter.common.errors import UserError
 from converter.common.progress import Progress

@@ -6,10 +6,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from converter.build.build_dir import StageOutput, StageResult
-from converter.build.stages.passes import Rewritten
-from converter.build.stages.reference import Reference
-from converter.build.stages.rknn import Converted
+from converter.builds.build_dir import StageOutput, StageResult
+from converter.builds.stages.passes import Rewritten
+from converter.builds.stages.reference import Reference
+from converter.builds.stages.rknn import Converted
 from converter.reports.layer_report import analyse
 
 ROWS = "layers.json"
