@@ -70,12 +70,12 @@ def build(req: BuildRequest, progress: Progress) -> BuildReport:
     completed stages (for reuse and diagnosis) and reports with status "failed", never a .rknn. The
     artifacts (the UNet's and its pipeline models') are placed once the whole build has passed.
     """
-    return _build(req, progress, deliver=True).report("ok")
+    return _build(req, progress, deliver=True)[1]
 
 
-def _build(req: BuildRequest, progress: Progress, deliver: bool) -> Outcome:
-    """The build; without `deliver`, a build that passes writes its report with status PASSED and places
-    nothing (_finish places it)."""
+def _build(req: BuildRequest, progress: Progress, deliver: bool) -> tuple[Outcome, BuildReport]:
+    """The build and the report it wrote; without `deliver`, a build that passes writes its report with
+    status PASSED and places nothing (_finish places it)."""
     evaluation = planning.check(req)
     with undone_on_bad_input(req.out):
         req.out.mkdir(parents=True, exist_ok=True)
@@ -94,9 +94,10 @@ def _build(req: BuildRequest, progress: Progress, deliver: bool) -> Outcome:
             outcome.error = str(e)
             raise
         finally:
+            report = outcome.report(status)
             if req.out.exists():
-                outcome.report(status).written(req.report_path, req.html_path)
-    return outcome
+                report.written(req.report_path, req.html_path)
+    return outcome, report
 
 
 def _finish(outcome: Outcome) -> None:
@@ -312,12 +313,12 @@ def build_npu_models(req: BuildRequest, traced: Traced,
             continue
         request = npu_models.request(req, name, traced)
         try:
-            passed[name] = _build(request, progress.within(name), deliver=False)
+            passed[name], report = _build(request, progress.within(name), deliver=False)
         except (BuildFailed, UserError) as e:
             progress.console.print(f"[yellow]![/] [bold]{name}[/] stays on the CPU: {e}")
             models.append(NpuModel(name, None, str(e)))
             continue
-        models.append(NpuModel(name, FinishedBuild(request.out, passed[name].report(PASSED))))
+        models.append(NpuModel(name, FinishedBuild(request.out, report)))
     return models, passed
 
 

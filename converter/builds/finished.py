@@ -56,6 +56,11 @@ class FinishedBuild:
         """The delivered .rknn, or its parts in run order."""
         return [self.folder / name for name in self.report.artifacts]
 
+    def artifact_sha256(self) -> list[str]:
+        """Each delivered .rknn's sha256, in run order: as the report records it (`open` checked the files
+        against it), or read from the files for a report written before reports recorded it."""
+        return self.report.delivered.artifact_sha256 or [sha256(file_chunks(path)) for path in self.artifacts]
+
     @cached_property
     def passes(self) -> Rewritten:
         return Rewritten.read(finished_stage(self.folder, "passes"))

@@ -16,7 +16,6 @@ from pathlib import Path
 from converter.board.manifest import ForSize, Manifest
 from converter.builds.finished import FinishedBuild
 from converter.builds.simulator import rebuilt_simulator
-from converter.common.digest import file_chunks, sha256
 from converter.common.errors import BuildFailed, UserError
 
 THEN = "simulate with the build folder the bundle was released from"
@@ -35,9 +34,7 @@ def in_simulator(build_dir: Path, bundle: Manifest, one: ForSize, model: str | N
             raise UserError(f"{build_dir}: built without its {model} for the NPU; {THEN}")
         build = build.npu_models[model]
     names = [run.rknn for run in ran]
-    artifacts = build.artifacts
-    if len(artifacts) != len(names) or any(not a.is_file() or sha256(file_chunks(a)) != bundle.files[n].sha256
-                                           for a, n in zip(artifacts, names)):
+    if build.artifact_sha256() != [bundle.files[n].sha256 for n in names]:
         raise UserError(f"{build.folder}: its .rknn {'files are' if len(names) > 1 else 'is'} not this bundle's "
                         f"{', '.join(names)}; {THEN}")
     with tempfile.TemporaryDirectory(prefix="rkconvert-simulate-") as scratch, \

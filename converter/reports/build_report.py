@@ -75,7 +75,9 @@ class NpuModelEntry:
 
     def to_json(self) -> dict:
         """On the CPU: why; on the NPU: the rest (artifact null until the build it belongs to has passed)."""
-        return {k: v for k, v in vars(self).items() if (k in ("on", "why")) == (self.on == "cpu") or k == "on"}
+        if self.on == "cpu":
+            return {"on": self.on, "why": self.why}
+        return {k: v for k, v in vars(self).items() if k != "why"}
 
 
 @dataclass(frozen=True)
