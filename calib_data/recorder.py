@@ -33,7 +33,7 @@ class UnetCall:
     pick: Pick
     generator_seed: int  # the pipeline's generator for this trajectory: rerun it to get the same call
     timestep: float
-    inputs: dict[str, np.ndarray]  # sample, timestep, encoder_hidden_states; batch 1
+    inputs: dict[str, np.ndarray]  # the model-level inputs (sample, timestep, ...); batch 1
 
 
 def choose(prompts: list[Prompt], schedule: Schedule, timesteps: list[float], samples: int, trajectories: int,
@@ -88,9 +88,11 @@ class _Recorded(Exception):
 
 
 def record(pipe, schedule: Schedule, prompts: list[Prompt], picks: list[Pick], resolution: int, seed: int,
-           on_call: Callable[[UnetCall], None], on_step: Callable[[int, int], None] | None = None) -> None:
+           rows: Callable[[tuple, dict], list[dict[str, np.ndarray]]], on_call: Callable[[UnetCall], None],
+           on_step: Callable[[int, int], None] | None = None) -> None:
     """Run one trajectory per picked prompt, up to its last picked step; call `on_call` for every picked UNet
-    input, in order."""
+    input, in order. `rows`: a UNet call (args, kwargs) as one feed of model-level inputs per batch row (the
+    UNet family's Signature.rows)."""
     by_prompt: dict[int, dict[tuple[int, str], Pick]] = {}
     for pick in picks:
         by_prompt.setdefault(pick.prompt, {})[(pick.step, pick.branch)] = pick
@@ -100,18 +102,10 @@ def record(pipe, schedule: Schedule, prompts: list[Prompt], picks: list[Pick], r
     def hook(module, args, kwargs):
         if state["step"] > max(step for step, _ in state["wanted"]):
             raise _Recorded
-        sample, timestep = args[0], args[1]
-        states, guidance = kwargs["encoder_hidden_states"], kwargs.get("timestep_cond")
-        for row, branch in enumerate(branches):
+        for branch, inputs in zip(branches, rows(args, kwargs)):
             pick = state["wanted"].get((state["step"], branch))
             if pick is not None:
-                t = float(timestep.reshape(-1)[0])
-                inputs = {"sample": sample[row:row + 1].detach().float().numpy().copy(),
-                          "timestep": np.array([t], dtype=np.float32),
-                          "encoder_hidden_states": states[row:row + 1].detach().float().numpy().copy()}
-                if guidance is not None:  # an LCM UNet: the embedding of the schedule's guidance scale
-                    inputs["timestep_cond"] = guidance[row:row + 1].detach().float().numpy().copy()
-                on_call(UnetCall(pick, state["generator_seed"], t, inputs))
+                on_call(UnetCall(pick, state["generator_seed"], float(inputs["timestep"][0]), inputs))
         state["step"] += 1
         if on_step:
             on_step(state["step"], schedule.steps)

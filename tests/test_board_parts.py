@@ -141,7 +141,8 @@ def _manifest() -> Manifest:
                   host_programs=["host/t.onnx"], accuracy=Accuracy(38.2, 0.998, 0.1, "gaussian", 30.0), images=None,
                   build_command="rkconvert build", check=Check("check", ["sample"], ["out_sample"]),
                   pipeline=Pipeline([1, 4, 8, 8], 0.18215, 20, 7.5, ["a red circle"], {"vae_decoder": decoder},
-                                    {"vae_decoder": "cpu/vae_decoder.onnx"}), build="64px")
+                                    {"vae_decoder": "cpu/vae_decoder.onnx"}, {"timestep_cond": "guidance"}),
+                  build="64px")
     other = ForSize(**{**vars(one), "resolution": 128, "rknn": "128px/model.rknn", "parts": None, "build": "128px"})
     return Manifest(SCHEMA, "0.1.0", "rk3588", "2.5.0", "2.5.0 (x)", "2.5.0", "float16", "demo",
                     {"model.part1.rknn": FileEntry("ab" * 32, 10)}, one, {"64": one, "128": other})
@@ -161,7 +162,7 @@ def test_the_manifest_reads_back_what_it_writes_and_names_what_is_wrong():
     bad = {
         "not JSON": (b"{", r"^manifest.json: not JSON"),
         "no target": (json.dumps({k: v for k, v in raw.items() if k != "target"}), r"^manifest.json: no 'target'$"),
-        "schema": (json.dumps({**raw, "schema": "other/2"}), r"schema 'other/2', expected 'rkconvert-bundle/1'"),
+        "schema": (json.dumps({**raw, "schema": "other/2"}), r"schema 'other/2', expected 'rkconvert-bundle/2'"),
         "files": (json.dumps({**raw, "files": {"x": {"sha256": 1}}}), r"files\['x'\] needs sha256 and bytes"),
         "a size's check": (json.dumps({**raw, "sizes": {"128": {**raw["sizes"]["128"], "check": {"folder": "c"}}}}),
                            r"^manifest.json: sizes: 128: check: no 'inputs'$"),

@@ -15,6 +15,7 @@ from calib_data.recorder import Pick, choose, pipeline, record, timesteps_of
 from calib_data.schedules import SCHEDULES, get_schedule
 from converter.common import onnx_runtime
 from converter.common.errors import UserError
+from converter.models.family import Signature
 from converter.models.model_source import resolve
 from tests.conftest import error_lines, rkconvert
 
@@ -157,5 +158,6 @@ def test_a_trajectory_stops_after_its_last_picked_step(tiny_build):
     pipe = pipeline(unet, *text_encoder.tiny(unet.config.cross_attention_dim, 0), schedule)
     ran, got = [], []
     unet.register_forward_hook(lambda *_: ran.append(1))
-    record(pipe, schedule, load_prompts(None)[:1], [Pick(0, 1, "cond"), Pick(0, 3, "uncond")], 64, 0, got.append)
+    record(pipe, schedule, load_prompts(None)[:1], [Pick(0, 1, "cond"), Pick(0, 3, "uncond")], 64, 0,
+           Signature.of_config(unet.config, 64).rows, got.append)
     assert [(c.pick.step, c.pick.branch) for c in got] == [(1, "cond"), (3, "uncond")] and len(ran) == 4

@@ -74,18 +74,18 @@ def test_a_trace_that_drops_the_embedding_is_refused(tmp_path):
     """What tracing without timestep_cond makes of an LCM UNet (diffusers then skips cond_proj): three inputs,
     which the export stage refuses against the config's four."""
     from converter.common.errors import UserError
-    from converter.models import tracing
+    from converter.models.family import CORE, Signature
     from converter.models.unet_interface import check_unet
 
     unet = tiny_unet(time_cond_proj_dim=EMBEDDING)
-    inputs = tracing.example_inputs(unet, 64)
+    signature = Signature.of_config(unet.config, 64)
+    inputs = signature.example_inputs()
     with torch.no_grad():
-        torch.onnx.export(unet, tuple(inputs[n] for n in tracing.INPUT_NAMES), str(tmp_path / "dropped.onnx"),
-                          kwargs={"return_dict": False}, input_names=list(tracing.INPUT_NAMES), opset_version=17,
-                          dynamo=False)
+        torch.onnx.export(unet, tuple(inputs[n] for n in CORE), str(tmp_path / "dropped.onnx"),
+                          kwargs={"return_dict": False}, input_names=list(CORE), opset_version=17, dynamo=False)
     with pytest.raises(UserError, match="its config asks for sample, timestep, encoder_hidden_states, timestep_cond: "
                                         "an input was dropped in tracing"):
-        check_unet(onnx.load(str(tmp_path / "dropped.onnx")), tmp_path / "dropped.onnx", tracing.input_names(unet))
+        check_unet(onnx.load(str(tmp_path / "dropped.onnx")), tmp_path / "dropped.onnx", signature.names)
 
 
 def test_calibration_records_the_embedding_once_per_step(lcm_build, tmp_path):

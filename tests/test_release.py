@@ -104,7 +104,8 @@ def test_verify_names_a_flipped_byte_a_missing_and_an_added_file(released, tmp_p
                   "tiny.tar.gz: extra.bin: in the bundle, not in the manifest"),
         "retarget": (retarget, "tiny.tar.gz: model.rknn: the file says target 'rk3588', the manifest 'rk3576'"),
         "schema": (lambda m: m.update({"tiny/manifest.json": b'{"schema": "rkconvert-bundle/1"}'}),
-                   "tiny.tar.gz: manifest.json: no 'rkconvert_version'"),
+                   "tiny.tar.gz: manifest.json: schema 'rkconvert-bundle/1', expected 'rkconvert-bundle/2': "
+                   "release the build again"),
     }
     for name, (edit, expected) in cases.items():
         (tmp_path / name).mkdir()

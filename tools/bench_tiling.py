@@ -32,7 +32,7 @@ from converter.common import onnx_runtime
 from converter.common.accuracy import compare
 from converter.common.errors import BuildFailed
 from converter.models.attention_block import trace_attention
-from converter.models.tracing import TEXT_TOKENS
+from converter.models.family import TEXT_TOKENS
 from graph_passes.tile_attention import TileAttention
 from converter.toolkit import driver
 from targets import get_chip

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, fields, replace
 
-SCHEMA = "rkconvert-bundle/1"
+SCHEMA = "rkconvert-bundle/2"  # 2: pipeline.conditioning
 NAME = "manifest.json"
 
 
@@ -133,7 +133,9 @@ class Check:
 @dataclass(frozen=True)
 class Pipeline:
     """What the board's text-to-image loop needs beside the UNet: where the text encoder and VAE decoder run
-    (`npu`: the ones with a .rknn; `cpu`: every one as ONNX) and the model's own drawing settings."""
+    (`npu`: the ones with a .rknn; `cpu`: every one as ONNX), the model's own drawing settings, and how the
+    loop makes each UNet input beyond sample, timestep and text states (`conditioning`: input name -> its
+    source, rkconvert's models/family.py: "guidance", an LCM UNet's guidance-scale embedding)."""
 
     latent_shape: list[int]
     vae_scaling_factor: float
@@ -142,6 +144,7 @@ class Pipeline:
     prompts: list[str]
     npu: dict[str, Run]
     cpu: dict[str, str]
+    conditioning: dict[str, str]
 
     @classmethod
     def from_json(cls, raw, where: str) -> Pipeline:
@@ -153,7 +156,7 @@ class Pipeline:
                    prompts=_take(raw, "prompts", list, where),
                    npu={name: Run.from_json(run, f"{where}: npu: {name}")
                         for name, run in _take(raw, "npu", dict, where).items()},
-                   cpu=_take(raw, "cpu", dict, where))
+                   cpu=_take(raw, "cpu", dict, where), conditioning=_take(raw, "conditioning", dict, where))
 
     def to_json(self) -> dict:
         return {**vars(self), "npu": {name: run.to_json() for name, run in self.npu.items()}}
@@ -237,9 +240,9 @@ class Manifest:
     @classmethod
     def from_json(cls, raw) -> Manifest:
         raw = _object(raw, NAME)
+        if (schema := _take(raw, "schema", str, NAME)) != SCHEMA:
+            raise ManifestError(f"{NAME}: schema {schema!r}, expected {SCHEMA!r}: release the build again")
         head = {f.name: _take(raw, f.name, str, NAME) for f in fields(cls) if f.name not in ("files", "first", "sizes")}
-        if head["schema"] != SCHEMA:
-            raise ManifestError(f"{NAME}: schema {head['schema']!r}, expected {SCHEMA!r}")
         files = {}
         for name, entry in _take(raw, "files", dict, NAME).items():
             if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)

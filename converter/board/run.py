@@ -39,8 +39,6 @@ from samplers import guidance_embedding  # noqa: E402
 from png import save_png  # noqa: E402
 from manifest import NAME as MANIFEST, ForSize, Manifest, ManifestError, Run  # noqa: E402
 
-GUIDANCE_INPUT = "timestep_cond"  # rkconvert's tracing.GUIDANCE_INPUT: the bundle's own name for it
-
 CORE_MASKS = {"auto": 0, "0": 1, "1": 2, "2": 4, "0_1": 3, "0_1_2": 7}
 
 
@@ -175,9 +173,7 @@ def denoise(one: ForSize, unet, states: list[np.ndarray], sampler, seed: int, gu
             timing: dict) -> np.ndarray:
     """The latents after the sampler's steps, as StableDiffusionPipeline denoises them."""
     extra = host_programs(one)
-    embedded = GUIDANCE_INPUT in one.check.inputs  # an LCM UNet: guidance embedded, one pass per step
-    width = np.load(BUNDLE / one.check.folder / f"input-{GUIDANCE_INPUT}.npy").shape[-1] if embedded else 0
-    fixed = {GUIDANCE_INPUT: guidance_embedding(guidance, width)} if embedded else {}
+    fixed = conditioning(one, guidance)
     cfg = len(states) == 2
     generator = TorchGenerator(seed)
     latents = generator.randn(tuple(one.pipeline.latent_shape)) * sampler.init_noise_sigma
@@ -190,6 +186,18 @@ def denoise(one: ForSize, unet, states: list[np.ndarray], sampler, seed: int, gu
         latents = sampler.step(noise, i, latents, generator)
         timing["unet_step_seconds"].append(round(time.monotonic() - start, 4))
     return latents
+
+
+def conditioning(one: ForSize, guidance: float) -> dict[str, np.ndarray]:
+    """The UNet's inputs beyond sample, timestep and text states, as the manifest says to make them; their widths
+    are the check input's."""
+    made = {}
+    for name, source in one.pipeline.conditioning.items():
+        if source != "guidance":
+            raise RunnerError(f"the UNet's input {name} comes from {source!r}, which this runner cannot make")
+        width = np.load(BUNDLE / one.check.folder / f"input-{name}.npy").shape[-1]
+        made[name] = guidance_embedding(guidance, width)  # an LCM UNet: one pass per step, guidance embedded
+    return made
 
 
 def decode(one: ForSize, open_model, latents: np.ndarray, timing: dict) -> np.ndarray:
@@ -277,7 +285,7 @@ def main(argv=None) -> int:
             sampler = sampler_for(steps, args.scheduler)
             timing.update(prompt=args.prompt, seed=args.seed, steps=steps, guidance_scale=guidance,
                           on={model: where(one, model, args.cpu_models) for model in ("text_encoder", "vae_decoder")})
-            cfg = guidance > 1 and GUIDANCE_INPUT not in one.check.inputs
+            cfg = guidance > 1 and "guidance" not in one.pipeline.conditioning.values()
             states = encode(open_model, args.prompt, cfg, timing)
         with open_model("unet") as unet:
             timing["unet_check"] = step_check(one, unet, bool(args.simulate))

@@ -11,6 +11,7 @@ from pathlib import Path
 from converter.builds.build_dir import finished_stage
 from converter.builds.simulator import BuiltModel, PipelineModels
 from converter.builds.stages.calib import Calibration
+from converter.builds.stages.export import Exported
 from converter.builds.stages.passes import Rewritten
 from converter.builds.stages.pipeline_models import Traced
 from converter.builds.stages.reference import Reference
@@ -60,6 +61,10 @@ class FinishedBuild:
         """Each delivered .rknn's sha256, in run order: as the report records it (`open` checked the files
         against it), or read from the files for a report written before reports recorded it."""
         return self.report.delivered.artifact_sha256 or [sha256(file_chunks(path)) for path in self.artifacts]
+
+    @cached_property
+    def export(self) -> Exported:
+        return Exported.read(finished_stage(self.folder, "export"))
 
     @cached_property
     def passes(self) -> Rewritten:

@@ -10,7 +10,8 @@ import onnx
 import torch
 from diffusers.models.attention_processor import Attention
 
-from converter.models.tracing import OPSET, TEXT_TOKENS
+from converter.models.family import TEXT_TOKENS
+from converter.models.tracing import OPSET
 
 
 def trace_attention(path: Path, tokens: int, dim: int, heads: int,

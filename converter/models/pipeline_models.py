@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from converter.common.errors import UserError
-from converter.models.tracing import OPSET, TEXT_TOKENS, VAE_SCALE
+from converter.models.family import TEXT_TOKENS, VAE_SCALE
+from converter.models.tracing import OPSET
 
 TEXT_ENCODER = "text_encoder"
 VAE_DECODER = "vae_decoder"

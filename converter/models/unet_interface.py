@@ -11,11 +11,10 @@ import onnx
 
 from converter.common.errors import UserError
 from converter.common.onnx_files import static_shape
-from converter.models.tracing import GUIDANCE_INPUT, INPUT_NAMES
+from converter.models.family import CONTEXT, CORE, EXTRAS, RANKS, SAMPLE, TIMESTEP
 
-RANKS = {"sample": 4, "encoder_hidden_states": 3, GUIDANCE_INPUT: 2}
 # A UNet exported from the original LDM code (openaimodel.py's forward(x, timesteps, context)).
-LDM_NAMES = {"x": "sample", "timesteps": "timestep", "context": "encoder_hidden_states"}
+LDM_NAMES = {"x": SAMPLE, "timesteps": TIMESTEP, "context": CONTEXT}
 UNET, GRAPH = "unet", "graph"  # what a graph is: the UNet-only steps (time projection, image check) or none
 
 InputSpecs = dict[str, tuple[list[int], np.dtype]]
@@ -54,10 +53,10 @@ def classify(model: onnx.ModelProto, path: Path) -> tuple[str, InputSpecs]:
     """(UNET or GRAPH, input specs) of a user's ONNX; an LDM-named UNet's inputs are renamed in `model` to
     diffusers' names first. Any graph needs static input shapes (one-line UserError otherwise)."""
     names = {i.name for i in graph_inputs(model)}
-    if names - {GUIDANCE_INPUT} == set(LDM_NAMES):
+    if names - set(EXTRAS) == set(LDM_NAMES):
         _rename_inputs(model, LDM_NAMES)
         names = {LDM_NAMES.get(n, n) for n in names}
-    if names - {GUIDANCE_INPUT} == set(INPUT_NAMES):
+    if names - set(EXTRAS) == set(CORE):
         return UNET, check_unet(model, path)
     static_shapes(graph_inputs(model), path)
     return GRAPH, specs_of(graph_inputs(model))

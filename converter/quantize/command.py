@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from converter.common import onnx_files
 from converter.common.errors import UserError
 from converter.models import tracing
+from converter.models.family import VAE_SCALE
 from converter.models.model_source import ModelSource
 from converter.w8a16 import weight_dequantize
 from converter.w8a16.checkpoint import FORMAT, dequantized, int8_layers, quantize_unet
@@ -33,7 +34,7 @@ def quantize(source: ModelSource, out: Path, resolution: int | None) -> dict:
                         "file, a preset), not an ONNX graph: quantize the model it was exported from")
     unet = source.load_unet()
     state, rows = quantize_unet(unet)
-    resolution = resolution or unet.config.sample_size * tracing.VAE_SCALE
+    resolution = resolution or unet.config.sample_size * VAE_SCALE
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp's 0700 would outlive the rename

@@ -53,7 +53,8 @@ def _pipeline_files(build: FinishedBuild) -> tuple[dict[str, Path], Pipeline | N
                            steps=declared.steps if declared else 20,
                            guidance_scale=declared.guidance_scale if declared else 7.5,
                            prompts=[p.prompt for p in declared.prompts] if declared else [], npu=npu,
-                           cpu={name: f"cpu/{name}.onnx" for name in traced.onnx})
+                           cpu={name: f"cpu/{name}.onnx" for name in traced.onnx},
+                           conditioning=build.export.signature.sources())
 
 
 def contents(build_dir: Path) -> tuple[Manifest, dict[str, Path | bytes]]:

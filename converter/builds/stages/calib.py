@@ -19,8 +19,10 @@ from converter.common import onnx_runtime
 from converter.common.errors import UserError
 from converter.common.progress import Progress
 from converter.imaging.evaluation import declared_prompts
-from converter.imaging.runtime_unet import RuntimeUNet, config_from_specs
+from converter.imaging.runtime_unet import RuntimeUNet
+from converter.models.family import Signature
 from converter.models.model_source import ModelSource
+from converter.models.unet_interface import specs_from_json
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,9 @@ class Calibration(StageOutput):
 
 def run(source: ModelSource, settings: CalibSettings, seed: int, export: Exported, passes: Rewritten,
         progress: Progress, tmp: Path) -> dict:
-    unet = _unet(source, export)
-    schedule = replace(get_schedule(settings.schedule), embedded_guidance=bool(unet.config.time_cond_proj_dim))
+    signature = export.signature
+    unet = _unet(source, export, signature)
+    schedule = replace(get_schedule(settings.schedule), embedded_guidance=signature.embeds_guidance)
     folder = source.pipeline
     prompts = load_prompts(settings.prompts or (declared_prompts(folder) if folder else None))
     timesteps = timesteps_of(schedule)
@@ -67,7 +70,8 @@ def run(source: ModelSource, settings: CalibSettings, seed: int, export: Exporte
                                            "timestep": call.timestep, "generator_seed": call.generator_seed})
         progress.note(f"{len(writer.samples)}/{len(picks)} samples recorded")
 
-    record(pipeline(unet, tokenizer, encoder, schedule), schedule, prompts, picks, export.resolution, seed, on_call)
+    record(pipeline(unet, tokenizer, encoder, schedule), schedule, prompts, picks, export.resolution, seed,
+           signature.rows, on_call)
     stats = writer.close({"schedule": schedule.name, "weighting": settings.weighting,
                           "text_encoder": str(encoder_folder or "tiny seeded CLIP (not the real one)"),
                           "unet": "ONNX Runtime" if source.kind == "onnx" else "torch",
@@ -75,13 +79,13 @@ def run(source: ModelSource, settings: CalibSettings, seed: int, export: Exporte
     return {"dataset": DATASET, "stats": STATS, "count": stats["count"]}
 
 
-def _unet(source: ModelSource, export: Exported):
+def _unet(source: ModelSource, export: Exported, signature: Signature):
     """The UNet the sampler calls: the model in torch, or an ONNX UNet in ONNX Runtime (its model-level
     inputs are what the recorder keeps; the host programs turn them into the graph's)."""
     if source.kind != "onnx":
         return source.load_unet()
     session = onnx_runtime.session(export.onnx)
     output = session.get_outputs()[0].name
-    specs = {name: (spec["shape"], spec["dtype"]) for name, spec in export.inputs.items()}
-    return RuntimeUNet(config_from_specs(specs), lambda feed: {k: v.astype(specs[k][1]) for k, v in feed.items()},
+    specs = specs_from_json(export.inputs)
+    return RuntimeUNet(signature, lambda feed: {k: v.astype(specs[k][1]) for k, v in feed.items()},
                        lambda feeds: [onnx_runtime.run(session, f)[output] for f in feeds])

@@ -10,8 +10,9 @@ from pathlib import Path
 from converter.builds.build_dir import StageOutput, StageResult
 from converter.common import onnx_files
 from converter.common.errors import UserError
+from converter.models.family import VAE_SCALE, Signature
 from converter.models.model_source import ModelSource
-from converter.models.unet_interface import UNET, check_unet, classify, specs_to_json
+from converter.models.unet_interface import UNET, check_unet, classify, specs_from_json, specs_to_json
 from converter.w8a16 import weight_dequantize
 
 
@@ -29,6 +30,11 @@ class Exported(StageOutput):
         meta = record.meta
         return cls(record, record.path / meta["onnx"], meta["graph"], meta["resolution"], meta["inputs"],
                    meta["w8a16_layers"], meta["weights"])
+
+    @property
+    def signature(self) -> Signature | None:
+        """A UNet's inputs as its family has them; None for another graph."""
+        return Signature.of_specs(specs_from_json(self.inputs)) if self.graph == UNET else None
 
 
 def run(source: ModelSource, resolution: int | None, tmp: Path) -> dict:
@@ -48,9 +54,13 @@ def run(source: ModelSource, resolution: int | None, tmp: Path) -> dict:
 
         unet = source.load_unet()
         w8a16_layers = getattr(unet, "rkconvert_w8a16_layers", 0)
-        resolution = resolution or unet.config.sample_size * tracing.VAE_SCALE
+        resolution = resolution or unet.config.sample_size * VAE_SCALE
+        try:
+            signature = Signature.of_config(unet.config, resolution)
+        except UserError as e:
+            raise UserError(f"{source.path or source.spec}: {e}") from None
         tracing.trace(unet, resolution, path)
-        expected = tracing.input_names(unet)
+        expected = signature.names
         del unet
         graph, specs = UNET, check_unet(onnx_files.load(path, with_weights=False), path, expected)
     return {"onnx": path.name, "graph": graph, "resolution": resolution, "inputs": specs_to_json(specs), "w8a16_layers": w8a16_layers,

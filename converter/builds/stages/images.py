@@ -19,6 +19,7 @@ from converter.common.progress import Progress
 from converter.imaging.evaluation import EvalSet, compare_images, judge_for
 from converter.imaging.pictures import comparison_grid, difference, save_png
 from converter.imaging.runtime_unet import RuntimeUNet
+from converter.models.family import Signature
 from converter.imaging.text_to_image import denoise, from_decoder, pipeline, to_uint8, token_ids, vae_scaling_factor
 
 GRID = "grid.png"
@@ -116,7 +117,8 @@ def draw(folder: Path, drawing: Drawing, text: dict, to_graph, run, on_step=None
     inputs into the graph's, `run` computes the graph's outputs for a batch of them (imaging/runtime_unet.py);
     `text` as text_to_image.denoise takes it."""
     config = json.loads((folder / "unet" / "config.json").read_text())
-    pipe = pipeline(folder, RuntimeUNet(config, to_graph, run), drawing.scheduler)
+    signature = Signature.of_config(config, drawing.resolution)
+    pipe = pipeline(folder, RuntimeUNet(signature, to_graph, run, config), drawing.scheduler)
     return denoise(pipe, text, drawing.seeds, drawing.steps, drawing.guidance_scale, drawing.resolution, on_step,
                    output_type)
 

@@ -14,14 +14,12 @@ import numpy as np
 
 from calib_data.check_inputs import check_inputs, check_timesteps
 from calib_data.dataset_writer import read_samples
-from converter.board.samplers import guidance_embedding
 from converter.builds.build_dir import StageOutput, StageResult
 from converter.builds.stages.calib import Calibration
 from converter.builds.stages.export import Exported
 from converter.builds.stages.passes import Rewritten
 from converter.common import onnx_files, onnx_runtime
 from converter.common.errors import BuildFailed
-from converter.models.tracing import GUIDANCE_INPUT
 from converter.models.unet_interface import index_bounds, specs_from_json
 
 
@@ -46,7 +44,8 @@ class Reference(StageOutput):
 
 def run(export: Exported, passes: Rewritten, checkset: Calibration | None, samples: int, seed: int,
         guidance_scale: float, tmp: Path) -> dict:
-    """`guidance_scale`: the deployed one, whose embedding an LCM UNet's gaussian check inputs take."""
+    """`guidance_scale`: the deployed one, whose embedding an LCM UNet's gaussian check inputs take (the
+    family's fixed inputs)."""
     for sub in ("inputs", "outputs"):
         (tmp / sub).mkdir()
     saved, outputs = [], []
@@ -55,11 +54,10 @@ def run(export: Exported, passes: Rewritten, checkset: Calibration | None, sampl
             graph_feeds, timesteps = read_samples(checkset.path)
         else:
             to_graph = passes.feeder()
-            specs = specs_from_json(export.inputs)
-            fixed = ({GUIDANCE_INPUT: guidance_embedding(guidance_scale, specs[GUIDANCE_INPUT][0][-1])}
-                     if GUIDANCE_INPUT in specs else None)
+            fixed = export.signature.fixed_inputs(guidance_scale) if export.signature else None
             bounds = index_bounds(onnx_files.load(export.onnx, with_weights=False))
-            graph_feeds = [to_graph(f) for f in check_inputs(specs, samples, seed, fixed, bounds)]
+            graph_feeds = [to_graph(f) for f in check_inputs(specs_from_json(export.inputs), samples, seed, fixed,
+                                                             bounds)]
             timesteps = check_timesteps(samples)
         session = onnx_runtime.session(passes.onnx)
         for i, graph in enumerate(graph_feeds):
