@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from calib_data.dataset_writer import read_samples
+from converter.board.samplers import guidance_embedding
 from converter.common import onnx_runtime
 from converter.imaging.evaluation import psnr
-from converter.board.samplers import guidance_embedding
 from tests.conftest import as_numpy, rkconvert, save_tiny_pipeline, tiny_unet, torch_output, unet_inputs
 from tests.test_release import runner_against_generate
 

@@ -53,7 +53,7 @@ def _gaussian_images(build: FinishedBuild, model: BuiltModel, tmp: Path) -> dict
     from PIL import Image
     from rich.console import Console
 
-    from converter.builds.stages.images import Drawing, draw_both
+    from converter.builds.drawing import Drawing, draw_both
     from converter.common.progress import Progress
     from converter.imaging.evaluation import compare_images, eval_set, judge_for
 

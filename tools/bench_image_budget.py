@@ -47,7 +47,7 @@ def main() -> int:
 
     from calib_data.dataset_writer import read_samples
     from converter.builds.build_dir import finished_stage
-    from converter.builds.stages.images import Drawing, draw
+    from converter.builds.drawing import Drawing, draw
     from converter.builds.stages.passes import Rewritten
     from converter.builds.stages.reference import Reference
     from converter.builds.stages.rknn import Converted

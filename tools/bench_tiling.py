@@ -33,12 +33,12 @@ from converter.common.accuracy import compare
 from converter.common.errors import BuildFailed
 from converter.models.attention_block import trace_attention
 from converter.models.family import TEXT_TOKENS
-from graph_passes.tile_attention import TileAttention
+from converter.reports.build_report import BuildReport
 from converter.toolkit import driver
+from converter.toolkit.layer_table import largest_buffers, memory, placement
+from graph_passes.tile_attention import TileAttention
 from targets import get_chip
 from targets.attention_traffic import tiled_traffic
-from converter.reports.build_report import BuildReport
-from converter.toolkit.layer_table import largest_buffers, memory, placement
 
 # SD 1.5 at 512²: (tokens, channels, cross-attention width or None); 8 heads throughout.
 SD15_BLOCKS = ((4096, 320, None), (4096, 320, 768), (1024, 640, None), (1024, 640, 768), (256, 1280, None),

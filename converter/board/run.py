@@ -284,7 +284,7 @@ def main(argv=None) -> int:
             guidance = one.pipeline.guidance_scale if args.guidance_scale is None else args.guidance_scale
             sampler = sampler_for(steps, args.scheduler)
             timing.update(prompt=args.prompt, seed=args.seed, steps=steps, guidance_scale=guidance,
-                          on={model: where(one, model, args.cpu_models) for model in ("text_encoder", "vae_decoder")})
+                          on={model: where(one, model, args.cpu_models) for model in one.pipeline.cpu})
             cfg = guidance > 1 and "guidance" not in one.pipeline.conditioning.values()
             states = encode(open_model, args.prompt, cfg, timing)
         with open_model("unet") as unet:

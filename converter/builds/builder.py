@@ -53,7 +53,7 @@ from converter.common.digest import file_chunks, sha256
 from converter.common.errors import BuildFailed, UserError
 from converter.common.progress import Progress
 from converter.imaging.evaluation import EvalSet
-from converter.models.pipeline_models import MODELS as PIPELINE_MODELS
+from converter.models.family import PIPELINE_MODELS
 from converter.reports.build_report import BuildReport
 from converter.reports.layer_report import first_below
 from converter.reports.report import print_images, print_layers

@@ -25,7 +25,7 @@ NPU_DIR = "npu"
 
 @dataclass(frozen=True)
 class NpuModel:
-    name: str  # a pipeline_models.MODELS name
+    name: str  # a family.PIPELINE_MODELS name
     built: FinishedBuild | None  # its finished build; None: it stays on the CPU
     why_cpu: str | None = None
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from converter.models.family import PIPELINE_MODELS
 from converter.models.model_source import ModelSource
 from targets.chip import Chip
 
@@ -105,7 +106,7 @@ class BuildRequest:
     gates: Gates = Gates()
     hybrid: HybridSettings = HybridSettings()
     # a model that draws: which of its other parts are built for the NPU too (build/npu_models.py)
-    npu_models: tuple[str, ...] = ("text_encoder", "vae_decoder")
+    npu_models: tuple[str, ...] = PIPELINE_MODELS
     rebuild: bool = False
     command: str | None = None  # the command line that asked for this build, for the report and releases
 

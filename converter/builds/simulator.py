@@ -20,6 +20,7 @@ from converter.builds.stages.passes import Rewritten
 from converter.builds.stages.reference import Reference
 from converter.builds.stages.rknn import part_log
 from converter.common.errors import BuildFailed
+from converter.models.family import PIPELINE_MODELS
 from converter.toolkit import driver
 from converter.toolkit.job import ToolkitJob
 
@@ -46,7 +47,7 @@ class PipelineModels:
 
     @property
     def on_npu(self) -> list[str]:
-        return ["unet", *(name for name in ("text_encoder", "vae_decoder") if getattr(self, name) is not None)]
+        return ["unet", *(name for name in PIPELINE_MODELS if getattr(self, name) is not None)]
 
 
 @contextmanager

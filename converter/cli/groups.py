@@ -9,7 +9,7 @@ import click
 
 from converter.cli.options import Group
 from converter.models import presets
-from converter.models.pipeline_models import MODELS as NPU_MODEL_CHOICES
+from converter.models.family import PIPELINE_MODELS as NPU_MODEL_CHOICES
 from converter.builds.request import (CHECK_INPUT_CHOICES, IMAGE_CHECK_CHOICES, LAYER_REPORT_CHOICES, CalibSettings,
                                         Checks, Gates, HybridSettings, PassChoice, default_out)
 from converter.toolkit.job import QUANT_ALGORITHMS

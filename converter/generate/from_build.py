@@ -7,8 +7,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from converter.builds.drawing import Drawing, draw_both, save_trio
 from converter.builds.finished import FinishedBuild
-from converter.builds.stages.images import Drawing, draw_both, save_trio
 from converter.common.errors import UserError
 from converter.common.progress import Progress
 from converter.imaging.evaluation import eval_set, psnr, ssim

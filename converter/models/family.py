@@ -5,7 +5,8 @@ Every SD UNet takes `sample`, `timestep` and `encoder_hidden_states`. A family a
 (`time_cond_proj_dim`) takes `timestep_cond`, the guidance scale's sinusoidal embedding, and runs once per
 step (no unconditional pass).
 
-The tracer, the check inputs, the calibration recorder, the runtime UNet and the release read a `Signature`;
+The tracer, the check inputs, the calibration recorder, the runtime UNet and the release read a `Signature`
+(the pipeline's other models, `PIPELINE_MODELS`, are traced by pipeline_models.py);
 the bundle's manifest records how the board makes each extra input (`source`), so the runner needs no
 family code of its own. A new family is a new `Extra` and a line in `widths`.
 """
@@ -24,6 +25,8 @@ SAMPLE, TIMESTEP, CONTEXT = "sample", "timestep", "encoder_hidden_states"
 CORE = (SAMPLE, TIMESTEP, CONTEXT)
 TEXT_TOKENS = 77  # CLIP's context length, what SD text encoders emit
 VAE_SCALE = 8
+TEXT_ENCODER, VAE_DECODER = "text_encoder", "vae_decoder"
+PIPELINE_MODELS = (TEXT_ENCODER, VAE_DECODER)  # what draws beside the UNet, in the order an image needs them
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,8 @@ from pathlib import Path
 import torch
 
 from converter.common.errors import UserError
-from converter.models.family import TEXT_TOKENS, VAE_SCALE
+from converter.models.family import TEXT_ENCODER, TEXT_TOKENS, VAE_DECODER, VAE_SCALE
 from converter.models.tracing import OPSET
-
-TEXT_ENCODER = "text_encoder"
-VAE_DECODER = "vae_decoder"
-MODELS = (TEXT_ENCODER, VAE_DECODER)  # in the order an image needs them
 
 
 class _Encode(torch.nn.Module):

@@ -17,12 +17,14 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from converter.common.errors import UserError
 from converter.models import ldm_layout
 from converter.models.clip_vocabulary import EOS, save_tokenizer
+
+if TYPE_CHECKING:  # torch only in annotations here: a --help or a bad --model does not pay its import
+    import torch
 
 SUFFIXES = (".safetensors", ".ckpt")
 FORMAT = 1  # bump when the folder written here changes, so cached folders are written again

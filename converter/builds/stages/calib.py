@@ -6,10 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from calib_data import text_encoder
 from calib_data.dataset_writer import DATASET, STATS, DatasetWriter
 from calib_data.prompts import load_prompts
-from calib_data.recorder import UnetCall, choose, pipeline, record, timesteps_of
 from calib_data.schedules import get_schedule
 from converter.builds.build_dir import StageOutput, StageResult
 from converter.builds.request import CalibSettings
@@ -19,7 +17,6 @@ from converter.common import onnx_runtime
 from converter.common.errors import UserError
 from converter.common.progress import Progress
 from converter.imaging.evaluation import declared_prompts
-from converter.imaging.runtime_unet import RuntimeUNet
 from converter.models.family import Signature
 from converter.models.model_source import ModelSource
 from converter.models.unet_interface import specs_from_json
@@ -47,6 +44,10 @@ class Calibration(StageOutput):
 
 def run(source: ModelSource, settings: CalibSettings, seed: int, export: Exported, passes: Rewritten,
         progress: Progress, tmp: Path) -> dict:
+    # torch and diffusers: imported by the stage that runs them, not by whoever reads its results
+    from calib_data import text_encoder
+    from calib_data.recorder import UnetCall, choose, pipeline, record, timesteps_of
+
     signature = export.signature
     unet = _unet(source, export, signature)
     schedule = replace(get_schedule(settings.schedule), embedded_guidance=signature.embeds_guidance)
@@ -84,6 +85,8 @@ def _unet(source: ModelSource, export: Exported, signature: Signature):
     inputs are what the recorder keeps; the host programs turn them into the graph's)."""
     if source.kind != "onnx":
         return source.load_unet()
+    from converter.imaging.runtime_unet import RuntimeUNet
+
     session = onnx_runtime.session(export.onnx)
     output = session.get_outputs()[0].name
     specs = specs_from_json(export.inputs)

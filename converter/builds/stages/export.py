@@ -58,7 +58,7 @@ def run(source: ModelSource, resolution: int | None, tmp: Path) -> dict:
         try:
             signature = Signature.of_config(unet.config, resolution)
         except UserError as e:
-            raise UserError(f"{source.path or source.spec}: {e}") from None
+            raise UserError(f"{source.spec}: {e}") from None
         tracing.trace(unet, resolution, path)
         expected = signature.names
         del unet

@@ -8,21 +8,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from converter.builds.build_dir import StageOutput, StageResult
-from converter.models import pipeline_models
+from converter.models.family import PIPELINE_MODELS
 
 
 @dataclass(frozen=True)
 class Traced(StageOutput):
-    onnx: dict[str, Path]  # pipeline_models.MODELS name -> its ONNX
+    onnx: dict[str, Path]  # family.PIPELINE_MODELS name -> its ONNX
     latent_shape: list[int]
     vae_scaling_factor: float
 
     @classmethod
     def read(cls, record: StageResult) -> Traced:
         meta = record.meta
-        return cls(record, {name: record.path / f"{name}.onnx" for name in pipeline_models.MODELS},
+        return cls(record, {name: record.path / f"{name}.onnx" for name in PIPELINE_MODELS},
                    meta["latent_shape"], meta["vae_scaling_factor"])
 
 
 def run(folder: Path, resolution: int, tmp: Path) -> dict:
+    from converter.models import pipeline_models  # torch: only a build that traces them pays its import
+
     return pipeline_models.export(folder, resolution, tmp)

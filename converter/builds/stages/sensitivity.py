@@ -27,9 +27,7 @@ from converter.builds.stages.reference import Reference
 from converter.builds.stages.rknn import Converted
 from converter.common.errors import BuildFailed
 from converter.common.onnx_graph import Graph
-from converter.common.onnx_torch import Unsupported
 from converter.common.progress import Progress
-from converter.mixed_precision import gradient, proxy
 from converter.mixed_precision.sensitivity import Emulation, Sensitivity, emulate, spread
 from converter.toolkit import quant_config
 
@@ -107,6 +105,11 @@ def curve_points(count: int) -> list[int]:
 def rank(onnx_path: Path, emulation: Emulation, progress: Progress) -> list[Sensitivity]:
     """The emulation's points, costliest first: by gradients, the first VERIFIED by quantizing each alone
     (all of them so, an inference each, in a graph the torch evaluation does not cover)."""
+    from converter.common.onnx_torch import Unsupported  # torch: only where gradients are taken
+    from converter.mixed_precision import gradient
+
+    progress.note(f"gradients of the output on {len(emulation.feeds)} calibration inputs, "
+                  f"{gradient.PROBES} directions each; the first {VERIFIED} quantized alone")
     try:
         estimated = gradient.ranking(onnx_path, emulation.points, emulation.feeds)
     except Unsupported as e:
@@ -122,6 +125,8 @@ def run(passes: Rewritten, ranked_on: Rewritten, calib: Calibration, reference: 
     """Rank the tensors of `passes` (the graph the toolkit got) on `ranked_on`: the same graph, or a proxy
     (the same passes at a smaller resolution, fed the build's inputs at every n-th latent pixel; the
     costs carried over by converter/mixed_precision/proxy.py)."""
+    from converter.mixed_precision import proxy  # torch: only where a proxy is ranked
+
     graph = Graph.load(passes.onnx)
     quantized = [q for cfg in rknn.quant_configs for q in quant_config.read(cfg, graph)]
     calibration = read_samples(calib.path)[0]
@@ -129,7 +134,7 @@ def run(passes: Rewritten, ranked_on: Rewritten, calib: Calibration, reference: 
     with tempfile.TemporaryDirectory(prefix="scratch-", dir=tmp) as scratch:
         if ranked_on.onnx == passes.onnx:
             emulation = emulate(passes.onnx, quantized, calibration, FEEDS, Path(scratch), progress.note)
-            ranking, described = _ranked(passes, emulation, progress), None
+            ranking, described = rank(passes.onnx, emulation, progress), None
             ks = curve_points(len(ranking))
         else:
             fit = Fitted(ranked_on.inputs)
@@ -138,7 +143,7 @@ def run(passes: Rewritten, ranked_on: Rewritten, calib: Calibration, reference: 
             small = [q for cfg in rknn.quant_configs for q in quant_config.read(cfg, Graph.load(ranked_on.onnx))]
             at_proxy = emulate(ranked_on.onnx, small, [fit(f) for f in calibration], FEEDS, Path(scratch) / "proxy",
                                progress.note, proxy=True)
-            proxy_ranked = _ranked(ranked_on, at_proxy, progress)
+            proxy_ranked = rank(ranked_on.onnx, at_proxy, progress)
             where = proxy.build_points(quantized, graph, at_proxy.points)
             progress.note(f"int8 error of {len(where)} tensors at the build's resolution, "
                           f"{len(at_proxy.feeds)} calibration inputs")
@@ -153,12 +158,6 @@ def run(passes: Rewritten, ranked_on: Rewritten, calib: Calibration, reference: 
     return {"ranking": RANKING, "tensors": len(rows), "feeds": FEEDS,
             "unmatched": len({q.name for q in quantized} - {name for r in rows for name in r["names"]}),
             "proxy": described}
-
-
-def _ranked(graph: Rewritten, emulation: Emulation, progress: Progress) -> list[Sensitivity]:
-    progress.note(f"gradients of the output on {len(emulation.feeds)} calibration inputs, "
-                  f"{gradient.PROBES} directions each; the first {VERIFIED} quantized alone")
-    return rank(graph.onnx, emulation, progress)
 
 
 class Fitted:
