@@ -56,9 +56,9 @@ def main() -> int:
     from calib_data.dataset_writer import read_samples
     from converter.builds import builder
     from converter.builds.build_dir import BuildDir, finished_stage
-    from converter.builds.outcome import Outcome
     from converter.builds.request import BuildRequest, HybridSettings
     from converter.builds.stage_run import StageRunner
+    from converter.builds.stages import sensitivity as sensitivity_stage
     from converter.builds.stages.rknn import Converted
     from converter.builds.stages.sensitivity import FEEDS
     from converter.common.accuracy import compare
@@ -80,14 +80,14 @@ def main() -> int:
         req = BuildRequest(resolve(args.model), get_chip("rk3588"), out, resolution=args.resolution, dtype="w8a8",
                            hybrid=HybridSettings(rank_resolution=args.proxy))
         runner = StageRunner(BuildDir(out), Progress(Console()))
-        plan, exported, rewritten, reference, calib = builder.toolkit_inputs(req, None, runner, Outcome(req))
+        plan, exported, rewritten, reference, calib = builder.toolkit_inputs(req, None, runner)
         plain = Converted.read(finished_stage(out, "rknn"))
         timings = {}
         rankings = {}
         for label, graph in (("native", lambda: rewritten),
                              ("proxy", lambda: builder.ranking_graph(plan, exported, rewritten, runner))):
             start = time.monotonic()
-            rankings[label] = builder.sensitivity(rewritten, graph(), calib, reference, plain, runner)
+            rankings[label] = sensitivity_stage.stage(runner, rewritten, graph(), calib, reference, plain)
             timings[label] = round(time.monotonic() - start, 1)
 
         graph = Graph.load(rewritten.onnx)

@@ -17,13 +17,12 @@ from pathlib import Path
 
 from calib_data.schedules import get_schedule
 from converter.builds import hybrid, npu_models, plan as planning
-from converter.builds.build_dir import BuildDir, StageOutput, undone_on_bad_input
+from converter.builds.build_dir import BuildDir, undone_on_bad_input
 from converter.builds.finished import FinishedBuild
 from converter.builds.npu_models import NpuModel
 from converter.builds.outcome import IMAGES_DIR, Delivery, Outcome
-from converter.builds.pass_selection import instances
 from converter.builds.plan import BuildPlan
-from converter.builds.request import BuildRequest, CalibSettings
+from converter.builds.request import BuildRequest
 from converter.builds.simulator import BuiltModel, PipelineModels
 from converter.builds.stage_run import StageRunner
 from converter.builds.stages import calib as calib_stage
@@ -39,15 +38,10 @@ from converter.builds.stages import split as split_stage
 from converter.builds.stages import split_calib as split_calib_stage
 from converter.builds.stages.calib import Calibration
 from converter.builds.stages.export import Exported
-from converter.builds.stages.images import Images
-from converter.builds.stages.layers import LayerRows
 from converter.builds.stages.passes import Rewritten
 from converter.builds.stages.pipeline_models import Traced
 from converter.builds.stages.reference import Reference
 from converter.builds.stages.rknn import Converted
-from converter.builds.stages.sensitivity import Sensitivities
-from converter.builds.stages.split import Split
-from converter.builds.stages.split_calib import PartCalibration
 from converter.builds.toolkit_inputs import ToolkitInputs
 from converter.common.digest import file_chunks, sha256
 from converter.common.errors import BuildFailed, UserError
@@ -112,48 +106,21 @@ def _finish(outcome: Outcome) -> None:
     outcome.delivery = _deliver(outcome.plan, outcome.rewritten, outcome.final)
 
 
-def export_model(req: BuildRequest, runner: StageRunner, resolution: int | None = None,
-                 name: str = "export") -> Exported:
-    """The model as ONNX at `resolution` (default: the request's), reused from an earlier run when unchanged."""
-    resolution = resolution or req.resolution
-    what = f"{req.source.spec} to ONNX" + (f" at {resolution} px" if name != "export" else "")
-    return Exported.read(runner.run(name, what, {"source": req.source.fingerprint(), "resolution": resolution}, [],
-                                    lambda tmp: export_stage.run(req.source, resolution, tmp)))
-
-
 def prepare(req: BuildRequest, evaluation: EvalSet | None, runner: StageRunner,
             outcome: Outcome | None = None) -> tuple[BuildPlan, Exported, Rewritten]:
     """Stages `export` and `passes`, and the plan they settle: --dtype auto reads the exported weights (a
     W8A16 checkpoint?), the pass list follows the dtype, --parts auto the rewritten graph's weight."""
     outcome = outcome or Outcome(req)
-    outcome.exported = exported = export_model(req, runner)
+    outcome.exported = exported = export_stage.stage(runner, req.source, req.resolution)
     chosen = planning.dtype(req, exported)
     if chosen[1]:
         runner.progress.note(f"--dtype auto: {chosen[0]} ({chosen[1]})")
     names = planning.pass_names(req, chosen[0])
-    outcome.rewritten = rewritten = rewrite(req, names, exported, runner)
+    outcome.rewritten = rewritten = passes_stage.stage(runner, exported, names, req.chip, req.passes.attention_tiles)
     outcome.plan = plan = planning.settle(req, evaluation, chosen, names, exported.graph, rewritten)
     if plan.parts_choice:
         runner.progress.note(f"--parts auto: {plan.parts} ({plan.parts_choice})")
     return plan, exported, rewritten
-
-
-def rewrite(req: BuildRequest, names: list[str] | tuple[str, ...], exported: Exported, runner: StageRunner,
-            name: str = "passes") -> Rewritten:
-    """Stage `passes` (or another name): the graph passes `names` on `exported`."""
-    return Rewritten.read(runner.run(
-        name, ", ".join(names) or "none", planning.passes_key(req, list(names)), [exported],
-        lambda tmp: passes_stage.run(exported.onnx, instances(list(names), req.chip, req.passes.attention_tiles), tmp)))
-
-
-def record(req: BuildRequest, settings: CalibSettings, seed: int, exported: Exported, rewritten: Rewritten,
-           runner: StageRunner, name: str = "calib") -> Calibration:
-    """Stage `calib` (or another name): UNet inputs recorded along the sampler's trajectories, in RKNN's
-    dataset format."""
-    what = f"{settings.samples} inputs along {settings.schedule} trajectories"
-    return Calibration.read(runner.run(
-        name, what, {"calib": settings.fingerprint(), "seed": seed}, [exported, rewritten],
-        lambda tmp: calib_stage.run(req.source, settings, seed, exported, rewritten, runner.progress, tmp)))
 
 
 def calibrate(req: BuildRequest, progress: Progress) -> Calibration:
@@ -162,45 +129,44 @@ def calibrate(req: BuildRequest, progress: Progress) -> Calibration:
     with undone_on_bad_input(req.out):
         runner = StageRunner(BuildDir(req.out, req.rebuild), progress)
         _, exported, rewritten = prepare(req, None, runner)
-        return record(req, req.calib, req.seed, exported, rewritten, runner)
+        return calib_stage.stage(runner, req.source, req.calib, req.seed, exported, rewritten)
 
 
-def toolkit_inputs(req: BuildRequest, evaluation: EvalSet | None, runner: StageRunner,
-                   outcome: Outcome) -> tuple[BuildPlan, Exported, Rewritten, Reference, Calibration | None]:
+def toolkit_inputs(req: BuildRequest, evaluation: EvalSet | None, runner: StageRunner, outcome: Outcome | None = None
+                   ) -> tuple[BuildPlan, Exported, Rewritten, Reference, Calibration | None]:
     """Stages export, passes, (checkset,) reference and (quantized builds) calib: everything the toolkit is
-    handed but the graph's parts, and the plan."""
+    handed but the graph's parts, and the plan (a build's `outcome` keeps them as they come, for a report of
+    a build that fails on the way)."""
+    outcome = outcome or Outcome(req)
     plan, exported, rewritten = prepare(req, evaluation, runner, outcome)
     checkset = None
     if plan.check_inputs == "trajectories":  # held out: other prompts and noise than the calibration's
         samples = req.checks.samples
-        checkset = record(req, replace(req.calib, samples=samples, trajectories=samples), req.seed + 1, exported,
-                          rewritten, runner, "checkset")
+        checkset = calib_stage.stage(runner, req.source, replace(req.calib, samples=samples, trajectories=samples),
+                                     req.seed + 1, exported, rewritten, "checkset")
     guidance = get_schedule(req.calib.schedule).embedding_guidance
-    outcome.reference = reference = Reference.read(runner.run(
-        "reference", "ONNX Runtime on check inputs",
-        {"samples": req.checks.samples, "seed": req.seed, "guidance_scale": guidance},
-        [rewritten] + ([checkset] if checkset else []),
-        lambda tmp: reference_stage.run(exported, rewritten, checkset, req.checks.samples, req.seed, guidance, tmp)))
-    outcome.calibration = calib = record(req, plan.calibration, req.seed, exported, rewritten, runner) \
-        if plan.quantized else None
+    outcome.reference = reference = reference_stage.stage(runner, exported, rewritten, checkset, req.checks.samples,
+                                                          req.seed, guidance)
+    outcome.calibration = calib = calib_stage.stage(runner, req.source, plan.calibration, req.seed, exported,
+                                                    rewritten) if plan.quantized else None
     return plan, exported, rewritten, reference, calib
 
 
 def _run_stages(req: BuildRequest, evaluation: EvalSet | None, runner: StageRunner, outcome: Outcome) -> None:
     plan, exported, rewritten, reference, calib = toolkit_inputs(req, evaluation, runner, outcome)
-    split = split_model(plan, rewritten, runner)
+    split = split_stage.stage(runner, rewritten, plan.parts)
     # what each toolkit build calibrates on
-    given = ToolkitInputs(rewritten, split, reference, part_calibration(rewritten, split, calib, runner))
-    outcome.plain = rknn = convert(plan, given, plan.layer_dumps, runner)
+    given = ToolkitInputs(rewritten, split, reference, split_calib_stage.stage(runner, rewritten, split, calib))
+    outcome.plain = rknn = rknn_stage.stage(runner, given, plan.toolkit, plan.layer_dumps, req.parts_in_turn)
     outcome.accuracy = rknn.accuracy(reference)
     if plan.layer_dumps:
-        outcome.layers = layer_rows(rewritten, reference, rknn, runner)
+        outcome.layers = layers_stage.stage(runner, rewritten, reference, rknn)
         print_layers(runner.progress.console, outcome.layers)
     # (the toolkit's own mixed precision, --toolkit-auto-hybrid, is a baseline: no search after it)
     searching = plan.quantized and req.hybrid.enabled and not plan.toolkit.auto_hybrid
     if searching and outcome.accuracy["psnr_db"] < req.gates.min_psnr:
         ranked_on = ranking_graph(plan, exported, rewritten, runner)
-        outcome.sensitivity = measured = sensitivity(rewritten, ranked_on, calib, reference, rknn, runner)
+        outcome.sensitivity = measured = sensitivity_stage.stage(runner, rewritten, ranked_on, calib, reference, rknn)
         outcome.hybrid = found = hybrid.search(plan, given, measured, rknn, outcome.accuracy["psnr_db"], runner)
         if found.found is None:
             raise BuildFailed(found.shortfall(req.gates.min_psnr, req.hybrid.builds))
@@ -212,50 +178,19 @@ def _run_stages(req: BuildRequest, evaluation: EvalSet | None, runner: StageRunn
                                                                          rknn.step1), rknn.simulator[0][0]))
     if req.source.pipeline:
         outcome.npu_models, outcome.passed_models = build_npu_models(
-            req, trace_pipeline_models(req, exported, runner), runner.progress)
+            req, traced_stage.stage(runner, req.source, exported.resolution), runner.progress)
         models = replace(models, **{m.name: m.built.model() for m in outcome.npu_models if m.built})
     shutil.rmtree(req.out / IMAGES_DIR, ignore_errors=True)
     if plan.evaluation is not None:
         made_by = [*given.stages, rknn, *(m.built.rknn for m in outcome.npu_models or () if m.built)]
-        outcome.images = images = draw(plan, exported, models, made_by, runner)
+        outcome.images = images = images_stage.stage(runner, req.source.pipeline, plan.evaluation, exported, models,
+                                                     made_by, plan.toolkit)
         # Placed before the gates: a build that fails on its images shows them.
         for png in images.pngs:
             _place(png, req.out / IMAGES_DIR / png.name)
         print_images(runner.progress.console, images.figures)
     outcome.peak_rss_bytes = {"rkconvert": _self_peak_rss(), "toolkit": rknn.peak_rss_bytes}
     _gate(req, outcome.accuracy, outcome.layers, images.figures if outcome.images else None)
-
-
-def split_model(plan: BuildPlan, rewritten: Rewritten, runner: StageRunner) -> Split | None:
-    """Stage `split` under --parts N (N > 1): the graph the toolkit gets, as N parts; None for a whole model."""
-    if plan.parts == 1:
-        return None
-    return Split.read(runner.run("split", f"the graph cut into {plan.parts} parts of about equal weight",
-                                 {"parts": plan.parts}, [rewritten],
-                                 lambda tmp: split_stage.run(rewritten.onnx, plan.parts, tmp)))
-
-
-def part_calibration(rewritten: Rewritten, split: Split | None, calib: Calibration | None,
-                     runner: StageRunner) -> Calibration | PartCalibration | None:
-    """Stage `split-calib` for a quantized build in parts: each part's calibration inputs; else `calib` as it is."""
-    if split is None or calib is None:
-        return calib
-    return PartCalibration.read(runner.run(
-        "split-calib", "each part's calibration inputs (ONNX Runtime on the parts before it)", {},
-        [rewritten, split, calib],
-        lambda tmp: split_calib_stage.run(rewritten.input_names, split, calib, runner.progress, tmp)))
-
-
-def convert(plan: BuildPlan, given: ToolkitInputs, dumps: bool, runner: StageRunner) -> Converted:
-    """Stage `rknn`: the toolkit's build (of each part, in turn), simulated on the check inputs (and every
-    layer dumped if `dumps`)."""
-    what = f"rknn-toolkit2 {plan.dtype} build for {plan.chip.name} + simulator"
-    what += f", {plan.parts} parts" if given.split else ""
-    return Converted.read(runner.run(
-        "rknn", what, plan.toolkit.key(layer_dumps=dumps),
-        given.stages, lambda tmp: rknn_stage.run(given.jobs(plan.toolkit), given.reference, dumps,
-                                                 runner.logs / "rknn.log", runner.progress, tmp,
-                                                 plan.request.parts_in_turn)))
 
 
 def ranking_graph(plan: BuildPlan, exported: Exported, rewritten: Rewritten, runner: StageRunner) -> Rewritten:
@@ -267,38 +202,10 @@ def ranking_graph(plan: BuildPlan, exported: Exported, rewritten: Rewritten, run
     if exported.resolution <= proxy or req.source.kind == "onnx":
         return rewritten
     try:
-        smaller = export_model(req, runner, proxy, "proxy-export")
+        smaller = export_stage.stage(runner, req.source, proxy, "proxy-export")
     except UserError as e:  # not bad input of this run's making: the stages so far stay
         raise BuildFailed(f"--hybrid-rank-resolution {proxy}: {e}") from None
-    return rewrite(req, plan.passes, smaller, runner, "proxy-passes")
-
-
-def sensitivity(rewritten: Rewritten, ranked_on: Rewritten, calib: Calibration, reference: Reference,
-                rknn: Converted, runner: StageRunner) -> Sensitivities:
-    """Stage `sensitivity`: what each tensor the plain build quantized costs at the output, ranked on
-    `ranked_on` (`rewritten` or its proxy)."""
-    return Sensitivities.read(runner.run(
-        "sensitivity", "each quantized tensor's cost at the output, from gradients, with the toolkit's int8 scales",
-        {},
-        [rewritten, ranked_on, calib, reference, rknn],
-        lambda tmp: sensitivity_stage.run(rewritten, ranked_on, calib, reference, rknn, runner.progress, tmp)))
-
-
-def layer_rows(rewritten: Rewritten, reference: Reference, rknn: Converted, runner: StageRunner) -> list[dict]:
-    """Stage `layers`: the per-layer report's rows of a `convert` with dumps."""
-    return LayerRows.read(runner.run("layers", "every layer against ONNX Runtime", {}, [rewritten, reference, rknn],
-                                     lambda tmp: layers_stage.run(rewritten, reference, rknn, tmp))).rows
-
-
-def trace_pipeline_models(req: BuildRequest, exported: Exported, runner: StageRunner) -> Traced:
-    """Stage `pipeline-models`: the text encoder and VAE decoder of a model that draws, as ONNX."""
-    folder = req.source.pipeline
-    # Keyed by the source and the size it was exported at (not by chaining on `export`, which is keyed by the size
-    # asked): the model's default size and the same size asked for trace the same parts.
-    what = f"text encoder and VAE decoder to ONNX at {exported.resolution} px"
-    return Traced.read(runner.run("pipeline-models", what,
-                                  {"source": req.source.fingerprint(), "resolution": exported.resolution}, [],
-                                  lambda tmp: traced_stage.run(folder, exported.resolution, tmp)))
+    return passes_stage.stage(runner, smaller, list(plan.passes), req.chip, req.passes.attention_tiles, "proxy-passes")
 
 
 def build_npu_models(req: BuildRequest, traced: Traced,
@@ -320,20 +227,6 @@ def build_npu_models(req: BuildRequest, traced: Traced,
             continue
         models.append(NpuModel(name, FinishedBuild(request.out, report)))
     return models, passed
-
-
-def draw(plan: BuildPlan, exported: Exported, models: PipelineModels, made_by: list[StageOutput],
-         runner: StageRunner) -> Images:
-    """Stage `images`: the plan's evaluation set, drawn through ONNX Runtime and through what `models` run on
-    the NPU (which stages `made_by` made)."""
-    evaluation = plan.evaluation
-    npu = " + ".join(models.on_npu)
-    what = f"{len(evaluation.prompts)} prompts, {evaluation.steps} steps, ONNX Runtime vs {npu} in the simulator"
-    return Images.read(runner.run(
-        "images", what, {"evaluation": evaluation.fingerprint(), "dtype": plan.dtype, "target": plan.chip.name},
-        [exported, *made_by],
-        lambda tmp: images_stage.run(plan.request.source.pipeline, models, evaluation, exported.resolution,
-                                     runner.logs / "rknn-images.log", runner.progress, tmp)))
 
 
 def _gate(req: BuildRequest, metrics: dict, rows: list[dict] | None, images: dict | None) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from converter.builds import graph_cut
-from converter.builds.pass_selection import TILE_ATTENTION, select, toolkit_attention
+from converter.builds.pass_selection import select, toolkit_attention
 from converter.builds.request import BuildRequest, CalibSettings
 from converter.builds.stages.export import Exported
 from converter.builds.stages.passes import Rewritten
@@ -144,11 +144,6 @@ def settle(req: BuildRequest, evaluation: EvalSet | None, chosen: tuple[str, str
         calibration=req.calib if is_quantized else None,
         check_inputs="trajectories" if trajectories else "gaussian",
         layer_dumps=dumps, layers_skipped=skipped, evaluation=evaluation)
-
-
-def passes_key(req: BuildRequest, names: list[str]) -> dict:
-    """What stage `passes` depends on beyond its input graph."""
-    return {"passes": names, "attention_tiles": req.passes.attention_tiles if TILE_ATTENTION in names else None}
 
 
 def _algorithm(req: BuildRequest, rewritten: Rewritten, dtype_: str) -> tuple[str | None, str | None]:

@@ -23,13 +23,16 @@ import numpy as np
 from calib_data.dataset_writer import read_samples
 from converter.common.errors import BuildFailed
 from converter.common.onnx_graph import Graph
-from converter.builds.builder import (convert, layer_rows, part_calibration, ranking_graph, sensitivity, split_model,
-                                      toolkit_inputs)
+from converter.builds.builder import ranking_graph, toolkit_inputs
 from converter.builds.build_dir import BuildDir, StageResult, undone_on_bad_input
-from converter.builds.outcome import Outcome
 from converter.builds.plan import BuildPlan
 from converter.builds.request import BuildRequest
 from converter.builds.stage_run import StageRunner
+from converter.builds.stages import layers as layers_stage
+from converter.builds.stages import rknn as rknn_stage
+from converter.builds.stages import sensitivity as sensitivity_stage
+from converter.builds.stages import split as split_stage
+from converter.builds.stages import split_calib as split_calib_stage
 from converter.builds.stages.calib import Calibration
 from converter.builds.stages.passes import Rewritten
 from converter.builds.stages.reference import Reference
@@ -69,7 +72,7 @@ def diagnose(req: BuildRequest, progress: Progress, budget_s: float | None = Non
 
 def _diagnosed(req: BuildRequest, known: list, progress: Progress, budget_s: float | None, catalogue: Path) -> dict:
     runner = StageRunner(BuildDir(req.out, req.rebuild), progress)
-    plan, exported, passes, reference, calib = toolkit_inputs(req, None, runner, Outcome(req))
+    plan, exported, passes, reference, calib = toolkit_inputs(req, None, runner)
     budget = budget_s or default_budget(passes.onnx_bytes)
     gate = req.gates.min_psnr
     with tempfile.TemporaryDirectory(prefix="feeds-", dir=req.out) as feeds:
@@ -83,12 +86,12 @@ def _diagnosed(req: BuildRequest, known: list, progress: Progress, budget_s: flo
         if failure and failure.kind == "accuracy":
             given = ToolkitInputs(passes, None, reference, calib)
             if plan.layer_dumps:
-                rknn = convert(plan, given, True, runner)
-                departed = locate.departure(layer_rows(passes, reference, rknn, runner), gate)
+                rknn = rknn_stage.stage(runner, given, plan.toolkit, True, req.parts_in_turn)
+                departed = locate.departure(layers_stage.stage(runner, passes, reference, rknn), gate)
             elif plan.quantized:
-                rknn = rknn or convert(plan, given, False, runner)
-                measured = sensitivity(passes, ranking_graph(plan, exported, passes, runner), calib, reference,
-                                       rknn, runner)
+                rknn = rknn or rknn_stage.stage(runner, given, plan.toolkit, False, req.parts_in_turn)
+                measured = sensitivity_stage.stage(runner, passes, ranking_graph(plan, exported, passes, runner), calib,
+                                                   reference, rknn)
                 estimated = estimated_departure.departure(measured, Graph.load(passes.onnx), gate,
                                                           rknn.accuracy(reference)["psnr_db"])
                 skipped = ESTIMATED_NOT_GROWN
@@ -153,11 +156,11 @@ def _probe_parts(plan: BuildPlan, passes: Rewritten, reference: Reference, calib
                  runner: StageRunner) -> Probed:
     """A quantized graph too large to build whole here (SD 1.5 as w8a8: ~6x its weights in the toolkit) is
     probed by the build's own stages, in parts: a diagnose after a failed build reuses them."""
-    split = split_model(plan, passes, runner)
-    given = ToolkitInputs(passes, split, reference, part_calibration(passes, split, calib, runner))
+    split = split_stage.stage(runner, passes, plan.parts)
+    given = ToolkitInputs(passes, split, reference, split_calib_stage.stage(runner, passes, split, calib))
     logs = [part_log(runner.logs / "rknn.log", i, plan.parts) for i in range(1, plan.parts + 1)]
     try:
-        rknn = convert(plan, given, False, runner)
+        rknn = rknn_stage.stage(runner, given, plan.toolkit, False, plan.request.parts_in_turn)
     except BuildFailed as e:
         if e.ending is None:
             raise

@@ -11,6 +11,7 @@ from calib_data.prompts import load_prompts
 from calib_data.schedules import get_schedule
 from converter.builds.build_dir import StageOutput, StageResult
 from converter.builds.request import CalibSettings
+from converter.builds.stage_run import StageRunner
 from converter.builds.stages.export import Exported
 from converter.builds.stages.passes import Rewritten
 from converter.common import onnx_runtime
@@ -40,6 +41,16 @@ class Calibration(StageOutput):
 
     def summary(self) -> dict:
         return {"dataset": self.dataset.name, "stats": self.stats.name, "count": self.count}
+
+
+def stage(runner: StageRunner, source: ModelSource, settings: CalibSettings, seed: int, export: Exported,
+          passes: Rewritten, name: str = "calib") -> Calibration:
+    """UNet inputs recorded along the sampler's trajectories (as another stage: `checkset`, the held-out check
+    inputs)."""
+    what = f"{settings.samples} inputs along {settings.schedule} trajectories"
+    return Calibration.read(runner.run(
+        name, what, {"calib": settings.fingerprint(), "seed": seed}, [export, passes],
+        lambda tmp: run(source, settings, seed, export, passes, runner.progress, tmp)))
 
 
 def run(source: ModelSource, settings: CalibSettings, seed: int, export: Exported, passes: Rewritten,

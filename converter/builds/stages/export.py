@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from converter.builds.build_dir import StageOutput, StageResult
+from converter.builds.stage_run import StageRunner
 from converter.common import onnx_files
 from converter.common.errors import UserError
 from converter.models.family import VAE_SCALE, Signature
@@ -35,6 +36,14 @@ class Exported(StageOutput):
     def signature(self) -> Signature | None:
         """A UNet's inputs as its family has them; None for another graph."""
         return Signature.of_specs(specs_from_json(self.inputs)) if self.graph == UNET else None
+
+
+def stage(runner: StageRunner, source: ModelSource, resolution: int | None, name: str = "export") -> Exported:
+    """The model as ONNX at `resolution` (None: its own), reused from an earlier run when unchanged; as another
+    stage (`proxy-export`) beside the build's at another size."""
+    what = f"{source.spec} to ONNX" + (f" at {resolution} px" if name != "export" else "")
+    return Exported.read(runner.run(name, what, {"source": source.fingerprint(), "resolution": resolution}, [],
+                                    lambda tmp: run(source, resolution, tmp)))
 
 
 def run(source: ModelSource, resolution: int | None, tmp: Path) -> dict:

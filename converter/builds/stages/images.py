@@ -10,9 +10,12 @@ from pathlib import Path
 
 from converter.builds.build_dir import StageOutput, StageResult
 from converter.builds.simulator import PipelineModels
+from converter.builds.stage_run import StageRunner
+from converter.builds.stages.export import Exported
 from converter.common.progress import Progress
 from converter.imaging.evaluation import EvalSet, compare_images, judge_for
 from converter.imaging.pictures import comparison_grid, save_png
+from converter.toolkit.job import ToolkitSettings
 
 GRID = "grid.png"
 
@@ -28,6 +31,19 @@ class Images(StageOutput):
     @property
     def pngs(self) -> list[Path]:
         return sorted(self.path.glob("*.png"))
+
+
+def stage(runner: StageRunner, folder: Path, evaluation: EvalSet, exported: Exported, models: PipelineModels,
+          made_by: list[StageOutput], toolkit: ToolkitSettings) -> Images:
+    """The evaluation set, drawn through ONNX Runtime and through what `models` run on the NPU (which stages
+    `made_by` made)."""
+    what = (f"{len(evaluation.prompts)} prompts, {evaluation.steps} steps, ONNX Runtime vs "
+            f"{' + '.join(models.on_npu)} in the simulator")
+    return Images.read(runner.run(
+        "images", what, {"evaluation": evaluation.fingerprint(), "dtype": toolkit.dtype, "target": toolkit.target},
+        [exported, *made_by],
+        lambda tmp: run(folder, models, evaluation, exported.resolution, runner.logs / "rknn-images.log",
+                        runner.progress, tmp)))
 
 
 def run(folder: Path, models: PipelineModels, evaluation: EvalSet, resolution: int, log: Path, progress: Progress,

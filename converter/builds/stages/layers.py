@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from converter.builds.build_dir import StageOutput, StageResult
+from converter.builds.stage_run import StageRunner
 from converter.builds.stages.passes import Rewritten
 from converter.builds.stages.reference import Reference
 from converter.builds.stages.rknn import Converted
@@ -22,6 +23,12 @@ class LayerRows(StageOutput):
     @classmethod
     def read(cls, record: StageResult) -> LayerRows:
         return cls(record, json.loads((record.path / record.meta["rows"]).read_text()))
+
+
+def stage(runner: StageRunner, rewritten: Rewritten, reference: Reference, rknn: Converted) -> list[dict]:
+    """The per-layer report's rows of an `rknn` stage built with dumps."""
+    return LayerRows.read(runner.run("layers", "every layer against ONNX Runtime", {}, [rewritten, reference, rknn],
+                                     lambda tmp: run(rewritten, reference, rknn, tmp))).rows
 
 
 def run(passes: Rewritten, reference: Reference, rknn: Converted, tmp: Path) -> dict:

@@ -7,9 +7,13 @@ from pathlib import Path
 
 from converter.builds.build_dir import StageOutput, StageResult
 from converter.builds.host_programs import GraphFeeder
+from converter.builds.pass_selection import TILE_ATTENTION, instances
+from converter.builds.stage_run import StageRunner
+from converter.builds.stages.export import Exported
 from converter.common import onnx_files
 from converter.models.unet_interface import graph_inputs, specs_of, specs_to_json
 from graph_passes import GraphPass
+from targets.chip import Chip
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,14 @@ class Rewritten(StageOutput):
     def feeder(self) -> GraphFeeder:
         """Model-level inputs (sample, timestep, ...) -> the rewritten graph's inputs."""
         return GraphFeeder([self.path / p for p in self.host_programs], self.input_names)
+
+
+def stage(runner: StageRunner, exported: Exported, names: list[str], chip: Chip, attention_tiles: str,
+          name: str = "passes") -> Rewritten:
+    """The graph passes `names` on `exported` (as another stage: `proxy-passes`, on a proxy's export)."""
+    key = {"passes": names, "attention_tiles": attention_tiles if TILE_ATTENTION in names else None}
+    return Rewritten.read(runner.run(name, ", ".join(names) or "none", key, [exported],
+                                     lambda tmp: run(exported.onnx, instances(names, chip, attention_tiles), tmp)))
 
 
 def run(onnx_path: Path, passes: list[GraphPass], tmp: Path) -> dict:

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from converter.builds.build_dir import StageOutput, StageResult
+from converter.builds.stage_run import StageRunner
 from converter.models.family import PIPELINE_MODELS
+from converter.models.model_source import ModelSource
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,16 @@ class Traced(StageOutput):
         meta = record.meta
         return cls(record, {name: record.path / f"{name}.onnx" for name in PIPELINE_MODELS},
                    meta["latent_shape"], meta["vae_scaling_factor"])
+
+
+def stage(runner: StageRunner, source: ModelSource, resolution: int) -> Traced:
+    """The text encoder and VAE decoder of a model that draws (`source`), as ONNX at `resolution`, the size
+    its UNet was exported at."""
+    # Keyed by the source and that size (not by chaining on `export`, which is keyed by the size asked): the
+    # model's default size and the same size asked for trace the same models.
+    what = f"text encoder and VAE decoder to ONNX at {resolution} px"
+    return Traced.read(runner.run("pipeline-models", what, {"source": source.fingerprint(), "resolution": resolution},
+                                  [], lambda tmp: run(source.pipeline, resolution, tmp)))
 
 
 def run(folder: Path, resolution: int, tmp: Path) -> dict:

@@ -15,6 +15,7 @@ import numpy as np
 from calib_data.check_inputs import check_inputs, check_timesteps
 from calib_data.dataset_writer import read_samples
 from converter.builds.build_dir import StageOutput, StageResult
+from converter.builds.stage_run import StageRunner
 from converter.builds.stages.calib import Calibration
 from converter.builds.stages.export import Exported
 from converter.builds.stages.passes import Rewritten
@@ -40,6 +41,15 @@ class Reference(StageOutput):
     def feed(self, index: int = 0) -> dict[str, np.ndarray]:
         """The graph inputs of check sample `index`."""
         return {name: np.load(path) for name, path in self.samples[index].items()}
+
+
+def stage(runner: StageRunner, export: Exported, passes: Rewritten, checkset: Calibration | None, samples: int,
+          seed: int, guidance_scale: float) -> Reference:
+    """ONNX Runtime's outputs of `passes` on `samples` check inputs: Gaussian, or the held-out `checkset`."""
+    return Reference.read(runner.run(
+        "reference", "ONNX Runtime on check inputs", {"samples": samples, "seed": seed, "guidance_scale": guidance_scale},
+        [passes] + ([checkset] if checkset else []),
+        lambda tmp: run(export, passes, checkset, samples, seed, guidance_scale, tmp)))
 
 
 def run(export: Exported, passes: Rewritten, checkset: Calibration | None, samples: int, seed: int,

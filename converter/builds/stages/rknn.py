@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from converter.builds.build_dir import StageOutput, StageResult
+from converter.builds.stage_run import StageRunner
 from converter.builds.stages.reference import Reference
+from converter.builds.toolkit_inputs import ToolkitInputs
 from converter.common.accuracy import compare
 from converter.common.progress import Progress
 from converter.toolkit import driver, rknn_file
-from converter.toolkit.job import QUANT_CONFIG, STEP1_DIR, ToolkitJob
+from converter.toolkit.job import QUANT_CONFIG, STEP1_DIR, ToolkitJob, ToolkitSettings
 from converter.toolkit.layer_table import cpu_ops, largest_buffers, memory, placement
 from converter.toolkit.relay import relay
 
@@ -67,6 +69,18 @@ class Converted(StageOutput):
         ref = np.concatenate([np.load(path).ravel() for outputs in reference.outputs for path in outputs.values()])
         sim = np.concatenate([np.load(path).ravel() for outputs in self.simulator for path in outputs])
         return compare(sim, ref)
+
+
+def stage(runner: StageRunner, given: ToolkitInputs, toolkit: ToolkitSettings, dumps: bool,
+          parts_in_turn: bool) -> Converted:
+    """The toolkit's build (of each part, in turn), simulated on the check inputs (every layer dumped if
+    `dumps`)."""
+    what = f"rknn-toolkit2 {toolkit.dtype} build for {toolkit.target} + simulator"
+    what += f", {len(given.split.parts)} parts" if given.split else ""
+    return Converted.read(runner.run(
+        "rknn", what, toolkit.key(layer_dumps=dumps), given.stages,
+        lambda tmp: run(given.jobs(toolkit), given.reference, dumps, runner.logs / "rknn.log", runner.progress, tmp,
+                        parts_in_turn)))
 
 
 def part_log(log: Path, i: int, count: int) -> Path:

@@ -21,6 +21,7 @@ import numpy as np
 
 from calib_data.dataset_writer import read_samples
 from converter.builds.build_dir import StageOutput, StageResult
+from converter.builds.stage_run import StageRunner
 from converter.builds.stages.calib import Calibration
 from converter.builds.stages.passes import Rewritten
 from converter.builds.stages.reference import Reference
@@ -118,6 +119,16 @@ def rank(onnx_path: Path, emulation: Emulation, progress: Progress) -> list[Sens
         return emulation.ranking()
     verified = emulation.alone([s.tensor for s in estimated[:VERIFIED]])
     return sorted(verified + estimated[VERIFIED:], key=lambda s: -s.noise)
+
+
+def stage(runner: StageRunner, rewritten: Rewritten, ranked_on: Rewritten, calib: Calibration, reference: Reference,
+          rknn: Converted) -> Sensitivities:
+    """What each tensor the plain build quantized costs at the output, ranked on `ranked_on` (`rewritten` or its
+    proxy)."""
+    return Sensitivities.read(runner.run(
+        "sensitivity", "each quantized tensor's cost at the output, from gradients, with the toolkit's int8 scales",
+        {}, [rewritten, ranked_on, calib, reference, rknn],
+        lambda tmp: run(rewritten, ranked_on, calib, reference, rknn, runner.progress, tmp)))
 
 
 def run(passes: Rewritten, ranked_on: Rewritten, calib: Calibration, reference: Reference, rknn: Converted,

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from converter.builds import graph_cut
 from converter.builds.build_dir import StageOutput, StageResult
+from converter.builds.stage_run import StageRunner
+from converter.builds.stages.passes import Rewritten
 from converter.common import onnx_files
 from converter.common.errors import BuildFailed
 
@@ -28,6 +30,14 @@ class Split(StageOutput):
     def read(cls, record: StageResult) -> Split:
         return cls(record, [Part(record.path / p["onnx"], p["inputs"], p["outputs"], p["weight_bytes"])
                             for p in record.meta["parts"]])
+
+
+def stage(runner: StageRunner, rewritten: Rewritten, parts: int) -> Split | None:
+    """Under --parts N (N > 1), the graph the toolkit gets as N parts; None for a whole model."""
+    if parts == 1:
+        return None
+    return Split.read(runner.run("split", f"the graph cut into {parts} parts of about equal weight",
+                                 {"parts": parts}, [rewritten], lambda tmp: run(rewritten.onnx, parts, tmp)))
 
 
 def run(onnx_path: Path, count: int, tmp: Path) -> dict:

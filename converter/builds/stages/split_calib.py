@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from converter.builds.build_dir import StageOutput, StageResult
+from converter.builds.stage_run import StageRunner
 from converter.builds.stages.calib import Calibration
+from converter.builds.stages.passes import Rewritten
 from converter.builds.stages.split import Split
 from converter.common import onnx_runtime
 from converter.common.progress import Progress
@@ -31,6 +33,16 @@ class PartCalibration(StageOutput):
     @classmethod
     def read(cls, record: StageResult) -> PartCalibration:
         return cls(record, [record.path / d for d in record.meta["datasets"]], record.meta["count"])
+
+
+def stage(runner: StageRunner, rewritten: Rewritten, split: Split | None,
+          calib: Calibration | None) -> Calibration | PartCalibration | None:
+    """For a quantized build in parts, each part's calibration inputs; else `calib` as it is."""
+    if split is None or calib is None:
+        return calib
+    return PartCalibration.read(runner.run(
+        "split-calib", "each part's calibration inputs (ONNX Runtime on the parts before it)", {},
+        [rewritten, split, calib], lambda tmp: run(rewritten.input_names, split, calib, runner.progress, tmp)))
 
 
 def run(input_names: list[str], split: Split, calib: Calibration, progress: Progress, tmp: Path) -> dict:
