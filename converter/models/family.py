@@ -1,9 +1,12 @@
 """What a UNet of each family takes, in one place: its graph inputs, how they are traced, checked and fed.
 
 Every SD UNet takes `sample`, `timestep` and `encoder_hidden_states`. A family adds conditioning inputs
-(`EXTRAS`), read off the diffusers config as `UNet2DConditionModel` itself reads it: an LCM-distilled UNet
-(`time_cond_proj_dim`) takes `timestep_cond`, the guidance scale's sinusoidal embedding, and runs once per
-step (no unconditional pass).
+(`EXTRAS`), read off the diffusers config as `UNet2DConditionModel` itself reads it:
+- an LCM-distilled UNet (`time_cond_proj_dim`): `timestep_cond`, the guidance scale's sinusoidal embedding,
+  a keyword of its own in diffusers' call; such a UNet runs once per step (no unconditional pass);
+- SDXL (`addition_embed_type="text_time"`): `text_embeds`, the second text encoder's pooled output, and
+  `time_ids`, the six size and crop numbers; both inside diffusers' `added_cond_kwargs`. Its UNet builds
+  alone: calibration and drawing run SD's pipeline, which cannot make them (`Signature.sdxl`).
 
 The tracer, the check inputs, the calibration recorder, the runtime UNet and the release read a `Signature`
 (the pipeline's other models, `PIPELINE_MODELS`, are traced by pipeline_models.py);
@@ -27,18 +30,23 @@ TEXT_TOKENS = 77  # CLIP's context length, what SD text encoders emit
 VAE_SCALE = 8
 TEXT_ENCODER, VAE_DECODER = "text_encoder", "vae_decoder"
 PIPELINE_MODELS = (TEXT_ENCODER, VAE_DECODER)  # what draws beside the UNet, in the order an image needs them
+SIZE_IDS = 6  # SDXL's time_ids: original (h, w), crop (top, left), target (h, w)
 
 
 @dataclass(frozen=True)
 class Extra:
     """A conditioning input beyond the three every SD UNet takes."""
 
-    name: str  # the graph input's, and diffusers' keyword
-    source: str  # what a sampler makes it from: "guidance" (the scale's embedding); check inputs take it fixed
+    name: str  # the graph input's, and diffusers' keyword (in added_cond_kwargs when `added`)
+    added: bool  # passed in diffusers' added_cond_kwargs (SDXL), not as a keyword of its own (LCM)
+    # What a sampler makes it from: "guidance" (the scale's embedding), "sizes" (the image size), "pooled-text"
+    # (a text encoder's pooled output). Check inputs take the first two fixed, a pooled text Gaussian.
+    source: str
 
 
-GUIDANCE = Extra("timestep_cond", source="guidance")
-EXTRAS = {e.name: e for e in (GUIDANCE,)}
+GUIDANCE = Extra("timestep_cond", added=False, source="guidance")
+EXTRAS = {e.name: e for e in (GUIDANCE, Extra("text_embeds", added=True, source="pooled-text"),
+                              Extra("time_ids", added=True, source="sizes"))}
 RANKS = {SAMPLE: 4, CONTEXT: 3, **{name: 2 for name in EXTRAS}}
 
 
@@ -48,8 +56,13 @@ def widths(config: Mapping) -> dict[str, int]:
     found = {}
     if get("time_cond_proj_dim"):
         found[GUIDANCE.name] = get("time_cond_proj_dim")
-    if (kind := get("addition_embed_type")) is not None:
-        raise UserError(f"UNet addition_embed_type {kind!r}: rkconvert builds SD 1.x/2.x and LCM UNets")
+    kind = get("addition_embed_type")
+    if kind == "text_time":
+        found["text_embeds"] = get("projection_class_embeddings_input_dim") - SIZE_IDS * get("addition_time_embed_dim")
+        found["time_ids"] = SIZE_IDS
+    elif kind is not None:
+        raise UserError(f"UNet addition_embed_type {kind!r}: rkconvert builds SD 1.x/2.x, LCM and SDXL "
+                        "('text_time') UNets")
     return found
 
 
@@ -79,7 +92,18 @@ class Signature:
 
     @property
     def names(self) -> tuple[str, ...]:
-        return CORE + tuple(self.extras)
+        """In the order a trace flattens diffusers' call: own keywords, then added_cond_kwargs."""
+        return CORE + tuple(sorted(self.extras, key=lambda name: EXTRAS[name].added))
+
+    @property
+    def resolution(self) -> int:
+        return self.latent * VAE_SCALE
+
+    @property
+    def sdxl(self) -> bool:
+        """Its extra inputs come from SDXL's pipeline (a second, pooled text encoder), which rkconvert does not
+        run: its calibration and drawing are not made."""
+        return any(EXTRAS[name].source == "pooled-text" for name in self.extras)
 
     @property
     def embeds_guidance(self) -> bool:
@@ -100,8 +124,10 @@ class Signature:
                 "cross_attention_dim": self.context, "time_cond_proj_dim": self.extras.get(GUIDANCE.name)}
 
     def fixed_inputs(self, guidance_scale: float) -> dict[str, np.ndarray]:
-        """Check inputs that take one value in every feed: the deployed guidance's embedding."""
-        made = {"guidance": lambda width: guidance_embedding(guidance_scale, width)}
+        """Check inputs that take one value in every feed: the deployed guidance's embedding, the size ids."""
+        made = {"guidance": lambda width: guidance_embedding(guidance_scale, width),
+                "sizes": lambda width: np.array([[self.resolution, self.resolution, 0, 0, self.resolution,
+                                                  self.resolution]], np.float32)}
         return {name: made[EXTRAS[name].source](width) for name, width in self.extras.items()
                 if EXTRAS[name].source in made}
 
@@ -114,13 +140,16 @@ class Signature:
 
     def call_keywords(self, inputs: dict) -> dict:
         """The extra inputs as diffusers' UNet call takes them."""
-        return {name: inputs[name] for name in self.extras}
+        added = {name: inputs[name] for name in self.extras if EXTRAS[name].added}
+        return {**{name: inputs[name] for name in self.extras if not EXTRAS[name].added},
+                **({"added_cond_kwargs": added} if added else {})}
 
     def rows(self, args: tuple, kwargs: dict) -> list[dict[str, np.ndarray]]:
         """A diffusers pipeline's UNet call (the whole batch) as one feed of graph inputs per batch row."""
         sample, timestep = args[0], args[1]
         states = kwargs[CONTEXT] if CONTEXT in kwargs else args[2]
-        extras = {name: kwargs[name] for name in self.extras}
+        added = kwargs.get("added_cond_kwargs") or {}
+        extras = {name: added[name] if EXTRAS[name].added else kwargs[name] for name in self.extras}
         t = np.asarray(timestep.detach() if hasattr(timestep, "detach") else timestep, np.float32).reshape(-1)
 
         def row(tensor, i: int) -> np.ndarray:

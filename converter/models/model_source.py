@@ -4,6 +4,7 @@ single-file checkpoint (read as the pipeline folder it converts to), or a UNet O
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +87,10 @@ def resolve(spec: str, config: Path | None = None, trust_pickle: bool = False, s
     if config is not None and not config.is_file():
         raise UserError(f"--config '{config}': no such file")
     if path.is_dir():
-        return ModelSource(spec, "pipeline" if (path / PIPELINE_INDEX).is_file() else "folder", path)
+        if (path / PIPELINE_INDEX).is_file():
+            _check_pipeline(path)
+            return ModelSource(spec, "pipeline", path)
+        return ModelSource(spec, "folder", path)
     if path.suffix == ".onnx":
         return ModelSource(spec, "onnx", path)
     from converter.models.unet_loading import STATE_DICT_SUFFIXES
@@ -108,6 +112,17 @@ def resolve(spec: str, config: Path | None = None, trust_pickle: bool = False, s
         return ModelSource(spec, "weights", path, config, trust_pickle)
     raise UserError(f"{path}: not a model this tool reads (a diffusers folder, "
                     f"{', '.join(STATE_DICT_SUFFIXES)} weights, or .onnx)")
+
+
+def _check_pipeline(folder: Path) -> None:
+    """A pipeline rkconvert draws with (SD's: one text encoder); an SDXL one is refused, its UNet alone builds."""
+    try:
+        kind = str(json.loads((folder / PIPELINE_INDEX).read_text()).get("_class_name", ""))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+        raise UserError(f"{folder / PIPELINE_INDEX}: not a readable pipeline index ({e})") from None
+    if kind.startswith("StableDiffusionXL"):
+        raise UserError(f"{folder / PIPELINE_INDEX}: a {kind}; rkconvert draws with SD 1.x/2.x pipelines and builds "
+                        f"an SDXL UNet alone: --model {folder / 'unet'}")
 
 
 def _pickled_checkpoint(path: Path, trust_pickle: bool):

@@ -60,6 +60,9 @@ def run(source: ModelSource, settings: CalibSettings, seed: int, export: Exporte
     from calib_data.recorder import UnetCall, choose, pipeline, record, timesteps_of
 
     signature = export.signature
+    if signature.sdxl:
+        raise UserError(f"{source.spec}: an SDXL UNet; its calibration inputs come from SDXL's pipeline, which "
+                        "rkconvert does not run: build it as float16")
     unet = _unet(source, export, signature)
     schedule = replace(get_schedule(settings.schedule), embedded_guidance=signature.embeds_guidance)
     folder = source.pipeline
