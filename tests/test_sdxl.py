@@ -85,6 +85,6 @@ def test_what_needs_sdxls_pipeline_is_refused_in_one_line(sdxl_build, tmp_path):
     result = rkconvert("build", "--target", "rk3588", "--model", "sdxl-pipeline", cwd=tmp_path)
     assert result.returncode == 2
     assert error_lines(result) == [
-        f"rkconvert: error: sdxl-pipeline/model_index.json: a StableDiffusionXLPipeline; rkconvert draws with SD "
+        "rkconvert: error: sdxl-pipeline/model_index.json: a StableDiffusionXLPipeline; rkconvert draws with SD "
         "1.x/2.x pipelines and builds an SDXL UNet alone: --model sdxl-pipeline/unet"]
     assert not (tmp_path / "build").exists()
