@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 from pathlib import Path
@@ -176,16 +177,22 @@ def test_layouts_it_does_not_read_are_named(tmp_path):
     _refused(tmp_path, unet_only, "a UNet without the VAE")
 
 
-def test_a_single_file_takes_no_config_and_a_ckpt_needs_trust(tmp_path):
+def test_a_single_file_takes_no_config_and_a_ckpt_needs_trust_only_for_objects(tmp_path):
     make_single_file.write(tmp_path / "sd1.safetensors", "sd1")
     (tmp_path / "config.json").write_text("{}")
     result = rkconvert("build", "--target", "rk3588", "--model", "sd1.safetensors", "--config", "config.json",
                        cwd=tmp_path)
     assert result.returncode == 2 and "sd1.safetensors is a single-file checkpoint" in error_lines(result)[0]
-    torch.save({"state_dict": {"model.diffusion_model.out.2.weight": torch.zeros(1)}}, tmp_path / "sd1.ckpt")
-    result = rkconvert("build", "--target", "rk3588", "--model", "sd1.ckpt", cwd=tmp_path)
-    assert result.returncode == 2 and "sd1.ckpt: a pickled checkpoint" in error_lines(result)[0]
+    # Tensors and plain values (a Lightning checkpoint's global_step) are read without running code: this one
+    # is then found to hold no UNet. A pickled object needs --trust-pickle.
+    state = {"model.diffusion_model.out.2.weight": torch.zeros(1)}
+    torch.save({"state_dict": state, "global_step": 1}, tmp_path / "sd1.ckpt")
+    with pytest.raises(UserError, match="sd1.ckpt: no UNet under model.diffusion_model|a UNet without"):
+        resolve(str(tmp_path / "sd1.ckpt"))
+    torch.save({"state_dict": state, "hyper_parameters": argparse.Namespace(lr=1e-4)}, tmp_path / "objects.ckpt")
+    result = rkconvert("build", "--target", "rk3588", "--model", "objects.ckpt", cwd=tmp_path)
+    assert result.returncode == 2 and "objects.ckpt: holds pickled Python objects" in error_lines(result)[0]
     assert "--trust-pickle" in error_lines(result)[0]
     assert not (tmp_path / "build").exists() and not (tmp_path / "cache").exists()
-    with pytest.raises(UserError, match="sd1.ckpt: no UNet under model.diffusion_model|a UNet without"):
-        resolve(str(tmp_path / "sd1.ckpt"), trust_pickle=True)
+    with pytest.raises(UserError, match="objects.ckpt: no UNet under model.diffusion_model|a UNet without"):
+        resolve(str(tmp_path / "objects.ckpt"), trust_pickle=True)

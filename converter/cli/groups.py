@@ -27,7 +27,7 @@ MODEL = Group((
                  help="A built-in model (" + ", ".join(presets.names()) + "; presets carry seeded random "
                       "weights), a diffusers UNet folder (config.json + diffusion_pytorch_model.safetensors), "
                       "a weights file (.safetensors / .pt / .pth / .bin state dict, pruned or not), "
-                      "a single-file SD 1.x / 2.x checkpoint (.safetensors, or .ckpt with --trust-pickle; "
+                      "a single-file SD 1.x / 2.x checkpoint (.safetensors, or .ckpt: tensors read without running its pickle; "
                       "read once into a pipeline folder under $RKCONVERT_CACHE, default ~/.cache/rkconvert), "
                       "or an .onnx: a UNet (inputs sample, timestep, encoder_hidden_states, or LDM's x, timesteps, "
                       "context) or any other static-shape graph (a VAE decoder, a text encoder, a block that "
@@ -36,7 +36,8 @@ MODEL = Group((
                  help="UNet config.json for a bare weights file (default: config.json beside it)."),
     click.option("--trust-pickle", is_flag=True,
                  help="Allow a .pt/.pth that pickles a whole module (torch-pruning's torch.save(model)), or a "
-                      ".ckpt checkpoint. Unpickling runs code from the file: only for files you trust."),
+                      ".ckpt whose pickle holds more than tensors and plain values. Unpickling runs code from the "
+                      "file: only for files you trust."),
     click.option("--seed", type=int, default=0, show_default=True,
                  help="Seed for preset weights, check inputs and calibration."),
 ), _model, lambda req: {"model_spec": req.source.spec, "config_path": req.source.config_path,

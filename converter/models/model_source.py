@@ -126,10 +126,9 @@ def _check_pipeline(folder: Path) -> None:
 
 
 def _pickled_checkpoint(path: Path, trust_pickle: bool):
-    """A .ckpt's tensors (a Lightning checkpoint nests them under state_dict); reading one runs its pickle."""
-    if not trust_pickle:
-        raise UserError(f"{path}: a pickled checkpoint; loading it runs code from the file: pass --trust-pickle "
-                        "if you trust its source (or use its .safetensors)")
+    """A .ckpt's tensors (a Lightning checkpoint nests them under state_dict): read as tensors and plain values
+    only (torch's weights_only), which runs no code from the file; one whose pickle holds other objects needs
+    `trust_pickle`."""
     from converter.models.unet_loading import read_weights
 
-    return read_weights(path, trust_pickle=True)
+    return read_weights(path, trust_pickle)
