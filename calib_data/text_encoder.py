@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from converter.common.errors import UserError
+from converter.common.weight_variant import variant
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
@@ -48,6 +49,7 @@ def from_folder(folder: Path):
     enc_dir = folder / "text_encoder" if (folder / "text_encoder").is_dir() else folder
     try:
         return (CLIPTokenizer.from_pretrained(tok_dir, local_files_only=True),
-                CLIPTextModel.from_pretrained(enc_dir, local_files_only=True).eval())
+                CLIPTextModel.from_pretrained(enc_dir, local_files_only=True, variant=variant(enc_dir),
+                                              dtype=torch.float32).eval())  # transformers 5: else the file's
     except (OSError, ValueError) as e:
         raise UserError(f"--text-encoder {folder}: not a CLIP tokenizer + text encoder ({str(e).splitlines()[0]})") from None

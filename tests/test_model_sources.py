@@ -81,3 +81,33 @@ def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
     save_file(state, tmp_path / "diffusion_pytorch_model.safetensors")
     with pytest.raises(UserError, match="1 missing .*conv_in.weight"):
         resolve(str(tmp_path)).load_unet()
+
+
+def test_a_pipeline_saved_as_the_fp16_variant_alone_loads_as_float32(tmp_path, capsys):
+    """As many published repositories ship it: only `*.fp16.safetensors` in unet/, text_encoder/ and vae/.
+    Every model loads from it, in float32, with the half-precision weights it holds; the user is told."""
+    from diffusers import StableDiffusionPipeline
+
+    from converter.imaging.text_to_image import pipeline
+    from converter.models import pipeline_models
+    from tests.conftest import save_tiny_pipeline
+
+    save_tiny_pipeline(tmp_path / "plain")
+    plain = StableDiffusionPipeline.from_pretrained(tmp_path / "plain", local_files_only=True).to(torch.float16)
+    plain.save_pretrained(tmp_path / "fp16", variant="fp16")
+    assert not list((tmp_path / "fp16").rglob("diffusion_pytorch_model.safetensors"))
+    capsys.readouterr()  # diffusers' progress bars
+    source = resolve(str(tmp_path / "fp16"))
+    assert capsys.readouterr().err == (f"rkconvert: {tmp_path / 'fp16'}: the fp16 variant's weights alone in unet, "
+                                       "text_encoder, vae; read as float32\n")
+    unet = source.load_unet()
+    assert_same_unet(unet, plain.unet.float())
+    drawn = pipeline(tmp_path / "fp16", unet)
+    assert {p.dtype for m in (drawn.text_encoder, drawn.vae) for p in m.parameters()} == {torch.float32}
+    for model, reference in ((drawn.vae, plain.vae), (drawn.text_encoder, plain.text_encoder)):
+        assert all(torch.equal(p, q.float()) for p, q in zip(model.parameters(), reference.parameters()))
+    traced = pipeline_models.export(tmp_path / "fp16", TINY_RESOLUTION, tmp_path / "traced")
+    assert traced["latent_shape"] == [1, 4, TINY_RESOLUTION // 8, TINY_RESOLUTION // 8]
+    capsys.readouterr()
+    resolve(str(tmp_path / "plain"))
+    assert capsys.readouterr().err == ""

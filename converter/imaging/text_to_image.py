@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from converter.common.errors import UserError
+from converter.common.weight_variant import variant
 
 
 def scheduler(folder: Path, name: str | None = None):
@@ -44,8 +45,11 @@ def pipeline(folder: Path, unet: torch.nn.Module, sampler: str | None = None):
     transformers_logging.set_verbosity_error()
     try:
         parts = {"tokenizer": CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
-                 "text_encoder": CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True).eval(),
-                 "vae": AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True).eval(),
+                 "text_encoder": CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True,
+                                                               dtype=torch.float32,  # transformers 5: else the file's
+                                                               variant=variant(folder / "text_encoder")).eval(),
+                 "vae": AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True,
+                                                      variant=variant(folder / "vae")).eval(),
                  "scheduler": scheduler(folder, sampler)}
     except (OSError, ValueError) as e:
         raise UserError(f"{folder}: not a text-to-image pipeline folder ({str(e).splitlines()[0]})") from None

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from converter.common.errors import UserError
+from converter.common.weight_variant import fp16_only
 from converter.models import presets, single_file
 
 PIPELINE_INDEX = "model_index.json"  # marks a diffusers pipeline folder (unet/, text_encoder/, vae/, ...)
@@ -87,10 +89,14 @@ def resolve(spec: str, config: Path | None = None, trust_pickle: bool = False, s
     if config is not None and not config.is_file():
         raise UserError(f"--config '{config}': no such file")
     if path.is_dir():
-        if (path / PIPELINE_INDEX).is_file():
+        kind = "pipeline" if (path / PIPELINE_INDEX).is_file() else "folder"
+        if kind == "pipeline":
             _check_pipeline(path)
-            return ModelSource(spec, "pipeline", path)
-        return ModelSource(spec, "folder", path)
+        found = fp16_only([path / sub for sub in ("unet", "text_encoder", "vae")] if kind == "pipeline" else [path])
+        if found:
+            print(f"rkconvert: {path}: the fp16 variant's weights alone in {', '.join(f.name for f in found)}; read "
+                  "as float32", file=sys.stderr, flush=True)
+        return ModelSource(spec, kind, path)
     if path.suffix == ".onnx":
         return ModelSource(spec, "onnx", path)
     from converter.models.unet_loading import STATE_DICT_SUFFIXES

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from converter.common.errors import UserError
+from converter.common.weight_variant import variant
 from converter.models.family import TEXT_ENCODER, TEXT_TOKENS, VAE_DECODER, VAE_SCALE
 from converter.models.tracing import OPSET
 
@@ -45,8 +46,10 @@ def export(pipeline: Path, resolution: int, out: Path) -> dict:
     transformers_logging.disable_progress_bar()
     diffusers_logging.set_verbosity_error()
     try:
-        encoder = CLIPTextModel.from_pretrained(pipeline / "text_encoder", local_files_only=True).eval()
-        vae = AutoencoderKL.from_pretrained(pipeline / "vae", local_files_only=True).eval()
+        # float32 whatever the file holds: transformers 5 loads a model in its weights' dtype
+        encoder = CLIPTextModel.from_pretrained(pipeline / "text_encoder", local_files_only=True, dtype=torch.float32,
+                                                variant=variant(pipeline / "text_encoder")).eval()
+        vae = AutoencoderKL.from_pretrained(pipeline / "vae", local_files_only=True, variant=variant(pipeline / "vae")).eval()
     except (OSError, ValueError) as e:
         raise UserError(f"{pipeline}: no text encoder and VAE to ship ({str(e).splitlines()[0]})") from None
     latent = [1, vae.config.latent_channels, resolution // VAE_SCALE, resolution // VAE_SCALE]

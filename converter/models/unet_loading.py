@@ -25,7 +25,9 @@ from converter.models.pruned_shapes import fit_modules_to_weights
 from converter.w8a16.checkpoint import dequantized, is_w8a16
 
 UNET_CLASS = "UNet2DConditionModel"
-WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+# the fp16 variant's last: a folder saved with variant="fp16" holds only those (read as float32)
+WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin",
+                "diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.fp16.bin")
 STATE_DICT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 
 
