@@ -69,6 +69,7 @@ class Outcome:
             toolkit_version=toolkit_version(), min_psnr=req.gates.min_psnr, min_layer_cos=req.gates.min_layer_cos,
             command=req.command, dtype_choice=plan.dtype_choice if plan else None,
             resolution=exported.resolution if exported else None, weights=exported.weights if exported else None,
+            shapes_fixed=exported.shapes_fixed if exported else None,
             onnx_bytes=rewritten.onnx_bytes if rewritten else None, passes=rewritten.passes if rewritten else None,
             inputs=rewritten.inputs if rewritten else None, graph=plan.graph if plan else None,
             parts_choice=plan.parts_choice if plan else None,

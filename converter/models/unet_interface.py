@@ -11,6 +11,7 @@ import onnx
 
 from converter.common.errors import UserError
 from converter.common.onnx_files import static_shape
+from converter.models import dynamic_unet
 from converter.models.family import CONTEXT, CORE, EXTRAS, RANKS, SAMPLE, TIMESTEP
 
 # A UNet exported from the original LDM code (openaimodel.py's forward(x, timesteps, context)).
@@ -49,17 +50,21 @@ def check_unet(model: onnx.ModelProto, path: Path, expected: tuple[str, ...] | N
     return specs_of(inputs)
 
 
-def classify(model: onnx.ModelProto, path: Path) -> tuple[str, InputSpecs]:
-    """(UNET or GRAPH, input specs) of a user's ONNX; an LDM-named UNet's inputs are renamed in `model` to
-    diffusers' names first. Any graph needs static input shapes (one-line UserError otherwise)."""
+def classify(model: onnx.ModelProto, path: Path, resolution: int | None = None) -> tuple[str, InputSpecs, str | None]:
+    """(UNET or GRAPH, input specs, what was fixed) of a user's ONNX; in `model`, an LDM-named UNet's inputs are
+    renamed to diffusers' names, and a UNet exported with dynamic axes is made static at `resolution`
+    (dynamic_unet.py; what was fixed, in words). Any other graph needs static input shapes (one-line UserError
+    otherwise)."""
     names = {i.name for i in graph_inputs(model)}
     if names - set(EXTRAS) == set(LDM_NAMES):
         _rename_inputs(model, LDM_NAMES)
         names = {LDM_NAMES.get(n, n) for n in names}
     if names - set(EXTRAS) == set(CORE):
-        return UNET, check_unet(model, path)
+        fixed = dynamic_unet.fix(model, graph_inputs(model), path, resolution) \
+            if dynamic_unet.is_dynamic([*graph_inputs(model), *model.graph.output]) else None
+        return UNET, check_unet(model, path), fixed
     static_shapes(graph_inputs(model), path)
-    return GRAPH, specs_of(graph_inputs(model))
+    return GRAPH, specs_of(graph_inputs(model)), None
 
 
 def static_shapes(inputs: list[onnx.ValueInfoProto], path: Path) -> list[list[int]]:

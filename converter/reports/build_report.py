@@ -117,6 +117,7 @@ class BuildReport:
     command: str | None
     dtype_choice: str | None = None
     resolution: int | None = None  # a UNet's, in pixels
+    shapes_fixed: str | None = None  # an ONNX UNet exported with dynamic axes: what was fixed, in words
     weights: str | None = None
     onnx_bytes: int | None = None
     passes: list[dict] | None = None  # what each pass did

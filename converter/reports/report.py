@@ -123,6 +123,8 @@ def print_summary(console: Console, report: dict, report_path: Path) -> None:
         rows.insert(2, ("the file says", file_summary(report["rknn_file"])))
     if report.get("dtype_choice"):
         rows.insert(2, ("dtype auto", report["dtype_choice"]))
+    if report.get("shapes_fixed"):
+        rows.insert(3, ("shapes", report["shapes_fixed"]))
     if report.get("parts"):
         rows[0] = ("artifact", f"{len(report['parts'])} parts run in turn, {report['artifact_bytes'] / 2**20:.1f} MiB, "
                                f"{report['artifact_to_onnx']:.2f} x the float32 ONNX")

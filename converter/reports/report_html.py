@@ -188,7 +188,8 @@ def _declared(f: dict | None) -> str:
 def render(report: dict) -> str:
     status_cls = "ok" if report.get("status") == "ok" else "bad"
     facts = [("status", f'<span class="{status_cls}">{html.escape(report.get("status", "?"))}</span>')]
-    for key in ("error", "model", "target", "dtype", "dtype_choice", "weights", "resolution", "toolkit_version",
+    for key in ("error", "model", "target", "dtype", "dtype_choice", "weights", "resolution", "shapes_fixed",
+                "toolkit_version",
                 "artifact", "output_psnr_db", "output_cosine", "output_max_abs", "layers_skipped"):
         if report.get(key) is not None:
             value = report[key]

@@ -25,12 +25,13 @@ class Exported(StageOutput):
     inputs: dict  # input name -> {"shape", "dtype"} (unet_interface.specs_to_json)
     w8a16_layers: int  # int8 layers of a W8A16 checkpoint, dequantized exactly
     weights: str  # what the weights are, in words
+    shapes_fixed: str | None  # an ONNX UNet exported with dynamic axes: what was fixed (models/dynamic_unet.py)
 
     @classmethod
     def read(cls, record: StageResult) -> Exported:
         meta = record.meta
         return cls(record, record.path / meta["onnx"], meta["graph"], meta["resolution"], meta["inputs"],
-                   meta["w8a16_layers"], meta["weights"])
+                   meta["w8a16_layers"], meta["weights"], meta["shapes_fixed"])
 
     @property
     def signature(self) -> Signature | None:
@@ -51,7 +52,7 @@ def run(source: ModelSource, resolution: int | None, tmp: Path) -> dict:
     if source.kind == "onnx":
         model, int8 = weight_dequantize.fold(onnx_files.load_lazy(source.path), source.path)
         w8a16_layers = len(int8)
-        graph, specs = classify(model, source.path)
+        graph, specs, shapes_fixed = classify(model, source.path, resolution)
         traced_at = specs["sample"][0][-1] * 8 if graph == UNET else None
         if resolution not in (None, traced_at):
             fixed = f"fixed at {traced_at} px" if traced_at else "fixed (not a UNet: no resolution)"
@@ -61,6 +62,7 @@ def run(source: ModelSource, resolution: int | None, tmp: Path) -> dict:
     else:
         from converter.models import tracing
 
+        shapes_fixed = None
         unet = source.load_unet()
         w8a16_layers = getattr(unet, "rkconvert_w8a16_layers", 0)
         resolution = resolution or unet.config.sample_size * VAE_SCALE
@@ -73,4 +75,5 @@ def run(source: ModelSource, resolution: int | None, tmp: Path) -> dict:
         del unet
         graph, specs = UNET, check_unet(onnx_files.load(path, with_weights=False), path, expected)
     return {"onnx": path.name, "graph": graph, "resolution": resolution, "inputs": specs_to_json(specs), "w8a16_layers": w8a16_layers,
-            "weights": f"w8a16: {w8a16_layers} int8 layers, dequantized exactly" if w8a16_layers else "float32"}
+            "weights": f"w8a16: {w8a16_layers} int8 layers, dequantized exactly" if w8a16_layers else "float32",
+            "shapes_fixed": shapes_fixed}
