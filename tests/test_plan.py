@@ -46,7 +46,7 @@ def _request(tmp_path: Path, graph_file: Path, chip: str = "rk3588", **fields) -
 
 
 def _exported(graph_file: Path, w8a16_layers: int = 0) -> Exported:
-    return Exported(_record(graph_file), graph_file, UNET, 64, {}, w8a16_layers, "float32")
+    return Exported(_record(graph_file), graph_file, UNET, 64, {}, w8a16_layers, "float32", None)
 
 
 def _rewritten(graph_file: Path, onnx_bytes: int) -> Rewritten:
