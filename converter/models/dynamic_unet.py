@@ -15,6 +15,7 @@ import onnx
 
 from converter.common.errors import UserError
 from converter.models.family import CONTEXT, SAMPLE, TEXT_TOKENS, VAE_SCALE
+from graph_passes.simplify import Simplify
 
 
 def is_dynamic(values: list[onnx.ValueInfoProto]) -> bool:
@@ -42,14 +43,10 @@ def fix(model: onnx.ModelProto, inputs: list[onnx.ValueInfoProto], path: Path, r
 
 def _fold_shapes(model: onnx.ModelProto, path: Path) -> None:
     """The shape arithmetic a dynamic export computes at run time (the timestep broadcast to the batch through
-    Shape / Expand of `sample`, the attention's reshapes) folded to constants, in place, by onnxsim: with it
-    left in, host_time_projection finds no region of the timestep alone, and the toolkit dies on the flip."""
-    import onnxsim
-
-    from converter.common.external_weights import materialize
-
-    simplified, verified = onnxsim.simplify(materialize(model), certify=False)
-    if not verified:
+    Shape / Expand of `sample`, the attention's reshapes) folded to constants, in place, by the `simplify`
+    pass (onnxsim): with it left in, host_time_projection finds no region of the timestep alone, and the toolkit dies on the flip."""
+    simplified, report, _ = Simplify().run(model)
+    if report.skipped:
         raise UserError(f"{path}: onnxsim could not fold the shapes of this dynamic export; export it static")
     model.CopyFrom(simplified)
 

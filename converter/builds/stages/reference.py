@@ -64,7 +64,8 @@ def run(export: Exported, passes: Rewritten, checkset: Calibration | None, sampl
             graph_feeds, timesteps = read_samples(checkset.path)
         else:
             to_graph = passes.feeder()
-            fixed = export.signature.fixed_inputs(guidance_scale) if export.signature else None
+            signature = export.signature
+            fixed = signature.fixed_inputs(guidance_scale) if signature else None
             bounds = index_bounds(onnx_files.load(export.onnx, with_weights=False))
             graph_feeds = [to_graph(f) for f in check_inputs(specs_from_json(export.inputs), samples, seed, fixed,
                                                              bounds)]
