@@ -106,16 +106,18 @@ def _free_port() -> int:
 
 
 def _kill_once(out: Path, stop: threading.Event, killed: list) -> None:
-    """SIGKILL the first build process writing to `out` once its toolkit child runs (as the kernel's OOM
-    killer would); `killed` gets the toolkit children still alive 30 s later (none: they die with it)."""
+    """SIGKILL the first build process writing to `out` once a toolkit child runs (as the kernel's OOM
+    killer would); `killed` gets its fork server and toolkit children still alive 30 s later (none: they
+    die with it)."""
     while not stop.wait(0.2):
         for proc in psutil.process_iter(["cmdline"]):
             try:
                 if "build" in (proc.info["cmdline"] or []) and str(out) in proc.info["cmdline"]:
-                    toolkit = [c for c in proc.children() if "converter.toolkit.worker" in c.cmdline()]
+                    servers = [c for c in proc.children() if "converter.toolkit.fork_server" in c.cmdline()]
+                    toolkit = [job for server in servers for job in server.children()]
                     if toolkit:
                         proc.kill()
-                        killed.append(psutil.wait_procs(toolkit, timeout=30)[1])
+                        killed.append(psutil.wait_procs(servers + toolkit, timeout=30)[1])
                         return
             except psutil.Error:
                 continue

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import numpy as np
 import onnx
+import psutil
 import pytest
 from onnx import TensorProto, helper
 
-from converter.toolkit.child import log_lines, run_module
 from converter.common.errors import BuildFailed
 from converter.toolkit import driver
+from converter.toolkit.child import log_lines, run_module
 from converter.toolkit.job import ToolkitJob
 
 
@@ -69,3 +74,36 @@ def test_reproducer_is_what_onnxruntime_calls_a_flip():
     x = np.arange(160, dtype=np.float32)[None]
     y = ort.InferenceSession(flip_reproducer().SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_array_equal(y, np.concatenate([x[:, 80:], x[:, :80]], axis=1))
+
+
+def test_a_forked_child_runs_as_python_m_would(tmp_path, monkeypatch):
+    """The fork server has started before the variable is set: the child still sees it, its own working
+    folder first on sys.path, its arguments, and its own peak memory."""
+    (tmp_path / "quiet.py").write_text("")
+    run_module("quiet", [], tmp_path, tmp_path / "quiet.log", "toy")
+    (tmp_path / "echo.py").write_text(
+        "import os, sys\nimport numpy\nbig = numpy.ones(64 << 20, numpy.uint8)\n"
+        "print(os.environ['RKCONVERT_TEST_VALUE'], os.getcwd(), sys.argv[1:], __name__)\n")
+    monkeypatch.setenv("RKCONVERT_TEST_VALUE", "seen")
+    run = run_module("echo", ["a", "b c"], tmp_path, tmp_path / "echo.log", "toy")
+    assert log_lines(run.log.read_text()) == [f"seen {tmp_path} ['a', 'b c'] __main__"]
+    assert run.peak_rss_bytes > 64 << 20
+
+
+def test_toolkit_children_die_with_the_process_that_started_them(tmp_path):
+    """rkconvert killed from outside (the OOM killer, a matrix executor) leaves no toolkit child running."""
+    (tmp_path / "sleeper.py").write_text("import time\nprint('up', flush=True)\ntime.sleep(600)\n")
+    starter = ("import sys, time\nfrom pathlib import Path\nfrom converter.toolkit.child import Child\n"
+               "folder = Path(sys.argv[1])\nchild = Child('sleeper', [], folder, folder / 's.log', 'toy')\n"
+               "print(child.pid, flush=True)\ntime.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", starter, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        job = psutil.Process(int(proc.stdout.readline()))
+        deadline = time.monotonic() + 60
+        while "up" not in (tmp_path / "s.log").read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert job.is_running()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert psutil.wait_procs([job], timeout=30)[1] == []

@@ -7,24 +7,21 @@ lines starting with PHASE name the step it is in, so a crash can be placed ("dur
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from converter.common.errors import BuildFailed
+from converter.toolkit.fork_server import server
 
 PHASE = "@@rkconvert phase "
 ERROR = "@@rkconvert error "
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 TAIL_LINES = 8
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass
@@ -70,33 +67,28 @@ def last_phase(lines: list[str]) -> str | None:
     return phases[-1] if phases else None
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL it when rkconvert dies (killed from outside, e.g. by the OOM
-    killer or a matrix executor), so no orphaned toolkit build goes on holding memory and writing files."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 class Child:
-    """`python -m module args` running in `cwd`, its output going to `log`."""
+    """`python -m module args` running in `cwd`, its output going to `log` (forked by the process's fork
+    server: converter/toolkit/fork_server.py)."""
 
     def __init__(self, module: str, args: list[str], cwd: Path, log: Path, what: str):
         self.what, self.log = what, log
         self.start = time.monotonic()
         log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-u", "-m", module, *args], cwd=cwd, stdout=out,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         preexec_fn=_die_with_parent)
-        self._status = None
+        self.pid = server().start(module, args, cwd, log)
+        self._status: tuple[int, int] | None = None  # (exit code, or -signal; peak resident bytes)
         self._out_of_time = False
+
+    @property
+    def returncode(self) -> int | None:
+        return self._status[0] if self._status else None
 
     def poll(self, on_tick: Callable[[str | None, str, float], None] | None = None) -> bool:
         """True once the child has ended (its status kept for `finish`)."""
         if self._status is None:
-            pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
-            if pid:
-                self.proc.returncode = os.waitstatus_to_exitcode(status)
-                self._status = (self.proc.returncode, usage.ru_maxrss * 1024)
+            ended = server().ended(self.pid)
+            if ended:
+                self._status = (os.waitstatus_to_exitcode(ended[0]), ended[1])
             elif on_tick:
                 lines = _read(self.log)
                 on_tick(last_phase(lines), lines[-1] if lines else "", time.monotonic() - self.start)
@@ -122,8 +114,9 @@ class Child:
         return ChildRun(time.monotonic() - self.start, peak_rss, self.log)
 
     def failure(self) -> BuildFailed:
-        """How the (ended) child failed, with the last lines of its log."""
-        returncode = self._status[0] if self._status else self.proc.wait()
+        """How the child failed (once it has ended), with the last lines of its log."""
+        self._await_end()
+        returncode = self.returncode
         lines = _read(self.log)
         errors = [line[len(ERROR):] for line in lines if line.startswith(ERROR)]
         ending = Ending(signal.Signals(-returncode).name if returncode < 0 and not self._out_of_time else None,
@@ -141,10 +134,14 @@ class Child:
                            (*("  " + line for line in tail), f"full log: {self.log}"), ending)
 
     def kill(self) -> None:
+        """SIGKILL the child and wait for its end."""
         if self._status is None:
-            self.proc.kill()
-            self.proc.wait()
-            self._status = (self.proc.returncode, 0)
+            server().kill(self.pid)
+            self._await_end()
+
+    def _await_end(self) -> None:
+        while not self.poll():
+            time.sleep(0.05)
 
 
 def run_module(module: str, args: list[str], cwd: Path, log: Path, what: str,

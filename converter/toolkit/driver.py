@@ -19,9 +19,9 @@ from typing import Callable, Iterator
 import numpy as np
 import onnx
 
+from converter.common.errors import BuildFailed
 from converter.toolkit.child import Child, ChildRun
 from converter.toolkit.job import STEP1_DIR, ToolkitJob
-from converter.common.errors import BuildFailed
 
 RKNN_NAME = "model.rknn"
 SNAPSHOT_DIR = "snapshot"
@@ -164,5 +164,5 @@ def _accept(server: socket.socket, child: Child, on_tick: Callable | None) -> Co
             return Connection(sock.detach())
         except socket.timeout:
             if child.poll(on_tick):
-                raise child.failure() if child.proc.returncode else BuildFailed(
+                raise child.failure() if child.returncode else BuildFailed(
                     f"{child.what} ended without serving the simulator (see {child.log})")
