@@ -9,10 +9,11 @@ runner draws with at the bundle's first size, side by side at the top; a bundle 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 SCHEMA = "rkconvert-bundle/2"  # 2: pipeline.conditioning
 NAME = "manifest.json"
+_NOT_TEXT = ("files", "first", "sizes", "loras")  # the Manifest's fields that are not plain strings
 
 
 class ManifestError(ValueError):
@@ -216,6 +217,22 @@ class ForSize:
 
 
 @dataclass(frozen=True)
+class LoraUsed:
+    """A LoRA fused into the model before it was built (rkconvert build --lora): its file's name and sha256,
+    and the scale it was fused at."""
+
+    file: str
+    sha256: str
+    scale: float
+
+    @classmethod
+    def from_json(cls, raw, where: str) -> LoraUsed:
+        raw = _object(raw, where)
+        return cls(_take(raw, "file", str, where), _take(raw, "sha256", str, where),
+                   _take(raw, "scale", (int, float), where))
+
+
+@dataclass(frozen=True)
 class FileEntry:
     sha256: str
     bytes: int
@@ -236,13 +253,14 @@ class Manifest:
     files: dict[str, FileEntry]  # every other file of the bundle, by its name in the bundle
     first: ForSize  # the bundle's first (or only) size
     sizes: dict[str, ForSize] | None = None  # a bundle of several sizes: each one's, by its resolution in pixels
+    loras: list[LoraUsed] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, raw) -> Manifest:
         raw = _object(raw, NAME)
         if (schema := _take(raw, "schema", str, NAME)) != SCHEMA:
             raise ManifestError(f"{NAME}: schema {schema!r}, expected {SCHEMA!r}: release the build again")
-        head = {f.name: _take(raw, f.name, str, NAME) for f in fields(cls) if f.name not in ("files", "first", "sizes")}
+        head = {f.name: _take(raw, f.name, str, NAME) for f in fields(cls) if f.name not in _NOT_TEXT}
         files = {}
         for name, entry in _take(raw, "files", dict, NAME).items():
             if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
@@ -252,7 +270,9 @@ class Manifest:
         sizes = _take(raw, "sizes", dict, NAME, optional=True)
         return cls(**head, files=files, first=ForSize.from_json(raw, NAME),
                    sizes=None if sizes is None else {size: ForSize.from_json(one, f"{NAME}: sizes: {size}")
-                                                     for size, one in sizes.items()})
+                                                     for size, one in sizes.items()},
+                   loras=[LoraUsed.from_json(one, f"{NAME}: loras") for one in
+                          _take(raw, "loras", list, NAME, optional=True) or []])
 
     @classmethod
     def loads(cls, text: bytes | str) -> Manifest:
@@ -262,8 +282,9 @@ class Manifest:
             raise ManifestError(f"{NAME}: not JSON ({e})") from None
 
     def to_json(self) -> dict:
-        head = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("files", "first", "sizes")}
-        made = {**head, **self.first.to_json(), "files": {name: vars(e) for name, e in sorted(self.files.items())}}
+        head = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_TEXT}
+        made = {**head, **self.first.to_json(), "files": {name: vars(e) for name, e in sorted(self.files.items())},
+                "loras": [vars(one) for one in self.loras]}
         if self.sizes is not None:
             made["sizes"] = {size: one.to_json() for size, one in self.sizes.items()}
         return made

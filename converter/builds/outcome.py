@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from converter.board.manifest import LoraUsed
 from converter.builds.build_dir import StageResult
 from converter.builds.hybrid import HybridSearch
 from converter.builds.npu_models import NpuModel
@@ -68,7 +69,9 @@ class Outcome:
             status=status, target=req.chip.name, model=req.source.spec, dtype=plan.dtype if plan else req.dtype,
             toolkit_version=toolkit_version(), min_psnr=req.gates.min_psnr, min_layer_cos=req.gates.min_layer_cos,
             command=req.command, dtype_choice=plan.dtype_choice if plan else None,
-            resolution=exported.resolution if exported else None, weights=exported.weights if exported else None,
+            resolution=exported.resolution if exported else None,
+            loras=[LoraUsed(lora.path.name, lora.sha256, lora.scale) for lora in req.source.loras] or None,
+            weights=exported.weights if exported else None,
             shapes_fixed=exported.shapes_fixed if exported else None,
             onnx_bytes=rewritten.onnx_bytes if rewritten else None, passes=rewritten.passes if rewritten else None,
             inputs=rewritten.inputs if rewritten else None, graph=plan.graph if plan else None,

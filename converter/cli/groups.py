@@ -18,8 +18,11 @@ from converter.toolkit.job import QUANT_ALGORITHMS
 def _model(values: dict) -> dict:
     from converter.models.model_source import resolve
 
-    return {"source": resolve(values["model_spec"], values["config_path"], values["trust_pickle"], values["seed"]),
-            "seed": values["seed"]}
+    from converter.models.lora import Lora
+
+    loras = tuple(Lora.parse(spec) for spec in values["lora_specs"])
+    return {"source": resolve(values["model_spec"], values["config_path"], values["trust_pickle"], values["seed"],
+                              loras), "seed": values["seed"]}
 
 
 MODEL = Group((
@@ -38,10 +41,15 @@ MODEL = Group((
                  help="Allow a .pt/.pth that pickles a whole module (torch-pruning's torch.save(model)), or a "
                       ".ckpt whose pickle holds more than tensors and plain values. Unpickling runs code from the "
                       "file: only for files you trust."),
+    click.option("--lora", "lora_specs", multiple=True, metavar="FILE[:SCALE]",
+                 help="A LoRA fused into the model's UNet (and text encoder, where it has one) before export, at "
+                      "SCALE (default 1); repeat for several. Diffusers, PEFT and kohya / A1111 files. The fused "
+                      "pipeline is written once under $RKCONVERT_CACHE."),
     click.option("--seed", type=int, default=0, show_default=True,
                  help="Seed for preset weights, check inputs and calibration."),
 ), _model, lambda req: {"model_spec": req.source.spec, "config_path": req.source.config_path,
-                        "trust_pickle": req.source.trust_pickle, "seed": req.seed})
+                        "trust_pickle": req.source.trust_pickle, "seed": req.seed,
+                        "lora_specs": tuple(lora.spec for lora in req.source.loras)})
 
 
 def _target(values: dict) -> dict:

@@ -12,6 +12,7 @@ from pathlib import Path
 from converter.common.errors import UserError
 from converter.common.weight_variant import fp16_only
 from converter.models import presets, single_file
+from converter.models.lora import Lora, fused_folder
 
 PIPELINE_INDEX = "model_index.json"  # marks a diffusers pipeline folder (unet/, text_encoder/, vae/, ...)
 
@@ -28,15 +29,21 @@ class ModelSource:
     # What stands for the files in stage keys when they were made by a stage (a pipeline model traced by a build:
     # that stage's key), so a copied or moved build folder still reuses what was built from them.
     identity: str | None = None
+    loras: tuple[Lora, ...] = ()  # fused into the pipeline folder `path` (models/lora.py)
 
     @property
     def name(self) -> str:
-        """Short name for build folders: the preset name or the file / folder stem."""
+        """Short name for build folders: the preset name or the file / folder stem, and each LoRA's stem."""
+        return "+".join([self._base_name, *(lora.path.stem for lora in self.loras)])
+
+    @property
+    def _base_name(self) -> str:
         if self.kind == "preset" or self.spec == presets.DEMO:
             return self.spec.replace(":", "-")
         if self.origin:
             return self.origin.stem
-        stem = self.path.stem if self.path.is_file() else self.path.name
+        path = Path(self.spec)  # not `path`: a LoRA'd pipeline's is a folder under the cache
+        stem = path.stem if path.is_file() else path.resolve().name
         return stem or "model"
 
     def fingerprint(self) -> dict:
@@ -75,7 +82,22 @@ class ModelSource:
         raise AssertionError(f"{self.kind} sources are not loaded into torch")
 
 
-def resolve(spec: str, config: Path | None = None, trust_pickle: bool = False, seed: int = 0) -> ModelSource:
+def resolve(spec: str, config: Path | None = None, trust_pickle: bool = False, seed: int = 0,
+            loras: tuple[Lora, ...] = ()) -> ModelSource:
+    """What `spec` names; with `loras`, the pipeline it names with them fused (a folder under the cache)."""
+    source = _resolve(spec, config, trust_pickle, seed)
+    if not loras:
+        return source
+    if source.kind != "pipeline":
+        raise UserError(f"--lora: '{spec}' is a {source.kind}, not a pipeline; a LoRA is fused into a diffusers "
+                        "pipeline folder, a single-file checkpoint or the demo")
+    identity = json.dumps(source.fingerprint(), sort_keys=True)
+    folder = fused_folder(source.path, identity, source.name, loras)
+    return ModelSource(spec, "pipeline", folder, trust_pickle=trust_pickle, seed=seed, origin=source.origin,
+                       identity=hashlib.sha256(f"{identity}{folder.name}".encode()).hexdigest(), loras=loras)
+
+
+def _resolve(spec: str, config: Path | None, trust_pickle: bool, seed: int) -> ModelSource:
     if spec == presets.DEMO:
         from converter.models import demo
 

@@ -46,7 +46,8 @@ def make(report: BuildReport, declared: list[RknnFile], files: dict[str, Path | 
             parts=runs if len(runs) > 1 else None, host_programs=report.delivered.host_programs,
             accuracy=Accuracy(accuracy.psnr_db, accuracy.cosine, accuracy.max_abs, report.check_inputs, report.min_psnr),
             images=report.images.summary if report.images else None, build_command=report.command, check=check,
-            pipeline=pipeline, build=""))
+            pipeline=pipeline, build=""),
+        loras=report.loras or [])
 
 
 def file_entries(files: dict[str, Path | bytes]) -> dict[str, FileEntry]:

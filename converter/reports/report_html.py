@@ -185,6 +185,10 @@ def _declared(f: dict | None) -> str:
             f"<th>layout</th></tr></thead><tbody>{io}</tbody></table><p>Nodes: {ops}.</p>")
 
 
+def loras_summary(loras: list[dict]) -> str:
+    return ", ".join(f"{one['file']} at {one['scale']:g} (sha256 {one['sha256'][:12]})" for one in loras)
+
+
 def render(report: dict) -> str:
     status_cls = "ok" if report.get("status") == "ok" else "bad"
     facts = [("status", f'<span class="{status_cls}">{html.escape(report.get("status", "?"))}</span>')]
@@ -195,6 +199,8 @@ def render(report: dict) -> str:
             value = report[key]
             shown = f"{value:.6g}" if isinstance(value, float) else str(value)
             facts.append((key, html.escape(shown)))
+    if report.get("loras"):
+        facts.append(("LoRAs fused", html.escape(loras_summary(report["loras"]))))
     if report.get("parts"):
         facts.append(("parts", html.escape(", ".join(f"{p['artifact']} ({p['bytes'] / 2**20:.1f} MiB)"
                                                      for p in report["parts"]) + ", run in this order")))
