@@ -121,6 +121,9 @@ def test_each_layout_fuses_to_what_peft_computes(loras, layout, tmp_path, monkey
     for fused, wanted, without in zip(got, expected[layout], base):
         assert _relative(fused, wanted) <= 1e-5  # float32 sums in another order
         assert _relative(without, wanted) >= 1e-2  # the LoRA changes what the model computes
+    # The pipeline's other files are the base's: its evaluation set, the tokenizer the board reads.
+    for name in ("rkconvert.json", "tokenizer/tokenizer.json", "vae/diffusion_pytorch_model.safetensors"):
+        assert (source.path / name).read_bytes() == (work / "tiny-pipeline" / name).read_bytes()
     # Fused once: the same LoRA at the same scale is read from the cache.
     again = resolve(str(work / "tiny-pipeline"), loras=(Lora.parse(f"{files[layout]}:{SCALE}"),))
     assert again.path == source.path and again.fingerprint() == source.fingerprint()

@@ -169,7 +169,8 @@ def test_layouts_it_does_not_read_are_named(tmp_path):
     t = torch.zeros
     _refused(tmp_path, {"conditioner.embedders.1.model.ln_final.weight": t(2),
                         "model.diffusion_model.out.2.weight": t(2)}, "an SDXL checkpoint")
-    _refused(tmp_path, {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": t(2)}, "LoRA weights only")
+    _refused(tmp_path, {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": t(2)},
+             "LoRA weights only (lora_down/lora_up), not a whole model: give it to --lora beside the model")
     _refused(tmp_path, {"encoder.down.0.block.0.conv1.weight": t(2), "decoder.up.0.block.0.conv1.weight": t(2)},
              "a VAE only")
     unet_only = {f"model.diffusion_model.{k}": v for k, v in make_single_file.unet_to_ldm(

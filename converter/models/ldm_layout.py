@@ -33,7 +33,7 @@ def family(shapes: dict[str, tuple], path: Path) -> str:
     if has("conditioner.embedders."):
         found = "an SDXL checkpoint (conditioner.embedders.*)"
     elif any("lora_down" in k or k.startswith(("lora_unet_", "lora_te")) for k in keys):
-        found = "LoRA weights only (lora_down/lora_up), not a whole model"
+        found = "LoRA weights only (lora_down/lora_up), not a whole model: give it to --lora beside the model"
     elif not has(UNET) and (has("encoder.down.") or has("decoder.up.")):
         found = "a VAE only (encoder.* / decoder.*)"
     elif not has(UNET):

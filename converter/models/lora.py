@@ -3,8 +3,9 @@ and how LCM-LoRA makes any SD 1.5 fine-tune a 4-step model.
 
 diffusers reads the file (its `lora_state_dict`: the diffusers and PEFT layouts, and kohya / A1111's
 `lora_unet_*` / `lora_te_*` with their alphas), peft injects it, `fuse_lora` adds it to the weights at its
-scale, and the fused pipeline is saved as a folder, once per base and set of LoRAs (each file's path, size,
-time and scale), under the cache; every stage then reads that folder as it reads any pipeline. A LoRA that
+scale, and the fused UNet and text encoder are saved beside the base's other files (linked) as a pipeline
+folder, once per base and set of LoRAs (each file's path, size, time and scale), under the cache; every stage
+then reads that folder as it reads any pipeline. A LoRA that
 does not fit the base is refused before anything is written: a layer it names that the model lacks (a
 LoRA for another architecture), or a layer whose widths differ (SD 2.x's 1024-wide text states on SD 1.5).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -27,6 +29,7 @@ from converter.models.single_file import cache_root
 
 FORMAT = 1  # bump when the fused folder written here changes, so cached folders are written again
 SUFFIXES = (".safetensors", ".bin", ".pt")
+FUSED = ["unet", "text_encoder"]  # the pipeline's models a LoRA changes; the others are the base's files
 
 
 @dataclass(frozen=True)
@@ -81,10 +84,22 @@ def fused_folder(base: Path, base_identity: str, name: str, loras: tuple[Lora, .
     print(f"rkconvert: fusing {names} into {base} (once; kept in {folder})", file=sys.stderr, flush=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{folder.name}-", dir=folder.parent) as tmp, _quiet():
-        _fuse(base, loras).save_pretrained(tmp, safe_serialization=True)
+        fused = _fuse(base, loras)
+        # The rest as it is (the tokenizer.json the board reads, rkconvert.json's evaluation, the VAE), linked.
+        shutil.copytree(base, tmp, dirs_exist_ok=True, copy_function=_link_or_copy,
+                        ignore=lambda where, names: FUSED if Path(where) == base else [])
+        for name in FUSED:
+            getattr(fused, name).save_pretrained(Path(tmp) / name, safe_serialization=True)
         shutil.rmtree(folder, ignore_errors=True)
         Path(tmp).rename(folder)
     return folder
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def _fuse(base: Path, loras: tuple[Lora, ...]):
@@ -151,7 +166,7 @@ def _load(pipe, lora: Lora, name: str) -> None:
 
 
 def _models(pipe) -> dict:
-    return {"unet": pipe.unet, "text_encoder": pipe.text_encoder}
+    return {name: getattr(pipe, name) for name in FUSED}
 
 
 def _layers_changed(pipe, lora: Lora, state_dict: dict) -> set[tuple[str, str]]:
