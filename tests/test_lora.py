@@ -188,4 +188,4 @@ def test_a_lora_for_another_model_is_refused_in_one_line(loras, tmp_path, monkey
     assert fusing.startswith(f"rkconvert: fusing {lora.name} into ")
     assert error.startswith(f"rkconvert: error: {lora}: ") and error.endswith(says), error
     assert not (tmp_path / "out").exists()
-    assert list((tmp_path / "cache" / "lora").iterdir()) == []
+    assert list((tmp_path / "cache" / "derived").iterdir()) == []

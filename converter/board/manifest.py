@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 
 SCHEMA = "rkconvert-bundle/2"  # 2: pipeline.conditioning
 NAME = "manifest.json"
-_NOT_TEXT = ("files", "first", "sizes", "loras")  # the Manifest's fields that are not plain strings
+_NOT_TEXT = ("files", "first", "sizes", "loras", "vae")  # the Manifest's fields that are not plain strings
 
 
 class ManifestError(ValueError):
@@ -233,6 +233,21 @@ class LoraUsed:
 
 
 @dataclass(frozen=True)
+class VaeUsed:
+    """A VAE put in place of the model's own before it was built (rkconvert build --vae): its file or folder
+    name, its weights' sha256 and its diffusers class (AutoencoderKL, AutoencoderTiny)."""
+
+    file: str
+    sha256: str
+    kind: str
+
+    @classmethod
+    def from_json(cls, raw, where: str) -> VaeUsed:
+        raw = _object(raw, where)
+        return cls(_take(raw, "file", str, where), _take(raw, "sha256", str, where), _take(raw, "kind", str, where))
+
+
+@dataclass(frozen=True)
 class FileEntry:
     sha256: str
     bytes: int
@@ -254,6 +269,7 @@ class Manifest:
     first: ForSize  # the bundle's first (or only) size
     sizes: dict[str, ForSize] | None = None  # a bundle of several sizes: each one's, by its resolution in pixels
     loras: list[LoraUsed] = field(default_factory=list)
+    vae: VaeUsed | None = None
 
     @classmethod
     def from_json(cls, raw) -> Manifest:
@@ -272,7 +288,8 @@ class Manifest:
                    sizes=None if sizes is None else {size: ForSize.from_json(one, f"{NAME}: sizes: {size}")
                                                      for size, one in sizes.items()},
                    loras=[LoraUsed.from_json(one, f"{NAME}: loras") for one in
-                          _take(raw, "loras", list, NAME, optional=True) or []])
+                          _take(raw, "loras", list, NAME, optional=True) or []],
+                   vae=_optional(VaeUsed, raw, "vae", NAME))
 
     @classmethod
     def loads(cls, text: bytes | str) -> Manifest:
@@ -284,7 +301,7 @@ class Manifest:
     def to_json(self) -> dict:
         head = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_TEXT}
         made = {**head, **self.first.to_json(), "files": {name: vars(e) for name, e in sorted(self.files.items())},
-                "loras": [vars(one) for one in self.loras]}
+                "loras": [vars(one) for one in self.loras], "vae": vars(self.vae) if self.vae else None}
         if self.sizes is not None:
             made["sizes"] = {size: one.to_json() for size, one in self.sizes.items()}
         return made

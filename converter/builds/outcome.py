@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from converter.board.manifest import LoraUsed
+from converter.board.manifest import LoraUsed, VaeUsed
 from converter.builds.build_dir import StageResult
 from converter.builds.hybrid import HybridSearch
 from converter.builds.npu_models import NpuModel
@@ -71,6 +71,7 @@ class Outcome:
             command=req.command, dtype_choice=plan.dtype_choice if plan else None,
             resolution=exported.resolution if exported else None,
             loras=[LoraUsed(lora.path.name, lora.sha256, lora.scale) for lora in req.source.loras] or None,
+            vae=VaeUsed(req.source.vae.path.name, req.source.vae.sha256, req.source.vae.kind) if req.source.vae else None,
             weights=exported.weights if exported else None,
             shapes_fixed=exported.shapes_fixed if exported else None,
             onnx_bytes=rewritten.onnx_bytes if rewritten else None, passes=rewritten.passes if rewritten else None,

@@ -19,10 +19,12 @@ def _model(values: dict) -> dict:
     from converter.models.model_source import resolve
 
     from converter.models.lora import Lora
+    from converter.models.vae_swap import Vae
 
     loras = tuple(Lora.parse(spec) for spec in values["lora_specs"])
+    vae = Vae.parse(values["vae_path"]) if values["vae_path"] else None
     return {"source": resolve(values["model_spec"], values["config_path"], values["trust_pickle"], values["seed"],
-                              loras), "seed": values["seed"]}
+                              loras, vae), "seed": values["seed"]}
 
 
 MODEL = Group((
@@ -45,11 +47,16 @@ MODEL = Group((
                  help="A LoRA fused into the model's UNet (and text encoder, where it has one) before export, at "
                       "SCALE (default 1); repeat for several. Diffusers, PEFT and kohya / A1111 files. The fused "
                       "pipeline is written once under $RKCONVERT_CACHE."),
+    click.option("--vae", "vae_path", default=None, metavar="PATH",
+                 help="A VAE in place of the pipeline's own: a diffusers folder (AutoencoderKL, or AutoencoderTiny: "
+                      "TAESD) or a VAE-only .safetensors in the LDM layout. Its decoder is built, checked and shipped "
+                      "as the pipeline's would be."),
     click.option("--seed", type=int, default=0, show_default=True,
                  help="Seed for preset weights, check inputs and calibration."),
 ), _model, lambda req: {"model_spec": req.source.spec, "config_path": req.source.config_path,
                         "trust_pickle": req.source.trust_pickle, "seed": req.seed,
-                        "lora_specs": tuple(lora.spec for lora in req.source.loras)})
+                        "lora_specs": tuple(lora.spec for lora in req.source.loras),
+                        "vae_path": str(req.source.vae.path) if req.source.vae else None})
 
 
 def _target(values: dict) -> dict:

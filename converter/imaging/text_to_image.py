@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from converter.common.errors import UserError
+from converter.common.quiet_loading import quiet
 from converter.common.weight_variant import variant
 
 
@@ -38,19 +39,18 @@ def scheduler(folder: Path, name: str | None = None):
 
 
 def pipeline(folder: Path, unet: torch.nn.Module, sampler: str | None = None):
-    from diffusers import AutoencoderKL, StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline
     from transformers import CLIPTextModel, CLIPTokenizer
-    from transformers.utils import logging as transformers_logging
 
-    transformers_logging.set_verbosity_error()
+    from converter.models.pipeline_models import load_vae
+
     try:
-        parts = {"tokenizer": CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
-                 "text_encoder": CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True,
-                                                               dtype=torch.float32,  # transformers 5: else the file's
-                                                               variant=variant(folder / "text_encoder")).eval(),
-                 "vae": AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True,
-                                                      variant=variant(folder / "vae")).eval(),
-                 "scheduler": scheduler(folder, sampler)}
+        with quiet():
+            parts = {"tokenizer": CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
+                     "text_encoder": CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True,
+                                                                   dtype=torch.float32,  # transformers 5: else the file's
+                                                                   variant=variant(folder / "text_encoder")).eval(),
+                     "vae": load_vae(folder), "scheduler": scheduler(folder, sampler)}
     except (OSError, ValueError) as e:
         raise UserError(f"{folder}: not a text-to-image pipeline folder ({str(e).splitlines()[0]})") from None
     pipe = StableDiffusionPipeline(**parts, unet=unet, safety_checker=None, feature_extractor=None,

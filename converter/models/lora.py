@@ -3,9 +3,7 @@ and how LCM-LoRA makes any SD 1.5 fine-tune a 4-step model.
 
 diffusers reads the file (its `lora_state_dict`: the diffusers and PEFT layouts, and kohya / A1111's
 `lora_unet_*` / `lora_te_*` with their alphas), peft injects it, `fuse_lora` adds it to the weights at its
-scale, and the fused UNet and text encoder are saved beside the base's other files (linked) as a pipeline
-folder, once per base and set of LoRAs (each file's path, size, time and scale), under the cache; every stage
-then reads that folder as it reads any pipeline. A LoRA that
+scale; derived_pipeline.py saves the fused UNet and text encoder as a pipeline folder that every stage reads. A LoRA that
 does not fit the base is refused before anything is written: a layer it names that the model lacks (a
 LoRA for another architecture), or a layer whose widths differ (SD 2.x's 1024-wide text states on SD 1.5).
 """
@@ -13,21 +11,13 @@ LoRA for another architecture), or a layer whose widths differ (SD 2.x's 1024-wi
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import shutil
-import sys
-import tempfile
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 from converter.common.errors import UserError
-from converter.models.single_file import cache_root
 
-FORMAT = 1  # bump when the fused folder written here changes, so cached folders are written again
 SUFFIXES = (".safetensors", ".bin", ".pt")
 FUSED = ["unet", "text_encoder"]  # the pipeline's models a LoRA changes; the others are the base's files
 
@@ -73,36 +63,8 @@ class Lora:
         return digest.hexdigest()
 
 
-def fused_folder(base: Path, base_identity: str, name: str, loras: tuple[Lora, ...]) -> Path:
-    """The pipeline folder of `base` (`name` in the cache) with `loras` fused, written on first use (to a
-    temporary name, renamed at the end: an interrupted fuse leaves nothing a later run takes for finished)."""
-    key = hashlib.sha256(json.dumps([base_identity, [lora.identity for lora in loras], FORMAT]).encode())
-    folder = cache_root() / "lora" / f"{name}-{key.hexdigest()[:12]}"
-    if (folder / "model_index.json").is_file():
-        return folder
-    names = ", ".join(lora.path.name for lora in loras)
-    print(f"rkconvert: fusing {names} into {base} (once; kept in {folder})", file=sys.stderr, flush=True)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{folder.name}-", dir=folder.parent) as tmp, _quiet():
-        fused = _fuse(base, loras)
-        # The rest as it is (the tokenizer.json the board reads, rkconvert.json's evaluation, the VAE), linked.
-        shutil.copytree(base, tmp, dirs_exist_ok=True, copy_function=_link_or_copy,
-                        ignore=lambda where, names: FUSED if Path(where) == base else [])
-        for name in FUSED:
-            getattr(fused, name).save_pretrained(Path(tmp) / name, safe_serialization=True)
-        shutil.rmtree(folder, ignore_errors=True)
-        Path(tmp).rename(folder)
-    return folder
-
-
-def _link_or_copy(source: str, target: str) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
-
-
-def _fuse(base: Path, loras: tuple[Lora, ...]):
+def fuse(base: Path, loras: tuple[Lora, ...]) -> dict:
+    """The UNet and text encoder of the pipeline folder `base` with `loras` fused at their scales, by name."""
     import torch
     from diffusers import StableDiffusionPipeline
 
@@ -117,28 +79,7 @@ def _fuse(base: Path, loras: tuple[Lora, ...]):
     pipe.set_adapters(names, adapter_weights=[lora.scale for lora in loras])
     pipe.fuse_lora(adapter_names=names, lora_scale=1.0)
     pipe.unload_lora_weights()
-    return pipe
-
-
-@contextmanager
-def _quiet():
-    """Without diffusers' and transformers' notes and progress bars (no text-encoder keys, loading, writing):
-    what matters is checked here and said in one line."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    before = [(lib, lib.get_verbosity(), lib.is_progress_bar_enabled())
-              for lib in (diffusers_logging, transformers_logging)]
-    for lib, _, _ in before:
-        lib.set_verbosity_error()
-        lib.disable_progress_bar()
-    try:
-        yield
-    finally:
-        for lib, level, bars in before:
-            lib.set_verbosity(level)
-            if bars:
-                lib.enable_progress_bar()
+    return _models(pipe)
 
 
 def _load(pipe, lora: Lora, name: str) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 from converter.common.errors import UserError
 from converter.common.weight_variant import fp16_only
 from converter.models import presets, single_file
-from converter.models.lora import Lora, fused_folder
+from converter.models.lora import Lora
+from converter.models.vae_swap import Vae
 
 PIPELINE_INDEX = "model_index.json"  # marks a diffusers pipeline folder (unet/, text_encoder/, vae/, ...)
 
@@ -30,11 +31,13 @@ class ModelSource:
     # that stage's key), so a copied or moved build folder still reuses what was built from them.
     identity: str | None = None
     loras: tuple[Lora, ...] = ()  # fused into the pipeline folder `path` (models/lora.py)
+    vae: Vae | None = None  # in place of the pipeline's own in `path` (models/vae_swap.py)
 
     @property
     def name(self) -> str:
-        """Short name for build folders: the preset name or the file / folder stem, and each LoRA's stem."""
-        return "+".join([self._base_name, *(lora.path.stem for lora in self.loras)])
+        """Short name for build folders: the preset name or the file / folder stem, each LoRA's stem, the VAE's."""
+        return "+".join([self._base_name, *(lora.path.stem for lora in self.loras),
+                         *([self.vae.path.stem] if self.vae else [])])
 
     @property
     def _base_name(self) -> str:
@@ -83,18 +86,21 @@ class ModelSource:
 
 
 def resolve(spec: str, config: Path | None = None, trust_pickle: bool = False, seed: int = 0,
-            loras: tuple[Lora, ...] = ()) -> ModelSource:
-    """What `spec` names; with `loras`, the pipeline it names with them fused (a folder under the cache)."""
+            loras: tuple[Lora, ...] = (), vae: Vae | None = None) -> ModelSource:
+    """What `spec` names; with `loras` or `vae`, the pipeline it names with them (a folder under the cache)."""
     source = _resolve(spec, config, trust_pickle, seed)
-    if not loras:
+    if not loras and vae is None:
         return source
     if source.kind != "pipeline":
-        raise UserError(f"--lora: '{spec}' is a {source.kind}, not a pipeline; a LoRA is fused into a diffusers "
-                        "pipeline folder, a single-file checkpoint or the demo")
+        option = "--lora" if loras else "--vae"
+        raise UserError(f"{option}: '{spec}' is a {source.kind}, not a pipeline; it applies to a diffusers pipeline "
+                        "folder, a single-file checkpoint or the demo")
+    from converter.models.derived_pipeline import derived_folder
+
     identity = json.dumps(source.fingerprint(), sort_keys=True)
-    folder = fused_folder(source.path, identity, source.name, loras)
+    folder = derived_folder(source.path, identity, source.name, loras, vae)
     return ModelSource(spec, "pipeline", folder, trust_pickle=trust_pickle, seed=seed, origin=source.origin,
-                       identity=hashlib.sha256(f"{identity}{folder.name}".encode()).hexdigest(), loras=loras)
+                       identity=hashlib.sha256(f"{identity}{folder.name}".encode()).hexdigest(), loras=loras, vae=vae)
 
 
 def _resolve(spec: str, config: Path | None, trust_pickle: bool, seed: int) -> ModelSource:

@@ -5,12 +5,14 @@ hidden states) and the VAE decoder (latents -> image in [-1, 1]). Traced once pe
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
 import torch
 
 from converter.common.errors import UserError
+from converter.common.quiet_loading import quiet
 from converter.common.weight_variant import variant
 from converter.models.family import TEXT_ENCODER, TEXT_TOKENS, VAE_DECODER, VAE_SCALE
 from converter.models.tracing import OPSET
@@ -34,24 +36,28 @@ class _Decode(torch.nn.Module):
         return self.vae.decode(latents, return_dict=False)[0]
 
 
+def load_vae(pipeline: Path):
+    """The pipeline's VAE, of the class its config names (an AutoencoderTiny put in by --vae, else AutoencoderKL)."""
+    import diffusers
+
+    kind = json.loads((pipeline / "vae" / "config.json").read_text()).get("_class_name", "AutoencoderKL")
+    return getattr(diffusers, kind).from_pretrained(pipeline / "vae", local_files_only=True,
+                                                    variant=variant(pipeline / "vae")).float().eval()
+
+
 def export(pipeline: Path, resolution: int, out: Path) -> dict:
     """Write TEXT_ENCODER.onnx and VAE_DECODER.onnx into `out`; returns what the board loop needs to know of the
     pipeline (latent shape, the VAE's scaling factor)."""
-    from diffusers import AutoencoderKL
-    from diffusers.utils import logging as diffusers_logging
     from transformers import CLIPTextModel
-    from transformers.utils import logging as transformers_logging
 
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
-    diffusers_logging.set_verbosity_error()
-    try:
-        # float32 whatever the file holds: transformers 5 loads a model in its weights' dtype
-        encoder = CLIPTextModel.from_pretrained(pipeline / "text_encoder", local_files_only=True, dtype=torch.float32,
-                                                variant=variant(pipeline / "text_encoder")).eval()
-        vae = AutoencoderKL.from_pretrained(pipeline / "vae", local_files_only=True, variant=variant(pipeline / "vae")).eval()
-    except (OSError, ValueError) as e:
-        raise UserError(f"{pipeline}: no text encoder and VAE to ship ({str(e).splitlines()[0]})") from None
+    with quiet():
+        try:
+            # float32 whatever the file holds: transformers 5 loads a model in its weights' dtype
+            encoder = CLIPTextModel.from_pretrained(pipeline / "text_encoder", local_files_only=True,
+                                                    dtype=torch.float32, variant=variant(pipeline / "text_encoder")).eval()
+            vae = load_vae(pipeline)
+        except (OSError, ValueError) as e:
+            raise UserError(f"{pipeline}: no text encoder and VAE to ship ({str(e).splitlines()[0]})") from None
     latent = [1, vae.config.latent_channels, resolution // VAE_SCALE, resolution // VAE_SCALE]
     out.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():

@@ -109,13 +109,13 @@ def _write(folder: Path, state_dict: dict, shapes: dict, family: str, origin: Pa
 
     vae_config = ldm_layout.vae_config(shapes)
     vae = AutoencoderKL.from_config(vae_config)
-    _load(vae, ldm.convert_ldm_vae_checkpoint(state_dict, vae_config), origin, "VAE")
+    load_into(vae, ldm.convert_ldm_vae_checkpoint(state_dict, vae_config), origin, "VAE")
     vae.save_pretrained(folder / "vae")
 
     text = CLIPTextModel(CLIPTextConfig(**ldm_layout.text_config(shapes, family)))
     weights = (ldm.convert_ldm_clip_checkpoint(state_dict) if family == "sd1"
                else ldm.convert_open_clip_checkpoint(text, state_dict))
-    _load(text, weights, origin, "text encoder")
+    load_into(text, weights, origin, "text encoder")
     text.save_pretrained(folder / "text_encoder")
 
     save_tokenizer(folder / "tokenizer", pad_token=EOS if family == "sd1" else "!")
@@ -123,7 +123,7 @@ def _write(folder: Path, state_dict: dict, shapes: dict, family: str, origin: Pa
     (folder / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=1))
 
 
-def _load(module: torch.nn.Module, weights: dict[str, torch.Tensor], origin: Path, what: str) -> None:
+def load_into(module: torch.nn.Module, weights: dict[str, torch.Tensor], origin: Path, what: str) -> None:
     """Load what the module has; the file's extras (SD 2.x's last OpenCLIP block, its text projection, CLIP's
     position ids) are not part of what SD conditions on."""
     own = module.state_dict()

@@ -47,7 +47,7 @@ def make(report: BuildReport, declared: list[RknnFile], files: dict[str, Path | 
             accuracy=Accuracy(accuracy.psnr_db, accuracy.cosine, accuracy.max_abs, report.check_inputs, report.min_psnr),
             images=report.images.summary if report.images else None, build_command=report.command, check=check,
             pipeline=pipeline, build=""),
-        loras=report.loras or [])
+        loras=report.loras or [], vae=report.vae)
 
 
 def file_entries(files: dict[str, Path | bytes]) -> dict[str, FileEntry]:

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from converter.board.manifest import LoraUsed
+from converter.board.manifest import LoraUsed, VaeUsed
 from converter.common.errors import UserError
 from converter.common.json_files import finite, write_json
 from converter.reports.report import write_html
@@ -119,6 +119,7 @@ class BuildReport:
     dtype_choice: str | None = None
     resolution: int | None = None  # a UNet's, in pixels
     loras: list[LoraUsed] | None = None  # fused into the model before export
+    vae: VaeUsed | None = None  # in place of the model's own
     shapes_fixed: str | None = None  # an ONNX UNet exported with dynamic axes: what was fixed, in words
     weights: str | None = None
     onnx_bytes: int | None = None
@@ -203,6 +204,8 @@ class BuildReport:
                 made[f.name] = vars(value) if value else None
             elif f.name == "loras":
                 made[f.name] = [vars(one) for one in value] if value else None
+            elif f.name == "vae":
+                made[f.name] = vars(value) if value else None
             else:
                 made[f.name] = value
         return finite(made)
@@ -220,6 +223,7 @@ class BuildReport:
             {name: NpuModelEntry(**entry) for name, entry in raw["npu_models"].items()},
             images=ImageCheck(**{k: raw["images"].get(k) for k in _IMAGES}) if raw.get("images") else None,
             loras=[LoraUsed(**one) for one in raw["loras"]] if raw.get("loras") else None,
+            vae=VaeUsed(**raw["vae"]) if raw.get("vae") else None,
             delivered=Delivered(
                 **{k: raw.get(k) for k in _DELIVERED},
                 parts=[DeliveredPart(**{**p, "rknn_file": RknnFile(**p["rknn_file"])}) for p in parts]
@@ -238,7 +242,7 @@ class BuildReport:
 _ACCURACY = ("psnr_db", "cosine", "max_abs", "mean_abs")
 _DELIVERED = ("artifact", "artifact_bytes", "host_programs", "artifact_to_onnx", "artifact_sha256")
 _IMAGES = tuple(f.name for f in fields(ImageCheck))
-_TYPED = ("accuracy", "rknn_file", "npu_models", "images", "delivered", "loras")
+_TYPED = ("accuracy", "rknn_file", "npu_models", "images", "delivered", "loras", "vae")
 
 
 @dataclass(frozen=True)

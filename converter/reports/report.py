@@ -13,7 +13,7 @@ from rich.table import Table
 from converter.common.json_files import write_text
 from converter.reports.cost_html import run_unit
 from converter.reports.layer_report import worst_first
-from converter.reports.report_html import loras_summary, render
+from converter.reports.report_html import loras_summary, render, vae_summary
 from converter.toolkit.job import quantized
 from converter.toolkit.layer_table import IO_OPS, cpu_ops
 
@@ -127,6 +127,8 @@ def print_summary(console: Console, report: dict, report_path: Path) -> None:
         rows.insert(3, ("shapes", report["shapes_fixed"]))
     if report.get("loras"):
         rows.insert(3, ("LoRAs fused", loras_summary(report["loras"])))
+    if report.get("vae"):
+        rows.insert(3, ("VAE", vae_summary(report["vae"])))
     if report.get("parts"):
         rows[0] = ("artifact", f"{len(report['parts'])} parts run in turn, {report['artifact_bytes'] / 2**20:.1f} MiB, "
                                f"{report['artifact_to_onnx']:.2f} x the float32 ONNX")

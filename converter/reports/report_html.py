@@ -189,6 +189,10 @@ def loras_summary(loras: list[dict]) -> str:
     return ", ".join(f"{one['file']} at {one['scale']:g} (sha256 {one['sha256'][:12]})" for one in loras)
 
 
+def vae_summary(vae: dict) -> str:
+    return f"{vae['file']} ({vae['kind']}, sha256 {vae['sha256'][:12]}) in place of the model's own"
+
+
 def render(report: dict) -> str:
     status_cls = "ok" if report.get("status") == "ok" else "bad"
     facts = [("status", f'<span class="{status_cls}">{html.escape(report.get("status", "?"))}</span>')]
@@ -201,6 +205,8 @@ def render(report: dict) -> str:
             facts.append((key, html.escape(shown)))
     if report.get("loras"):
         facts.append(("LoRAs fused", html.escape(loras_summary(report["loras"]))))
+    if report.get("vae"):
+        facts.append(("VAE", html.escape(vae_summary(report["vae"]))))
     if report.get("parts"):
         facts.append(("parts", html.escape(", ".join(f"{p['artifact']} ({p['bytes'] / 2**20:.1f} MiB)"
                                                      for p in report["parts"]) + ", run in this order")))

@@ -1,0 +1,57 @@
+"""A pipeline folder derived from another: LoRAs fused into its UNet and text encoder (lora.py), its VAE replaced
+(vae_swap.py). Written once per base and set of changes (each file's path, size and time; each LoRA's scale)
+under the cache, to a temporary name renamed at the end (an interrupted run leaves nothing a later one takes for
+finished); the models changed are saved, the base's other files (the tokenizer.json the board reads,
+rkconvert.json's evaluation) linked. Every stage then reads it as it reads any pipeline folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from converter.common.quiet_loading import quiet
+from converter.models.lora import Lora, fuse
+from converter.models.single_file import cache_root
+from converter.models.vae_swap import Vae
+
+FORMAT = 1  # bump when the folder written here changes, so cached folders are written again
+INDEX = "model_index.json"
+
+
+def derived_folder(base: Path, base_identity: str, name: str, loras: tuple[Lora, ...], vae: Vae | None) -> Path:
+    """The pipeline folder of `base` (`name` in the cache) with `loras` fused and `vae` in place of its own,
+    written on first use."""
+    key = hashlib.sha256(json.dumps([base_identity, [lora.identity for lora in loras],
+                                     vae.identity if vae else None, FORMAT]).encode())
+    folder = cache_root() / "derived" / f"{name}-{key.hexdigest()[:12]}"
+    if (folder / INDEX).is_file():
+        return folder
+    changes = ([f"fusing {', '.join(lora.path.name for lora in loras)}"] if loras else []) + \
+        ([f"the VAE {vae.path.name}"] if vae else [])
+    print(f"rkconvert: {' and '.join(changes)} into {base} (once; kept in {folder})", file=sys.stderr, flush=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{folder.name}-", dir=folder.parent) as tmp, quiet():
+        models = {**(fuse(base, loras) if loras else {}), **({"vae": vae.load(base)} if vae else {})}
+        shutil.copytree(base, tmp, dirs_exist_ok=True, copy_function=_link_or_copy,
+                        ignore=lambda where, names: list(models) if Path(where) == base else [])
+        for part, model in models.items():
+            model.save_pretrained(Path(tmp) / part, safe_serialization=True)
+        if vae:
+            index = json.loads((base / INDEX).read_text())
+            (Path(tmp) / INDEX).unlink()
+            (Path(tmp) / INDEX).write_text(json.dumps({**index, "vae": ["diffusers", vae.kind]}, indent=1))
+        shutil.rmtree(folder, ignore_errors=True)
+        Path(tmp).rename(folder)
+    return folder
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
