@@ -5,7 +5,9 @@ Every SD 1.x / 2.x base model was trained on the same 1000-step scaled-linear be
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +28,7 @@ class Schedule:
     # set for such a UNet; it is drawn with `lcm_guidance` (None: guidance_scale).
     embedded_guidance: bool = False
     lcm_guidance: float | None = None
+    prediction_type: str = "epsilon"  # what the UNet predicts: its pipeline's scheduler config says (prediction_of)
 
     @property
     def uses_cfg(self) -> bool:
@@ -43,7 +46,8 @@ class Schedule:
     def make_scheduler(self):
         import diffusers
 
-        return getattr(diffusers, self.scheduler).from_config({**TRAIN_SCHEDULE, **self.options})
+        return getattr(diffusers, self.scheduler).from_config({**TRAIN_SCHEDULE, **self.options,
+                                                               "prediction_type": self.prediction_type})
 
 
 SCHEDULES = {s.name: s for s in (
@@ -56,6 +60,15 @@ SCHEDULES = {s.name: s for s in (
     Schedule("lcm-2step", "LCMScheduler", 2, 1.0, lcm_guidance=8.0),
     Schedule("lcm-4step", "LCMScheduler", 4, 1.0, lcm_guidance=8.0),
 )}
+
+
+def prediction_of(pipeline: Path | None) -> str:
+    """What a pipeline folder's UNet predicts, as its scheduler config says ("epsilon" or "v_prediction");
+    "epsilon" for a UNet without a pipeline."""
+    config = pipeline / "scheduler" / "scheduler_config.json" if pipeline else None
+    if config is None or not config.is_file():
+        return "epsilon"
+    return json.loads(config.read_text()).get("prediction_type", "epsilon")
 
 
 def get_schedule(name: str) -> Schedule:

@@ -64,11 +64,14 @@ SAMPLERS = [("DDIMScheduler", {}), ("DDIMScheduler", {"timestep_spacing": "trail
             ("EulerAncestralDiscreteScheduler", {}), ("LCMScheduler", {"original_inference_steps": 50})]
 
 
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
 @pytest.mark.parametrize("class_name,changes", SAMPLERS)
-def test_each_sampler_takes_diffusers_steps_with_the_same_noise(tmp_path, class_name, changes):
+def test_each_sampler_takes_diffusers_steps_with_the_same_noise(tmp_path, class_name, changes, prediction):
     """Step for step as StableDiffusionPipeline drives diffusers' scheduler: the starting latents times
-    init_noise_sigma, the model input scaled, the ancestral noise from the same generator."""
-    config = {**json.loads((DEMO_PIPELINE / "scheduler" / "scheduler_config.json").read_text()), **changes}
+    init_noise_sigma, the model input scaled, the ancestral noise from the same generator; the model's output
+    read as noise or as v (SD 2.x at 768 px), as the config says."""
+    config = {**json.loads((DEMO_PIPELINE / "scheduler" / "scheduler_config.json").read_text()), **changes,
+              "prediction_type": prediction}
     (tmp_path / "scheduler_config.json").write_text(json.dumps(config))
     rng = np.random.default_rng(0)
     for steps in (1, 2, 4, 20):
@@ -95,9 +98,9 @@ def test_each_sampler_takes_diffusers_steps_with_the_same_noise(tmp_path, class_
 
 def test_a_sampler_it_does_not_implement_is_refused_naming_the_file(tmp_path):
     config = json.loads((DEMO_PIPELINE / "scheduler" / "scheduler_config.json").read_text())
-    (tmp_path / "v.json").write_text(json.dumps({**config, "prediction_type": "v_prediction"}))
-    with pytest.raises(ValueError, match="v.json: DDIMScheduler {'prediction_type': 'v_prediction'}"):
-        sampler.from_config(tmp_path / "v.json")
+    (tmp_path / "x0.json").write_text(json.dumps({**config, "prediction_type": "sample"}))
+    with pytest.raises(ValueError, match="x0.json: DDIMScheduler {'prediction_type': 'sample'}"):
+        sampler.from_config(tmp_path / "x0.json")
     (tmp_path / "dpm.json").write_text(json.dumps({**config, "_class_name": "DPMSolverMultistepScheduler"}))
     with pytest.raises(ValueError, match="dpm.json: DPMSolverMultistepScheduler: this runner samples with DDIM"):
         sampler.from_config(tmp_path / "dpm.json")

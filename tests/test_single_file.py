@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from calib_data.schedules import prediction_of
 from converter.common.errors import UserError
 from converter.imaging.evaluation import GENERIC
 from converter.models import clip_vocabulary, tracing
@@ -89,11 +90,18 @@ def test_sd1_single_file_builds_as_the_diffusers_weights_it_holds(tmp_path, cach
     assert runner_against_generate(out, drawing, tmp_path, tmp_path)[0] >= 40
 
 
-def test_sd2_single_file_in_half_precision_loads_exactly_and_builds(tmp_path):
+def test_sd2_single_file_in_half_precision_loads_exactly_and_builds(tmp_path, capsys):
     unet, vae, text = make_single_file.write(tmp_path / "sd2.safetensors", "sd2", half=True)
     out, _ = _built(tmp_path, "sd2")
     _assert_onnx_as_the_folders(out, unet.half().float(), tmp_path)  # the file's float16 weights
     source = resolve(str(tmp_path / "sd2.safetensors"))
+    # An SD 2.x file cannot say whether it predicts v (768 px) or the noise (base): read as noise, and said so.
+    assert "SD 2.x, read as predicting the noise" in capsys.readouterr().err
+    assert prediction_of(source.path) == "epsilon"
+    told = resolve(str(tmp_path / "sd2.safetensors"), prediction_type="v_prediction")
+    assert prediction_of(told.path) == "v_prediction" and "read as predicting" not in capsys.readouterr().err
+    assert (told.path / "unet" / "diffusion_pytorch_model.safetensors").samefile(
+        source.path / "unet" / "diffusion_pytorch_model.safetensors")  # the weights linked, not copied
     loaded = _loaded(source)
     for mine, original in zip(loaded, (unet, vae, text)):
         _assert_same_weights(mine, original, half=True)

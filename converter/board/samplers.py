@@ -1,5 +1,5 @@
 """The samplers StableDiffusionPipeline runs with diffusers' schedulers, in numpy, step for step: DDIM
-(eta 0), Euler, Euler-ancestral (SD-Turbo's) and LCM, epsilon prediction, from a pipeline's
+(eta 0), Euler, Euler-ancestral (SD-Turbo's) and LCM, of epsilon- or v-predicting models, from a pipeline's
 `scheduler_config.json` (or another of them on that config's noise schedule: --scheduler). The ancestral
 samplers' noise comes from the seed's generator after the starting latents (noise.TorchGenerator), as
 diffusers draws it from the pipeline's generator."""
@@ -18,11 +18,11 @@ class SamplerError(ValueError):
 
 def read(config_path: Path, class_names: tuple[str, ...], required: dict, class_name: str | None = None) -> dict:
     """The config, as the sampler `class_name` (default: the config's own) reads it, or a SamplerError when
-    that class is not one of `class_names` or a key of `required` (key -> the only value implemented, absent
-    counting as that value) differs."""
+    that class is not one of `class_names` or a key of `required` (key -> the values implemented, the first
+    being what an absent key means) has another."""
     c = json.loads(Path(config_path).read_text())
     c["_class_name"] = class_name or c.get("_class_name")
-    unsupported = {k: c.get(k) for k, ok in required.items() if c.get(k, ok) != ok}
+    unsupported = {k: c.get(k) for k, ok in required.items() if c.get(k, ok[0]) not in ok}
     if c["_class_name"] not in class_names or unsupported:
         raise SamplerError(f"{config_path}: {c['_class_name']} {unsupported or ''}: this runner samples with "
                            f"{' / '.join(class_names)} as configured by {required}")
@@ -40,16 +40,31 @@ def alphas_cumprod(c: dict, config_path: Path) -> np.ndarray:
     return np.cumprod(1.0 - betas, dtype=np.float32)
 
 
-# what DDIM and LCM implement here: epsilon prediction, no clipping, thresholding or zero-SNR rescaling
-PLAIN_EPSILON = {"prediction_type": "epsilon", "clip_sample": False, "thresholding": False,
-                 "rescale_betas_zero_snr": False}
+PREDICTIONS = ("epsilon", "v_prediction")
+# what DDIM and LCM implement here: no clipping, thresholding or zero-SNR rescaling
+PLAIN = {"prediction_type": PREDICTIONS, "clip_sample": (False,), "thresholding": (False,),
+         "rescale_betas_zero_snr": (False,)}
+
+
+def predicts_v(c: dict) -> bool:
+    """Whether the model's output is v (SD 2.x at 768 px and its fine-tunes), not the noise."""
+    return c.get("prediction_type", "epsilon") == "v_prediction"
+
+
+def original_and_noise(out: np.ndarray, x: np.ndarray, a_t: np.float32, v: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(x0, noise) at a timestep of cumulative alpha `a_t` from the model's output `out` on `x` (diffusers'
+    DDIM and LCM conversions)."""
+    if v:
+        return np.sqrt(a_t) * x - np.sqrt(1 - a_t) * out, np.sqrt(a_t) * out + np.sqrt(1 - a_t) * x
+    return (x - np.sqrt(1 - a_t) * out) / np.sqrt(a_t), out
 
 
 class Ddim:
     init_noise_sigma = np.float32(1.0)
 
     def __init__(self, config_path: Path, class_name: str | None = None):
-        c = read(config_path, ("DDIMScheduler",), PLAIN_EPSILON, class_name)
+        c = read(config_path, ("DDIMScheduler",), PLAIN, class_name)
+        self.v = predicts_v(c)
         self.train_steps = c["num_train_timesteps"]
         self.alphas_cumprod = alphas_cumprod(c, config_path)
         self.final = np.float32(1.0) if c.get("set_alpha_to_one", True) else self.alphas_cumprod[0]
@@ -71,26 +86,27 @@ class Ddim:
     def scale(self, x: np.ndarray, i: int) -> np.ndarray:
         return x
 
-    def step(self, eps: np.ndarray, i: int, x: np.ndarray, generator) -> np.ndarray:
-        """x at the next timestep, from the model's noise estimate `eps` at step `i` (deterministic)."""
+    def step(self, out: np.ndarray, i: int, x: np.ndarray, generator) -> np.ndarray:
+        """x at the next timestep, from the model's output `out` (noise or v) at step `i` (deterministic)."""
         t = int(self.timesteps[i])
         prev = t - self.train_steps // len(self.timesteps)
         a_t = self.alphas_cumprod[t]
         a_prev = self.alphas_cumprod[prev] if prev >= 0 else self.final
-        x0 = (x - np.sqrt(1 - a_t) * eps) / np.sqrt(a_t)
+        x0, eps = original_and_noise(out, x, a_t, self.v)
         return (np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev) * eps).astype(np.float32)
 
 
 EULER_CLASSES = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler")
-EULER_REQUIRED = {"prediction_type": "epsilon", "interpolation_type": "linear", "use_karras_sigmas": False,
-            "use_exponential_sigmas": False, "use_beta_sigmas": False, "timestep_type": "discrete",
-            "final_sigmas_type": "zero", "rescale_betas_zero_snr": False}
+EULER_REQUIRED = {"prediction_type": PREDICTIONS, "interpolation_type": ("linear",), "use_karras_sigmas": (False,),
+                  "use_exponential_sigmas": (False,), "use_beta_sigmas": (False,), "timestep_type": ("discrete",),
+                  "final_sigmas_type": ("zero",), "rescale_betas_zero_snr": (False,)}
 
 
 class Euler:
     def __init__(self, config_path: Path, class_name: str | None = None):
         c = read(config_path, EULER_CLASSES, EULER_REQUIRED, class_name)
         self.ancestral = c["_class_name"] == "EulerAncestralDiscreteScheduler"
+        self.v = predicts_v(c)
         self.train_steps = c["num_train_timesteps"]
         acp = alphas_cumprod(c, config_path)
         self.train_sigmas = np.sqrt((1 - acp) / acp)
@@ -121,9 +137,12 @@ class Euler:
     def scale(self, x: np.ndarray, i: int) -> np.ndarray:
         return x / np.sqrt(self.sigmas[i] ** 2 + np.float32(1))
 
-    def step(self, eps: np.ndarray, i: int, x: np.ndarray, generator) -> np.ndarray:
+    def step(self, out: np.ndarray, i: int, x: np.ndarray, generator) -> np.ndarray:
         sigma, sigma_next = self.sigmas[i], self.sigmas[i + 1]
-        original = x - sigma * eps
+        if self.v:  # on the unscaled latents x: diffusers' Euler conversion
+            original = out * (-sigma / np.sqrt(sigma ** 2 + 1)) + x / (sigma ** 2 + 1)
+        else:
+            original = x - sigma * out
         derivative = (x - original) / sigma
         if not self.ancestral:
             return (x + derivative * (sigma_next - sigma)).astype(np.float32)
@@ -140,7 +159,8 @@ class Lcm:
     init_noise_sigma = np.float32(1.0)
 
     def __init__(self, config_path: Path, class_name: str | None = None):
-        c = read(config_path, ("LCMScheduler",), PLAIN_EPSILON, class_name)
+        c = read(config_path, ("LCMScheduler",), PLAIN, class_name)
+        self.v = predicts_v(c)
         self.config_path = config_path
         self.train_steps = c["num_train_timesteps"]
         self.original_steps = c.get("original_inference_steps", 50)
@@ -160,7 +180,7 @@ class Lcm:
     def scale(self, x: np.ndarray, i: int) -> np.ndarray:
         return x
 
-    def step(self, eps: np.ndarray, i: int, x: np.ndarray, generator) -> np.ndarray:
+    def step(self, out: np.ndarray, i: int, x: np.ndarray, generator) -> np.ndarray:
         t = int(self.timesteps[i])
         last = i == len(self.timesteps) - 1
         prev = t if last else int(self.timesteps[i + 1])
@@ -169,7 +189,7 @@ class Lcm:
         scaled = np.float32(t) * self.timestep_scaling
         c_skip = SIGMA_DATA ** 2 / (scaled ** 2 + SIGMA_DATA ** 2)
         c_out = scaled / np.sqrt(scaled ** 2 + SIGMA_DATA ** 2)
-        original = (x - np.sqrt(1 - a_t) * eps) / np.sqrt(a_t)
+        original, _ = original_and_noise(out, x, a_t, self.v)
         denoised = c_out * original + c_skip * x
         if last:
             return denoised.astype(np.float32)

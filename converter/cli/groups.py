@@ -24,7 +24,7 @@ def _model(values: dict) -> dict:
     loras = tuple(Lora.parse(spec) for spec in values["lora_specs"])
     vae = Vae.parse(values["vae_path"]) if values["vae_path"] else None
     return {"source": resolve(values["model_spec"], values["config_path"], values["trust_pickle"], values["seed"],
-                              loras, vae), "seed": values["seed"]}
+                              loras, vae, values["prediction_type"]), "seed": values["seed"]}
 
 
 MODEL = Group((
@@ -51,12 +51,18 @@ MODEL = Group((
                  help="A VAE in place of the pipeline's own: a diffusers folder (AutoencoderKL, or AutoencoderTiny: "
                       "TAESD) or a VAE-only .safetensors in the LDM layout. Its decoder is built, checked and shipped "
                       "as the pipeline's would be."),
+    click.option("--prediction-type", type=click.Choice(["epsilon", "v_prediction"]), default=None,
+                 help="What the pipeline's UNet predicts, where its files cannot say: a single file is read as "
+                      "epsilon-predicting; SD 2.x's 768-px models (and their fine-tunes) predict v. Set in the "
+                      "scheduler config the samplers, calibration and image check read (default: the pipeline's "
+                      "own)."),
     click.option("--seed", type=int, default=0, show_default=True,
                  help="Seed for preset weights, check inputs and calibration."),
 ), _model, lambda req: {"model_spec": req.source.spec, "config_path": req.source.config_path,
                         "trust_pickle": req.source.trust_pickle, "seed": req.seed,
                         "lora_specs": tuple(lora.spec for lora in req.source.loras),
-                        "vae_path": str(req.source.vae.path) if req.source.vae else None})
+                        "vae_path": str(req.source.vae.path) if req.source.vae else None,
+                        "prediction_type": req.source.prediction_type})
 
 
 def _target(values: dict) -> dict:

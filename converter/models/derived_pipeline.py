@@ -1,5 +1,6 @@
 """A pipeline folder derived from another: LoRAs fused into its UNet and text encoder (lora.py), its VAE replaced
-(vae_swap.py). Written once per base and set of changes (each file's path, size and time; each LoRA's scale)
+(vae_swap.py), what its UNet predicts set where its file cannot say (`--prediction-type`: an SD 2.x single file
+is read as epsilon-predicting, its 768-px models predict v). Written once per base and set of changes (each file's path, size and time; each LoRA's scale)
 under the cache, to a temporary name renamed at the end (an interrupted run leaves nothing a later one takes for
 finished); the models changed are saved, the base's other files (the tokenizer.json the board reads,
 rkconvert.json's evaluation) linked. Every stage then reads it as it reads any pipeline folder."""
@@ -21,18 +22,20 @@ from converter.models.vae_swap import Vae
 
 FORMAT = 1  # bump when the folder written here changes, so cached folders are written again
 INDEX = "model_index.json"
+SCHEDULER = "scheduler/scheduler_config.json"
 
 
-def derived_folder(base: Path, base_identity: str, name: str, loras: tuple[Lora, ...], vae: Vae | None) -> Path:
-    """The pipeline folder of `base` (`name` in the cache) with `loras` fused and `vae` in place of its own,
-    written on first use."""
+def derived_folder(base: Path, base_identity: str, name: str, loras: tuple[Lora, ...], vae: Vae | None,
+                   prediction_type: str | None = None) -> Path:
+    """The pipeline folder of `base` (`name` in the cache) with `loras` fused, `vae` in place of its own and its
+    scheduler config's `prediction_type`, written on first use."""
     key = hashlib.sha256(json.dumps([base_identity, [lora.identity for lora in loras],
-                                     vae.identity if vae else None, FORMAT]).encode())
+                                     vae.identity if vae else None, prediction_type, FORMAT]).encode())
     folder = cache_root() / "derived" / f"{name}-{key.hexdigest()[:12]}"
     if (folder / INDEX).is_file():
         return folder
     changes = ([f"fusing {', '.join(lora.path.name for lora in loras)}"] if loras else []) + \
-        ([f"the VAE {vae.path.name}"] if vae else [])
+        ([f"the VAE {vae.path.name}"] if vae else []) + ([f"{prediction_type} prediction"] if prediction_type else [])
     print(f"rkconvert: {' and '.join(changes)} into {base} (once; kept in {folder})", file=sys.stderr, flush=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{folder.name}-", dir=folder.parent) as tmp, quiet():
@@ -42,12 +45,19 @@ def derived_folder(base: Path, base_identity: str, name: str, loras: tuple[Lora,
         for part, model in models.items():
             model.save_pretrained(Path(tmp) / part, safe_serialization=True)
         if vae:
-            index = json.loads((base / INDEX).read_text())
-            (Path(tmp) / INDEX).unlink()
-            (Path(tmp) / INDEX).write_text(json.dumps({**index, "vae": ["diffusers", vae.kind]}, indent=1))
+            _rewrite(Path(tmp) / INDEX, vae=["diffusers", vae.kind])
+        if prediction_type:
+            _rewrite(Path(tmp) / SCHEDULER, prediction_type=prediction_type)
         shutil.rmtree(folder, ignore_errors=True)
         Path(tmp).rename(folder)
     return folder
+
+
+def _rewrite(path: Path, **changes) -> None:
+    """A JSON file of the folder with `changes`, written anew (not through the link to the base's)."""
+    made = {**json.loads(path.read_text()), **changes}
+    path.unlink()
+    path.write_text(json.dumps(made, indent=1))
 
 
 def _link_or_copy(source: str, target: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from converter.common.errors import UserError
 from converter.common.weight_variant import fp16_only
-from converter.models import presets, single_file
+from converter.models import ldm_layout, presets, single_file
 from converter.models.lora import Lora
 from converter.models.vae_swap import Vae
 
@@ -32,6 +32,7 @@ class ModelSource:
     identity: str | None = None
     loras: tuple[Lora, ...] = ()  # fused into the pipeline folder `path` (models/lora.py)
     vae: Vae | None = None  # in place of the pipeline's own in `path` (models/vae_swap.py)
+    prediction_type: str | None = None  # set in `path`'s scheduler config where the file cannot say it
 
     @property
     def name(self) -> str:
@@ -86,24 +87,26 @@ class ModelSource:
 
 
 def resolve(spec: str, config: Path | None = None, trust_pickle: bool = False, seed: int = 0,
-            loras: tuple[Lora, ...] = (), vae: Vae | None = None) -> ModelSource:
-    """What `spec` names; with `loras` or `vae`, the pipeline it names with them (a folder under the cache)."""
-    source = _resolve(spec, config, trust_pickle, seed)
-    if not loras and vae is None:
+            loras: tuple[Lora, ...] = (), vae: Vae | None = None, prediction_type: str | None = None) -> ModelSource:
+    """What `spec` names; with `loras`, `vae` or `prediction_type`, the pipeline it names with them (a folder under
+    the cache)."""
+    source = _resolve(spec, config, trust_pickle, seed, prediction_type is not None)
+    if not loras and vae is None and prediction_type is None:
         return source
     if source.kind != "pipeline":
-        option = "--lora" if loras else "--vae"
+        option = "--lora" if loras else "--vae" if vae else "--prediction-type"
         raise UserError(f"{option}: '{spec}' is a {source.kind}, not a pipeline; it applies to a diffusers pipeline "
                         "folder, a single-file checkpoint or the demo")
     from converter.models.derived_pipeline import derived_folder
 
     identity = json.dumps(source.fingerprint(), sort_keys=True)
-    folder = derived_folder(source.path, identity, source.name, loras, vae)
+    folder = derived_folder(source.path, identity, source.name, loras, vae, prediction_type)
     return ModelSource(spec, "pipeline", folder, trust_pickle=trust_pickle, seed=seed, origin=source.origin,
-                       identity=hashlib.sha256(f"{identity}{folder.name}".encode()).hexdigest(), loras=loras, vae=vae)
+                       identity=hashlib.sha256(f"{identity}{folder.name}".encode()).hexdigest(), loras=loras, vae=vae,
+                       prediction_type=prediction_type)
 
 
-def _resolve(spec: str, config: Path | None, trust_pickle: bool, seed: int) -> ModelSource:
+def _resolve(spec: str, config: Path | None, trust_pickle: bool, seed: int, told_prediction: bool) -> ModelSource:
     if spec == presets.DEMO:
         from converter.models import demo
 
@@ -141,6 +144,9 @@ def _resolve(spec: str, config: Path | None, trust_pickle: bool, seed: int) -> M
                 raise UserError(f"--config '{config}': {path} is a single-file checkpoint; its configs are read "
                                 "from its weights")
             folder = single_file.pipeline_folder(path, state_dict)
+            if not told_prediction and ldm_layout.family(shapes, path) == "sd2":
+                print(f"rkconvert: {path}: SD 2.x, read as predicting the noise (2.x-base, Turbo); a 768-px model "
+                      "predicts v: --prediction-type v_prediction", file=sys.stderr, flush=True)
             return ModelSource(spec, "pipeline", folder, trust_pickle=trust_pickle, seed=seed, origin=path)
     if path.suffix in STATE_DICT_SUFFIXES:
         return ModelSource(spec, "weights", path, config, trust_pickle)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from calib_data.dataset_writer import DATASET, STATS, DatasetWriter
 from calib_data.prompts import load_prompts
-from calib_data.schedules import get_schedule
+from calib_data.schedules import get_schedule, prediction_of
 from converter.builds.build_dir import StageOutput, StageResult
 from converter.builds.request import CalibSettings
 from converter.builds.stage_run import StageRunner
@@ -64,8 +64,9 @@ def run(source: ModelSource, settings: CalibSettings, seed: int, export: Exporte
         raise UserError(f"{source.spec}: an SDXL UNet; its calibration inputs come from SDXL's pipeline, which "
                         "rkconvert does not run: build it as float16")
     unet = _unet(source, export, signature)
-    schedule = replace(get_schedule(settings.schedule), embedded_guidance=signature.embeds_guidance)
     folder = source.pipeline
+    schedule = replace(get_schedule(settings.schedule), embedded_guidance=signature.embeds_guidance,
+                       prediction_type=prediction_of(folder))
     prompts = load_prompts(settings.prompts or (declared_prompts(folder) if folder else None))
     timesteps = timesteps_of(schedule)
     try:
