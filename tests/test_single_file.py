@@ -114,6 +114,16 @@ def test_sd2_single_file_in_half_precision_loads_exactly_and_builds(tmp_path, ca
     assert resolve(str(tmp_path / "sd2.safetensors")).path == source.path  # written once, then reused
 
 
+def test_a_file_with_ema_weights_builds_them_unless_told_and_says_which(tmp_path, capsys):
+    ema_unet = make_single_file.tiny_parts("sd1", seed=1)[0]
+    unet, _, _ = make_single_file.write(tmp_path / "ema.safetensors", "sd1", ema_unet=ema_unet)
+    for ema, expected, said in ((True, ema_unet, "its UNet has the EMA ones"), (False, unet, "the trained ones")):
+        source = resolve(str(tmp_path / "ema.safetensors"), ema=ema)
+        assert said in capsys.readouterr().err
+        _assert_same_weights(_loaded(source)[0], expected)
+    assert not torch.equal(ema_unet.conv_in.weight, unet.conv_in.weight)
+
+
 @pytest.mark.parametrize("family", ["sd1", "sd2"])
 def test_diffusers_own_single_file_loader_reads_the_test_files_as_written(tmp_path, family):
     """The LDM writer here and diffusers' from_single_file agree (given rkconvert's folder as its local config):

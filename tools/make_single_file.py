@@ -140,10 +140,14 @@ def text_to_ldm(text: CLIPTextModel, family: str) -> dict[str, torch.Tensor]:
     return ldm
 
 
-def write(path: Path, family: str, seed: int = 0, half: bool = False, parts=None):
-    """Write the single file (of `parts`, or tiny seeded ones); returns the (unet, vae, text encoder) it holds."""
+def write(path: Path, family: str, seed: int = 0, half: bool = False, parts=None, ema_unet=None):
+    """Write the single file (of `parts`, or tiny seeded ones); returns the (unet, vae, text encoder) it holds.
+    `ema_unet`: kept beside the UNet as its EMA weights, as v1-5-pruned keeps them (model_ema.<key without the
+    dots after model.>)."""
     unet, vae, text = parts or tiny_parts(family, seed)
     tensors = {**unet_to_ldm(unet), **vae_to_ldm(vae), **text_to_ldm(text, family)}
+    if ema_unet is not None:
+        tensors.update({"model_ema." + "".join(k.split(".")[1:]): v for k, v in unet_to_ldm(ema_unet).items()})
     save_file({k: (v.half() if half else v).contiguous() for k, v in tensors.items()}, path)
     return unet, vae, text
 

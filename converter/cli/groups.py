@@ -24,7 +24,7 @@ def _model(values: dict) -> dict:
     loras = tuple(Lora.parse(spec) for spec in values["lora_specs"])
     vae = Vae.parse(values["vae_path"]) if values["vae_path"] else None
     return {"source": resolve(values["model_spec"], values["config_path"], values["trust_pickle"], values["seed"],
-                              loras, vae, values["prediction_type"]), "seed": values["seed"]}
+                              loras, vae, values["prediction_type"], values["ema"]), "seed": values["seed"]}
 
 
 MODEL = Group((
@@ -56,13 +56,16 @@ MODEL = Group((
                       "epsilon-predicting; SD 2.x's 768-px models (and their fine-tunes) predict v. Set in the "
                       "scheduler config the samplers, calibration and image check read (default: the pipeline's "
                       "own)."),
+    click.option("--ema/--no-ema", default=True, show_default=True,
+                 help="A single file holding its UNet's EMA weights beside the trained ones (model_ema.*, as SD 1.5's "
+                      "v1-5-pruned does): build the EMA ones (what people draw with), or the trained ones."),
     click.option("--seed", type=int, default=0, show_default=True,
                  help="Seed for preset weights, check inputs and calibration."),
 ), _model, lambda req: {"model_spec": req.source.spec, "config_path": req.source.config_path,
                         "trust_pickle": req.source.trust_pickle, "seed": req.seed,
                         "lora_specs": tuple(lora.spec for lora in req.source.loras),
                         "vae_path": str(req.source.vae.path) if req.source.vae else None,
-                        "prediction_type": req.source.prediction_type})
+                        "prediction_type": req.source.prediction_type, "ema": req.source.ema})
 
 
 def _target(values: dict) -> dict:

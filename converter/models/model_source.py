@@ -33,6 +33,7 @@ class ModelSource:
     loras: tuple[Lora, ...] = ()  # fused into the pipeline folder `path` (models/lora.py)
     vae: Vae | None = None  # in place of the pipeline's own in `path` (models/vae_swap.py)
     prediction_type: str | None = None  # set in `path`'s scheduler config where the file cannot say it
+    ema: bool = True  # a single file holding EMA weights beside the trained ones: which the UNet has
 
     @property
     def name(self) -> str:
@@ -87,10 +88,11 @@ class ModelSource:
 
 
 def resolve(spec: str, config: Path | None = None, trust_pickle: bool = False, seed: int = 0,
-            loras: tuple[Lora, ...] = (), vae: Vae | None = None, prediction_type: str | None = None) -> ModelSource:
+            loras: tuple[Lora, ...] = (), vae: Vae | None = None, prediction_type: str | None = None,
+            ema: bool = True) -> ModelSource:
     """What `spec` names; with `loras`, `vae` or `prediction_type`, the pipeline it names with them (a folder under
     the cache)."""
-    source = _resolve(spec, config, trust_pickle, seed, prediction_type is not None)
+    source = _resolve(spec, config, trust_pickle, seed, prediction_type is not None, ema)
     if not loras and vae is None and prediction_type is None:
         return source
     if source.kind != "pipeline":
@@ -103,10 +105,11 @@ def resolve(spec: str, config: Path | None = None, trust_pickle: bool = False, s
     folder = derived_folder(source.path, identity, source.name, loras, vae, prediction_type)
     return ModelSource(spec, "pipeline", folder, trust_pickle=trust_pickle, seed=seed, origin=source.origin,
                        identity=hashlib.sha256(f"{identity}{folder.name}".encode()).hexdigest(), loras=loras, vae=vae,
-                       prediction_type=prediction_type)
+                       prediction_type=prediction_type, ema=ema)
 
 
-def _resolve(spec: str, config: Path | None, trust_pickle: bool, seed: int, told_prediction: bool) -> ModelSource:
+def _resolve(spec: str, config: Path | None, trust_pickle: bool, seed: int, told_prediction: bool,
+             ema: bool) -> ModelSource:
     if spec == presets.DEMO:
         from converter.models import demo
 
@@ -143,11 +146,15 @@ def _resolve(spec: str, config: Path | None, trust_pickle: bool, seed: int, told
             if config is not None:
                 raise UserError(f"--config '{config}': {path} is a single-file checkpoint; its configs are read "
                                 "from its weights")
-            folder = single_file.pipeline_folder(path, state_dict)
+            folder = single_file.pipeline_folder(path, state_dict, ema)
+            if single_file.holds_ema(shapes):
+                print(f"rkconvert: {path}: holds EMA weights beside the trained ones; its UNet has the "
+                      + ("EMA ones (--no-ema: the trained)" if ema else "trained ones (--no-ema)"),
+                      file=sys.stderr, flush=True)
             if not told_prediction and ldm_layout.family(shapes, path) == "sd2":
                 print(f"rkconvert: {path}: SD 2.x, read as predicting the noise (2.x-base, Turbo); a 768-px model "
                       "predicts v: --prediction-type v_prediction", file=sys.stderr, flush=True)
-            return ModelSource(spec, "pipeline", folder, trust_pickle=trust_pickle, seed=seed, origin=path)
+            return ModelSource(spec, "pipeline", folder, trust_pickle=trust_pickle, seed=seed, origin=path, ema=ema)
     if path.suffix in STATE_DICT_SUFFIXES:
         return ModelSource(spec, "weights", path, config, trust_pickle)
     raise UserError(f"{path}: not a model this tool reads (a diffusers folder, "

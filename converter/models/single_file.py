@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # torch only in annotations here: a --help or a bad --model d
     import torch
 
 SUFFIXES = (".safetensors", ".ckpt")
+EMA = "model_ema."
 FORMAT = 1  # bump when the folder written here changes, so cached folders are written again
 SCHEDULER = {"_class_name": "DDIMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
              "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "clip_sample": False,
@@ -44,9 +45,9 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rkconvert"
 
 
-def cached_folder(path: Path) -> Path:
+def cached_folder(path: Path, ema: bool = True) -> Path:
     st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}:{FORMAT}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}:{FORMAT}:{ema}".encode()).hexdigest()[:12]
     return cache_root() / "single-file" / f"{path.stem}-{key}"
 
 
@@ -67,10 +68,17 @@ def holds_pipeline(shapes: dict[str, tuple]) -> bool:
     return not any(k.startswith(("conv_in.", "down_blocks.")) for k in shapes)
 
 
-def pipeline_folder(path: Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+def holds_ema(shapes: dict[str, tuple]) -> bool:
+    """Whether the file keeps its UNet's EMA weights beside the trained ones (model_ema.*, as SD 1.5's
+    v1-5-pruned does), as diffusers tells them apart: over 100 such tensors."""
+    return sum(k.startswith(EMA) for k in shapes) > 100
+
+
+def pipeline_folder(path: Path, state_dict: dict[str, torch.Tensor] | None = None, ema: bool = True) -> Path:
     """The pipeline folder of a single-file checkpoint, written on first use (`state_dict`: the file's
-    tensors when the caller already read them)."""
-    folder = cached_folder(path)
+    tensors when the caller already read them); of a file holding EMA weights, with the EMA UNet unless not
+    `ema`."""
+    folder = cached_folder(path, ema)
     if (folder / "model_index.json").is_file():
         return folder
     if state_dict is None:
@@ -84,7 +92,7 @@ def pipeline_folder(path: Path, state_dict: dict[str, torch.Tensor] | None = Non
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        _write(scratch, state_dict, shapes, family, path)
+        _write(scratch, state_dict, shapes, family, path, ema)
         shutil.rmtree(folder, ignore_errors=True)
         scratch.rename(folder)
     finally:
@@ -92,7 +100,7 @@ def pipeline_folder(path: Path, state_dict: dict[str, torch.Tensor] | None = Non
     return folder
 
 
-def _write(folder: Path, state_dict: dict, shapes: dict, family: str, origin: Path) -> None:
+def _write(folder: Path, state_dict: dict, shapes: dict, family: str, origin: Path, ema: bool) -> None:
     from diffusers import AutoencoderKL, DDIMScheduler
     from diffusers.loaders import single_file_utils as ldm
     from safetensors.torch import save_file
@@ -101,7 +109,7 @@ def _write(folder: Path, state_dict: dict, shapes: dict, family: str, origin: Pa
     from converter.models.unet_loading import unet_from_state_dict
 
     unet_config = ldm_layout.unet_config(shapes, family)
-    unet_weights = ldm.convert_ldm_unet_checkpoint(state_dict, unet_config)
+    unet_weights = ldm.convert_ldm_unet_checkpoint(state_dict, unet_config, extract_ema=ema)
     # refuses weights the config does not describe; the saved config has every field diffusers defaults
     unet_from_state_dict(unet_config, unet_weights, origin).save_config(folder / "unet")
     save_file({k: v.contiguous() for k, v in unet_weights.items()},
