@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from converter.builds.simulator import BuiltModel, PipelineModels, rebuilt_simulator
 from converter.common import onnx_runtime
@@ -23,7 +24,8 @@ from converter.models.family import Signature
 
 @dataclass(frozen=True)
 class Drawing:
-    """What to draw: prompts with their noise seeds, the sampler's steps and guidance, the image size."""
+    """What to draw: prompts with their noise seeds, the sampler's steps and guidance, the image size; to redraw an
+    image (img2img), the image and how much of its noise schedule the sampler runs over it (`strength`)."""
 
     prompts: list[str]
     seeds: list[int]
@@ -31,6 +33,8 @@ class Drawing:
     guidance_scale: float
     resolution: int
     scheduler: str | None = None  # a sampler's name (ddim, euler, euler-ancestral, lcm); None: the folder's own
+    init_image: Image.Image | None = None  # RGB, resolution x resolution
+    strength: float = 0.8
 
     @classmethod
     def of(cls, evaluation: EvalSet, resolution: int) -> Drawing:
@@ -88,9 +92,10 @@ def draw(folder: Path, drawing: Drawing, text: dict, to_graph, run, on_step=None
     `text` as text_to_image.denoise takes it."""
     config = json.loads((folder / "unet" / "config.json").read_text())
     signature = Signature.of_config(config, drawing.resolution)
-    pipe = pipeline(folder, RuntimeUNet(signature, to_graph, run, config), drawing.scheduler)
+    init = (drawing.init_image, drawing.strength) if drawing.init_image else None
+    pipe = pipeline(folder, RuntimeUNet(signature, to_graph, run, config), drawing.scheduler, img2img=bool(init))
     return denoise(pipe, text, drawing.seeds, drawing.steps, drawing.guidance_scale, drawing.resolution, on_step,
-                   output_type)
+                   output_type, init)
 
 
 def _npu_text_states(folder: Path, encoder: BuiltModel, prompts: list[str], simulator) -> dict:

@@ -22,9 +22,15 @@ from converter.board.samplers import NAMES as SAMPLER_NAMES
 @click.option("--scheduler", type=click.Choice(sorted(SAMPLER_NAMES)), default=None,
               help="Sampler, on the pipeline's own noise schedule (default: the one its scheduler_config.json names). "
                    "The board runner takes the same --scheduler.")
+@click.option("--init-image", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="Redraw this picture (img2img: its latents, noised to --strength, are where the sampler starts); "
+                   "it must be the build's size.")
+@click.option("--strength", type=click.FloatRange(0, 1, min_open=True), default=0.8, show_default=True,
+              help="With --init-image: how much of the noise schedule is run over it (1: all of it, the picture "
+                   "barely kept; the sampler takes int(steps x strength) steps), as diffusers' img2img pipeline.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder for the PNGs (default: BUILD_DIR/images/).")
-def generate(build_dir, prompts, steps, guidance_scale, seed, scheduler, out):
+def generate(build_dir, prompts, steps, guidance_scale, seed, scheduler, init_image, strength, out):
     """Draw --prompt with a finished build's model, once with the reference UNet (ONNX Runtime on the
     final ONNX) and once with its .rknn in rknn-toolkit2's simulator.
 
@@ -38,7 +44,7 @@ def generate(build_dir, prompts, steps, guidance_scale, seed, scheduler, out):
 
     out = out or build_dir / "images"
     rows = run_generate(build_dir, list(prompts), seed, steps, guidance_scale, out,
-                        Progress(Console(stderr=True, highlight=False)), scheduler)
+                        Progress(Console(stderr=True, highlight=False)), scheduler, init_image, strength)
     console = Console(highlight=False)
     for i, row in enumerate(rows):
         console.print(f"{out / row['rknn']}  seed {row['seed']}  vs reference: PSNR {row['psnr_db']:.1f} dB, "

@@ -7,6 +7,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from PIL import Image
+
 from converter.builds.drawing import Drawing, draw_both, save_trio
 from converter.builds.finished import FinishedBuild
 from converter.common.errors import UserError
@@ -16,8 +18,10 @@ from converter.imaging.pictures import comparison_grid, save_png
 
 
 def generate(build_dir: Path, prompts: list[str], seed: int, steps: int | None, guidance_scale: float | None,
-             out: Path, progress: Progress, scheduler: str | None = None) -> list[dict]:
-    """PNGs per prompt in `out` (reference, rknn, difference) and grid.png; a row of figures per prompt."""
+             out: Path, progress: Progress, scheduler: str | None = None, init_image: Path | None = None,
+             strength: float = 0.8) -> list[dict]:
+    """PNGs per prompt in `out` (reference, rknn, difference) and grid.png; a row of figures per prompt. With
+    `init_image`, each prompt redraws that image at `strength` (img2img)."""
     build = FinishedBuild.open(build_dir)
     folder = build.pipeline
     if folder is None:
@@ -27,7 +31,8 @@ def generate(build_dir: Path, prompts: list[str], seed: int, steps: int | None, 
     steps = steps or (declared.steps if declared else 20)
     guidance_scale = guidance_scale if guidance_scale is not None else (declared.guidance_scale if declared else 7.5)
     drawing = Drawing(prompts, [seed + i for i in range(len(prompts))], steps, guidance_scale,
-                      build.report.resolution, scheduler)
+                      build.report.resolution, scheduler, _init_image(init_image, build.report.resolution)
+                      if init_image else None, strength)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".generate-", dir=out) as scratch, \
             progress.stage("generate", f"{len(prompts)} prompts, {steps} steps, ONNX Runtime and the .rknn"):
@@ -42,3 +47,16 @@ def generate(build_dir: Path, prompts: list[str], seed: int, steps: int | None, 
         for png in Path(scratch).glob("*.png"):
             png.replace(out / png.name)
     return rows
+
+
+def _init_image(path: Path, resolution: int) -> Image.Image:
+    """The image to redraw, as RGB; UserError unless it is a picture of the build's size (the UNet's shapes are
+    fixed)."""
+    try:
+        image = Image.open(path).convert("RGB")
+    except (OSError, ValueError) as e:
+        raise UserError(f"--init-image {path}: not a picture this tool reads ({e})") from None
+    if image.size != (resolution, resolution):
+        raise UserError(f"--init-image {path}: {image.size[0]}x{image.size[1]} px; this build draws "
+                        f"{resolution}x{resolution} (its UNet's shapes are fixed at build time)")
+    return image

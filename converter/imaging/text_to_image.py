@@ -38,8 +38,10 @@ def scheduler(folder: Path, name: str | None = None):
     return getattr(diffusers, chosen).from_pretrained(folder / "scheduler", local_files_only=True)
 
 
-def pipeline(folder: Path, unet: torch.nn.Module, sampler: str | None = None):
-    from diffusers import StableDiffusionPipeline
+def pipeline(folder: Path, unet: torch.nn.Module, sampler: str | None = None, img2img: bool = False):
+    """diffusers' text-to-image pipeline of `folder` with `unet`, or its image-to-image one (`img2img`: the VAE's
+    encoder turns the starting image into latents, noised to the strength's timestep)."""
+    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
     from transformers import CLIPTextModel, CLIPTokenizer
 
     from converter.models.pipeline_models import load_vae
@@ -53,17 +55,18 @@ def pipeline(folder: Path, unet: torch.nn.Module, sampler: str | None = None):
                      "vae": load_vae(folder), "scheduler": scheduler(folder, sampler)}
     except (OSError, ValueError) as e:
         raise UserError(f"{folder}: not a text-to-image pipeline folder ({str(e).splitlines()[0]})") from None
-    pipe = StableDiffusionPipeline(**parts, unet=unet, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+    kind = StableDiffusionImg2ImgPipeline if img2img else StableDiffusionPipeline
+    pipe = kind(**parts, unet=unet, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
 def denoise(pipe, text: dict, seeds: list[int], steps: int, guidance_scale: float, resolution: int,
-            on_step: Callable[[int, int], None] | None, output_type: str):
+            on_step: Callable[[int, int], None] | None, output_type: str, init: tuple | None = None):
     """The pipeline's denoising loop, all prompts together: `text` is {"prompt": [...]} or the text states
     ({"prompt_embeds", "negative_prompt_embeds"}: another text encoder's); output_type "np" (images in [0, 1])
-    or "latent"; `on_step(done, steps)` after every denoising step."""
+    or "latent"; `on_step(done, steps)` after every denoising step. `init`: (PIL image, strength) to redraw, with
+    an image-to-image pipeline (its size is the image's)."""
     generators = [torch.Generator().manual_seed(s) for s in seeds]
 
     def callback(pipe, step, timestep, tensors):
@@ -72,7 +75,8 @@ def denoise(pipe, text: dict, seeds: list[int], steps: int, guidance_scale: floa
         return tensors
 
     with torch.no_grad():
-        return pipe(**text, height=resolution, width=resolution, num_inference_steps=steps,
+        start = {"image": init[0], "strength": init[1]} if init else {"height": resolution, "width": resolution}
+        return pipe(**text, **start, num_inference_steps=steps,
                     guidance_scale=guidance_scale, generator=generators, output_type=output_type,
                     callback_on_step_end=callback).images
 
