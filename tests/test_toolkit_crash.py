@@ -100,7 +100,8 @@ def test_toolkit_children_die_with_the_process_that_started_them(tmp_path):
     try:
         job = psutil.Process(int(proc.stdout.readline()))
         deadline = time.monotonic() + 60
-        while "up" not in (tmp_path / "s.log").read_text() and time.monotonic() < deadline:
+        log = tmp_path / "s.log"  # opened by the child once forked: it may not be there yet
+        while not (log.exists() and "up" in log.read_text()) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert job.is_running()
     finally:

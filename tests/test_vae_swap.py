@@ -5,11 +5,13 @@ latent width refused in one line with nothing written."""
 from __future__ import annotations
 
 import json
+import tarfile
 
 import numpy as np
 import pytest
 import torch
 
+from converter.board.manifest import Manifest, VaeUsed
 from tests.conftest import error_lines, rkconvert, save_tiny_pipeline
 from tests.test_release import runner_against_generate
 from tools.make_single_file import vae_to_ldm
@@ -99,6 +101,9 @@ def test_the_decoder_of_the_given_vae_is_built_checked_shipped_and_drawn(vae_bui
     drawing = ("--prompt", "a red circle on the left", "--seed", "5", "--steps", "2")
     image_psnr, timing = runner_against_generate(out, drawing, tmp_path, work)
     assert image_psnr >= 40 and timing["on"]["vae_decoder"] == "npu"
+    with tarfile.open(tmp_path / "bundle.tar.gz", "r:gz") as tar:
+        manifest = Manifest.loads(tar.extractfile("bundle/manifest.json").read())
+    assert manifest.vae == VaeUsed(**report["vae"])
 
 
 def test_a_vae_of_other_latents_is_refused_in_one_line(vaes, tmp_path, monkeypatch):

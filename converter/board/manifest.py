@@ -41,6 +41,12 @@ def _object(raw, where: str) -> dict:
     return raw
 
 
+def _flat(cls, raw, where: str, **kinds):
+    """A record of plain fields read from the JSON object `raw`: strings, unless `kinds` names others."""
+    raw = _object(raw, where)
+    return cls(**{f.name: _take(raw, f.name, kinds.get(f.name, str), where) for f in fields(cls)})
+
+
 def _optional(cls, raw: dict, key: str, where: str):
     """cls read from raw[key], or None where it is null or absent."""
     found = _take(raw, key, dict, where, optional=True)
@@ -227,9 +233,7 @@ class LoraUsed:
 
     @classmethod
     def from_json(cls, raw, where: str) -> LoraUsed:
-        raw = _object(raw, where)
-        return cls(_take(raw, "file", str, where), _take(raw, "sha256", str, where),
-                   _take(raw, "scale", (int, float), where))
+        return _flat(cls, raw, where, scale=(int, float))
 
 
 @dataclass(frozen=True)
@@ -243,8 +247,7 @@ class VaeUsed:
 
     @classmethod
     def from_json(cls, raw, where: str) -> VaeUsed:
-        raw = _object(raw, where)
-        return cls(_take(raw, "file", str, where), _take(raw, "sha256", str, where), _take(raw, "kind", str, where))
+        return _flat(cls, raw, where)
 
 
 @dataclass(frozen=True)

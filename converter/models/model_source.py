@@ -47,9 +47,14 @@ class ModelSource:
             return self.spec.replace(":", "-")
         if self.origin:
             return self.origin.stem
-        path = Path(self.spec)  # not `path`: a LoRA'd pipeline's is a folder under the cache
-        stem = path.stem if path.is_file() else path.resolve().name
+        path = Path(self.spec) if self.derived else self.path  # a derived pipeline's `path` is under the cache
+        stem = path.stem if path.is_file() else path.name
         return stem or "model"
+
+    @property
+    def derived(self) -> bool:
+        """Whether `path` is a pipeline folder derived from the one `spec` names (models/derived_pipeline.py)."""
+        return bool(self.loras or self.vae or self.prediction_type)
 
     def fingerprint(self) -> dict:
         """Identity of the source for stage keys: file sizes and modification times, not contents."""
