@@ -34,7 +34,7 @@ TINY_RESOLUTION = 64
 # order them by test count), and a long module handed out last ran alone for 100-150 s while the other
 # worker idled.
 LONGEST_FIRST = ["test_matrix", "test_layer_report", "test_presets_convert", "test_diagnose", "test_parts_build",
-                 "test_lowering", "test_hybrid", "test_release", "test_generate"]
+                 "test_lowering", "test_vae_swap", "test_hybrid", "test_release", "test_generate"]
 
 
 def pytest_collection_modifyitems(items):
