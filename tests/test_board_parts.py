@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from converter.board import samplers as sampler
 from converter.board.clip_tokenizer import ClipTokenizer
@@ -96,6 +97,38 @@ def test_each_sampler_takes_diffusers_steps_with_the_same_noise(tmp_path, class_
         assert worst <= 1e-5 * max(1.0, float(np.abs(expected.numpy()).max())), (steps, worst)
 
 
+@pytest.mark.parametrize("strength", [0.3, 0.6, 1.0])
+@pytest.mark.parametrize("class_name,changes", SAMPLERS)
+def test_each_sampler_redraws_a_picture_as_diffusers_img2img_does(tmp_path, class_name, changes, strength):
+    """As StableDiffusionImg2ImgPipeline drives the scheduler: the steps int(steps x strength) from the noisier end
+    (get_timesteps, set_begin_index), the picture's latents noised to the first of them, then the same steps."""
+    config = json.loads((DEMO_PIPELINE / "scheduler" / "scheduler_config.json").read_text()) | changes
+    (tmp_path / "scheduler_config.json").write_text(json.dumps(config))
+    rng = np.random.default_rng(1)
+    x0, noise = (rng.standard_normal((1, 4, 16, 16)).astype(np.float32) for _ in range(2))
+    theirs = _diffusers_scheduler(class_name, config)
+    ours = sampler.from_config(tmp_path / "scheduler_config.json", {v: k for k, v in sampler.NAMES.items()}[class_name])
+    theirs.set_timesteps(8)
+    ours.set(8)
+    skipped = sampler.img2img_skip(8, strength)
+    timesteps = theirs.timesteps[skipped:]
+    if hasattr(theirs, "set_begin_index"):
+        theirs.set_begin_index(skipped)
+    ours.begin(skipped)
+    expected = theirs.add_noise(torch.from_numpy(x0), torch.from_numpy(noise), timesteps[:1])
+    x = ours.add_noise(x0, noise)
+    assert len(ours.timesteps) == len(timesteps) == int(8 * strength)
+    generator, mine = torch.Generator().manual_seed(7), TorchGenerator(7)
+    worst = float(np.abs(x - expected.numpy()).max())
+    for i, t in enumerate(timesteps):
+        worst = max(worst, float(np.abs(ours.scale(x, i) - theirs.scale_model_input(expected, t).numpy()).max()))
+        out = rng.standard_normal(x.shape).astype(np.float32)
+        expected = theirs.step(torch.from_numpy(out), t, expected, generator=generator).prev_sample
+        x = ours.step(out, i, x, mine)
+        worst = max(worst, float(np.abs(x - expected.numpy()).max()))
+    assert worst <= 1e-5 * max(1.0, float(np.abs(expected.numpy()).max())), worst
+
+
 def test_a_sampler_it_does_not_implement_is_refused_naming_the_file(tmp_path):
     config = json.loads((DEMO_PIPELINE / "scheduler" / "scheduler_config.json").read_text())
     (tmp_path / "x0.json").write_text(json.dumps({**config, "prediction_type": "sample"}))
@@ -175,3 +208,21 @@ def test_the_manifest_reads_back_what_it_writes_and_names_what_is_wrong():
     for name, (text, message) in bad.items():
         with pytest.raises(ManifestError, match=message):
             Manifest.loads(text)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA"])
+def test_the_board_reads_the_pngs_pillow_writes(tmp_path, mode):
+    """Pillow picks a filter per row (all five kinds on a picture with edges, gradients and noise)."""
+    from converter.board.png import load_png
+
+    rng = np.random.default_rng(2)
+    y, x = np.mgrid[0:40, 0:56]
+    picture = np.stack([x * 4, y * 6, (x * y) % 256, rng.integers(0, 256, x.shape)], axis=-1).astype(np.uint8)
+    picture[10:20, 30:40] = rng.integers(0, 256, (10, 10, 4))
+    image = Image.fromarray(picture, "RGBA").convert(mode)
+    image.save(tmp_path / "p.png", optimize=True)
+    expected = np.asarray(image.convert("RGB"))
+    np.testing.assert_array_equal(load_png(tmp_path / "p.png"), expected)
+    (tmp_path / "p.jpg").write_bytes(b"\xff\xd8\xff\xe0")
+    with pytest.raises(ValueError, match="p.jpg: not a PNG file"):
+        load_png(tmp_path / "p.jpg")

@@ -15,6 +15,7 @@ from PIL import Image
 from converter.imaging.evaluation import psnr, ssim
 from converter.models import demo
 from tests.conftest import TINY_EVALUATION, error_lines, rkconvert, save_tiny_pipeline
+from tests.test_release import runner_against_generate
 
 
 def _png(path) -> np.ndarray:
@@ -261,9 +262,12 @@ def test_img2img_redraws_the_picture_as_diffusers_img2img_pipeline(tiny_pipeline
     assert result.returncode == 0, result.stderr
     _start_picture(64).save(tmp_path / "start.png")
     drawing = ("--prompt", "a blue square at the top", "--seed", "3", "--steps", "4", "--guidance-scale", "3",
-               "--init-image", str(tmp_path / "start.png"))
-    drawn = rkconvert("generate", str(out), *drawing, "--strength", "0.6", "--out", str(tmp_path / "gen"), cwd=work)
-    assert drawn.returncode == 0, drawn.stderr
+               "--init-image", str(tmp_path / "start.png"), "--strength", "0.6")
+    # The board runner redraws it as generate does: its numpy sampler from the strength's step, the VAE encoder in
+    # onnxruntime, the latents drawn from the seed's generator in diffusers' order.
+    image_psnr, timing = runner_against_generate(out, drawing, tmp_path, work)
+    assert image_psnr >= 40 and len(timing["unet_step_seconds"]) == int(4 * 0.6)
+    assert timing["on"] == {"text_encoder": "npu", "vae_decoder": "npu", "vae_encoder": "cpu"}
     reference, rknn = _png(tmp_path / "gen" / "00-reference.png"), _png(tmp_path / "gen" / "00-rknn.png")
     # The reference (the UNet's rewritten graph in ONNX Runtime, float32) is diffusers' img2img drawing with the torch
     # UNet up to float32 sums in another order; the .rknn's (float16 UNet, text encoder and decoder) close to it.

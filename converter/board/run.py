@@ -8,7 +8,8 @@ First the checks: every file's sha256 against manifest.json, and the board's lib
 version the model was built with. Then one UNet step on the build's own check input, compared with
 ONNX Runtime's output (and, simulated, with the build's simulator output). With --prompt, the whole
 loop of a model that draws: the tokenizer, the text encoder, the UNet with classifier-free guidance, the
-bundle's sampler in numpy (DDIM, Euler, Euler-ancestral or LCM), the VAE decoder, a PNG. The UNet runs on
+bundle's sampler in numpy (DDIM, Euler, Euler-ancestral or LCM), the VAE decoder, a PNG; with --init-image,
+the picture redrawn (img2img: the VAE encoder on the CPU, then the sampler from --strength). The UNet runs on
 the NPU, and so do the text encoder and the VAE decoder where the bundle has their .rknn (--cpu-models:
 onnxruntime on the CPU instead); one model is loaded at a time. Every part is timed; timing.json is what
 to send back so board figures can sit beside the toolkit's estimate.
@@ -36,7 +37,8 @@ from noise import TorchGenerator  # noqa: E402
 from samplers import NAMES as SAMPLER_NAMES  # noqa: E402
 from samplers import from_config as sampler_from_config  # noqa: E402
 from samplers import guidance_embedding  # noqa: E402
-from png import save_png  # noqa: E402
+from png import PngError, save_png  # noqa: E402
+import redraw  # noqa: E402
 from manifest import NAME as MANIFEST, ForSize, Manifest, ManifestError, Run  # noqa: E402
 
 CORE_MASKS = {"auto": 0, "0": 1, "1": 2, "2": 4, "0_1": 3, "0_1_2": 7}
@@ -169,14 +171,31 @@ def encode(open_model, prompt: str, cfg: bool, timing: dict) -> list[np.ndarray]
     return states
 
 
-def denoise(one: ForSize, unet, states: list[np.ndarray], sampler, seed: int, guidance: float,
+def starting(one: ForSize, open_model, sampler, generator, init_image: Path | None, steps: int, strength: float,
+             timing: dict) -> np.ndarray:
+    """The latents the sampler starts from: the seed's noise, or the picture to redraw, encoded and noised."""
+    if init_image is None:
+        return generator.randn(tuple(one.pipeline.latent_shape)) * sampler.init_noise_sigma
+    if not 0 < strength <= 1:
+        raise RunnerError(f"--strength {strength}: from 0 (exclusive) to 1")
+    try:
+        image = redraw.picture(init_image, one.resolution)
+    except (OSError, PngError, ValueError) as e:
+        raise RunnerError(f"--init-image {e}") from None
+    with open_model("vae_encoder") as vae_encoder:
+        begun = time.monotonic()
+        moments = np.asarray(vae_encoder({"image": image}), np.float32)
+        timing["encoder_seconds"] = round(time.monotonic() - begun, 4)
+    return redraw.start(moments, one.pipeline.latent_shape[1], one.pipeline.vae_scaling_factor, sampler, steps,
+                        strength, generator)
+
+
+def denoise(one: ForSize, unet, states: list[np.ndarray], sampler, generator, latents: np.ndarray, guidance: float,
             timing: dict) -> np.ndarray:
-    """The latents after the sampler's steps, as StableDiffusionPipeline denoises them."""
+    """The latents after the sampler's steps from `latents`, as StableDiffusionPipeline denoises them."""
     extra = host_programs(one)
     fixed = conditioning(one, guidance)
     cfg = len(states) == 2
-    generator = TorchGenerator(seed)
-    latents = generator.randn(tuple(one.pipeline.latent_shape)) * sampler.init_noise_sigma
     timing["unet_step_seconds"] = []
     for i, t in enumerate(sampler.timesteps):
         start = time.monotonic()
@@ -227,6 +246,10 @@ def _args(argv):
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's own)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed, as torch.Generator().manual_seed")
     parser.add_argument("--guidance-scale", type=float, default=None, help="default: the model's own")
+    parser.add_argument("--init-image", type=Path, default=None, metavar="PNG",
+                        help="redraw this picture of the bundle's size (img2img) under --prompt")
+    parser.add_argument("--strength", type=float, default=0.8,
+                        help="with --init-image: how much of the noise schedule runs over it (0 to 1; default 0.8)")
     parser.add_argument("--scheduler", choices=sorted(SAMPLER_NAMES), default=None,
                         help="sampler (default: the one scheduler/scheduler_config.json names)")
     parser.add_argument("--size", type=int, default=None,
@@ -262,6 +285,8 @@ def main(argv=None) -> int:
         if not args.skip_checksums:
             checksums(bundled)
         one = bundled.at(args.size)
+        if args.init_image and not args.prompt:
+            raise RunnerError("--init-image redraws a picture under --prompt: give one")
         if args.prompt and not one.pipeline:
             raise RunnerError(f"{bundled.model} is a UNet alone: this bundle has no text encoder or decoder")
         timing = {"bundle": BUNDLE.name, "size": one.resolution, "target": bundled.target, "dtype": bundled.dtype,
@@ -283,16 +308,21 @@ def main(argv=None) -> int:
             steps = args.steps or one.pipeline.steps
             guidance = one.pipeline.guidance_scale if args.guidance_scale is None else args.guidance_scale
             sampler = sampler_for(steps, args.scheduler)
+            used = ["text_encoder", "vae_decoder", *(["vae_encoder"] if args.init_image else [])]
             timing.update(prompt=args.prompt, seed=args.seed, steps=steps, guidance_scale=guidance,
-                          on={model: where(one, model, args.cpu_models) for model in one.pipeline.cpu})
+                          on={model: where(one, model, args.cpu_models) for model in used})
+            if args.init_image:
+                timing.update(init_image=args.init_image.name, strength=args.strength)
             cfg = guidance > 1 and "guidance" not in one.pipeline.conditioning.values()
             states = encode(open_model, args.prompt, cfg, timing)
+            generator = TorchGenerator(args.seed)
+            latents = starting(one, open_model, sampler, generator, args.init_image, steps, args.strength, timing)
         with open_model("unet") as unet:
             timing["unet_check"] = step_check(one, unet, bool(args.simulate))
             print(f"UNet step on the check input: {timing['unet_check']['seconds']:.3f} s, PSNR "
                   f"{timing['unet_check']['psnr_db_vs_onnxruntime']:.1f} dB against ONNX Runtime")
             if args.prompt:
-                latents = denoise(one, unet, states, sampler, args.seed, guidance, timing)
+                latents = denoise(one, unet, states, sampler, generator, latents, guidance, timing)
         if args.prompt:
             image = decode(one, open_model, latents, timing)
             args.out.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,17 @@ def predicts_v(c: dict) -> bool:
     return c.get("prediction_type", "epsilon") == "v_prediction"
 
 
+def noised(a_t: np.float32, x0: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Clean latents `x0` at a timestep of cumulative alpha `a_t` (DDPM's forward process)."""
+    return (np.sqrt(a_t) * x0 + np.sqrt(1 - a_t) * noise).astype(np.float32)
+
+
+def img2img_skip(steps: int, strength: float) -> int:
+    """How many of `steps` an image-to-image run skips: diffusers' get_timesteps (the sampler runs
+    int(steps x strength) of them, from the noisier end)."""
+    return max(steps - min(int(steps * strength), steps), 0)
+
+
 def original_and_noise(out: np.ndarray, x: np.ndarray, a_t: np.float32, v: bool) -> tuple[np.ndarray, np.ndarray]:
     """(x0, noise) at a timestep of cumulative alpha `a_t` from the model's output `out` on `x` (diffusers'
     DDIM and LCM conversions)."""
@@ -71,8 +82,10 @@ class Ddim:
         self.offset = c.get("steps_offset", 0)
         self.spacing = c.get("timestep_spacing", "leading")
         self.timesteps = np.zeros(0, np.int64)
+        self.steps = 0
 
     def set(self, steps: int) -> None:
+        self.steps = steps
         if self.spacing == "leading":
             found = (np.arange(steps) * (self.train_steps // steps)).round()[::-1].astype(np.int64) + self.offset
         elif self.spacing == "trailing":
@@ -83,13 +96,21 @@ class Ddim:
             raise SamplerError(f"timestep_spacing {self.spacing!r}: leading, trailing or linspace")
         self.timesteps = found
 
+    def begin(self, skipped: int) -> None:
+        """Start `skipped` steps in (img2img: the steps of the noise the starting picture keeps)."""
+        self.timesteps = self.timesteps[skipped:]
+
+    def add_noise(self, x0: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        """Clean latents noised to the first timestep (diffusers' add_noise)."""
+        return noised(self.alphas_cumprod[int(self.timesteps[0])], x0, noise)
+
     def scale(self, x: np.ndarray, i: int) -> np.ndarray:
         return x
 
     def step(self, out: np.ndarray, i: int, x: np.ndarray, generator) -> np.ndarray:
         """x at the next timestep, from the model's output `out` (noise or v) at step `i` (deterministic)."""
         t = int(self.timesteps[i])
-        prev = t - self.train_steps // len(self.timesteps)
+        prev = t - self.train_steps // self.steps
         a_t = self.alphas_cumprod[t]
         a_prev = self.alphas_cumprod[prev] if prev >= 0 else self.final
         x0, eps = original_and_noise(out, x, a_t, self.v)
@@ -128,6 +149,12 @@ class Euler:
         sigmas = np.interp(timesteps, np.arange(len(self.train_sigmas)), self.train_sigmas)
         self.sigmas = np.concatenate([sigmas, [0.0]]).astype(np.float32)
         self.timesteps = timesteps.astype(np.float32)
+
+    def begin(self, skipped: int) -> None:
+        self.timesteps, self.sigmas = self.timesteps[skipped:], self.sigmas[skipped:]
+
+    def add_noise(self, x0: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        return (x0 + noise * self.sigmas[0]).astype(np.float32)
 
     @property
     def init_noise_sigma(self) -> np.float32:
@@ -176,6 +203,12 @@ class Lcm:
                                f"({self.original_steps})")
         origin = (np.arange(1, self.original_steps + 1) * (self.train_steps // self.original_steps) - 1)[::-1]
         self.timesteps = origin[np.floor(np.linspace(0, len(origin), steps, endpoint=False)).astype(np.int64)]
+
+    def begin(self, skipped: int) -> None:
+        self.timesteps = self.timesteps[skipped:]
+
+    def add_noise(self, x0: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        return noised(self.alphas_cumprod[int(self.timesteps[0])], x0, noise)
 
     def scale(self, x: np.ndarray, i: int) -> np.ndarray:
         return x

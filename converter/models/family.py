@@ -28,8 +28,11 @@ SAMPLE, TIMESTEP, CONTEXT = "sample", "timestep", "encoder_hidden_states"
 CORE = (SAMPLE, TIMESTEP, CONTEXT)
 TEXT_TOKENS = 77  # CLIP's context length, what SD text encoders emit
 VAE_SCALE = 8
-TEXT_ENCODER, VAE_DECODER = "text_encoder", "vae_decoder"
+TEXT_ENCODER, VAE_DECODER, VAE_ENCODER = "text_encoder", "vae_decoder", "vae_encoder"
 PIPELINE_MODELS = (TEXT_ENCODER, VAE_DECODER)  # what draws beside the UNet, in the order an image needs them
+# Traced and shipped as ONNX beside them (the board runs it on its CPU), not built for the NPU yet: the encoder
+# that turns a picture to redraw (img2img) into latents.
+TRACED_MODELS = (*PIPELINE_MODELS, VAE_ENCODER)
 SIZE_IDS = 6  # SDXL's time_ids: original (h, w), crop (top, left), target (h, w)
 
 
