@@ -1,6 +1,7 @@
 """v-prediction (SD 2.x at 768 px and its fine-tunes): set with --prediction-type where the files cannot say it,
-and carried into the scheduler config that the host's pipeline, calibration and the board runner's samplers read.
-The numpy samplers take diffusers' v steps one for one (test_board_parts.py); here a tiny pipeline is drawn."""
+and carried into the scheduler config that the host's pipeline (diffusers' own), calibration and the board runner's
+samplers read. The numpy samplers take diffusers' v steps one for one (test_board_parts.py); here a tiny pipeline
+is drawn by the runner."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from PIL import Image
 from calib_data.schedules import prediction_of
 from converter.imaging.evaluation import psnr
 from tests.conftest import rkconvert, save_tiny_pipeline
-from tests.test_release import runner_against_generate
+from tests.test_release import _runner, _unpack
 
 PROMPT, SEED, STEPS, GUIDANCE = "a red circle on the left", 5, 4, 3.0
 
@@ -43,17 +44,20 @@ def _diffusers_image(folder) -> np.ndarray:
     return np.clip(np.round(image * 255), 0, 255).astype(np.uint8)
 
 
-def test_host_and_runner_draw_what_diffusers_v_sampler_draws(v_build, tmp_path):
+def test_the_runner_draws_what_diffusers_v_sampler_draws(v_build, tmp_path):
     work, result, out = v_build
     assert result.returncode == 0, result.stderr
     folder = json.loads((out / "report.json").read_text())["pipeline"]
     assert prediction_of(work / "tiny-pipeline") == "epsilon" and prediction_of(Path(folder)) == "v_prediction"
-    drawing = ("--prompt", PROMPT, "--seed", str(SEED), "--steps", str(STEPS), "--guidance-scale", str(GUIDANCE))
-    image_psnr, _ = runner_against_generate(out, drawing, tmp_path, work)
-    assert image_psnr >= 40  # the board's numpy sampler read v as the host's diffusers one did
-    # generate's reference (the UNet in ONNX Runtime) is diffusers' own v-prediction drawing, and far from the
-    # drawing that reads the same UNet's output as noise.
-    reference = np.asarray(Image.open(tmp_path / "gen" / "00-reference.png"))
+    # The board's numpy sampler with the .rknn (float16) draws diffusers' own v-prediction picture (the host's
+    # pipeline is diffusers': generate draws it so), and not the one that reads the same UNet's output as noise.
+    assert rkconvert("release", str(out), "--out", str(tmp_path / "v.tar.gz"), cwd=work).returncode == 0
+    ran = _runner(_unpack(tmp_path / "v.tar.gz", tmp_path / "v"), "--simulate", str(out), "--prompt", PROMPT,
+                  "--seed", str(SEED), "--steps", str(STEPS), "--guidance-scale", str(GUIDANCE),
+                  "--out", str(tmp_path / "run"))
+    assert ran.returncode == 0, ran.stderr
+    timing = json.loads((tmp_path / "run" / "timing.json").read_text())
+    drawn = np.asarray(Image.open(tmp_path / "run" / timing["image"]))
     as_v, as_noise = _diffusers_image(folder), _diffusers_image(work / "tiny-pipeline")
-    assert psnr(reference, as_v) >= 35
-    assert psnr(reference, as_noise) <= psnr(reference, as_v) - 10
+    assert psnr(drawn, as_v) >= 35
+    assert psnr(drawn, as_noise) <= psnr(drawn, as_v) - 10
