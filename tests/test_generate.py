@@ -166,7 +166,8 @@ def test_a_part_left_on_the_cpu_is_drawn_there_by_the_check_the_bundle_and_the_r
         tar.extractall(tmp_path / "unpacked", filter="data")
         names = tar.getnames()
     assert sorted(n for n in names if n.endswith((".rknn", ".onnx")) and "/host/" not in n) == [
-        "tiny/cpu/text_encoder.onnx", "tiny/cpu/vae_decoder.onnx", "tiny/model.rknn", "tiny/npu/vae_decoder.rknn"]
+        "tiny/cpu/text_encoder.onnx", "tiny/cpu/vae_decoder.onnx", "tiny/cpu/vae_encoder.onnx", "tiny/model.rknn",
+        "tiny/npu/vae_decoder.rknn"]
     first = report["images"]["rows"][0]
     ran = subprocess.run([sys.executable, "board/run.py", "--simulate", str(out), "--prompt", first["prompt"],
                           "--seed", str(first["seed"]), "--steps", str(report["images"]["steps"]), "--out",

@@ -49,7 +49,7 @@ def test_release_carries_what_the_rknn_declares_and_verifies(released):
     members = _members(bundle)
     assert sorted(members) == [
         "tiny/board/clip_tokenizer.py", "tiny/board/manifest.py", "tiny/board/noise.py", "tiny/board/png.py",
-        "tiny/board/run.py",
+        "tiny/board/redraw.py", "tiny/board/run.py",
         "tiny/board/samplers.py", "tiny/check/input-encoder_hidden_states.npy", "tiny/check/input-sample.npy",
         "tiny/check/input-t_emb.npy", "tiny/check/reference-out_sample.npy", "tiny/check/simulator-out_sample.npy",
         "tiny/host/host_time_projection.onnx", "tiny/manifest.json", "tiny/model.rknn", "tiny/report.html",
@@ -67,7 +67,7 @@ def test_release_carries_what_the_rknn_declares_and_verifies(released):
     assert report["command"].startswith("rkconvert build --target rk3588")
     shown = _verify(work, bundle)
     assert shown.returncode == 0, shown.stderr
-    assert "verified, 15 files match manifest.json; rk3588" in shown.stdout
+    assert "verified, 16 files match manifest.json; rk3588" in shown.stdout
 
 
 def test_the_same_build_gives_byte_identical_bundles(released, tmp_path):
