@@ -10,12 +10,12 @@ LoRA for another architecture), or a layer whose widths differ (SD 2.x's 1024-wi
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from converter.common.digest import file_sha256
 from converter.common.errors import UserError
 
 SUFFIXES = (".safetensors", ".bin", ".pt")
@@ -56,11 +56,7 @@ class Lora:
 
     @cached_property
     def sha256(self) -> str:
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+        return file_sha256(self.path)
 
 
 def fuse(base: Path, loras: tuple[Lora, ...]) -> dict:

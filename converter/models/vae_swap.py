@@ -6,12 +6,12 @@ pipeline's own would be (pipeline_models.load_vae reads the class)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from converter.common.digest import file_sha256
 from converter.common.errors import UserError
 from converter.models import ldm_layout
 
@@ -46,12 +46,7 @@ class Vae:
     @cached_property
     def sha256(self) -> str:
         """Of its weights file (a folder's: the one beside config.json)."""
-        weights = [f for f in self.files if f.suffix in (".safetensors", ".bin")]
-        digest = hashlib.sha256()
-        with open(weights[0], "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+        return file_sha256(next(f for f in self.files if f.suffix in (".safetensors", ".bin")))
 
     @cached_property
     def kind(self) -> str:
