@@ -14,6 +14,8 @@ from filelock import FileLock
 import torch
 from diffusers import UNet2DConditionModel
 
+from cli_runner import run_cli
+
 # SD 1.5's block types and heads at two stages and 32/64 channels: the same operators, built in seconds.
 TINY_CONFIG = {
     "sample_size": 8,
@@ -102,8 +104,7 @@ DEMO_HANG_GUARD_SECONDS = 1800
 
 def rkconvert(*args: str, cwd: Path, timeout: float = HANG_GUARD_SECONDS) -> subprocess.CompletedProcess:
     """The real CLI in its own process, as a user runs it (on a wide terminal, so tables do not fold)."""
-    return subprocess.run([sys.executable, "-m", "converter.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "COLUMNS": "250"})
+    return run_cli(list(args), cwd, {**os.environ, "COLUMNS": "250"}, timeout)
 
 
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:

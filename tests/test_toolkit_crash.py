@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -15,7 +16,10 @@ from onnx import TensorProto, helper
 from converter.common.errors import BuildFailed
 from converter.toolkit import driver
 from converter.toolkit.child import log_lines, run_module
+from converter.toolkit.fork_server import ForkServer
 from converter.toolkit.job import ToolkitJob
+
+from conftest import rkconvert, tiny_unet
 
 
 def flip_reproducer(channels: int = 160) -> onnx.ModelProto:
@@ -88,6 +92,30 @@ def test_a_forked_child_runs_as_python_m_would(tmp_path, monkeypatch):
     run = run_module("echo", ["a", "b c"], tmp_path, tmp_path / "echo.log", "toy")
     assert log_lines(run.log.read_text()) == [f"seen {tmp_path} ['a', 'b c'] __main__"]
     assert run.peak_rss_bytes > 64 << 20
+
+
+def test_a_server_with_preloads_hands_its_modules_and_separate_streams_to_the_child(tmp_path):
+    server = ForkServer(preload=("json.tool",))
+    try:
+        (tmp_path / "streams.py").write_text("import sys\nprint('json.tool' in sys.modules)\n"
+                                             "print('to stderr', file=sys.stderr)\nsys.exit(3)\n")
+        pid = server.start("streams", [], tmp_path, tmp_path / "out", tmp_path / "err", env={})
+        while (ended := server.ended(pid)) is None:
+            time.sleep(0.05)
+    finally:
+        server.close()
+    assert os.waitstatus_to_exitcode(ended[0]) == 3
+    assert (tmp_path / "out").read_text() == "True\n"
+    assert (tmp_path / "err").read_text() == "to stderr\n"
+
+
+def test_the_cli_forked_for_the_tests_is_stopped_at_its_timeout(tmp_path):
+    tiny_unet().save_pretrained(tmp_path / "tiny-unet")
+    start = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        rkconvert("build", "--target", "rk3588", "--model", "tiny-unet", cwd=tmp_path, timeout=2)
+    assert time.monotonic() - start < 30
+    assert not (tmp_path / "build" / "tiny-unet-rk3588" / "report.json").exists()
 
 
 def test_toolkit_children_die_with_the_process_that_started_them(tmp_path):

@@ -10,12 +10,17 @@ yet: torch's thread pools start on first use, OpenBLAS stops its threads around 
 The server's parent is the rkconvert process; the jobs are the server's children, which die with it
 (PR_SET_PDEATHSIG), and it ends when its request pipe closes, however rkconvert ends. It reports each
 job's pid when started and its wait status and peak memory (wait4) when it ends, as JSON lines.
+
+The test suite runs the CLI itself the same way (tests/cli_runner.py), from a server that has also
+imported diffusers and transformers: a CLI process spends 5-7 s importing them, and the suite starts
+about two hundred.
 """
 
 from __future__ import annotations
 
 import atexit
 import ctypes
+import importlib
 import json
 import os
 import runpy
@@ -40,9 +45,10 @@ def die_with_parent() -> None:
 class ForkServer:
     """The rkconvert side: start a job, see whether it has ended, kill it. Shared by the process's
     threads (the hybrid search and the relay start jobs from several); started on first use and again
-    if it has died."""
+    if it has died. `preload`: modules the server imports besides numpy, onnx and torch."""
 
-    def __init__(self) -> None:
+    def __init__(self, preload: tuple[str, ...] = ()) -> None:
+        self._preload = preload
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._pending = b""
@@ -50,16 +56,19 @@ class ForkServer:
         self._running: set[int] = set()
         self._ended: dict[int, tuple[int, int]] = {}
 
-    def start(self, module: str, args: list[str], cwd: Path, log: Path) -> int:
-        """The pid of a new child running `python -m module args` in `cwd`, writing to `log`."""
-        request = {"module": module, "args": args, "cwd": str(cwd.resolve()), "log": str(log.resolve()),
-                   "env": dict(os.environ)}
+    def start(self, module: str, args: list[str], cwd: Path, log: Path, stderr: Path | None = None,
+              env: dict[str, str] | None = None) -> int:
+        """The pid of a new child running `python -m module args` in `cwd`, writing to `log` (its stderr to
+        `stderr` if given), in `env` (default: this process's environment now)."""
+        request = {"module": module, "args": args, "cwd": str(cwd.resolve()), "stdout": str(log.resolve()),
+                   "stderr": str((stderr or log).resolve()), "env": dict(os.environ if env is None else env)}
         with self._lock:
             while self._proc is not None and self._proc.poll() is not None:
                 self._pump(1.0)  # what it said before it died
             if self._proc is None:
-                self._proc = subprocess.Popen([sys.executable, "-u", "-m", __name__], stdin=subprocess.PIPE,
-                                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                self._proc = subprocess.Popen([sys.executable, "-u", "-m", __name__, *self._preload],
+                                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                              stderr=subprocess.DEVNULL)
             self._proc.stdin.write(json.dumps(request).encode() + b"\n")
             self._proc.stdin.flush()
             while not self._started:
@@ -124,6 +133,12 @@ def server() -> ForkServer:
     return _SERVER
 
 
+def _write_to(fd: int, path: str) -> None:
+    out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(out, fd)
+    os.close(out)
+
+
 def _run_job(request: dict, keep_closed: list[int]) -> None:
     """In the forked child: become `python -u -m module args` and exit with its status."""
     code = 1
@@ -133,10 +148,11 @@ def _run_job(request: dict, keep_closed: list[int]) -> None:
         die_with_parent()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.close(log)
+        _write_to(1, request["stdout"])
+        if request["stderr"] == request["stdout"]:
+            os.dup2(1, 2)
+        else:
+            _write_to(2, request["stderr"])
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
@@ -158,7 +174,7 @@ def _run_job(request: dict, keep_closed: list[int]) -> None:
         os._exit(code)
 
 
-def serve() -> None:
+def serve(preload: list[str]) -> None:
     """The server: requests on stdin, one JSON line each; reports on stdout. Ends when stdin closes."""
     requests, reports = os.dup(0), os.dup(1)
     quiet = os.open(os.devnull, os.O_RDWR)
@@ -170,6 +186,9 @@ def serve() -> None:
     import numpy  # noqa: F401
     import onnx  # noqa: F401
     import torch  # noqa: F401
+
+    for module in preload:
+        importlib.import_module(module)
 
     def say(message: dict) -> None:
         os.write(reports, json.dumps(message).encode() + b"\n")
@@ -201,4 +220,4 @@ def serve() -> None:
 
 
 if __name__ == "__main__":
-    serve()
+    serve(sys.argv[1:])
