@@ -62,6 +62,12 @@ SCHEDULES = {s.name: s for s in (
 )}
 
 
+def default_for(scheduler_class: str) -> Schedule:
+    """How a pipeline whose scheduler is `scheduler_class` draws when it declares no evaluation: LCM's 4 steps
+    (an LCM-LoRA's pipeline, or an LCM-distilled UNet's), else SD 1.5's 20 steps at guidance 7.5."""
+    return SCHEDULES["lcm-4step" if scheduler_class == "LCMScheduler" else "sd15-20step"]
+
+
 def prediction_of(pipeline: Path | None) -> str:
     """What a pipeline folder's UNet predicts, as its scheduler config says ("epsilon" or "v_prediction");
     "epsilon" for a UNet without a pipeline."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -114,7 +115,8 @@ def test_each_layout_fuses_to_what_peft_computes(loras, layout, tmp_path, monkey
     work, files, inputs, expected, base = loras
     monkeypatch.setenv("RKCONVERT_CACHE", str(tmp_path))
     source = resolve(str(work / "tiny-pipeline"), loras=(Lora.parse(f"{files[layout]}:{SCALE}"),))
-    assert source.name == f"tiny-pipeline+{files[layout].stem}"
+    # diffusers names every LoRA file pytorch_lora_weights: its folder names it.
+    assert source.name == {"diffusers": "tiny-pipeline+diffusers", "kohya": "tiny-pipeline+kohya-style"}[layout]
     unet, encoder = _pipeline_models(source.path)
     with torch.no_grad():
         got = (torch_output(unet, inputs), encoder(_text_ids()).last_hidden_state.numpy())
@@ -122,11 +124,39 @@ def test_each_layout_fuses_to_what_peft_computes(loras, layout, tmp_path, monkey
         assert _relative(fused, wanted) <= 1e-5  # float32 sums in another order
         assert _relative(without, wanted) >= 1e-2  # the LoRA changes what the model computes
     # The pipeline's other files are the base's: its evaluation set, the tokenizer the board reads.
-    for name in ("rkconvert.json", "tokenizer/tokenizer.json", "vae/diffusion_pytorch_model.safetensors"):
+    for name in ("rkconvert.json", "tokenizer/tokenizer.json", "vae/diffusion_pytorch_model.safetensors",
+                 "scheduler/scheduler_config.json"):
         assert (source.path / name).read_bytes() == (work / "tiny-pipeline" / name).read_bytes()
     # Fused once: the same LoRA at the same scale is read from the cache.
     again = resolve(str(work / "tiny-pipeline"), loras=(Lora.parse(f"{files[layout]}:{SCALE}"),))
     assert again.path == source.path and again.fingerprint() == source.fingerprint()
+
+
+def test_an_lcm_lora_is_drawn_by_lcm_in_4_steps_without_guidance(loras, tmp_path, monkeypatch):
+    """Named as latent-consistency ships one: its pipeline's scheduler becomes LCMScheduler and its evaluation is
+    drawn in 4 steps without guidance; what the image check, generate and the bundle's runner draw by default."""
+    from diffusers import LCMScheduler, StableDiffusionPipeline
+
+    from converter.imaging.evaluation import default_drawing
+    from converter.models.lora import Lora
+    from converter.models.model_source import resolve
+
+    work, files, *_ = loras
+    lcm = tmp_path / "lcm-lora-tiny" / "pytorch_lora_weights.safetensors"
+    lcm.parent.mkdir()
+    shutil.copy(files["diffusers"], lcm)
+    monkeypatch.setenv("RKCONVERT_CACHE", str(tmp_path / "cache"))
+    source = resolve(str(work / "tiny-pipeline"), loras=(Lora.parse(str(lcm)),))
+    assert source.name == "tiny-pipeline+lcm-lora-tiny"
+    assert isinstance(StableDiffusionPipeline.from_pretrained(source.path).scheduler, LCMScheduler)
+    base_evaluation = json.loads((work / "tiny-pipeline" / "rkconvert.json").read_text())["evaluation"]
+    evaluation = json.loads((source.path / "rkconvert.json").read_text())["evaluation"]
+    assert evaluation == {**base_evaluation, "steps": 4, "guidance_scale": 1.0}
+    assert default_drawing(source.path, embedded_guidance=False) == (4, 1.0)
+    # A pipeline that declares no evaluation (a single file's) draws as its scheduler usually does.
+    for folder, drawn in ((source.path, (4, 1.0)), (work / "tiny-pipeline", (20, 7.5))):
+        bare = shutil.copytree(folder, tmp_path / f"bare-{folder.name}", ignore=shutil.ignore_patterns("rkconvert.json"))
+        assert default_drawing(bare, embedded_guidance=False) == drawn
 
 
 @pytest.fixture(scope="module")

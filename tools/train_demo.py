@@ -135,7 +135,7 @@ def _lr(step: int, steps: int, peak: float, warmup: int = 200) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))))
 
 
-def _loop(ckpt: Checkpoint, modules: dict, steps: int, peak_lr: float, seed: int, save_every: int, loss_fn,
+def train_loop(ckpt: Checkpoint, modules: dict, steps: int, peak_lr: float, seed: int, save_every: int, loss_fn,
           ema=None, log_every: int = 50) -> None:
     """The training loop both phases share: resume, step, log, checkpoint."""
     params = [p for m in modules.values() for p in m.parameters()]
@@ -222,7 +222,7 @@ def train_vae(work: Path, steps: int, seed: int, save_every: int, batch: int = 1
         recon = vae.decode(posterior.sample()).sample
         return F.mse_loss(recon, images) + 0.5 * F.l1_loss(recon, images) + 1e-6 * posterior.kl().mean()
 
-    _loop(Checkpoint(work, "vae"), {"vae": vae}, steps, 1e-3, seed, save_every, loss_fn)
+    train_loop(Checkpoint(work, "vae"), {"vae": vae}, steps, 1e-3, seed, save_every, loss_fn)
     return vae.eval()
 
 
@@ -275,7 +275,7 @@ def train_unet(work: Path, data: dict, tokenizer, scaling: float, steps: int, se
         weight = torch.clamp(snr, max=5.0) / snr  # min-SNR-5 weighting for epsilon prediction
         return (weight * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
 
-    _loop(Checkpoint(work, "unet"), modules, steps, 1e-3, seed, save_every, loss_fn, ema=ema)
+    train_loop(Checkpoint(work, "unet"), modules, steps, 1e-3, seed, save_every, loss_fn, ema=ema)
     ema.copy_to()
     return unet.eval(), text_encoder.eval()
 

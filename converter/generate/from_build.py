@@ -13,7 +13,7 @@ from converter.builds.drawing import Drawing, draw_both, save_trio
 from converter.builds.finished import FinishedBuild
 from converter.common.errors import UserError
 from converter.common.progress import Progress
-from converter.imaging.evaluation import eval_set, psnr, ssim
+from converter.imaging.evaluation import default_drawing, psnr, ssim
 from converter.imaging.pictures import comparison_grid, save_png
 
 
@@ -27,9 +27,9 @@ def generate(build_dir: Path, prompts: list[str], seed: int, steps: int | None, 
     if folder is None:
         raise UserError(f"{build_dir / 'report.json'}: {build.report.model} is a UNet alone; generate needs "
                         "its text encoder, scheduler and VAE: build a diffusers pipeline folder (or the demo)")
-    declared = eval_set(folder)
-    steps = steps or (declared.steps if declared else 20)
-    guidance_scale = guidance_scale if guidance_scale is not None else (declared.guidance_scale if declared else 7.5)
+    default_steps, default_guidance = default_drawing(folder, "guidance" in build.export.signature.sources().values())
+    steps = steps or default_steps
+    guidance_scale = default_guidance if guidance_scale is None else guidance_scale
     drawing = Drawing(prompts, [seed + i for i in range(len(prompts))], steps, guidance_scale,
                       build.report.resolution, scheduler, _init_image(init_image, build.report.resolution)
                       if init_image else None, strength)

@@ -11,12 +11,13 @@ A pipeline folder declares its evaluation in `rkconvert.json`:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from calib_data.schedules import default_for
 from converter.common.errors import UserError
 
 SPEC_FILE = "rkconvert.json"
@@ -71,6 +72,18 @@ def eval_set(folder: Path) -> EvalSet | None:
         return EvalSet(prompts, int(ev["steps"]), float(ev["guidance_scale"]), spec.get("judge"))
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise UserError(f"{folder / SPEC_FILE}: not a readable evaluation spec ({type(e).__name__}: {e})") from None
+
+
+def default_drawing(folder: Path, embedded_guidance: bool) -> tuple[int, float]:
+    """(steps, guidance scale) a pipeline folder is drawn with unless told otherwise: its declared evaluation's,
+    else what its scheduler usually draws with (4 LCM steps, or 20 at guidance 7.5); `embedded_guidance`: its
+    UNet takes the guidance scale as an embedding (LCM-distilled)."""
+    declared = eval_set(folder)
+    if declared:
+        return declared.steps, declared.guidance_scale
+    scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())["_class_name"]
+    schedule = replace(default_for(scheduler), embedded_guidance=embedded_guidance)
+    return schedule.steps, schedule.drawn_guidance
 
 
 def declared_prompts(folder: Path) -> Path | None:

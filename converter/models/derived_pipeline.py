@@ -1,6 +1,6 @@
 """A pipeline folder derived from another: LoRAs fused into its UNet and text encoder (lora.py), its VAE replaced
 (vae_swap.py), what its UNet predicts set where its file cannot say (`--prediction-type`: an SD 2.x single file
-is read as epsilon-predicting, its 768-px models predict v). Written once per base and set of changes (each file's path, size and time; each LoRA's scale)
+is read as epsilon-predicting, its 768-px models predict v); with an LCM-LoRA, drawn by LCMScheduler. Written once per base and set of changes (each file's path, size and time; each LoRA's scale)
 under the cache, to a temporary name renamed at the end (an interrupted run leaves nothing a later one takes for
 finished); the models changed are saved, the base's other files (the tokenizer.json the board reads,
 rkconvert.json's evaluation) linked. Every stage then reads it as it reads any pipeline folder."""
@@ -15,14 +15,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+from calib_data.schedules import default_for
 from converter.common.quiet_loading import quiet
 from converter.models.lora import Lora, fuse
 from converter.models.single_file import cache_root
 from converter.models.vae_swap import Vae
 
-FORMAT = 1  # bump when the folder written here changes, so cached folders are written again
+FORMAT = 2  # bump when the folder written here changes, so cached folders are written again
 INDEX = "model_index.json"
 SCHEDULER = "scheduler/scheduler_config.json"
+EVALUATION = "rkconvert.json"
 
 
 def derived_folder(base: Path, base_identity: str, name: str, loras: tuple[Lora, ...], vae: Vae | None,
@@ -34,7 +36,9 @@ def derived_folder(base: Path, base_identity: str, name: str, loras: tuple[Lora,
     folder = cache_root() / "derived" / f"{name}-{key.hexdigest()[:12]}"
     if (folder / INDEX).is_file():
         return folder
+    lcm = [lora.path.name for lora in loras if lora.lcm]
     changes = ([f"fusing {', '.join(lora.path.name for lora in loras)}"] if loras else []) + \
+        ([f"LCMScheduler for {', '.join(lcm)} (an LCM-LoRA by its name: drawn in 4 steps)"] if lcm else []) + \
         ([f"the VAE {vae.path.name}"] if vae else []) + ([f"{prediction_type} prediction"] if prediction_type else [])
     print(f"rkconvert: {' and '.join(changes)} into {base} (once; kept in {folder})", file=sys.stderr, flush=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -48,9 +52,23 @@ def derived_folder(base: Path, base_identity: str, name: str, loras: tuple[Lora,
             _rewrite(Path(tmp) / INDEX, vae=["diffusers", vae.kind])
         if prediction_type:
             _rewrite(Path(tmp) / SCHEDULER, prediction_type=prediction_type)
+        if lcm:
+            _draw_as_lcm(Path(tmp))
         shutil.rmtree(folder, ignore_errors=True)
         Path(tmp).rename(folder)
     return folder
+
+
+def _draw_as_lcm(folder: Path) -> None:
+    """An LCM-LoRA's pipeline: LCMScheduler, and the evaluation it declares drawn as LCM draws (4 steps, no
+    guidance), so the image check, `generate` and the bundle's runner all draw it so by default."""
+    lcm = default_for("LCMScheduler")
+    _rewrite(folder / INDEX, scheduler=["diffusers", lcm.scheduler])
+    _rewrite(folder / SCHEDULER, _class_name=lcm.scheduler)
+    spec = folder / EVALUATION
+    declared = json.loads(spec.read_text()) if spec.is_file() else {}
+    if "evaluation" in declared:
+        _rewrite(spec, evaluation={**declared["evaluation"], "steps": lcm.steps, "guidance_scale": lcm.guidance_scale})
 
 
 def _rewrite(path: Path, **changes) -> None:

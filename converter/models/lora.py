@@ -19,6 +19,7 @@ from converter.common.digest import file_sha256
 from converter.common.errors import UserError
 
 SUFFIXES = (".safetensors", ".bin", ".pt")
+DIFFUSERS_STEM = "pytorch_lora_weights"  # save_lora_weights' file name, whatever the LoRA
 FUSED = ["unet", "text_encoder"]  # the pipeline's models a LoRA changes; the others are the base's files
 
 
@@ -48,6 +49,17 @@ class Lora:
     def spec(self) -> str:
         """As the option takes it (a failed build names its diagnose command with it)."""
         return str(self.path) if self.scale == 1.0 else f"{self.path}:{self.scale:g}"
+
+    @property
+    def name(self) -> str:
+        """What a build folder calls it: the file's stem, or its folder's name for diffusers' fixed file name."""
+        return self.path.parent.name if self.path.stem == DIFFUSERS_STEM else self.path.stem
+
+    @property
+    def lcm(self) -> bool:
+        """An LCM-LoRA, by its name: published ones carry no mark inside (latent-consistency ships
+        lcm-lora-sdv1-5/pytorch_lora_weights.safetensors), so the file's or its folder's name says "lcm"."""
+        return any("lcm" in name.lower() for name in (self.path.stem, self.path.parent.name))
 
     @property
     def identity(self) -> str:

@@ -37,8 +37,8 @@ class ModelSource:
 
     @property
     def name(self) -> str:
-        """Short name for build folders: the preset name or the file / folder stem, each LoRA's stem, the VAE's."""
-        return "+".join([self._base_name, *(lora.path.stem for lora in self.loras),
+        """Short name for build folders: the preset name or the file / folder stem, each LoRA's name, the VAE's stem."""
+        return "+".join([self._base_name, *(lora.name for lora in self.loras),
                          *([self.vae.path.stem] if self.vae else [])])
 
     @property

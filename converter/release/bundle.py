@@ -7,7 +7,7 @@ from pathlib import Path
 from converter.board.manifest import NAME as MANIFEST, Accuracy, Check, Manifest, Pipeline
 from converter.builds.finished import FinishedBuild
 from converter.common.errors import UserError
-from converter.imaging.evaluation import eval_set
+from converter.imaging.evaluation import default_drawing, eval_set
 from converter.release import manifest, sized, tarball
 from converter.reports.build_report import SizesIndex, load
 from converter.toolkit import rknn_file
@@ -40,6 +40,8 @@ def _pipeline_files(build: FinishedBuild) -> tuple[dict[str, Path], Pipeline | N
     if not tokenizer.is_file():
         raise UserError(f"{folder / 'tokenizer'}: no tokenizer.json (the board reads the tokenizers format)")
     traced, declared = build.traced, eval_set(folder)
+    conditioning = build.export.signature.sources()
+    steps, guidance_scale = default_drawing(folder, "guidance" in conditioning.values())
     files = {f"cpu/{name}.onnx": path for name, path in traced.onnx.items()}
     files.update({"tokenizer/tokenizer.json": tokenizer,
                   "scheduler/scheduler_config.json": folder / "scheduler" / "scheduler_config.json"})
@@ -50,11 +52,10 @@ def _pipeline_files(build: FinishedBuild) -> tuple[dict[str, Path], Pipeline | N
                                  accuracy=Accuracy(built.report.accuracy.psnr_db, built.report.accuracy.cosine))
         files[npu[name].rknn] = artifact
     return files, Pipeline(latent_shape=traced.latent_shape, vae_scaling_factor=traced.vae_scaling_factor,
-                           steps=declared.steps if declared else 20,
-                           guidance_scale=declared.guidance_scale if declared else 7.5,
+                           steps=steps, guidance_scale=guidance_scale,
                            prompts=[p.prompt for p in declared.prompts] if declared else [], npu=npu,
                            cpu={name: f"cpu/{name}.onnx" for name in traced.onnx},
-                           conditioning=build.export.signature.sources())
+                           conditioning=conditioning)
 
 
 def contents(build_dir: Path) -> tuple[Manifest, dict[str, Path | bytes]]:
