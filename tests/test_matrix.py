@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -107,7 +108,7 @@ def _free_port() -> int:
 
 def _kill_once(out: Path, stop: threading.Event, killed: list) -> None:
     """SIGKILL the first build process writing to `out` once a toolkit child runs (as the kernel's OOM
-    killer would); `killed` gets its fork server and toolkit children still alive 30 s later (none: they
+    killer would); `killed` gets its fork server and toolkit children still running 30 s later (none: they
     die with it)."""
     while not stop.wait(0.2):
         for proc in psutil.process_iter(["cmdline"]):
@@ -117,10 +118,29 @@ def _kill_once(out: Path, stop: threading.Event, killed: list) -> None:
                     toolkit = [job for server in servers for job in server.children()]
                     if toolkit:
                         proc.kill()
-                        killed.append(psutil.wait_procs(servers + toolkit, timeout=30)[1])
+                        killed.append(_running_after(servers + toolkit, 30))
                         return
             except psutil.Error:
                 continue
+
+
+def _running_after(procs: list[psutil.Process], seconds: float) -> list[psutil.Process]:
+    """Those of `procs` still running after `seconds`. The killed build's children are orphans: once dead they
+    stay zombies until whatever adopted them reaps them, which need not be soon (psutil.wait_procs counts a
+    zombie as alive; a busy `make test` once failed on two dead ones)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        running = [p for p in procs if _runs(p)]
+        if not running or time.monotonic() > deadline:
+            return running
+        time.sleep(0.2)
+
+
+def _runs(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 @pytest.fixture(scope="module")

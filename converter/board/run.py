@@ -171,17 +171,22 @@ def encode(open_model, prompt: str, cfg: bool, timing: dict) -> list[np.ndarray]
     return states
 
 
-def starting(one: ForSize, open_model, sampler, generator, init_image: Path | None, steps: int, strength: float,
-             timing: dict) -> np.ndarray:
-    """The latents the sampler starts from: the seed's noise, or the picture to redraw, encoded and noised."""
-    if init_image is None:
-        return generator.randn(tuple(one.pipeline.latent_shape)) * sampler.init_noise_sigma
+def picture_to_redraw(one: ForSize, init_image: Path, strength: float) -> np.ndarray:
+    """The picture an img2img run starts from, as the VAE encoder takes it; read before any model runs, so bad
+    input costs nothing."""
     if not 0 < strength <= 1:
         raise RunnerError(f"--strength {strength}: from 0 (exclusive) to 1")
     try:
-        image = redraw.picture(init_image, one.resolution)
+        return redraw.picture(init_image, one.resolution)
     except (OSError, PngError, ValueError) as e:
         raise RunnerError(f"--init-image {e}") from None
+
+
+def starting(one: ForSize, open_model, sampler, generator, image: np.ndarray | None, steps: int, strength: float,
+             timing: dict) -> np.ndarray:
+    """The latents the sampler starts from: the seed's noise, or `image` (picture_to_redraw) encoded and noised."""
+    if image is None:
+        return generator.randn(tuple(one.pipeline.latent_shape)) * sampler.init_noise_sigma
     with open_model("vae_encoder") as vae_encoder:
         begun = time.monotonic()
         moments = np.asarray(vae_encoder({"image": image}), np.float32)
@@ -289,6 +294,7 @@ def main(argv=None) -> int:
             raise RunnerError("--init-image redraws a picture under --prompt: give one")
         if args.prompt and not one.pipeline:
             raise RunnerError(f"{bundled.model} is a UNet alone: this bundle has no text encoder or decoder")
+        picture = picture_to_redraw(one, args.init_image, args.strength) if args.init_image else None
         timing = {"bundle": BUNDLE.name, "size": one.resolution, "target": bundled.target, "dtype": bundled.dtype,
                   "machine": platform.machine(), "backend": "simulator" if args.simulate else "npu",
                   "core_mask": args.core_mask}
@@ -316,7 +322,7 @@ def main(argv=None) -> int:
             cfg = guidance > 1 and "guidance" not in one.pipeline.conditioning.values()
             states = encode(open_model, args.prompt, cfg, timing)
             generator = TorchGenerator(args.seed)
-            latents = starting(one, open_model, sampler, generator, args.init_image, steps, args.strength, timing)
+            latents = starting(one, open_model, sampler, generator, picture, steps, args.strength, timing)
         with open_model("unet") as unet:
             timing["unet_check"] = step_check(one, unet, bool(args.simulate))
             print(f"UNet step on the check input: {timing['unet_check']['seconds']:.3f} s, PSNR "

@@ -36,10 +36,13 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _KILLED = signal.SIGKILL.value  # the wait status of a process killed by SIGKILL
 
 
-def die_with_parent() -> None:
-    """SIGKILL this process when its parent dies (killed from outside, e.g. by the OOM killer or a matrix
-    executor), so no orphaned toolkit build goes on holding memory and writing files."""
+def die_with_parent(parent: int) -> None:
+    """SIGKILL this process when its parent `parent` dies (killed from outside, e.g. by the OOM killer or a
+    matrix executor), so no orphaned toolkit build goes on holding memory and writing files; at once if it has
+    died already (between the fork and now: the signal is only sent for a death after the call)."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class ForkServer:
@@ -139,13 +142,13 @@ def _write_to(fd: int, path: str) -> None:
     os.close(out)
 
 
-def _run_job(request: dict, keep_closed: list[int]) -> None:
+def _run_job(request: dict, keep_closed: list[int], server_pid: int) -> None:
     """In the forked child: become `python -u -m module args` and exit with its status."""
     code = 1
     try:
         for fd in keep_closed:
             os.close(fd)
-        die_with_parent()
+        die_with_parent(server_pid)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         _write_to(1, request["stdout"])
@@ -193,7 +196,7 @@ def serve(preload: list[str]) -> None:
     def say(message: dict) -> None:
         os.write(reports, json.dumps(message).encode() + b"\n")
 
-    pending = b""
+    pending, server = b"", os.getpid()
     while True:
         if select.select([requests], [], [], 0.1)[0]:
             data = os.read(requests, 1 << 16)
@@ -207,7 +210,7 @@ def serve(preload: list[str]) -> None:
                     say({"error": str(error)})
                     continue
                 if pid == 0:
-                    _run_job(json.loads(line), [requests, reports])
+                    _run_job(json.loads(line), [requests, reports], server)
                 say({"started": pid})
         while True:
             try:
