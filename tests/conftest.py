@@ -31,15 +31,15 @@ TINY_CONFIG = {
 }
 TINY_RESOLUTION = 64
 
-# Modules longest first (their time in a `make test` on this 2-core machine, 30-260 s each): `make test` hands
+# Modules longest first (their time in a `make test` on this 2-core machine, 30-300 s each): `make test` hands
 # whole modules to its two workers (--dist loadfile) in collection order (--no-loadscope-reorder: xdist would
 # order them by test count), and a long module handed out last ran alone for 100-150 s while the other worker
 # idled. Every module of 30 s or more is ranked (measured with --junitxml); the rest follow alphabetically.
-LONGEST_FIRST = ["test_matrix", "test_layer_report", "test_hybrid", "test_generate", "test_parts_build",
-                 "test_single_file", "test_diagnose", "test_calibration", "test_presets_convert", "test_lowering",
-                 "test_release", "test_vae_swap", "test_lcm", "test_sizes", "test_w8a16", "test_cli_build",
-                 "test_bad_inputs", "test_any_graph", "test_host_time_projection", "test_diagnose_unseen",
-                 "test_lora", "test_demo_model", "test_tile_attention", "test_v_prediction", "test_sdxl"]
+LONGEST_FIRST = ["test_matrix", "test_layer_report", "test_hybrid", "test_generate", "test_presets_convert",
+                 "test_parts_build", "test_diagnose", "test_single_file", "test_lowering", "test_sizes",
+                 "test_vae_swap", "test_release", "test_lcm", "test_calibration", "test_cli_build", "test_any_graph",
+                 "test_w8a16", "test_diagnose_unseen", "test_host_time_projection", "test_tile_attention",
+                 "test_demo_model", "test_v_prediction"]
 
 
 def pytest_collection_modifyitems(items):
