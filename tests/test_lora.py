@@ -132,7 +132,7 @@ def test_each_layout_fuses_to_what_peft_computes(loras, layout, tmp_path, monkey
     assert again.path == source.path and again.fingerprint() == source.fingerprint()
 
 
-def test_an_lcm_lora_is_drawn_by_lcm_in_4_steps_without_guidance(loras, tmp_path, monkeypatch):
+def test_an_lcm_lora_is_drawn_by_lcm_in_4_steps_without_guidance(loras, tmp_path, monkeypatch, capsys):
     """Named as latent-consistency ships one: its pipeline's scheduler becomes LCMScheduler and its evaluation is
     drawn in 4 steps without guidance; what the image check, generate and the bundle's runner draw by default."""
     from diffusers import LCMScheduler, StableDiffusionPipeline
@@ -148,6 +148,8 @@ def test_an_lcm_lora_is_drawn_by_lcm_in_4_steps_without_guidance(loras, tmp_path
     monkeypatch.setenv("RKCONVERT_CACHE", str(tmp_path / "cache"))
     source = resolve(str(work / "tiny-pipeline"), loras=(Lora.parse(str(lcm)),))
     assert source.name == "tiny-pipeline+lcm-lora-tiny"
+    assert ("fusing pytorch_lora_weights.safetensors (an LCM-LoRA by its name: drawn by LCMScheduler in 4 steps)"
+            in capsys.readouterr().err)
     assert isinstance(StableDiffusionPipeline.from_pretrained(source.path).scheduler, LCMScheduler)
     base_evaluation = json.loads((work / "tiny-pipeline" / "rkconvert.json").read_text())["evaluation"]
     evaluation = json.loads((source.path / "rkconvert.json").read_text())["evaluation"]

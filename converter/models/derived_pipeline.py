@@ -36,9 +36,10 @@ def derived_folder(base: Path, base_identity: str, name: str, loras: tuple[Lora,
     folder = cache_root() / "derived" / f"{name}-{key.hexdigest()[:12]}"
     if (folder / INDEX).is_file():
         return folder
-    lcm = [lora.path.name for lora in loras if lora.lcm]
-    changes = ([f"fusing {', '.join(lora.path.name for lora in loras)}"] if loras else []) + \
-        ([f"LCMScheduler for {', '.join(lcm)} (an LCM-LoRA by its name: drawn in 4 steps)"] if lcm else []) + \
+    lcm = any(lora.lcm for lora in loras)
+    named = [lora.path.name + (" (an LCM-LoRA by its name: drawn by LCMScheduler in 4 steps)" if lora.lcm else "")
+             for lora in loras]
+    changes = ([f"fusing {', '.join(named)}"] if loras else []) + \
         ([f"the VAE {vae.path.name}"] if vae else []) + ([f"{prediction_type} prediction"] if prediction_type else [])
     print(f"rkconvert: {' and '.join(changes)} into {base} (once; kept in {folder})", file=sys.stderr, flush=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
