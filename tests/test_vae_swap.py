@@ -14,7 +14,7 @@ from PIL import Image
 
 from converter.board.manifest import Manifest, VaeUsed
 from converter.imaging.evaluation import psnr
-from tests.conftest import error_lines, rkconvert, save_tiny_pipeline
+from tests.conftest import error_lines, rkconvert, save_tiny_pipeline, tiny_unet
 from tests.test_release import _runner, _unpack
 from tools.make_single_file import vae_to_ldm
 
@@ -134,3 +134,17 @@ def test_a_vae_of_other_latents_is_refused_in_one_line(vaes, tmp_path, monkeypat
     assert error_lines(result) == [f"rkconvert: error: --vae {tmp_path / 'wide-vae'}: its latents have 8 channels, "
                                    "the pipeline's 4 (a VAE for another model family)"]
     assert not (tmp_path / "out").exists() and list((tmp_path / "cache" / "derived").iterdir()) == []
+
+
+def test_a_folder_that_is_no_vae_is_refused_when_the_option_is_read(tmp_path):
+    from converter.common.errors import UserError
+    from converter.models.vae_swap import Vae
+
+    tiny_unet().save_pretrained(tmp_path / "a-unet")
+    (tmp_path / "empty").mkdir()
+    for folder, why in (("a-unet", "a UNet2DConditionModel; rkconvert builds AutoencoderKL and AutoencoderTiny "
+                                   "decoders"),
+                        ("empty", "no readable config.json")):
+        with pytest.raises(UserError) as refused:
+            Vae.parse(str(tmp_path / folder))
+        assert str(refused.value).startswith(f"--vae {tmp_path / folder}: {why}")
