@@ -157,7 +157,8 @@ def test_an_lcm_lora_is_drawn_by_lcm_in_4_steps_without_guidance(loras, tmp_path
     assert default_drawing(source.path, embedded_guidance=False) == (4, 1.0)
     # A pipeline that declares no evaluation (a single file's) draws as its scheduler usually does.
     for folder, drawn in ((source.path, (4, 1.0)), (work / "tiny-pipeline", (20, 7.5))):
-        bare = shutil.copytree(folder, tmp_path / f"bare-{folder.name}", ignore=shutil.ignore_patterns("rkconvert.json"))
+        bare = shutil.copytree(folder, tmp_path / f"bare-{folder.name}",
+                               ignore=shutil.ignore_patterns("rkconvert.json"))
         assert default_drawing(bare, embedded_guidance=False) == drawn
 
 

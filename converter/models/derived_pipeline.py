@@ -1,8 +1,9 @@
 """A pipeline folder derived from another: LoRAs fused into its UNet and text encoder (lora.py), its VAE replaced
 (vae_swap.py), what its UNet predicts set where its file cannot say (`--prediction-type`: an SD 2.x single file
-is read as epsilon-predicting, its 768-px models predict v); with an LCM-LoRA, drawn by LCMScheduler. Written once per base and set of changes (each file's path, size and time; each LoRA's scale)
-under the cache, to a temporary name renamed at the end (an interrupted run leaves nothing a later one takes for
-finished); the models changed are saved, the base's other files (the tokenizer.json the board reads,
+is read as epsilon-predicting, its 768-px models predict v); with an LCM-LoRA, drawn by LCMScheduler. Written
+once per base and set of changes (each file's path, size and time; each LoRA's scale) under the cache, to a
+temporary name renamed at the end (an interrupted run leaves nothing a later one takes for finished); the models
+changed are saved, the base's other files (the tokenizer.json the board reads,
 rkconvert.json's evaluation) linked. Every stage then reads it as it reads any pipeline folder."""
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def _draw_as_lcm(folder: Path) -> None:
     spec = folder / EVALUATION
     declared = json.loads(spec.read_text()) if spec.is_file() else {}
     if "evaluation" in declared:
-        _rewrite(spec, evaluation={**declared["evaluation"], "steps": lcm.steps, "guidance_scale": lcm.guidance_scale})
+        _rewrite(spec, evaluation={**declared["evaluation"], "steps": lcm.steps,
+                                   "guidance_scale": lcm.guidance_scale})
 
 
 def _rewrite(path: Path, **changes) -> None:
