@@ -8,7 +8,7 @@ runs the module as `python -m` would. Forking after those imports is safe becaus
 yet: torch's thread pools start on first use, OpenBLAS stops its threads around a fork itself.
 
 The server's parent is the rkconvert process; the jobs are the server's children, which die with it
-(PR_SET_PDEATHSIG), and it ends when its request pipe closes, however rkconvert ends. It reports each
+(PR_SET_PDEATHSIG), and it ends when its request pipe closes or rkconvert is gone, however rkconvert ends. It reports each
 job's pid when started and its wait status and peak memory (wait4) when it ends, as JSON lines.
 
 The test suite runs the CLI itself the same way (tests/cli_runner.py), from a server that has also
@@ -178,7 +178,9 @@ def _run_job(request: dict, keep_closed: list[int], server_pid: int) -> None:
 
 
 def serve(preload: list[str]) -> None:
-    """The server: requests on stdin, one JSON line each; reports on stdout. Ends when stdin closes."""
+    """The server: requests on stdin, one JSON line each; reports on stdout. Ends when stdin closes or its
+    parent dies, whichever it sees first."""
+    parent = os.getppid()
     requests, reports = os.dup(0), os.dup(1)
     quiet = os.open(os.devnull, os.O_RDWR)
     os.dup2(quiet, 0)
@@ -197,7 +199,7 @@ def serve(preload: list[str]) -> None:
         os.write(reports, json.dumps(message).encode() + b"\n")
 
     pending, server = b"", os.getpid()
-    while True:
+    while os.getppid() == parent:  # rkconvert killed: the jobs end with the server (PR_SET_PDEATHSIG)
         if select.select([requests], [], [], 0.1)[0]:
             data = os.read(requests, 1 << 16)
             if not data:
