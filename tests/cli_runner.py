@@ -10,13 +10,13 @@ look for it by its command line start it with subprocess themselves.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from converter.toolkit.child import Child
 from converter.toolkit.fork_server import ForkServer
 
 # converter.cli first: it sets the libraries' verbosity in the environment before they are imported.
@@ -41,18 +41,16 @@ def run_cli(args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> 
     """`python -m converter.cli args` in `cwd` and `env`, as subprocess.run(capture_output=True, text=True)
     returns it; SIGKILLed and subprocess.TimeoutExpired after `timeout` seconds."""
     command = [sys.executable, "-m", "converter.cli", *args]
-    server = _server()
     with tempfile.TemporaryDirectory(prefix="rkconvert-cli-") as tmp:
         stdout, stderr = Path(tmp) / "stdout", Path(tmp) / "stderr"
-        pid = server.start("converter.cli", list(args), cwd, stdout, stderr, env)
+        child = Child("converter.cli", list(args), cwd, stdout, "rkconvert", via=_server(), stderr=stderr,
+                      env=env)
         deadline = time.monotonic() + timeout
-        while (ended := server.ended(pid)) is None:
+        while not child.poll():
             if time.monotonic() > deadline:
-                server.kill(pid)
-                while server.ended(pid) is None:
-                    time.sleep(0.05)
+                child.kill()
                 raise subprocess.TimeoutExpired(command, timeout, stdout.read_text(errors="replace"),
                                                 stderr.read_text(errors="replace"))
             time.sleep(0.05)
-        return subprocess.CompletedProcess(command, os.waitstatus_to_exitcode(ended[0]),
-                                           stdout.read_text(errors="replace"), stderr.read_text(errors="replace"))
+        return subprocess.CompletedProcess(command, child.returncode, stdout.read_text(errors="replace"),
+                                           stderr.read_text(errors="replace"))

@@ -136,7 +136,7 @@ def _lr(step: int, steps: int, peak: float, warmup: int = 200) -> float:
 
 
 def train_loop(ckpt: Checkpoint, modules: dict, steps: int, peak_lr: float, seed: int, save_every: int, loss_fn,
-          ema=None, log_every: int = 50) -> None:
+               ema=None, log_every: int = 50) -> None:
     """The training loop both phases share: resume, step, log, checkpoint."""
     params = [p for m in modules.values() for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=peak_lr, weight_decay=0.01)

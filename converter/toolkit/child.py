@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from converter.common.errors import BuildFailed
-from converter.toolkit.fork_server import server
+from converter.toolkit.fork_server import ForkServer, server
 
 PHASE = "@@rkconvert phase "
 ERROR = "@@rkconvert error "
@@ -69,13 +69,15 @@ def last_phase(lines: list[str]) -> str | None:
 
 class Child:
     """`python -m module args` running in `cwd`, its output going to `log` (forked by the process's fork
-    server: converter/toolkit/fork_server.py)."""
+    server: converter/toolkit/fork_server.py, or by `via`, with its stderr to `stderr` and in `env` if given)."""
 
-    def __init__(self, module: str, args: list[str], cwd: Path, log: Path, what: str):
+    def __init__(self, module: str, args: list[str], cwd: Path, log: Path, what: str, via: ForkServer | None = None,
+                 stderr: Path | None = None, env: dict[str, str] | None = None):
         self.what, self.log = what, log
         self.start = time.monotonic()
+        self._server = via or server()
         log.parent.mkdir(parents=True, exist_ok=True)
-        self.pid = server().start(module, args, cwd, log)
+        self.pid = self._server.start(module, args, cwd, log, stderr, env)
         self._status: tuple[int, int] | None = None  # (exit code, or -signal; peak resident bytes)
         self._out_of_time = False
 
@@ -86,7 +88,7 @@ class Child:
     def poll(self, on_tick: Callable[[str | None, str, float], None] | None = None) -> bool:
         """True once the child has ended (its status kept for `finish`)."""
         if self._status is None:
-            ended = server().ended(self.pid)
+            ended = self._server.ended(self.pid)
             if ended:
                 self._status = (os.waitstatus_to_exitcode(ended[0]), ended[1])
             elif on_tick:
@@ -136,7 +138,7 @@ class Child:
     def kill(self) -> None:
         """SIGKILL the child and wait for its end."""
         if self._status is None:
-            server().kill(self.pid)
+            self._server.kill(self.pid)
             self._await_end()
 
     def _await_end(self) -> None:

@@ -8,8 +8,9 @@ runs the module as `python -m` would. Forking after those imports is safe becaus
 yet: torch's thread pools start on first use, OpenBLAS stops its threads around a fork itself.
 
 The server's parent is the rkconvert process; the jobs are the server's children, which die with it
-(PR_SET_PDEATHSIG), and it ends when its request pipe closes or rkconvert is gone, however rkconvert ends. It reports each
-job's pid when started and its wait status and peak memory (wait4) when it ends, as JSON lines.
+(PR_SET_PDEATHSIG), and it ends when its request pipe closes or rkconvert is gone, however rkconvert ends.
+It reports each job's pid when started and its wait status and peak memory (wait4) when it ends, as JSON
+lines.
 
 The test suite runs the CLI itself the same way (tests/cli_runner.py), from a server that has also
 imported diffusers and transformers: a CLI process spends 5-7 s importing them, and the suite starts
